@@ -1,0 +1,361 @@
+"""Training data: image folders, `datasets` datasets, and built-in synthetic data that needs no download.
+
+Every dataset here yields dicts `{"input": Tensor[C, H, W]}` with values in [-1, 1], like the batches of Diffusers'
+`train_unconditional.py` (resize, crop, optional flip, normalise with mean 0.5 and std 0.5).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+BUILTIN_DATASETS = ("checkerboards", "digits")
+
+
+class DataError(ValueError):
+    """Raised before training when the training data cannot be used; the message says how to fix it."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Built-in synthetic data
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def make_checkerboards(num_images: int, resolution: int, seed: int = 0, channels: int = 1) -> torch.Tensor:
+    """Grayscale checkerboards, the toy data of arXiv 2603.02447 (Figs. 1-2).
+
+    Each image is a ±1 checkerboard whose square size is drawn from the divisors-friendly set {4, 8, 16} pixels
+    (clipped to the resolution) and whose pattern is shifted by a random offset, so the set has sharp edges at
+    many positions and a power spectrum concentrated on odd harmonics: exactly what an MSE-trained model blurs.
+
+    Args:
+        num_images (`int`): number of images.
+        resolution (`int`): height and width in pixels.
+        seed (`int`, defaults to 0): seed of the numpy generator; the same seed gives the same set.
+        channels (`int`, defaults to 1): channels (the same pattern repeated).
+
+    Returns:
+        `torch.Tensor` of shape `[N, C, H, W]` with values in {-1, 1}.
+    """
+    if num_images < 1 or resolution < 2:
+        raise DataError(f"checkerboards need num_images >= 1 and resolution >= 2, got {num_images}, {resolution}.")
+    rng = np.random.default_rng(seed)
+    sizes = [s for s in (4, 8, 16) if s <= resolution // 2] or [1]
+    coords = np.arange(resolution)
+    images = np.empty((num_images, resolution, resolution), dtype=np.float32)
+    for i in range(num_images):
+        size = int(rng.choice(sizes))
+        dy, dx = rng.integers(0, 2 * size, size=2)
+        rows = ((coords + dy) // size) % 2
+        cols = ((coords + dx) // size) % 2
+        images[i] = np.where((rows[:, None] + cols[None, :]) % 2 == 0, 1.0, -1.0)
+    tensor = torch.from_numpy(images)[:, None]
+    return tensor.repeat(1, channels, 1, 1)
+
+
+def make_digits(resolution: int, channels: int = 1) -> torch.Tensor:
+    """scikit-learn's 1,797 handwritten 8x8 digits (installed with scikit-learn, no download), upsampled.
+
+    Args:
+        resolution (`int`): output height and width (bilinear upsampling from 8x8).
+        channels (`int`, defaults to 1): channels (the digit repeated).
+
+    Returns:
+        `torch.Tensor` of shape `[1797, C, H, W]` in [-1, 1].
+    """
+    from sklearn.datasets import load_digits
+
+    digits = torch.from_numpy(load_digits().images.astype(np.float32) / 16.0)[:, None]
+    digits = torch.nn.functional.interpolate(digits, size=(resolution, resolution), mode="bilinear", align_corners=False)
+    return (digits.clamp(0, 1) * 2 - 1).repeat(1, channels, 1, 1)
+
+
+class TensorImageDataset(torch.utils.data.Dataset):
+    """A dataset over a `[N, C, H, W]` tensor in [-1, 1], with an optional horizontal flip."""
+
+    def __init__(self, images: torch.Tensor, random_flip: bool = False):
+        self.images = images
+        self.random_flip = random_flip
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> dict:
+        image = self.images[index]
+        if self.random_flip and torch.rand(()) < 0.5:
+            image = image.flip(-1)
+        return {"input": image}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Image preprocessing, as in train_unconditional.py: Resize(bilinear) -> Center/RandomCrop -> flip -> [-1, 1]
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ImageTransform:
+    """PIL image -> `Tensor[C, H, W]` in [-1, 1].
+
+    Args:
+        resolution (`int`): the shorter side is resized to this (bilinear), then cropped to a square.
+        channels (`int`): 1 converts to grayscale ("L"), 3 to "RGB".
+        center_crop (`bool`, defaults to `False`): center crop instead of a random crop.
+        random_flip (`bool`, defaults to `False`): flip horizontally with probability 0.5.
+        preserve_input_precision (`bool`, defaults to `False`): keep 16-bit / float images at full precision
+            instead of quantising them to 8 bits.
+    """
+
+    resolution: int
+    channels: int
+    center_crop: bool = False
+    random_flip: bool = False
+    preserve_input_precision: bool = False
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        array = self._to_array(image)  # [H, W, C] float32 in [0, 1]
+        tensor = torch.from_numpy(array).permute(2, 0, 1)[None]
+        h, w = tensor.shape[-2:]
+        scale = self.resolution / min(h, w)
+        new_h, new_w = max(self.resolution, round(h * scale)), max(self.resolution, round(w * scale))
+        if (new_h, new_w) != (h, w):
+            tensor = torch.nn.functional.interpolate(tensor, size=(new_h, new_w), mode="bilinear", antialias=True)
+        if self.center_crop:
+            top, left = (new_h - self.resolution) // 2, (new_w - self.resolution) // 2
+        else:
+            top = int(torch.randint(0, new_h - self.resolution + 1, ()))
+            left = int(torch.randint(0, new_w - self.resolution + 1, ()))
+        tensor = tensor[0, :, top : top + self.resolution, left : left + self.resolution]
+        if self.random_flip and torch.rand(()) < 0.5:
+            tensor = tensor.flip(-1)
+        return (tensor.clamp(0, 1) * 2 - 1).contiguous()
+
+    def _to_array(self, image: Image.Image) -> np.ndarray:
+        if self.preserve_input_precision and image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+            array = np.asarray(image, dtype=np.float32)
+            array = array / (65535.0 if image.mode != "F" else max(float(array.max()), 1.0))
+            array = array[..., None]
+            return np.repeat(array, self.channels, axis=-1) if self.channels == 3 else array
+        mode = "L" if self.channels == 1 else "RGB"
+        array = np.asarray(image.convert(mode), dtype=np.float32) / 255.0
+        return array[..., None] if array.ndim == 2 else array
+
+
+def image_channels(image: Image.Image) -> int:
+    """1 for grayscale images (modes L, LA, 1, I, I;16, F), else 3."""
+    return 1 if image.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F") else 3
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Image folders (the `--train_data_dir` of train_unconditional.py, which uses datasets' "imagefolder")
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FolderScan:
+    """What `scan_image_folder` found: the readable files, the unreadable ones and the inferred channels."""
+
+    files: list[str]
+    unreadable: list[str]
+    channels: int
+
+
+def scan_image_folder(folder: str, max_check: int | None = None) -> FolderScan:
+    """List the images under `folder` (recursively) and check that PIL can read them.
+
+    Unreadable files are skipped and counted (a warning says how many and names a few); a missing folder, a
+    folder with no image file, or one where no image can be read raises `DataError` naming the folder.
+
+    Args:
+        folder (`str`): the folder to scan.
+        max_check (`int`, *optional*): verify at most this many files (all by default).
+    """
+    if not os.path.isdir(folder):
+        raise DataError(f"--train_data_dir {folder!r} does not exist or is not a folder. Pass a folder of images.")
+    files = []
+    for root, _, names in sorted(os.walk(folder)):
+        files.extend(os.path.join(root, n) for n in sorted(names) if n.lower().endswith(IMAGE_EXTENSIONS))
+    if not files:
+        raise DataError(
+            f"--train_data_dir {folder!r} contains no image files ({', '.join(IMAGE_EXTENSIONS)}). "
+            "Put images in it, or leave out --train_data_dir and --dataset_name to train on built-in data."
+        )
+    readable, unreadable, modes = [], [], set()
+    for i, path in enumerate(files):
+        if max_check is not None and i >= max_check:
+            readable.append(path)
+            continue
+        try:
+            with Image.open(path) as image:
+                image.load()
+                modes.add(image_channels(image))
+            readable.append(path)
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            unreadable.append(path)
+    if not readable:
+        raise DataError(
+            f"None of the {len(files)} image files in {folder!r} can be read by PIL (for example "
+            f"{unreadable[0]!r}). Check that they are valid images."
+        )
+    if unreadable:
+        shown = ", ".join(os.path.relpath(p, folder) for p in unreadable[:3])
+        logger.warning(
+            "Skipping %d of %d files in %s that PIL cannot read (%s%s).",
+            len(unreadable),
+            len(files),
+            folder,
+            shown,
+            ", ..." if len(unreadable) > 3 else "",
+        )
+    return FolderScan(files=readable, unreadable=unreadable, channels=max(modes) if modes else 3)
+
+
+class ImageFolderDataset(torch.utils.data.Dataset):
+    """The images of a folder (recursively), transformed with an `ImageTransform`."""
+
+    def __init__(self, files: Sequence[str], transform: ImageTransform):
+        self.files = list(files)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict:
+        with Image.open(self.files[index]) as image:
+            return {"input": self.transform(image)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# `datasets` datasets (the `--dataset_name` of train_unconditional.py)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _image_column(dataset) -> str:
+    from datasets import Image as ImageFeature
+
+    for name, feature in dataset.features.items():
+        if isinstance(feature, ImageFeature):
+            return name
+    for name in ("image", "img", "images"):
+        if name in dataset.column_names:
+            return name
+    raise DataError(
+        f"The dataset has no image column (columns: {dataset.column_names}). "
+        "It needs a column of type datasets.Image, or one named 'image' or 'img'."
+    )
+
+
+class HFImageDataset(torch.utils.data.Dataset):
+    """A `datasets.Dataset` with an image column, transformed with an `ImageTransform`."""
+
+    def __init__(self, dataset, column: str, transform: ImageTransform):
+        self.dataset = dataset
+        self.column = column
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"input": self.transform(self.dataset[index][self.column])}
+
+
+def load_hf_dataset(name: str, config_name: str | None = None, cache_dir: str | None = None):
+    """`datasets.load_dataset(name, config_name, split="train")` with an error that says what to do offline."""
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(name, config_name, cache_dir=cache_dir, split="train")
+    except Exception as error:  # datasets raises many types (connection, file not found, config)
+        raise DataError(
+            f"Could not load dataset {name!r} (config {config_name!r}): {error}. Pass a Hub dataset id you can "
+            "reach, a local dataset folder, or use --train_data_dir with a folder of images."
+        ) from error
+    if len(dataset) == 0:
+        raise DataError(f"Dataset {name!r} has an empty 'train' split.")
+    return dataset
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One entry point for the training script
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainingData:
+    """The dataset the training script uses, with what it inferred."""
+
+    dataset: torch.utils.data.Dataset
+    channels: int
+    description: str
+    name: str | None = None  # a Hub dataset id, for the model card's `datasets` metadata
+
+
+def build_image_dataset(
+    *,
+    dataset_name: str | None,
+    dataset_config_name: str | None,
+    train_data_dir: str | None,
+    cache_dir: str | None,
+    resolution: int,
+    center_crop: bool,
+    random_flip: bool,
+    preserve_input_precision: bool,
+    builtin_dataset: str = "checkerboards",
+    builtin_num_samples: int = 2048,
+    channels: int | None = None,
+    seed: int = 0,
+) -> TrainingData:
+    """Build the training dataset from exactly one source: a `datasets` name, an image folder or built-in data.
+
+    Args:
+        channels (`int`, *optional*): force 1 or 3 channels (e.g. those of a pretrained UNet); by default they are
+            inferred from the data (1 if every checked image is grayscale).
+        builtin_dataset (`str`, defaults to `"checkerboards"`): used when neither `dataset_name` nor
+            `train_data_dir` is given; one of `BUILTIN_DATASETS`.
+    """
+    if dataset_name and train_data_dir:
+        raise DataError("Pass either --dataset_name or --train_data_dir, not both.")
+    if channels is not None and channels not in (1, 3):
+        raise DataError(f"Images must have 1 or 3 channels, got {channels}.")
+
+    def transform(ch: int) -> ImageTransform:
+        return ImageTransform(resolution, ch, center_crop, random_flip, preserve_input_precision)
+
+    if train_data_dir:
+        scan = scan_image_folder(train_data_dir)
+        ch = channels or scan.channels
+        skipped = f", {len(scan.unreadable)} unreadable skipped" if scan.unreadable else ""
+        return TrainingData(
+            ImageFolderDataset(scan.files, transform(ch)), ch, f"{len(scan.files)} images from {train_data_dir}{skipped}"
+        )
+    if dataset_name:
+        dataset = load_hf_dataset(dataset_name, dataset_config_name, cache_dir)
+        column = _image_column(dataset)
+        if channels is None:
+            first = [dataset[i][column] for i in range(min(8, len(dataset)))]
+            channels = max(image_channels(image) for image in first)
+        return TrainingData(
+            HFImageDataset(dataset, column, transform(channels)),
+            channels,
+            f"{len(dataset)} images from dataset {dataset_name}",
+            name=dataset_name,
+        )
+    ch = channels or 1
+    if builtin_dataset == "checkerboards":
+        images = make_checkerboards(builtin_num_samples, resolution, seed=seed, channels=ch)
+    elif builtin_dataset == "digits":
+        images = make_digits(resolution, channels=ch)
+    else:
+        raise DataError(f"Unknown built-in dataset {builtin_dataset!r}; choose one of {BUILTIN_DATASETS}.")
+    return TrainingData(
+        TensorImageDataset(images, random_flip), ch, f"built-in {builtin_dataset} ({images.shape[0]} images)"
+    )

@@ -1,0 +1,74 @@
+"""Shared fixtures: tiny models and data written to temporary folders, and a runner for the real script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+TINY_UNET = dict(
+    sample_size=16,
+    in_channels=1,
+    out_channels=1,
+    layers_per_block=1,
+    block_out_channels=[16, 32],
+    down_block_types=["DownBlock2D", "AttnDownBlock2D"],
+    up_block_types=["AttnUpBlock2D", "UpBlock2D"],
+    norm_num_groups=8,
+)
+
+
+def write_unet_config(folder: Path, channels: int = 1, sample_size: int = 16) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    config = dict(TINY_UNET, in_channels=channels, out_channels=channels, sample_size=sample_size)
+    config["_class_name"] = "UNet2DModel"
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def write_image_folder(folder: Path, count: int = 12, size: int = 16, mode: str = "L", seed: int = 0) -> Path:
+    """Random checkerboard-like PNGs (in a nested subfolder too, as imagefolder allows)."""
+    rng = np.random.default_rng(seed)
+    (folder / "sub").mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        period = int(rng.choice([2, 4]))
+        grid = ((np.arange(size)[:, None] // period + np.arange(size)[None, :] // period) % 2) * 255
+        array = np.clip(grid + rng.normal(0, 10, grid.shape), 0, 255).astype(np.uint8)
+        image = Image.fromarray(array, mode="L").convert(mode)
+        image.save(folder / ("sub" if i % 3 == 0 else ".") / f"img_{i}.png")
+    return folder
+
+
+@pytest.fixture
+def tiny_config(tmp_path) -> Path:
+    return write_unet_config(tmp_path / "tiny_unet")
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    return write_image_folder(tmp_path / "images")
+
+
+def launch(args: list[str], num_processes: int = 1, timeout: int = 600, check: bool = True, extra_env=None):
+    """Run `accelerate launch train_spectral.py ARGS` on the CPU, offline; returns the CompletedProcess."""
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--dynamo_backend", "no",
+                "--mixed_precision", "no"]
+    launcher += ["--multi_gpu", "--num_processes", str(num_processes)] if num_processes > 1 else ["--num_processes", "1", "--cpu"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
+    env.update(extra_env or {})
+    result = subprocess.run(
+        launcher + [str(REPO / "train_spectral.py"), *args], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"train_spectral.py failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+    return result

@@ -1,0 +1,623 @@
+#!/usr/bin/env python
+"""Train an unconditional `UNet2DModel` with spectral regularization: a drop-in for Diffusers'
+`examples/unconditional_image_generation/train_unconditional.py`.
+
+Every argument of that script works here with the same name, default and meaning. On top:
+
+    --spectral_loss amplitude_phase          Fourier / wavelet losses on the predicted clean sample (arXiv 2603.02447)
+    --formulation edm                        EDM training (arXiv 2206.00364), saved with an EDMPipeline
+    --noise_spectrum powerlaw:alpha=-0.04    coloured forward noise (SAGD, arXiv 2510.09660)
+    --pretrained_model_name_or_path DIR      fine-tune a saved pipeline or UNet
+
+Run `accelerate launch train_spectral.py` with no argument to train a small model on built-in checkerboards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import shutil
+import sys
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler, EDMEulerScheduler, UNet2DModel
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from diffusers_specreg import training
+from diffusers_specreg.data import BUILTIN_DATASETS, DataError, build_image_dataset
+from diffusers_specreg.losses import LOSS_NAMES
+from diffusers_specreg.objectives import build_objective
+from diffusers_specreg.regularizer import SpectralRegularizer
+from diffusers_specreg.weighting import WEIGHTINGS
+
+logger = get_logger(__name__, log_level="INFO")
+_STATE = {"training_started": False}  # errors before this is set are bad input: reported in one line, exit code 2
+
+# What `accelerate launch train_spectral.py` does with no data named: a run that finishes in minutes on a CPU.
+BUILTIN_PRESET = dict(resolution=32, model_preset="small", max_train_steps=1500, ddpm_num_inference_steps=50)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # --- the arguments of train_unconditional.py, same names, defaults and meaning -------------------------
+    data = parser.add_argument_group("data (as train_unconditional.py)")
+    data.add_argument("--dataset_name", type=str, default=None, help="A `datasets` dataset (Hub id or local).")
+    data.add_argument("--dataset_config_name", type=str, default=None)
+    data.add_argument("--train_data_dir", type=str, default=None, help="A folder of images (searched recursively).")
+    data.add_argument("--cache_dir", type=str, default=None)
+    data.add_argument(
+        "--resolution", type=int, default=None, help="Image size (default 64; 32 for built-in data)."
+    )
+    data.add_argument("--center_crop", action="store_true", default=False)
+    data.add_argument("--random_flip", action="store_true", default=False)
+    data.add_argument("--dataloader_num_workers", type=int, default=0)
+    data.add_argument("--preserve_input_precision", action="store_true", help="Keep 16-bit images at full precision.")
+    model = parser.add_argument_group("model and output (as train_unconditional.py)")
+    model.add_argument("--model_config_name_or_path", type=str, default=None, help="UNet2DModel config to train from scratch.")
+    model.add_argument("--output_dir", type=str, default="ddpm-model-64")
+    model.add_argument(
+        "--overwrite_output_dir", action="store_true", help="Allow replacing a trained pipeline and checkpoints in output_dir."
+    )
+    sched = parser.add_argument_group("schedule (as train_unconditional.py)")
+    sched.add_argument("--train_batch_size", type=int, default=16)
+    sched.add_argument("--eval_batch_size", type=int, default=16)
+    sched.add_argument("--num_epochs", type=int, default=None, help="Default 100 (unless --max_train_steps is set).")
+    sched.add_argument("--save_images_epochs", type=int, default=10)
+    sched.add_argument("--save_model_epochs", type=int, default=10)
+    sched.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    optim = parser.add_argument_group("optimiser (as train_unconditional.py)")
+    optim.add_argument("--learning_rate", type=float, default=1e-4)
+    optim.add_argument("--lr_scheduler", type=str, default="cosine")
+    optim.add_argument("--lr_warmup_steps", type=int, default=500)
+    optim.add_argument("--adam_beta1", type=float, default=0.95)
+    optim.add_argument("--adam_beta2", type=float, default=0.999)
+    optim.add_argument("--adam_weight_decay", type=float, default=1e-6)
+    optim.add_argument("--adam_epsilon", type=float, default=1e-08)
+    ema = parser.add_argument_group("EMA (as train_unconditional.py)")
+    ema.add_argument("--use_ema", action="store_true")
+    ema.add_argument("--ema_inv_gamma", type=float, default=1.0)
+    ema.add_argument("--ema_power", type=float, default=3 / 4)
+    ema.add_argument("--ema_max_decay", type=float, default=0.9999)
+    hub = parser.add_argument_group("Hub (as train_unconditional.py)")
+    hub.add_argument("--push_to_hub", action="store_true")
+    hub.add_argument("--hub_token", type=str, default=None)
+    hub.add_argument("--hub_model_id", type=str, default=None)
+    hub.add_argument("--hub_private_repo", action="store_true")
+    log = parser.add_argument_group("logging (as train_unconditional.py)")
+    log.add_argument("--logger", type=str, default="tensorboard", choices=["tensorboard", "wandb"])
+    log.add_argument("--logging_dir", type=str, default="logs")
+    log.add_argument("--local_rank", type=int, default=-1, help="Set by the launcher.")
+    log.add_argument("--mixed_precision", type=str, default="no", choices=["no", "fp16", "bf16"])
+    diff = parser.add_argument_group("diffusion (as train_unconditional.py)")
+    diff.add_argument("--prediction_type", type=str, default="epsilon", choices=["epsilon", "v_prediction", "sample"])
+    diff.add_argument("--ddpm_num_steps", type=int, default=1000)
+    diff.add_argument(
+        "--ddpm_num_inference_steps", type=int, default=None, help="Sampling steps (default 1000; 50 for built-in data)."
+    )
+    diff.add_argument("--ddpm_beta_schedule", type=str, default="linear")
+    ckpt = parser.add_argument_group("checkpoints (as train_unconditional.py)")
+    ckpt.add_argument("--checkpointing_steps", type=int, default=500)
+    ckpt.add_argument("--checkpoints_total_limit", type=int, default=None)
+    ckpt.add_argument("--resume_from_checkpoint", type=str, default=None, help="A checkpoint path or 'latest'.")
+    # --- fixes of train_unconditional.py's gaps ---------------------------------------------------------------
+    extra = parser.add_argument_group("run control")
+    extra.add_argument("--seed", type=int, default=None, help="Seed for data order, noise and initialisation.")
+    extra.add_argument("--max_train_steps", type=int, default=None, help="Stop after this many optimiser steps.")
+    extra.add_argument(
+        "--model_preset", type=str, default=None, choices=["default", "small"],
+        help="UNet size when no config is given: 'default' (train_unconditional's) or 'small' (CPU-friendly).",
+    )
+    extra.add_argument("--builtin_dataset", type=str, default="checkerboards", choices=BUILTIN_DATASETS)
+    extra.add_argument("--builtin_num_samples", type=int, default=2048, help="Number of built-in checkerboards.")
+    extra.add_argument("--max_nonfinite_steps", type=int, default=5, help="Stop after this many non-finite losses in a row.")
+    extra.add_argument("--pretrained_model_name_or_path", type=str, default=None, help="Fine-tune this pipeline or UNet.")
+    # --- spectral regularization (arXiv 2603.02447) ------------------------------------------------------------
+    spec = parser.add_argument_group("spectral regularization (arXiv 2603.02447)")
+    spec.add_argument(
+        "--spectral_loss", type=str, nargs="*", default=[], metavar="NAME",
+        help=f"Spectral losses on the predicted clean sample, any of {', '.join(LOSS_NAMES)} (default: none).",
+    )
+    spec.add_argument(
+        "--spectral_weight", type=str, nargs="+", default=["auto"],
+        help="λ per loss (one value for all, or one per loss), a number >= 0 or 'auto' (default).",
+    )
+    spec.add_argument(
+        "--spectral_auto_fraction", type=float, default=0.1,
+        help="With λ 'auto': keep each spectral term at this fraction of the base loss (default 0.1).",
+    )
+    spec.add_argument("--spectral_weighting", type=str, default="constant", choices=WEIGHTINGS)
+    spec.add_argument("--min_snr_gamma", type=float, default=5.0, help="γ of the min_snr weighting.")
+    spec.add_argument(
+        "--spectral_max_timestep", type=int, default=None, help="Apply spectral terms only at t <= this (DDPM)."
+    )
+    spec.add_argument("--spectral_max_sigma", type=float, default=None, help="Apply spectral terms only at σ <= this (EDM).")
+    spec.add_argument("--wavelet", type=str, default="haar", help="PyWavelets wavelet of the wavelet loss.")
+    spec.add_argument("--wavelet_levels", type=int, default=3)
+    # --- formulation ------------------------------------------------------------------------------------------
+    form = parser.add_argument_group("formulation")
+    form.add_argument("--formulation", type=str, default="ddpm", choices=["ddpm", "edm"])
+    form.add_argument("--edm_sigma_data", type=float, default=0.5)
+    form.add_argument("--edm_p_mean", type=float, default=-1.2)
+    form.add_argument("--edm_p_std", type=float, default=1.2)
+    args = parser.parse_args(argv)
+    env_local_rank = int(os.environ.get("LOCAL_RANK", -1))
+    if env_local_rank != -1 and env_local_rank != args.local_rank:
+        args.local_rank = env_local_rank
+    return args
+
+
+def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Apply the anchor's defaults, or the quick built-in preset when no data is named."""
+    builtin = not (args.dataset_name or args.train_data_dir)
+    args.resolution_from_user = args.resolution
+    anchor = dict(resolution=64, model_preset="default", ddpm_num_inference_steps=1000)
+    preset = BUILTIN_PRESET if builtin else anchor
+    for key in ("resolution", "model_preset", "ddpm_num_inference_steps"):
+        if getattr(args, key) is None:
+            setattr(args, key, preset[key])
+    if args.num_epochs is None and args.max_train_steps is None:
+        if builtin:
+            args.max_train_steps = BUILTIN_PRESET["max_train_steps"]
+        else:
+            args.num_epochs = 100
+    args.builtin = builtin
+    return args
+
+
+def spectral_weights(args) -> list[float | str]:
+    """Parse --spectral_weight into one λ per loss, with errors that say what is allowed."""
+    values = []
+    for raw in args.spectral_weight:
+        if raw == "auto":
+            values.append("auto")
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"--spectral_weight {raw!r} is neither a number nor 'auto'.") from None
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"--spectral_weight must be >= 0 and finite (or 'auto'), got {raw}.")
+        values.append(value)
+    if len(values) == 1:
+        return values * len(args.spectral_loss)
+    if len(values) != len(args.spectral_loss):
+        raise ValueError(
+            f"--spectral_weight has {len(values)} values for {len(args.spectral_loss)} losses "
+            f"({args.spectral_loss}); give one value for all or one per loss."
+        )
+    return values
+
+
+def validate_args(args) -> None:
+    """Every check that can fail before training starts (ValueError with the problem and the fix)."""
+    unknown = [name for name in args.spectral_loss if name not in LOSS_NAMES]
+    if unknown:
+        raise ValueError(f"Unknown --spectral_loss {unknown}; choose from {list(LOSS_NAMES)}.")
+    if len(set(args.spectral_loss)) != len(args.spectral_loss):
+        raise ValueError(f"--spectral_loss names a loss twice: {args.spectral_loss}.")
+    if "mrstft" in args.spectral_loss:
+        raise ValueError("--spectral_loss mrstft is a waveform loss; image / spectrogram training takes the others.")
+    spectral_weights(args)
+    for name in ("train_batch_size", "eval_batch_size", "gradient_accumulation_steps", "resolution", "ddpm_num_steps"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
+    for name in ("num_epochs", "max_train_steps", "checkpointing_steps", "checkpoints_total_limit"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
+    if args.learning_rate <= 0:
+        raise ValueError(f"--learning_rate must be > 0, got {args.learning_rate}.")
+    if args.formulation == "edm" and args.prediction_type == "sample":
+        raise ValueError("--formulation edm supports --prediction_type epsilon or v_prediction, not sample.")
+    if args.spectral_max_timestep is not None and args.formulation != "ddpm":
+        raise ValueError("--spectral_max_timestep gates DDPM timesteps; with --formulation edm use --spectral_max_sigma.")
+    if "wavelet" in args.spectral_loss:
+        import pywt
+
+        try:
+            wavelet = pywt.Wavelet(args.wavelet)
+        except ValueError:
+            raise ValueError(f"--wavelet {args.wavelet!r} is not a PyWavelets wavelet; try haar, bior1.3 or db2.") from None
+        max_level = pywt.dwt_max_level(args.resolution, wavelet.dec_len)
+        if args.wavelet_levels < 1 or args.wavelet_levels > max(max_level, 1) or args.resolution % 2**args.wavelet_levels:
+            raise ValueError(
+                f"--wavelet_levels {args.wavelet_levels} does not fit --resolution {args.resolution} with wavelet "
+                f"{args.wavelet}: the resolution must be divisible by 2**levels and levels <= {max_level}. "
+                "Lower --wavelet_levels or change --resolution."
+            )
+    problem = training.mixed_precision_error(args.mixed_precision)
+    if problem:
+        raise ValueError(problem)
+    if args.push_to_hub and not args.hub_model_id and not args.output_dir:
+        raise ValueError("--push_to_hub needs --hub_model_id or an --output_dir name.")
+
+
+def check_output_dir(args) -> None:
+    """Refuse to overwrite a trained pipeline or checkpoints unless asked to; never delete on resume."""
+    existing = os.path.isdir(args.output_dir) and (
+        os.path.isfile(os.path.join(args.output_dir, "model_index.json")) or training.list_checkpoints(args.output_dir)
+    )
+    if existing and not args.resume_from_checkpoint and not args.overwrite_output_dir:
+        raise ValueError(
+            f"--output_dir {args.output_dir!r} already holds a trained pipeline or checkpoints. Pass "
+            "--resume_from_checkpoint latest to continue that run, --overwrite_output_dir to replace it, or "
+            "another --output_dir."
+        )
+
+
+def build_model(args, channels: int, pretrained) -> UNet2DModel:
+    if pretrained is not None:
+        return pretrained.unet
+    if args.model_config_name_or_path:
+        config = UNet2DModel.load_config(args.model_config_name_or_path)
+        return UNet2DModel.from_config(config)
+    return UNet2DModel(**training.unet_config(args.model_preset, args.resolution, channels))
+
+
+def build_noise_scheduler(args, pretrained):
+    if args.formulation == "edm":
+        return EDMEulerScheduler(sigma_data=args.edm_sigma_data, prediction_type=args.prediction_type)
+    if pretrained is not None and pretrained.scheduler_config is not None:
+        config = dict(pretrained.scheduler_config)
+        config["prediction_type"] = args.prediction_type
+        return DDPMScheduler.from_config(config)
+    return DDPMScheduler(
+        num_train_timesteps=args.ddpm_num_steps,
+        beta_schedule=args.ddpm_beta_schedule,
+        prediction_type=args.prediction_type,
+    )
+
+
+def make_pipeline(args, unet, noise_scheduler, for_sampling: bool):
+    """The pipeline saved (DDPMPipeline, EDMPipeline) or used to draw logged samples (DDIM for speed)."""
+    if args.formulation == "edm":
+        from diffusers_specreg.pipelines.pipeline_edm import EDMPipeline
+
+        return EDMPipeline(unet=unet, scheduler=noise_scheduler)
+    if for_sampling:
+        return DDIMPipeline(unet=unet, scheduler=DDIMScheduler.from_config(noise_scheduler.config))
+    return DDPMPipeline(unet=unet, scheduler=noise_scheduler)
+
+
+class EpochShuffleSampler(torch.utils.data.Sampler):
+    """A fresh permutation each epoch from (seed, epoch): resuming at an epoch replays exactly its data order."""
+
+    def __init__(self, num_samples: int, seed: int):
+        self.num_samples, self.seed, self.epoch = num_samples, seed, 0
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def images_to_uint8(images: np.ndarray) -> np.ndarray:
+    """`[B, H, W, C]` floats in [0, 1] -> uint8 `[B, C, H, W]`."""
+    return (np.clip(images, 0, 1) * 255).round().astype(np.uint8).transpose(0, 3, 1, 2)
+
+
+def log_samples(args, accelerator, unet, noise_scheduler, ema_model, data_batch, epoch, global_step):
+    """Sample `eval_batch_size` images (EMA weights if any) and log a grid and a RAPSD plot vs the data."""
+    from diffusers_specreg import metrics, plots
+
+    if ema_model is not None:
+        ema_model.store(unet.parameters())
+        ema_model.copy_to(unet.parameters())
+    try:
+        pipeline = make_pipeline(args, unet, noise_scheduler, for_sampling=True)
+        pipeline.set_progress_bar_config(disable=True)
+        generator = torch.Generator(device=pipeline.device).manual_seed(0)
+        images = pipeline(
+            generator=generator,
+            batch_size=args.eval_batch_size,
+            num_inference_steps=args.ddpm_num_inference_steps,
+            output_type="np",
+        ).images
+    finally:
+        if ema_model is not None:
+            ema_model.restore(unet.parameters())
+    samples = torch.from_numpy(images).permute(0, 3, 1, 2) * 2 - 1
+    curves = {
+        "data": metrics.rapsd(data_batch.float().cpu()),
+        "samples": metrics.rapsd(samples),
+    }
+    distance = metrics.log_rapsd_distance(curves["samples"][1], curves["data"][1])
+    figure = plots.rapsd_figure(curves, title=f"step {global_step}")
+    if args.logger == "tensorboard":
+        writer = accelerator.get_tracker("tensorboard", unwrap=True)
+        writer.add_images("samples", images_to_uint8(images), global_step)
+        writer.add_image("rapsd", plots.figure_to_array(figure), global_step, dataformats="HWC")
+    else:
+        import wandb
+
+        accelerator.get_tracker("wandb").log(
+            {"samples": [wandb.Image(i) for i in images], "rapsd": wandb.Image(figure), "epoch": epoch},
+            step=global_step,
+        )
+    plots.close(figure)
+    accelerator.log({f"eval/log_rapsd_distance_{k}": v for k, v in distance.items()}, step=global_step)
+
+
+def save_pipeline(args, accelerator, unet, noise_scheduler, ema_model):
+    """Save the pipeline (EMA weights if any) to output_dir, safetensors."""
+    if ema_model is not None:
+        ema_model.store(unet.parameters())
+        ema_model.copy_to(unet.parameters())
+    try:
+        pipeline = make_pipeline(args, unet, noise_scheduler, for_sampling=False)
+        pipeline.save_pretrained(args.output_dir, safe_serialization=True)
+        if args.formulation == "edm":
+            from diffusers_specreg.pipelines_io import write_custom_pipeline_file
+
+            write_custom_pipeline_file(type(pipeline), args.output_dir)
+    finally:
+        if ema_model is not None:
+            ema_model.restore(unet.parameters())
+
+
+def push_to_hub(args, commit_message: str) -> None:
+    """Upload output_dir (never checkpoints, logs or temporary files); a failure keeps the local files."""
+    from huggingface_hub import create_repo, upload_folder
+
+    repo_id = args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir))
+    try:
+        repo_id = create_repo(repo_id, exist_ok=True, private=args.hub_private_repo, token=args.hub_token).repo_id
+        upload_folder(
+            repo_id=repo_id,
+            folder_path=args.output_dir,
+            commit_message=commit_message,
+            ignore_patterns=["checkpoint-*", ".tmp-checkpoint-*", f"{args.logging_dir}/*", "*.tmp"],
+            token=args.hub_token,
+        )
+        logger.info(f"Pushed {args.output_dir} to https://huggingface.co/{repo_id}")
+    except Exception as error:
+        logger.warning(
+            f"Pushing to the Hub failed ({error}); the local output in {args.output_dir} is intact. Retry with: "
+            f"hf upload {repo_id} {args.output_dir} . --exclude 'checkpoint-*' '{args.logging_dir}/*'"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = fill_defaults(parse_args(argv))
+    validate_args(args)
+    check_output_dir(args)
+
+    logging_dir = os.path.join(args.output_dir, args.logging_dir)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=args.logger,
+        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=logging_dir),
+    )
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    if args.seed is not None:
+        set_seed(args.seed, device_specific=True)
+
+    # 1. data, model, scheduler: everything that can fail does so before the first step
+    pretrained = None
+    if args.pretrained_model_name_or_path:
+        pretrained = training.load_pretrained(args.pretrained_model_name_or_path, args.cache_dir)
+        if args.resolution_from_user is None:
+            args.resolution = pretrained.unet.config.sample_size
+    data = build_image_dataset(
+        dataset_name=args.dataset_name,
+        dataset_config_name=args.dataset_config_name,
+        train_data_dir=args.train_data_dir,
+        cache_dir=args.cache_dir,
+        resolution=args.resolution,
+        center_crop=args.center_crop,
+        random_flip=args.random_flip,
+        preserve_input_precision=args.preserve_input_precision,
+        builtin_dataset=args.builtin_dataset,
+        builtin_num_samples=args.builtin_num_samples,
+        channels=pretrained.unet.config.in_channels if pretrained is not None else None,
+        seed=args.seed or 0,
+    )
+    model = build_model(args, data.channels, pretrained)
+    factor = training.unet_downsampling_factor(model.config)
+    if args.resolution % factor:
+        raise ValueError(
+            f"--resolution {args.resolution} is not divisible by {factor}, the downsampling factor of the UNet "
+            f"({len(model.config.down_block_types)} down blocks). Use a multiple of {factor}."
+        )
+    if model.config.in_channels != data.channels:
+        raise ValueError(
+            f"The model takes {model.config.in_channels} channels but the data has {data.channels}; use a model "
+            "config with matching in_channels/out_channels."
+        )
+    noise_scheduler = build_noise_scheduler(args, pretrained)
+    objective = build_objective(args.formulation, noise_scheduler, edm_p_mean=args.edm_p_mean, edm_p_std=args.edm_p_std)
+    regularizer = SpectralRegularizer.from_names(
+        args.spectral_loss,
+        spectral_weights(args) if args.spectral_loss else [],
+        wave=args.wavelet,
+        levels=args.wavelet_levels,
+        weighting=args.spectral_weighting,
+        gate_t_max=args.spectral_max_timestep,
+        gate_sigma_max=args.spectral_max_sigma,
+        min_snr_gamma=args.min_snr_gamma,
+        auto_fraction=args.spectral_auto_fraction,
+    )
+    logger.info(f"Data: {data.description}; model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
+
+    ema_model = None
+    if args.use_ema:
+        ema_model = EMAModel(
+            model.parameters(),
+            decay=args.ema_max_decay,
+            use_ema_warmup=True,
+            inv_gamma=args.ema_inv_gamma,
+            power=args.ema_power,
+            model_cls=UNet2DModel,
+            model_config=model.config,
+        )
+
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay,
+        eps=args.adam_epsilon,
+    )
+    sampler = EpochShuffleSampler(len(data.dataset), args.seed or 0)
+    train_dataloader = torch.utils.data.DataLoader(
+        data.dataset, batch_size=args.train_batch_size, sampler=sampler, num_workers=args.dataloader_num_workers
+    )
+    # Schedule lengths in optimiser updates; Accelerate steps the LR scheduler once per process per update.
+    updates_per_epoch = math.ceil(math.ceil(len(data.dataset) / (args.train_batch_size * accelerator.num_processes))
+                                  / args.gradient_accumulation_steps)
+    if args.max_train_steps is None:
+        args.max_train_steps = args.num_epochs * updates_per_epoch
+    args.num_epochs = math.ceil(args.max_train_steps / updates_per_epoch)
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=args.max_train_steps * accelerator.num_processes,
+    )
+    model, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(model, optimizer, train_dataloader, lr_scheduler)
+    regularizer.to(accelerator.device)
+    accelerator.register_for_checkpointing(regularizer)
+    if ema_model is not None:
+        ema_model.to(accelerator.device)
+        accelerator.register_for_checkpointing(ema_model)
+
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+        if args.overwrite_output_dir and not args.resume_from_checkpoint:
+            for _, path in training.list_checkpoints(args.output_dir):
+                shutil.rmtree(path)
+        hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in vars(args).items()}
+        accelerator.init_trackers(os.path.splitext(os.path.basename(__file__))[0], config=hparams)
+
+    # 2. resume
+    global_step, first_epoch, resume_batches = 0, 0, 0
+    checkpoint = training.resolve_resume(args.output_dir, args.resume_from_checkpoint)
+    if args.resume_from_checkpoint and checkpoint is None:
+        logger.info(f"No checkpoint in {args.output_dir} to resume from; starting a new training run.")
+    if checkpoint is not None:
+        accelerator.load_state(checkpoint)
+        global_step = training.read_training_state(checkpoint)["global_step"]
+        first_epoch = global_step // updates_per_epoch
+        resume_batches = (global_step % updates_per_epoch) * args.gradient_accumulation_steps
+        logger.info(f"Resumed from {checkpoint} at step {global_step} (epoch {first_epoch}).")
+
+    logger.info(
+        f"***** Training: {args.max_train_steps} steps, {args.num_epochs} epochs, batch {args.train_batch_size} x "
+        f"{accelerator.num_processes} processes x {args.gradient_accumulation_steps} accumulation; spectral: "
+        f"{args.spectral_loss or 'none'} *****"
+    )
+    interrupt = training.InterruptFlag().install()
+    guard = training.NonFiniteGuard(args.max_nonfinite_steps)
+    progress_bar = tqdm(
+        total=args.max_train_steps, initial=global_step, disable=not accelerator.is_local_main_process, desc="Steps"
+    )
+    data_preview = next(iter(torch.utils.data.DataLoader(data.dataset, batch_size=args.eval_batch_size)))["input"]
+    stop = False
+    _STATE["training_started"] = True
+
+    def checkpoint_now():
+        training.save_checkpoint(
+            accelerator, args.output_dir, global_step, {"global_step": global_step}, args.checkpoints_total_limit
+        )
+
+    try:
+        for epoch in range(first_epoch, args.num_epochs):
+            model.train()
+            sampler.set_epoch(epoch)
+            loader = train_dataloader
+            if epoch == first_epoch and resume_batches:
+                loader = accelerator.skip_first_batches(train_dataloader, resume_batches)
+            for batch in loader:
+                clean = batch["input"].to(accelerator.device)
+                noisy = objective.noise_batch(clean)
+                with accelerator.accumulate(model):
+                    model_output = model(noisy.model_input, noisy.model_timesteps).sample
+                    base = objective.base_loss(model_output, noisy)
+                    terms = regularizer(noise_scheduler, model_output, noisy.noisy, noisy.timesteps, clean, base)
+                    loss = terms["loss"].mean()
+                    finite = accelerator.reduce(torch.isfinite(loss.detach()).float(), reduction="sum")
+                    if guard.check(bool(finite.item() == accelerator.num_processes), global_step,
+                                   {k: float(v.detach().mean()) for k, v in terms.items()}):
+                        accelerator.backward(loss)
+                        if accelerator.sync_gradients:
+                            accelerator.clip_grad_norm_(model.parameters(), 1.0)
+                        optimizer.step()
+                        lr_scheduler.step()
+                    optimizer.zero_grad()
+
+                if accelerator.sync_gradients:
+                    if ema_model is not None:
+                        ema_model.step(accelerator.unwrap_model(model).parameters())
+                    global_step += 1
+                    progress_bar.update(1)
+                    logs = {k: float(v.detach().mean()) for k, v in terms.items()}
+                    logs.update({f"lambda/{k}": v for k, v in regularizer.current_weights().items()})
+                    logs["lr"] = lr_scheduler.get_last_lr()[0]
+                    if ema_model is not None:
+                        logs["ema_decay"] = ema_model.cur_decay_value
+                    progress_bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if "/" not in k})
+                    accelerator.log(logs, step=global_step)
+
+                    if global_step % args.checkpointing_steps == 0:
+                        checkpoint_now()
+                    interrupted = interrupt.raised
+                    if accelerator.num_processes > 1:
+                        interrupted = bool(accelerator.reduce(torch.tensor(float(interrupted), device=accelerator.device), "sum").item())
+                    if interrupted:
+                        checkpoint_now()
+                        logger.warning(
+                            f"Interrupted ({interrupt.signal_name or 'signal on another process'}): saved "
+                            f"checkpoint-{global_step}. Resume with --resume_from_checkpoint latest."
+                        )
+                        return 130
+                    if global_step >= args.max_train_steps:
+                        stop = True
+                        break
+            progress_bar.refresh()
+
+            # 3. samples and pipeline, as the anchor: every N epochs and at the end
+            last = stop or epoch == args.num_epochs - 1
+            if accelerator.is_main_process:
+                unet = accelerator.unwrap_model(model)
+                if epoch % args.save_images_epochs == 0 or last:
+                    unet.eval()
+                    log_samples(args, accelerator, unet, noise_scheduler, ema_model, data_preview, epoch, global_step)
+                    unet.train()
+                if epoch % args.save_model_epochs == 0 or last:
+                    save_pipeline(args, accelerator, unet, noise_scheduler, ema_model)
+                    if args.push_to_hub:
+                        push_to_hub(args, f"Epoch {epoch}")
+            accelerator.wait_for_everyone()
+            if stop:
+                break
+    finally:
+        interrupt.uninstall()
+        progress_bar.close()
+        accelerator.end_training()
+    if guard.skipped:
+        logger.warning(f"Skipped {guard.skipped} batches with a non-finite loss.")
+    logger.info(f"Saved the pipeline to {args.output_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (ValueError, DataError) as error:
+        if _STATE["training_started"]:
+            raise
+        print(f"train_spectral.py: error: {error}", file=sys.stderr)  # bad input, caught before any training
+        sys.exit(2)
