@@ -329,12 +329,11 @@ def log_samples(args, accelerator, unet, noise_scheduler, ema_model, data_batch,
         if ema_model is not None:
             ema_model.restore(unet.parameters())
     samples = torch.from_numpy(images).permute(0, 3, 1, 2) * 2 - 1
-    curves = {
-        "data": metrics.rapsd(data_batch.float().cpu()),
-        "samples": metrics.rapsd(samples),
-    }
+    data_freqs, data_power = metrics.rapsd(data_batch.float().cpu())
+    sample_freqs, sample_power = metrics.rapsd(samples)
+    curves = {"data": (data_freqs, data_power.mean(0).numpy()), "samples": (sample_freqs, sample_power.mean(0).numpy())}
     distance = metrics.log_rapsd_distance(curves["samples"][1], curves["data"][1])
-    figure = plots.rapsd_figure(curves, title=f"step {global_step}")
+    figure = plots.plot_rapsd(curves, title=f"RAPSD at step {global_step}")
     if args.logger == "tensorboard":
         writer = accelerator.get_tracker("tensorboard", unwrap=True)
         writer.add_images("samples", images_to_uint8(images), global_step)
@@ -343,10 +342,9 @@ def log_samples(args, accelerator, unet, noise_scheduler, ema_model, data_batch,
         import wandb
 
         accelerator.get_tracker("wandb").log(
-            {"samples": [wandb.Image(i) for i in images], "rapsd": wandb.Image(figure), "epoch": epoch},
+            {"samples": [wandb.Image(i) for i in images], "rapsd": wandb.Image(plots.figure_to_array(figure))},
             step=global_step,
         )
-    plots.close(figure)
     accelerator.log({f"eval/log_rapsd_distance_{k}": v for k, v in distance.items()}, step=global_step)
 
 

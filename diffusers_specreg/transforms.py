@@ -1,0 +1,317 @@
+"""Frequency transforms shared by the spectral losses, noise spectra and metrics.
+
+All functions are pure: they hold no state apart from caches of constant grids, windows and filter banks
+(`functools.lru_cache`, as k-diffusion caches its frequency weight maps). Every transform runs in float32 (float64
+when the input is float64), also inside fp16/bf16 autocast: cuFFT has no bf16 kernels, fp16 FFTs need power-of-two
+sizes, and the spectral losses of arXiv 2603.02447 are sums of many small differences that half precision loses.
+
+Shapes: images are `[B, C, H, W]` (2-D transforms over `H, W`), waveforms are `[B, C, T]` (1-D transforms over `T`).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import warnings
+
+import torch
+
+_SHAPES_MESSAGE = "an image batch of shape [B, C, H, W] or a waveform batch of shape [B, C, T]"
+
+# Padding modes of pytorch_wavelets whose coefficients equal PyWavelets' `wavedec`/`wavedec2` for the same name
+# (checked in tests/test_transforms.py). pytorch_wavelets' "constant"/"replicate" have no PyWavelets equivalent.
+DWT_MODES = ("zero", "symmetric", "reflect", "periodization", "periodic")
+
+# Names of the DWT subbands, per signal dimensionality. The 2-D names follow PyWavelets' documentation of `dwt2`
+# ("LL, (LH, HL, HH)" for `cA, (cH, cV, cD)`), the first letter referring to the height axis:
+#   "LH" = pywt cH = highpass along H, lowpass along W (horizontal edges)  = pytorch_wavelets yh[j][:, :, 0]
+#   "HL" = pywt cV = lowpass along H, highpass along W (vertical edges)    = pytorch_wavelets yh[j][:, :, 1]
+#   "HH" = pywt cD = highpass along both axes (diagonal detail)             = pytorch_wavelets yh[j][:, :, 2]
+DWT_SUBBANDS_2D = ("LH", "HL", "HH")
+STFT_WINDOWS = ("hann", "hamming", "blackman", "bartlett")
+
+
+def spectral_dims(x: torch.Tensor) -> tuple[int, ...]:
+    r"""
+    The signal dimensions that the spectral transforms act on.
+
+    Args:
+        x (`torch.Tensor`): an image batch `[B, C, H, W]` or a waveform batch `[B, C, T]`.
+
+    Returns:
+        `tuple[int, ...]`: `(-2, -1)` for images, `(-1,)` for waveforms.
+    """
+    if x.ndim == 4:
+        return (-2, -1)
+    if x.ndim == 3:
+        return (-1,)
+    raise ValueError(f"Expected {_SHAPES_MESSAGE}, got a tensor of shape {list(x.shape)}.")
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 stays float64; every other (half, bfloat16, float32, integer) dtype computes in float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def fourier(x: torch.Tensor) -> torch.Tensor:
+    r"""
+    Orthonormal full DFT over the signal dimensions, `F[x](ω) = A(ω) exp(iφ(ω))` of arXiv 2603.02447.
+
+    Computed in float32 (float64 for float64 input) with autocast disabled, whatever the input dtype. With
+    `norm="ortho"` the transform is unitary, so by Parseval `sum |F x|^2 = sum |x|^2`.
+
+    Args:
+        x (`torch.Tensor`): `[B, C, H, W]` or `[B, C, T]`.
+
+    Returns:
+        `torch.Tensor`: complex64 (complex128 for float64 input) spectrum of the same shape as `x`, in the
+        un-shifted `torch.fft.fftn` layout (DC at index 0).
+    """
+    dims = spectral_dims(x)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return torch.fft.fftn(x.to(_compute_dtype(x.dtype)), dim=dims, norm="ortho")
+
+
+@functools.lru_cache(maxsize=64)
+def _radial_frequency_cpu(shape: tuple[int, ...]) -> torch.Tensor:
+    axes = [torch.fft.fftfreq(n, dtype=torch.float64) for n in shape]
+    grids = torch.meshgrid(*axes, indexing="ij")
+    return torch.sqrt(sum(g**2 for g in grids))
+
+
+def radial_frequency(
+    shape: tuple[int, ...], device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    r"""
+    Radial frequency `r = sqrt(sum_i f_i^2)` of every bin of the full-FFT layout.
+
+    `f_i` comes from `torch.fft.fftfreq` (cycles per sample), so the Nyquist frequency of an axis is 0.5 and the
+    largest radius of a 2-D grid is `sqrt(0.5)`. Cached per shape on the CPU in float64, then cast and moved (a
+    float64 CPU result is the cached tensor itself: do not modify it in place).
+
+    Args:
+        shape (`tuple[int, ...]`): the signal shape, `(H, W)` or `(T,)`.
+        device (`torch.device` or `str`, *optional*, defaults to `None`): where to put the result (CPU if `None`).
+        dtype (`torch.dtype`, *optional*, defaults to `torch.float32`): dtype of the result.
+
+    Returns:
+        `torch.Tensor`: tensor of shape `shape`.
+    """
+    shape = tuple(int(n) for n in shape)
+    if len(shape) not in (1, 2) or any(n < 1 for n in shape):
+        raise ValueError(f"Expected a signal shape (H, W) or (T,) of positive sizes, got {shape}.")
+    return _radial_frequency_cpu(shape).to(device=device, dtype=dtype)
+
+
+def _import_pytorch_wavelets():
+    # pytorch_wavelets imports pkg_resources at import time, which warns on recent setuptools; the warning is not
+    # actionable for users of this package.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        import pytorch_wavelets
+
+    return pytorch_wavelets
+
+
+@functools.lru_cache(maxsize=32)
+def _dwt_module_float64(ndim: int, wave: str, levels: int, mode: str) -> torch.nn.Module:
+    # pytorch_wavelets builds its filter buffers in the default dtype: build them in float64 so that the filter taps
+    # are exact, and round to the caller's dtype later.
+    pytorch_wavelets = _import_pytorch_wavelets()
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        if ndim == 2:
+            module = pytorch_wavelets.DWTForward(J=levels, wave=wave, mode=mode)
+        else:
+            module = pytorch_wavelets.DWT1DForward(J=levels, wave=wave, mode=mode)
+    finally:
+        torch.set_default_dtype(default_dtype)
+    return module.to(torch.float64).eval()
+
+
+@functools.lru_cache(maxsize=64)
+def _dwt_module(
+    ndim: int, wave: str, levels: int, mode: str, device: torch.device, dtype: torch.dtype
+) -> torch.nn.Module:
+    # `nn.Module.to` works in place, so each (device, dtype) gets its own copy of the float64 master module: casting
+    # one shared module back and forth would leave float32-rounded filters in a float64 transform.
+    return copy.deepcopy(_dwt_module_float64(ndim, wave, levels, mode)).to(device=device, dtype=dtype)
+
+
+def dwt_max_level(size: int, wave: str) -> int:
+    r"""
+    Deepest useful DWT level for a signal length and wavelet, as `pywt.dwt_max_level`.
+
+    Args:
+        size (`int`): the signal length along the shortest transformed axis.
+        wave (`str`): a PyWavelets discrete wavelet name (`"haar"`, `"bior1.3"`, `"db2"`, ...).
+
+    Returns:
+        `int`: `floor(log2(size / (filter_length - 1)))`, 0 if the signal is shorter than the filter.
+    """
+    import pywt
+
+    return pywt.dwt_max_level(size, pywt.Wavelet(wave).dec_len)
+
+
+def check_dwt_arguments(x: torch.Tensor, wave: str, levels: int, mode: str) -> None:
+    """Raise `ValueError` for an unknown wavelet or mode, `levels < 1` or a signal too short for `levels`."""
+    import pywt
+
+    if wave not in pywt.wavelist(kind="discrete"):
+        raise ValueError(f"Unknown wavelet {wave!r}; expected a PyWavelets discrete wavelet, e.g. 'haar', 'bior1.3'.")
+    if mode not in DWT_MODES:
+        raise ValueError(f"Unknown DWT mode {mode!r}; allowed values are {DWT_MODES}.")
+    if not isinstance(levels, int) or levels < 1:
+        raise ValueError(f"`levels` must be an integer >= 1, got {levels!r}.")
+    size = min(x.shape[d] for d in spectral_dims(x))
+    max_level = dwt_max_level(size, wave)
+    if levels > max_level:
+        raise ValueError(
+            f"A {levels}-level {wave!r} DWT needs a longer signal: for size {size} the maximum level is {max_level} "
+            "(pywt.dwt_max_level)."
+        )
+
+
+def dwt(
+    x: torch.Tensor, wave: str = "haar", levels: int = 3, mode: str = "zero"
+) -> list[tuple[str, int, torch.Tensor]]:
+    r"""
+    Multi-level separable discrete wavelet transform (pytorch_wavelets), with named subbands.
+
+    The coefficients equal PyWavelets' `pywt.wavedec2(x, wave, mode, levels, axes=(-2, -1))` for images and
+    `pywt.wavedec(x, wave, mode, levels)` for waveforms. Subband names (see `DWT_SUBBANDS_2D` for the mapping to
+    PyWavelets' `cH, cV, cD`): images give `("LL", levels)` plus `("LH", l)`, `("HL", l)`, `("HH", l)` for every level
+    `l = 1..levels` (1 is the finest); waveforms give `("L", levels)` plus `("H", l)`. Computed in float32 (float64 for
+    float64 input) with autocast disabled, on the input's device.
+
+    Args:
+        x (`torch.Tensor`): `[B, C, H, W]` or `[B, C, T]`.
+        wave (`str`, *optional*, defaults to `"haar"`): PyWavelets wavelet name (`"haar"`, `"bior1.3"`, `"db2"`, ...).
+        levels (`int`, *optional*, defaults to 3): number of decomposition levels, at least 1 and at most
+            `pywt.dwt_max_level` for the shortest signal axis.
+        mode (`str`, *optional*, defaults to `"zero"`): boundary padding, one of `DWT_MODES`.
+
+    Returns:
+        `list[tuple[str, int, torch.Tensor]]`: `(name, level, coefficients)`, coarsest approximation first, then the
+        details from the coarsest level to the finest (PyWavelets' order). Image coefficients are `[B, C, h_l, w_l]`,
+        waveform coefficients `[B, C, t_l]`.
+    """
+    ndim = len(spectral_dims(x))
+    check_dwt_arguments(x, wave, levels, mode)
+    dtype = _compute_dtype(x.dtype)
+    module = _dwt_module(ndim, wave, levels, mode, x.device, dtype)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        low, highs = module(x.to(dtype))
+    if ndim == 2:
+        bands = [("LL", levels, low)]
+        for level in range(levels, 0, -1):
+            # pytorch_wavelets stacks (cH, cV, cD) in dim 2 of yh[level - 1], level 1 first
+            high = highs[level - 1]
+            bands.extend((name, level, high[:, :, k]) for k, name in enumerate(DWT_SUBBANDS_2D))
+    else:
+        bands = [("L", levels, low)]
+        bands.extend(("H", level, highs[level - 1]) for level in range(levels, 0, -1))
+    return bands
+
+
+@functools.lru_cache(maxsize=32)
+def _window_cpu(window: str, win_length: int) -> torch.Tensor:
+    functions = {
+        "hann": torch.hann_window,
+        "hamming": torch.hamming_window,
+        "blackman": torch.blackman_window,
+        "bartlett": torch.bartlett_window,
+    }
+    return functions[window](win_length, periodic=True, dtype=torch.float64)
+
+
+def stft_magnitude(
+    x: torch.Tensor, n_fft: int, hop_length: int, win_length: int, window: str = "hann"
+) -> torch.Tensor:
+    r"""
+    Magnitude of the short-time Fourier transform of waveforms, `|STFT(x)|`.
+
+    Centered frames with reflect padding (`torch.stft(center=True)`), computed in float32 (float64 for float64
+    input) with autocast disabled. The magnitude has a zero gradient (not NaN) where a bin is exactly zero.
+
+    Args:
+        x (`torch.Tensor`): `[B, T]` or `[B, C, T]`; channels are folded into the batch.
+        n_fft (`int`): FFT size.
+        hop_length (`int`): hop between frames, in samples.
+        win_length (`int`): window length, at most `n_fft`.
+        window (`str`, *optional*, defaults to `"hann"`): one of `STFT_WINDOWS` (periodic windows).
+
+    Returns:
+        `torch.Tensor`: `[B', n_fft // 2 + 1, frames]` with `B' = B` or `B * C`.
+    """
+    if x.ndim not in (2, 3):
+        raise ValueError(f"Expected a waveform batch of shape [B, T] or [B, C, T], got {list(x.shape)}.")
+    if window not in STFT_WINDOWS:
+        raise ValueError(f"Unknown window {window!r}; allowed values are {STFT_WINDOWS}.")
+    if not 0 < win_length <= n_fft or hop_length < 1:
+        raise ValueError(
+            f"Need 0 < win_length <= n_fft and hop_length >= 1, got n_fft={n_fft}, hop_length={hop_length}, "
+            f"win_length={win_length}."
+        )
+    length = x.shape[-1]
+    if length <= n_fft // 2:
+        raise ValueError(f"Waveforms of length {length} are too short for n_fft={n_fft}: need T > {n_fft // 2}.")
+    dtype = _compute_dtype(x.dtype)
+    frames = x.reshape(-1, length).to(dtype)
+    win = _window_cpu(window, win_length).to(device=x.device, dtype=dtype)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        spec = torch.stft(
+            frames, n_fft=n_fft, hop_length=hop_length, win_length=win_length, window=win, return_complex=True
+        )
+    return safe_abs(spec)
+
+
+def safe_abs(z: torch.Tensor) -> torch.Tensor:
+    r"""
+    `|z|` of a complex tensor whose gradient is 0 (not NaN) where `z = 0` (double-`torch.where` trick).
+
+    Args:
+        z (`torch.Tensor`): complex tensor, any shape.
+
+    Returns:
+        `torch.Tensor`: real tensor of the same shape.
+    """
+    power = z.real.square() + z.imag.square()
+    nonzero = power > 0
+    return torch.where(nonzero, torch.sqrt(torch.where(nonzero, power, torch.ones_like(power))), 0.0)
+
+
+def safe_angle(z: torch.Tensor) -> torch.Tensor:
+    r"""
+    `angle(z)` in `(-π, π]` whose value and gradient are 0 where `z = 0` (double-`torch.where` trick).
+
+    Args:
+        z (`torch.Tensor`): complex tensor, any shape.
+
+    Returns:
+        `torch.Tensor`: real tensor of the same shape.
+    """
+    nonzero = (z.real != 0) | (z.imag != 0)
+    real = torch.where(nonzero, z.real, torch.ones_like(z.real))
+    # adding +0.0 turns a -0.0 imaginary part into +0.0, so a negative real number has angle +π, never -π
+    imag = torch.where(nonzero, z.imag, torch.zeros_like(z.imag)) + 0.0
+    return torch.where(nonzero, torch.atan2(imag, real), 0.0)
+
+
+def wrapped_phase_difference(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    r"""
+    Phase difference `φ_x - φ_y` wrapped to `(-π, π]`, computed as `angle(X conj(Y))` so that no branch cut of the
+    individual phases enters (arXiv 2603.02447 notes that raw phases are unstable because of branch cuts).
+
+    Where either spectrum is exactly zero the difference (and its gradient) is 0, as `np.angle(0) = 0`.
+
+    Args:
+        x (`torch.Tensor`): complex spectrum, any shape.
+        y (`torch.Tensor`): complex spectrum of the same shape.
+
+    Returns:
+        `torch.Tensor`: real tensor of the same shape.
+    """
+    return safe_angle(x * torch.conj(y))

@@ -1,0 +1,214 @@
+"""End-to-end tests of train_spectral.py: the real script under `accelerate launch`, tiny data, offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO, launch, write_image_folder, write_unet_config
+from diffusers import DDIMPipeline, DDPMPipeline, DiffusionPipeline, UNet2DModel
+
+sys.path.insert(0, str(REPO))
+import train_spectral  # noqa: E402
+
+FAST = ["--resolution", "16", "--train_batch_size", "4", "--eval_batch_size", "2", "--ddpm_num_steps", "50",
+        "--ddpm_num_inference_steps", "2", "--lr_warmup_steps", "1", "--seed", "0"]
+
+
+def scalar_and_image_tags(log_dir: Path) -> tuple[set[str], set[str]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars, images = set(), set()
+    for events in log_dir.rglob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events.parent), size_guidance={"images": 0, "scalars": 0})
+        accumulator.Reload()
+        scalars |= set(accumulator.Tags()["scalars"])
+        images |= set(accumulator.Tags()["images"])
+    return scalars, images
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One regularized run shared by several tests: 6 steps, EMA, checkpoints every 2 steps, keep 2."""
+    root = tmp_path_factory.mktemp("trained")
+    images = write_image_folder(root / "images", count=12)
+    config = write_unet_config(root / "config")
+    out = root / "out"
+    launch([*FAST, "--train_data_dir", str(images), "--model_config_name_or_path", str(config),
+            "--output_dir", str(out), "--max_train_steps", "6", "--checkpointing_steps", "2",
+            "--checkpoints_total_limit", "2", "--use_ema", "--spectral_loss", "amplitude_phase", "wavelet",
+            "--spectral_weight", "0.1", "auto", "--wavelet_levels", "2", "--save_images_epochs", "1"])
+    return out
+
+
+def test_output_loads_into_stock_pipelines_and_generates(trained):
+    assert (trained / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    for cls in (DDPMPipeline, DDIMPipeline, DiffusionPipeline):
+        pipeline = cls.from_pretrained(trained)
+        images = pipeline(batch_size=2, num_inference_steps=2, output_type="np",
+                          generator=torch.Generator().manual_seed(0)).images
+        assert images.shape == (2, 16, 16, 1)  # 1-channel data inferred, no config needed for channels
+        assert 0 <= images.min() and images.max() <= 1
+
+
+def test_checkpoint_rotation_keeps_the_newest(trained):
+    checkpoints = sorted(p.name for p in trained.glob("checkpoint-*"))
+    assert checkpoints == ["checkpoint-4", "checkpoint-6"]
+    assert not list(trained.glob(".tmp-checkpoint-*"))
+    assert json.loads((trained / "checkpoint-6" / "training_state.json").read_text())["global_step"] == 6
+
+
+def test_tensorboard_logs_every_term_samples_and_spectrum(trained):
+    scalars, images = scalar_and_image_tags(trained / "logs")
+    assert {"loss", "base", "amplitude_phase", "wavelet", "lr", "ema_decay"} <= scalars
+    assert {"lambda/amplitude_phase", "lambda/wavelet"} <= scalars
+    assert {"samples", "rapsd"} <= images
+
+
+def test_finetune_from_saved_pipeline(trained, tmp_path):
+    out = tmp_path / "finetuned"
+    launch([*FAST, "--pretrained_model_name_or_path", str(trained), "--output_dir", str(out),
+            "--max_train_steps", "2", "--builtin_num_samples", "8", "--spectral_loss", "amplitude"])
+    before = UNet2DModel.from_pretrained(trained, subfolder="unet")
+    after = UNet2DModel.from_pretrained(out, subfolder="unet")
+    assert after.config.block_out_channels == before.config.block_out_channels
+    changed = any(not torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters()))
+    assert changed
+    DDPMPipeline.from_pretrained(out)
+
+
+def test_resume_continues_at_the_same_step_and_data_position(tmp_path, image_folder, tiny_config):
+    common = [*FAST, "--train_data_dir", str(image_folder), "--model_config_name_or_path", str(tiny_config),
+              "--lr_scheduler", "constant", "--checkpointing_steps", "2", "--save_images_epochs", "100",
+              "--spectral_loss", "amplitude"]
+    # 12 images / batch 4 = 3 steps an epoch: step 4 stops mid-epoch, so resuming must skip consumed batches.
+    launch([*common, "--output_dir", str(tmp_path / "a"), "--max_train_steps", "7"])
+    launch([*common, "--output_dir", str(tmp_path / "b"), "--max_train_steps", "4"])
+    result = launch([*common, "--output_dir", str(tmp_path / "b"), "--max_train_steps", "7",
+                     "--resume_from_checkpoint", "latest"])
+    assert "Resumed from" in result.stderr and "at step 4" in result.stderr
+    a = UNet2DModel.from_pretrained(tmp_path / "a", subfolder="unet")
+    b = UNet2DModel.from_pretrained(tmp_path / "b", subfolder="unet")
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, rtol=0, atol=1e-6)
+
+
+def test_two_process_ddp_with_gradient_accumulation(tmp_path, image_folder, tiny_config):
+    out = tmp_path / "ddp"
+    result = launch([*FAST, "--train_data_dir", str(image_folder), "--model_config_name_or_path", str(tiny_config),
+                     "--output_dir", str(out), "--max_train_steps", "2", "--gradient_accumulation_steps", "2",
+                     "--use_ema", "--spectral_loss", "wavelet", "--wavelet_levels", "2"], num_processes=2)
+    assert "2 processes" in result.stderr
+    DDIMPipeline.from_pretrained(out)(batch_size=1, num_inference_steps=2, output_type="np")
+
+
+def test_edm_run_samples_through_its_pipeline(tmp_path, image_folder, tiny_config):
+    out = tmp_path / "edm"
+    launch([*FAST, "--train_data_dir", str(image_folder), "--model_config_name_or_path", str(tiny_config),
+            "--output_dir", str(out), "--max_train_steps", "2", "--formulation", "edm",
+            "--spectral_loss", "amplitude", "--spectral_weighting", "edm"])
+    assert (out / "pipeline.py").is_file()
+    pipeline = DiffusionPipeline.from_pretrained(out, custom_pipeline=str(out))
+    assert type(pipeline).__name__ == "EDMPipeline"
+    images = pipeline(batch_size=2, num_inference_steps=3, output_type="np").images
+    assert images.shape == (2, 16, 16, 1)
+
+
+def test_sigterm_saves_a_resumable_checkpoint(tmp_path, image_folder, tiny_config):
+    out = tmp_path / "interrupted"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu", "--num_machines", "1",
+           "--dynamo_backend", "no", "--mixed_precision", "no", str(REPO / "train_spectral.py"), *FAST,
+           "--train_data_dir", str(image_folder), "--model_config_name_or_path", str(tiny_config),
+           "--output_dir", str(out), "--max_train_steps", "100000", "--checkpointing_steps", "100000"]
+    process = subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ, HF_HUB_OFFLINE="1"), start_new_session=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log_dir = out / "logs"
+    deadline = time.time() + 300
+    while time.time() < deadline and not any(p.stat().st_size > 200 for p in log_dir.rglob("events.*")):
+        time.sleep(1)  # the events file grows once scalars of the first steps are flushed
+    time.sleep(3)
+    os.killpg(process.pid, signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert "Interrupted (SIGTERM)" in stderr, stderr[-3000:]
+    checkpoints = list(out.glob("checkpoint-*"))
+    assert len(checkpoints) == 1
+    step = json.loads((checkpoints[0] / "training_state.json").read_text())["global_step"]
+    assert step >= 1
+    result = launch([*FAST, "--train_data_dir", str(image_folder), "--model_config_name_or_path", str(tiny_config),
+                     "--output_dir", str(out), "--max_train_steps", str(step + 1), "--resume_from_checkpoint", "latest"])
+    assert f"at step {step}" in result.stderr
+
+
+# --- bad input: a clear error before training (in-process: same code path as the CLI, much faster) ---------------
+
+
+def run_main(args: list[str], tmp_path: Path):
+    return train_spectral.main([*FAST, "--output_dir", str(tmp_path / "never"), "--max_train_steps", "1", *args])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--spectral_loss", "spectral_magic"], "Unknown --spectral_loss"),
+        (["--spectral_loss", "amplitude", "--spectral_weight", "-1"], "must be >= 0"),
+        (["--spectral_loss", "amplitude", "wavelet", "--spectral_weight", "1", "2", "3"], "one value for all"),
+        (["--spectral_loss", "wavelet", "--resolution", "20", "--wavelet_levels", "3"], "divisible by 2**levels"),
+        (["--mixed_precision", "fp16"], "fp16 needs a CUDA"),
+        (["--resolution", "18"], "not divisible by"),
+        (["--formulation", "edm", "--prediction_type", "sample"], "epsilon or v_prediction"),
+    ],
+)
+def test_bad_arguments_fail_before_training(tmp_path, args, message):
+    if "fp16" in args and torch.cuda.is_available():
+        pytest.skip("this machine can run fp16")
+    with pytest.raises(ValueError, match=message):
+        run_main(args, tmp_path)
+    assert not (tmp_path / "never" / "logs").exists()
+
+
+def test_missing_and_empty_data_folders(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        run_main(["--train_data_dir", str(tmp_path / "nowhere")], tmp_path)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("not an image")
+    with pytest.raises(ValueError, match="contains no image files"):
+        run_main(["--train_data_dir", str(tmp_path / "empty")], tmp_path)
+
+
+def test_unreadable_images_are_counted_and_skipped(tmp_path, caplog):
+    from diffusers_specreg.data import scan_image_folder
+
+    folder = write_image_folder(tmp_path / "mixed", count=4)
+    (folder / "broken.png").write_bytes(b"not a png")
+    (folder / "truncated.jpg").write_bytes(b"\xff\xd8\xff\xe0")
+    scan = scan_image_folder(str(folder))
+    assert len(scan.files) == 4 and len(scan.unreadable) == 2 and scan.channels == 1
+    assert "Skipping 2 of 6 files" in caplog.text
+    only_broken = tmp_path / "broken"
+    only_broken.mkdir()
+    (only_broken / "x.png").write_bytes(b"nope")
+    with pytest.raises(ValueError, match="None of the 1 image files"):
+        run_main(["--train_data_dir", str(only_broken)], tmp_path)
+
+
+def test_existing_output_is_not_overwritten(trained, tmp_path):
+    with pytest.raises(ValueError, match="already holds a trained pipeline"):
+        train_spectral.main([*FAST, "--output_dir", str(trained), "--max_train_steps", "1"])
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "train_spectral.py"), "--spectral_loss", "amplitude", "--spectral_weight", "-2",
+         "--output_dir", str(tmp_path / "x")],
+        capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=120,
+    )
+    assert result.returncode == 2
+    assert "error: --spectral_weight must be >= 0" in result.stderr
+    assert "Traceback" not in result.stderr
