@@ -488,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
     model, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(model, optimizer, train_dataloader, lr_scheduler)
     regularizer.to(accelerator.device)
     accelerator.register_for_checkpointing(regularizer)
+    noise_seed = args.seed if args.seed is not None else int(torch.randint(0, 2**31 - 1, ()))
+    noise_rng = training.CheckpointedGenerator(accelerator.device, noise_seed * 1000 + accelerator.process_index)
+    accelerator.register_for_checkpointing(noise_rng)
     if ema_model is not None:
         ema_model.to(accelerator.device)
         accelerator.register_for_checkpointing(ema_model)
@@ -499,6 +502,9 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(path)
         hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in vars(args).items()}
         accelerator.init_trackers(os.path.splitext(os.path.basename(__file__))[0], config=hparams)
+
+    # a fixed data batch for the spectrum plots, drawn before any state is restored (it uses the global RNG)
+    data_preview = next(iter(torch.utils.data.DataLoader(data.dataset, batch_size=args.eval_batch_size)))["input"]
 
     # 2. resume
     global_step, first_epoch, resume_batches = 0, 0, 0
@@ -522,7 +528,6 @@ def main(argv: list[str] | None = None) -> int:
     progress_bar = tqdm(
         total=args.max_train_steps, initial=global_step, disable=not accelerator.is_local_main_process, desc="Steps"
     )
-    data_preview = next(iter(torch.utils.data.DataLoader(data.dataset, batch_size=args.eval_batch_size)))["input"]
     stop = False
     _STATE["training_started"] = True
 
@@ -534,13 +539,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for epoch in range(first_epoch, args.num_epochs):
             model.train()
-            sampler.set_epoch(epoch)
             loader = train_dataloader
             if epoch == first_epoch and resume_batches:
                 loader = accelerator.skip_first_batches(train_dataloader, resume_batches)
+            # Accelerate calls `sampler.set_epoch(loader.iteration)` as iteration starts: make it the epoch, so a
+            # resumed run (whose loaders start counting at 0) replays the data order of the uninterrupted one.
+            loader.iteration = epoch
             for batch in loader:
                 clean = batch["input"].to(accelerator.device)
-                noisy = objective.noise_batch(clean)
+                noisy = objective.noise_batch(clean, noise_rng.generator)
                 with accelerator.accumulate(model):
                     model_output = model(noisy.model_input, noisy.model_timesteps).sample
                     base = objective.base_loss(model_output, noisy)

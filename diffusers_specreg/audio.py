@@ -58,6 +58,8 @@ BUILTIN_SLICES_PER_CLIP = 4
 MRSTFT_FFT_SIZES = (1024, 2048, 512)
 MRSTFT_HOP_SIZES = (120, 240, 50)
 MRSTFT_WIN_LENGTHS = (600, 1200, 240)
+# Shortest clip `audio_metrics` accepts (the resolutions are then 16 times smaller than auraloss').
+MIN_METRIC_SAMPLES = 128
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -107,7 +109,8 @@ def _note(rng: np.random.Generator, kind: str, length: int, sample_rate: int) ->
         return np.sin(phase + phase0)
     if kind == "vowel":
         # harmonic source with vibrato, harmonics weighted by three Gaussian formant peaks
-        f0 = _log_uniform(rng, min(80.0, f_low * 1.5), max(min(400.0, f_high / 4), min(80.0, f_low * 1.5) * 1.01))
+        f0_low = min(80.0, 1.5 * f_low)
+        f0 = _log_uniform(rng, f0_low, max(min(400.0, f_high / 4), 1.01 * f0_low))
         depth = rng.uniform(0.005, 0.02)
         rate = rng.uniform(4.0, 7.0)
         instantaneous = f0 * (1.0 + depth * np.sin(2 * np.pi * rate * t + rng.uniform(0, 2 * np.pi)))
@@ -246,14 +249,14 @@ def _resample(clip: np.ndarray, rate: int, sample_rate: int) -> np.ndarray:
     return librosa.resample(clip, orig_sr=rate, target_sr=sample_rate).astype(np.float32)
 
 
-def _log_problems(scan: AudioScan, total: int, where: str) -> None:
-    for items, what in ((scan.unreadable, "that cannot be decoded"), (scan.empty, "with zero samples")):
+def _log_problems(scan: AudioScan, total: int, where: str, what: str) -> None:
+    for items, problem in ((scan.unreadable, "that cannot be decoded"), (scan.empty, "with zero samples")):
         if items:
             shown = ", ".join(items[:3]) + (", ..." if len(items) > 3 else "")
-            logger.warning("Skipping %d of %d audio files in %s %s (%s).", len(items), total, where, what, shown)
+            logger.warning("Skipping %d of %d %s in %s %s (%s).", len(items), total, what, where, problem, shown)
     if scan.resampled_from:
         rates = ", ".join(f"{count} from {rate} Hz" for rate, count in sorted(scan.resampled_from.items()))
-        logger.info("Resampled %d audio files to %d Hz (%s).", scan.resampled, scan.sample_rate, rates)
+        logger.info("Resampled %d %s to %d Hz (%s).", scan.resampled, what, scan.sample_rate, rates)
 
 
 def _collect(
@@ -289,7 +292,7 @@ def _collect(
             f"None of the {total} {what} in {where} has usable audio: {len(scan.unreadable)} cannot be decoded and "
             f"{len(scan.empty)} have zero samples (for example {example!r}). {fix}"
         )
-    _log_problems(scan, total, where)
+    _log_problems(scan, total, where, what)
     return scan
 
 
@@ -632,6 +635,10 @@ def build_audio_dataset(
             f"than one mel slice of {seconds:.3f} s (resolution {resolution} × hop_length {hop_length} / sample_rate "
             f"{sample_rate}). Lower --resolution or --hop_length, or use longer clips."
         )
+    if slices.too_short:
+        logger.warning(
+            "Skipping %d of %d clips shorter than one mel slice of %.3f s.", slices.too_short, len(scan.clips), seconds
+        )
     if slices.images.shape[0] == 0:
         raise DataError(
             f"All {slices.silent_slices} mel slices of the {len(scan.clips)} clips are silent (peak below "
@@ -840,7 +847,7 @@ def mrstft_resolutions(shortest: int) -> tuple[tuple[int, ...], tuple[int, ...],
         `tuple`: `(fft_sizes, hop_sizes, win_lengths)`.
     """
     factor = 1
-    while max(MRSTFT_FFT_SIZES) // factor > shortest and max(MRSTFT_FFT_SIZES) // factor > 16:
+    while max(MRSTFT_FFT_SIZES) // factor > max(shortest, MIN_METRIC_SAMPLES):
         factor *= 2
     ffts = tuple(n // factor for n in MRSTFT_FFT_SIZES)
     hops = tuple(max(1, h // factor) for h in MRSTFT_HOP_SIZES)
@@ -868,7 +875,7 @@ def audio_metrics(
       resolutions. Pairing clips would measure the random pairing, not the generator.
     - `log_spectral_distance`: `psd_log_spectral_distance` of the mean power spectra at `max(fft_sizes)`, in dB.
     - `frechet_log_mel`: `FrechetLogMelDistance` of log-mel frames (`n_fft`, hop `n_fft // 4`,
-      `min(80, n_fft // 8)` mel bands).
+      `n_fft // 8` mel bands, clipped to [8, 80]).
     - `ndb_k`, `ndb_js`: `NDB` (arXiv 1805.12462) on the same log-mel frames, every frame a sample, with
       `min(ndb_bins, real frames // 2)` k-means bins fitted on the real frames.
 
@@ -883,11 +890,13 @@ def audio_metrics(
         `dict[str, float]`: `mrstft`, `log_spectral_distance`, `frechet_log_mel`, `ndb_k`, `ndb_js`, `num_real`,
         `num_fake`.
     """
+    if ndb_bins < 2:
+        raise ValueError(f"`ndb_bins` must be >= 2, got {ndb_bins}.")
     real, fake = _as_clip_list(real_waveforms, "real_waveforms"), _as_clip_list(fake_waveforms, "fake_waveforms")
     shortest = min(clip.shape[0] for clip in real + fake)
+    if shortest < MIN_METRIC_SAMPLES:
+        raise ValueError(f"Clips must have at least {MIN_METRIC_SAMPLES} samples, the shortest has {shortest}.")
     ffts, hops, wins = mrstft_resolutions(shortest)
-    if shortest <= min(ffts) // 2:
-        raise ValueError(f"Clips must have more than {min(ffts) // 2} samples, the shortest has {shortest}.")
     real_batches, fake_batches = _by_length(real), _by_length(fake)
 
     def mean_power(batches, n_fft: int, hop: int, win: int) -> np.ndarray:
@@ -896,7 +905,7 @@ def audio_metrics(
             accumulator.update(batch)
         return accumulator.compute().power
 
-    # 1. MR-STFT distance of the mean magnitude spectra (arXiv 1910.11480, Eqs. 2-3 applied to set means)
+    # 1. MR-STFT distance (arXiv 1910.11480: spectral convergence + log STFT magnitude), on the set mean spectra
     total, eps = 0.0, 1e-7
     for n_fft, hop, win in zip(ffts, hops, wins):
         magnitude_real = np.sqrt(mean_power(real_batches, n_fft, hop, win))
@@ -919,6 +928,13 @@ def audio_metrics(
     )
     real_frames = torch.cat([frechet.features(batch) for batch in real_batches])
     fake_frames = torch.cat([frechet.features(batch) for batch in fake_batches])
+    if min(real_frames.shape[0], fake_frames.shape[0]) < 2:
+        raise ValueError("The Fréchet log-mel distance needs at least 2 STFT frames in each set.")
+    # round-off can make the distance of identical statistics slightly negative; a distance is >= 0
+    frechet_log_mel = max(
+        0.0,
+        frechet_distance(real_frames.mean(0), torch.cov(real_frames.T), fake_frames.mean(0), torch.cov(fake_frames.T)),
+    )
     bins = min(ndb_bins, real_frames.shape[0] // 2)
     if bins >= 2:
         ndb = NDB(k=bins, seed=seed).fit(real_frames)
@@ -930,9 +946,7 @@ def audio_metrics(
     return {
         "mrstft": float(total / len(ffts)),
         "log_spectral_distance": float(lsd),
-        "frechet_log_mel": frechet_distance(
-            real_frames.mean(0), torch.cov(real_frames.T), fake_frames.mean(0), torch.cov(fake_frames.T)
-        ),
+        "frechet_log_mel": frechet_log_mel,
         "ndb_k": ndb_k,
         "ndb_js": ndb_js,
         "num_real": len(real),

@@ -274,6 +274,7 @@ def log_rapsd_distance(
     psd_b: ArrayLike | PowerSpectrum,
     bands: Mapping[str, tuple[float, float]] | Sequence[tuple[float, float]] = DEFAULT_BANDS,
     eps: float = 1e-20,
+    relative_floor: float = 1e-4,
 ) -> dict[str, float]:
     r"""
     Mean absolute difference of two log10 power spectra, overall and per frequency band.
@@ -287,7 +288,9 @@ def log_rapsd_distance(
         psd_b (`np.ndarray`, `torch.Tensor` or `PowerSpectrum`): `[K]` power spectrum on the same bins.
         bands (`dict[str, tuple[float, float]]` or sequence of pairs, defaults to thirds named low/mid/high): band
             edges as fractions of Nyquist; a sequence of three pairs is named "low", "mid", "high", others "band<i>".
-        eps (`float`, defaults to `1e-20`): power floor before the logarithm.
+        eps (`float`, defaults to `1e-20`): absolute power floor before the logarithm.
+        relative_floor (`float`, defaults to `1e-4`): power floor as a fraction of the larger of the two spectra's
+            mean non-DC power (40 dB below it), so empty bins do not dominate the distance.
 
     Returns:
         `dict[str, float]`: `"all"` and one entry per band; a band without bins (tiny inputs) is `nan`.
@@ -298,7 +301,10 @@ def log_rapsd_distance(
         raise ValueError(f"`psd_a` and `psd_b` must have the same shape, got {list(a.shape)} and {list(b.shape)}.")
     if a.shape[0] < 2:
         raise ValueError("The spectra need at least one non-DC bin (shape [K] with K >= 2).")
-    diff = np.abs(np.log10(np.maximum(a, eps)) - np.log10(np.maximum(b, eps)))[1:]
+    # Power below a floor relative to the spectra's mean non-DC power counts as that floor: otherwise bins with
+    # (numerically) no energy, such as the even harmonics of a checkerboard, dominate the log distance.
+    floor = max(eps, relative_floor * float(max(a[1:].mean(), b[1:].mean())))
+    diff = np.abs(np.log10(np.maximum(a, floor)) - np.log10(np.maximum(b, floor)))[1:]
     fraction = np.arange(1, a.shape[0]) / (a.shape[0] - 1)
     result = {"all": float(diff.mean())}
     for name, (low, high) in _band_items(bands):

@@ -88,7 +88,9 @@ class DDPMObjective:
         """Draw t ~ U{0, ..., T-1} and noise, and build x_t = sqrt(ᾱ_t) x0 + sqrt(1 - ᾱ_t) ε (Eq. 4, 2006.11239)."""
         batch_size, device = clean.shape[0], clean.device
         noise = self.noise_fn(tuple(clean.shape), generator, device).to(clean.dtype)
-        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (batch_size,), device=device).long()
+        t = torch.randint(
+            0, self.scheduler.config.num_train_timesteps, (batch_size,), generator=generator, device=device
+        ).long()
         noisy = self.scheduler.add_noise(clean, noise, t)
         if self.prediction_type == "epsilon":
             target = noise

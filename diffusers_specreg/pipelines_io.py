@@ -64,9 +64,7 @@ def write_custom_pipeline_file(
     if not (isinstance(pipeline_cls, type) and issubclass(pipeline_cls, DiffusionPipeline)):
         raise ValueError(f"Expected a DiffusionPipeline subclass or instance, got {pipeline_cls!r}.")
     if pipeline_cls.__module__.split(".")[0] == "diffusers":
-        raise ValueError(
-            f"{pipeline_cls.__name__} ships with diffusers; it loads without a custom pipeline file."
-        )
+        raise ValueError(f"{pipeline_cls.__name__} ships with diffusers; it loads without a custom pipeline file.")
     try:
         source_file = inspect.getsourcefile(pipeline_cls)
     except (TypeError, OSError):

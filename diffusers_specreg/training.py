@@ -225,6 +225,28 @@ class InterruptFlag:
         return self.signal_name is not None
 
 
+class CheckpointedGenerator:
+    """A `torch.Generator` for the training noise whose state is saved in checkpoints.
+
+    The noise has its own generator so that nothing else that draws random numbers (data augmentation in a
+    prefetching data loader, sampling for the logs) shifts it: a resumed run draws exactly the noise the
+    uninterrupted run would have. Register it with `accelerator.register_for_checkpointing`.
+
+    Args:
+        device (`torch.device`): where the noise is drawn.
+        seed (`int`): the seed; give each process its own (e.g. seed + process index).
+    """
+
+    def __init__(self, device: torch.device, seed: int):
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+
+    def state_dict(self) -> dict:
+        return {"state": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["state"])
+
+
 class NonFiniteLossError(RuntimeError):
     pass
 

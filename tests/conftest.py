@@ -58,12 +58,31 @@ def image_folder(tmp_path) -> Path:
     return write_image_folder(tmp_path / "images")
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def launch(args: list[str], num_processes: int = 1, timeout: int = 600, check: bool = True, extra_env=None):
     """Run `accelerate launch train_spectral.py ARGS` on the CPU, offline; returns the CompletedProcess."""
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--dynamo_backend", "no",
                 "--mixed_precision", "no"]
-    launcher += ["--multi_gpu", "--num_processes", str(num_processes)] if num_processes > 1 else ["--num_processes", "1", "--cpu"]
+    if num_processes > 1:
+        launcher += ["--multi_gpu", "--num_processes", str(num_processes), "--main_process_port", str(free_port())]
+    else:
+        launcher += ["--num_processes", "1", "--cpu"]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
+    if num_processes > 1 and not _has_gpu():
+        env["ACCELERATE_USE_CPU"] = "true"  # --multi_gpu on a CPU-only machine: MULTI_CPU (gloo) DDP
     env.update(extra_env or {})
     result = subprocess.run(
         launcher + [str(REPO / "train_spectral.py"), *args], cwd=REPO, env=env, capture_output=True, text=True,

@@ -159,7 +159,7 @@ def run_main(args: list[str], tmp_path: Path):
         (["--spectral_loss", "spectral_magic"], "Unknown --spectral_loss"),
         (["--spectral_loss", "amplitude", "--spectral_weight", "-1"], "must be >= 0"),
         (["--spectral_loss", "amplitude", "wavelet", "--spectral_weight", "1", "2", "3"], "one value for all"),
-        (["--spectral_loss", "wavelet", "--resolution", "20", "--wavelet_levels", "3"], "divisible by 2**levels"),
+        (["--spectral_loss", "wavelet", "--resolution", "20", "--wavelet_levels", "3"], r"divisible by 2\*\*levels"),
         (["--mixed_precision", "fp16"], "fp16 needs a CUDA"),
         (["--resolution", "18"], "not divisible by"),
         (["--formulation", "edm", "--prediction_type", "sample"], "epsilon or v_prediction"),

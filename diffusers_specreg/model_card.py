@@ -1,0 +1,792 @@
+"""Model cards (`README.md` with Hub metadata) for models trained with `train_spectral.py`.
+
+`write_model_card` renders `model_cards/template.md` (plain `string.Template` placeholders such as `$usage`: no Jinja,
+so no dependency beyond `huggingface_hub`) and validates the result with `huggingface_hub.ModelCard`. The YAML
+metadata holds:
+
+- `library_name: diffusers`, a `pipeline_tag`, `tags` (`diffusers`, `diffusers-specreg`, `spectral-regularization`,
+  the task, one `spectral-loss-<name>` per spectral loss, `edm` / `sagd` where used);
+- `base_model` when the model was fine-tuned from a Hub model, `datasets` when it was trained on a Hub dataset
+  (local paths are left out of the metadata: the Hub accepts only repo ids there);
+- a `model-index` with the evaluation metrics as `EvalResult`s, which the Hub shows on the model page.
+
+The body says what the model is, gives a usage snippet that runs, the sample grid and spectrum plot (relative image
+links), the full training configuration as a table, the metrics table and the citations of the papers used.
+
+Pipeline tag of audio models: the Hub has no unconditional audio generation task. `text-to-audio` and
+`audio-to-audio` would promise an input the model does not take, and `unconditional-image-generation` would list an
+audio model among image generators, so `AudioDiffusionPipeline` models get `pipeline_tag: other` with the tags
+`audio`, `mel-spectrogram` and `unconditional-audio-generation` to be found by.
+
+The metric dicts are those of `diffusers_specreg.evaluate.evaluate_pipeline`:
+`{"log_rapsd_distance": {"all", "low", "mid", "high"}, "slope": {"data", "model", "gap"}, "fwd", "fid" (optional),
+"num_samples", "num_inference_steps", "seed", "sampler", "dataset": {"type", "name"}}`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import string
+from collections.abc import Mapping, Sequence
+from importlib import resources
+
+logger = logging.getLogger(__name__)
+
+TEMPLATE_NAME = "template.md"
+TRAINING_ARGS_FILE = "training_args.json"
+IMAGE_TASK = "unconditional-image-generation"
+AUDIO_TASK = "other"  # no Hub task fits unconditional audio generation, see the module docstring
+AUDIO_PIPELINES = ("AudioDiffusionPipeline",)
+BASE_TAGS = ("diffusers", "diffusers-specreg", "spectral-regularization")
+MODALITIES = ("image", "audio")
+
+# Settings listed first in the configuration table, in this order.
+SPECTRAL_KEYS = (
+    "spectral_loss",
+    "spectral_weight",
+    "final_spectral_weights",
+    "spectral_auto_fraction",
+    "spectral_weighting",
+    "min_snr_gamma",
+    "spectral_max_timestep",
+    "spectral_max_sigma",
+    "wavelet",
+    "wavelet_levels",
+    "noise_spectrum",
+    "formulation",
+    "edm_sigma_data",
+    "edm_p_mean",
+    "edm_p_std",
+    "prediction_type",
+)
+# A configuration key containing one of these is never written (e.g. `hub_token`).
+SECRET_KEY_PARTS = ("token", "password", "secret", "api_key", "apikey", "credential")
+
+# (key path in the metrics dict, model-index metric type, display name, meaning); slope.data is a property of the data
+# and goes into the table only.
+METRIC_ROWS = (
+    (
+        "log_rapsd_distance.all",
+        "log-rapsd-distance",
+        "log-RAPSD distance (all)",
+        "mean abs. log10 power gap, lower is better",
+    ),
+    ("log_rapsd_distance.low", "log-rapsd-distance-low", "log-RAPSD distance (low)", "lowest third of frequencies"),
+    ("log_rapsd_distance.mid", "log-rapsd-distance-mid", "log-RAPSD distance (mid)", "middle third"),
+    (
+        "log_rapsd_distance.high",
+        "log-rapsd-distance-high",
+        "log-RAPSD distance (high)",
+        "highest third, up to Nyquist",
+    ),
+    ("slope.model", "spectral-slope", "Spectral slope (samples)", "power-law exponent of the samples' spectrum"),
+    (
+        "slope.gap",
+        "spectral-slope-gap",
+        "Spectral slope gap",
+        "samples - data; 0 is best, < 0: missing high frequencies",
+    ),
+    ("fwd", "fwd", "Fréchet Wavelet Distance", "arXiv 2312.15289, lower is better"),
+    ("fid", "fid", "FID", "Inception features (user-supplied weights), lower is better"),
+)
+DATA_ROWS = (("slope.data", "Spectral slope (data)", "power-law exponent of the data's spectrum"),)
+
+CITATIONS = {
+    "2603.02447": (
+        "Spectral regularization of the diffusion loss",
+        "@article{papalexakis2026spectral,\n"
+        "  title   = {Spectral Regularization for Diffusion Models},\n"
+        "  author  = {Papalexakis and {Ver Steeg} and {Roque dos Santos} and Chandran and Wu},\n"
+        "  journal = {arXiv preprint arXiv:2603.02447},\n"
+        "  year    = {2026}\n"
+        "}",
+    ),
+    "2510.09660": (
+        "Spectrally anisotropic forward noise (SAGD)",
+        "@article{scimeca2025learning,\n"
+        "  title   = {Learning What Matters: Steering Diffusion via Spectrally Anisotropic Forward Noise},\n"
+        "  author  = {Scimeca and Jiralerspong and Earnshaw and Hartford and Bengio},\n"
+        "  journal = {arXiv preprint arXiv:2510.09660},\n"
+        "  year    = {2025}\n"
+        "}",
+    ),
+    "2603.14645": (
+        "Spectrum matching",
+        "@article{ning2026spectrum,\n"
+        "  title   = {Spectrum Matching: a Unified Perspective for Superior Diffusability in Latent Diffusion},\n"
+        "  author  = {Ning and Li and Zhang and Liu and Blaschko and Salah and {Onal Ertugrul}},\n"
+        "  journal = {arXiv preprint arXiv:2603.14645},\n"
+        "  year    = {2026}\n"
+        "}",
+    ),
+    "2206.00364": (
+        "EDM formulation",
+        "@inproceedings{karras2022elucidating,\n"
+        "  title     = {Elucidating the Design Space of Diffusion-Based Generative Models},\n"
+        "  author    = {Karras, Tero and Aittala, Miika and Aila, Timo and Laine, Samuli},\n"
+        "  booktitle = {Advances in Neural Information Processing Systems},\n"
+        "  year      = {2022}\n"
+        "}",
+    ),
+    "2312.15289": (
+        "Fréchet Wavelet Distance (evaluation)",
+        "@inproceedings{veeramacheneni2025fwd,\n"
+        "  title     = {Fr{\\'e}chet Wavelet Distance: A Domain-Agnostic Metric for Image Generation},\n"
+        "  author    = {Veeramacheneni, Lokesh and Wolter, Moritz and Kuehne, Hildegard and Gall, Juergen},\n"
+        "  booktitle = {International Conference on Learning Representations},\n"
+        "  year      = {2025}\n"
+        "}",
+    ),
+}
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Small helpers
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def is_hub_id(name: str | None) -> bool:
+    """`True` for a Hub repo id (`"user/name"` or a legacy `"name"`) that is not an existing local path."""
+    return bool(name) and _HUB_ID.match(name) is not None and not os.path.exists(name) and ".." not in name
+
+
+def is_secret_key(key: str) -> bool:
+    """`True` for configuration keys that may hold a credential (`hub_token`, ...); these are never written."""
+    lowered = key.lower()
+    return any(part in lowered for part in SECRET_KEY_PARTS)
+
+
+def redact_config(config: Mapping) -> dict:
+    """The configuration without credential keys (at any depth), with values made JSON-friendly (paths and other
+    objects as strings, tuples as lists)."""
+    clean = {}
+    for key, value in config.items():
+        if is_secret_key(str(key)):
+            continue
+        if isinstance(value, Mapping):
+            value = redact_config(value)
+        elif isinstance(value, (list, tuple)):
+            value = [v if v is None or isinstance(v, (bool, int, float, str)) else str(v) for v in value]
+        elif not (value is None or isinstance(value, (bool, int, float, str))):
+            value = str(value)
+        clean[str(key)] = value
+    return clean
+
+
+def _lookup(metrics: Mapping, path: str):
+    value = metrics
+    for part in path.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _format_value(value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_format_value(v) for v in value) if value else "—"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}: {_format_value(v)}" for k, v in value.items()) if value else "—"
+    return str(value)
+
+
+def _cell(value) -> str:
+    text = _format_value(value).replace("|", "\\|").replace("\n", " ")
+    return f"`{text}`" if text != "—" else text
+
+
+def modality_of(pipeline_class: str) -> str:
+    """`"audio"` for `AudioDiffusionPipeline`, else `"image"`."""
+    return "audio" if pipeline_class in AUDIO_PIPELINES else "image"
+
+
+def _is_coloured(noise_spectrum) -> bool:
+    return bool(noise_spectrum) and str(noise_spectrum).strip().lower() not in ("white", "none", "powerlaw:alpha=0")
+
+
+def _uses_spectrum_matching(config: Mapping) -> bool:
+    return any(
+        ("spectrum_matching" in key or key in ("esm", "dsm", "esm_weight", "dsm_weight")) and bool(value)
+        for key, value in config.items()
+    )
+
+
+def load_template(template_path: str | os.PathLike | None = None) -> string.Template:
+    """The card template: `template_path`, else the installed `diffusers_specreg.model_cards/template.md`, else the
+    checkout's `model_cards/template.md`."""
+    if template_path is not None:
+        with open(template_path, encoding="utf-8") as f:
+            return string.Template(f.read())
+    try:
+        return string.Template(
+            resources.files("diffusers_specreg.model_cards").joinpath(TEMPLATE_NAME).read_text("utf-8")
+        )
+    except (ModuleNotFoundError, FileNotFoundError):
+        pass
+    checkout = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "model_cards", TEMPLATE_NAME)
+    if not os.path.isfile(checkout):
+        raise FileNotFoundError(
+            f"Model card template {TEMPLATE_NAME!r} not found (looked in diffusers_specreg.model_cards and {checkout}); "
+            "pass template_path."
+        )
+    with open(checkout, encoding="utf-8") as f:
+        return string.Template(f.read())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Metadata
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def card_tags(config: Mapping, pipeline_class: str) -> list[str]:
+    """The card's tags: library, project, task, one `spectral-loss-<name>` per loss, `edm` / `sagd` where used."""
+    tags = list(BASE_TAGS)
+    if modality_of(pipeline_class) == "audio":
+        tags += ["audio", "mel-spectrogram", "unconditional-audio-generation"]
+    else:
+        tags.append(IMAGE_TASK)
+    for name in config.get("spectral_loss") or []:
+        tags.append("spectral-loss-" + str(name).replace("_", "-"))
+    if config.get("formulation") == "edm":
+        tags.append("edm")
+    if _is_coloured(config.get("noise_spectrum")):
+        tags.append("sagd")
+    if _uses_spectrum_matching(config):
+        tags.append("spectrum-matching")
+    return list(dict.fromkeys(tags))
+
+
+def _dataset_of(metrics: Mapping | None, dataset_name: str | None, config: Mapping) -> tuple[str, str]:
+    """(`dataset_type`, `dataset_name`) for the model-index."""
+    recorded = (metrics or {}).get("dataset")
+    if isinstance(recorded, Mapping) and recorded.get("type"):
+        return str(recorded["type"]), str(recorded.get("name") or recorded["type"])
+    if dataset_name:
+        return dataset_name, dataset_name
+    if config.get("train_data_dir"):
+        return "imagefolder", f"image folder {os.path.basename(os.path.normpath(str(config['train_data_dir'])))}"
+    builtin = config.get("builtin_dataset") or "checkerboards"
+    return builtin, f"built-in {builtin}"
+
+
+def eval_results(metrics: Mapping, task_type: str, dataset_type: str, dataset_name: str) -> list:
+    r"""
+    The finite metrics of an evaluation as `huggingface_hub.EvalResult`s (the card's `model-index`).
+
+    Args:
+        metrics (`Mapping`): one pipeline's metrics, as returned by `evaluate_pipeline`.
+        task_type (`str`): the Hub task, e.g. `"unconditional-image-generation"`.
+        dataset_type (`str`): Hub dataset id or a short name (`"imagefolder"`, `"checkerboards"`).
+        dataset_name (`str`): display name of the dataset.
+
+    Returns:
+        `list[EvalResult]`: one per metric of `METRIC_ROWS` present with a finite value.
+    """
+    from huggingface_hub import EvalResult
+
+    results = []
+    for path, metric_type, metric_name, _ in METRIC_ROWS:
+        value = _lookup(metrics, path)
+        if _finite(value):
+            results.append(
+                EvalResult(
+                    task_type=task_type,
+                    dataset_type=dataset_type,
+                    dataset_name=dataset_name,
+                    metric_type=metric_type,
+                    metric_name=metric_name,
+                    metric_value=float(value),
+                )
+            )
+    return results
+
+
+def model_card_data(
+    *,
+    config: Mapping,
+    metrics: Mapping | None,
+    base_model: str | None,
+    dataset_name: str | None,
+    pipeline_class: str,
+    model_name: str,
+    license: str | None = None,
+):
+    """The `huggingface_hub.ModelCardData` of a card (see `write_model_card`)."""
+    from huggingface_hub import ModelCardData
+
+    task = AUDIO_TASK if modality_of(pipeline_class) == "audio" else IMAGE_TASK
+    results = None
+    if metrics:
+        dataset_type, dataset_display = _dataset_of(metrics, dataset_name, config)
+        results = eval_results(metrics, task, dataset_type, dataset_display) or None
+    return ModelCardData(
+        library_name="diffusers",
+        pipeline_tag=task,
+        tags=card_tags(config, pipeline_class),
+        base_model=base_model if is_hub_id(base_model) else None,
+        datasets=[dataset_name] if is_hub_id(dataset_name) else None,
+        license=license,
+        model_name=model_name if results else None,
+        eval_results=results,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Body sections
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def render_usage(pipeline_class: str, repo_id: str, num_inference_steps: int | None = None) -> str:
+    r"""
+    A usage snippet that loads and samples the model.
+
+    Args:
+        pipeline_class (`str`): the saved pipeline class (`model_index.json` `_class_name`).
+        repo_id (`str`): Hub repo id or local folder of the model.
+        num_inference_steps (`int`, *optional*, defaults to `None`): steps of the reference (slow) sampler.
+
+    Returns:
+        `str`: markdown with one or two python code blocks; the first one runs as it is.
+    """
+    repo = json.dumps(repo_id)
+    if pipeline_class in AUDIO_PIPELINES:
+        return (
+            "```python\n"
+            "import torch\n"
+            "from diffusers import AudioDiffusionPipeline, DDIMScheduler\n\n"
+            f"pipe = AudioDiffusionPipeline.from_pretrained({repo})\n"
+            "pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)  # 50 DDIM steps instead of 1000\n"
+            'pipe.to("cuda" if torch.cuda.is_available() else "cpu")\n'
+            "output = pipe(batch_size=1, steps=50, generator=torch.Generator().manual_seed(0))\n"
+            'output.images[0].save("mel.png")  # the generated mel spectrogram\n'
+            "audio, sample_rate = output.audios[0, 0], pipe.mel.get_sample_rate()  # Griffin-Lim waveform\n"
+            "```"
+        )
+    if pipeline_class.startswith(("DDPM", "DDIM")) and pipeline_class.endswith("Pipeline"):
+        steps = num_inference_steps or 1000
+        return (
+            "```python\n"
+            "import torch\n"
+            "from diffusers import DDIMPipeline\n\n"
+            f"# fast: 50 deterministic DDIM steps with the saved UNet and noise schedule\n"
+            f"pipe = DDIMPipeline.from_pretrained({repo})\n"
+            'pipe.to("cuda" if torch.cuda.is_available() else "cpu")\n'
+            "images = pipe(batch_size=4, num_inference_steps=50, generator=torch.Generator().manual_seed(0)).images\n"
+            'images[0].save("sample.png")\n'
+            "```\n\n"
+            f"The saved pipeline is a `{pipeline_class}`; ancestral sampling as in training:\n\n"
+            "```python\n"
+            f"from diffusers import {pipeline_class}\n\n"
+            f"pipe = {pipeline_class}.from_pretrained({repo})\n"
+            f"images = pipe(batch_size=4, num_inference_steps={steps}).images\n"
+            "```"
+        )
+    requirement = ""
+    if pipeline_class == "SAGDPipeline":
+        requirement = (
+            "The pipeline draws coloured noise (SAGD): stock `DDPMPipeline` / `DDIMPipeline` would sample it wrongly. "
+            "Its `pipeline.py` imports `diffusers_specreg`: `pip install diffusers-specreg` first.\n\n"
+        )
+    elif pipeline_class == "EDMPipeline":
+        requirement = (
+            "The model uses EDM preconditioning, which stock `DDPMPipeline` / `DDIMPipeline` do not apply; the "
+            "repo's `pipeline.py` does (it needs only `torch` and `diffusers`).\n\n"
+        )
+    steps = 40 if pipeline_class == "EDMPipeline" else 50
+    return (
+        requirement + "```python\n"
+        "import torch\n"
+        "from diffusers import DiffusionPipeline\n\n"
+        f"pipe = DiffusionPipeline.from_pretrained({repo}, custom_pipeline={repo}, trust_remote_code=True)\n"
+        'pipe.to("cuda" if torch.cuda.is_available() else "cpu")\n'
+        f"images = pipe(batch_size=4, num_inference_steps={steps}, generator=torch.Generator().manual_seed(0)).images\n"
+        'images[0].save("sample.png")\n'
+        "```"
+    )
+
+
+def _lambda_text(config: Mapping) -> str:
+    losses = list(config.get("spectral_loss") or [])
+    weights = config.get("spectral_weight")
+    if weights is None or isinstance(weights, (str, int, float)):
+        weights = [weights] * len(losses)
+    weights = list(weights)
+    if len(weights) == 1:
+        weights = weights * len(losses)
+    final = config.get("final_spectral_weights") or {}
+    parts = []
+    for i, name in enumerate(losses):
+        weight = weights[i] if i < len(weights) else None
+        if weight == "auto":
+            fraction = config.get("spectral_auto_fraction")
+            text = f"λ auto (term kept at {fraction} of the base loss)" if fraction is not None else "λ auto"
+        elif weight is None:
+            text = "λ not recorded"
+        else:
+            text = f"λ = {weight}"
+        if isinstance(final, Mapping) and name in final and _finite(final[name]):
+            text += f", final λ = {final[name]:.4g}"
+        parts.append(f"`{name}` ({text})")
+    return ", ".join(parts)
+
+
+def _data_text(dataset_name: str | None, config: Mapping) -> str:
+    if dataset_name:
+        link = (
+            f"[{dataset_name}](https://huggingface.co/datasets/{dataset_name})"
+            if is_hub_id(dataset_name)
+            else f"`{dataset_name}`"
+        )
+        return f"the dataset {link}"
+    if config.get("train_data_dir"):
+        return "a local image folder"
+    builtin = config.get("builtin_dataset") or "checkerboards"
+    count = config.get("builtin_num_samples")
+    if builtin == "checkerboards":
+        return f"built-in grayscale checkerboards{f' ({count} images)' if count else ''}, the toy data of arXiv 2603.02447"
+    if builtin == "digits":
+        return "scikit-learn's 1,797 handwritten digits (built in)"
+    return f"built-in `{builtin}` data"
+
+
+def render_summary(config: Mapping, base_model: str | None, dataset_name: str | None, pipeline_class: str) -> str:
+    """The opening paragraph: what the model is, what it was trained on and with which spectral settings."""
+    audio = modality_of(pipeline_class) == "audio"
+    kind = "unconditional mel-spectrogram (audio) diffusion model" if audio else "unconditional image diffusion model"
+    resolution = config.get("resolution")
+    size = f" at {resolution}×{resolution}" if resolution else ""
+    formulation = str(config.get("formulation") or "ddpm").upper()
+    text = (
+        f"An {kind} (`{pipeline_class}` with a `UNet2DModel`, {formulation} formulation) trained with "
+        f"diffusers-specreg{size} on {_data_text(dataset_name, config)}."
+    )
+    if base_model:
+        link = f"[{base_model}](https://huggingface.co/{base_model})" if is_hub_id(base_model) else f"`{base_model}`"
+        text += f" Fine-tuned from {link}."
+    losses = config.get("spectral_loss") or []
+    if losses:
+        weighting = config.get("spectral_weighting") or "constant"
+        text += (
+            f"\n\nThe ordinary diffusion loss was regularised with frequency-domain penalties on the predicted clean "
+            f"sample (Eq. 17 of arXiv 2603.02447): {_lambda_text(config)}, timestep weighting `{weighting}`."
+        )
+    else:
+        text += "\n\nNo spectral loss term was used (a baseline for the spectrally regularised models)."
+    if _is_coloured(config.get("noise_spectrum")):
+        text += (
+            f" The forward noise is spectrally anisotropic (SAGD, arXiv 2510.09660), spectrum "
+            f"`{config['noise_spectrum']}`; sample it with the pipeline below, which draws the same coloured noise."
+        )
+    return text
+
+
+def render_samples(sample_grid: str | None, spectrum_plot: str | None) -> str:
+    """Markdown image links (paths relative to the card) for the sample grid and the spectrum plot."""
+    parts = []
+    if sample_grid:
+        parts.append(f"![Samples from the model]({sample_grid})")
+    if spectrum_plot:
+        parts.append(
+            f"![Radially averaged power spectrum of the samples and the data]({spectrum_plot})\n\n"
+            "*Radially averaged power spectral density (log-log) of generated samples and training data: the closer "
+            "the curves, especially at high frequencies, the better the model reproduces fine detail.*"
+        )
+    return "\n\n".join(parts)
+
+
+def render_training(config: Mapping) -> str:
+    """Bullet list of the main training facts."""
+    items = []
+    steps = config.get("max_train_steps")
+    epochs = config.get("num_epochs")
+    if steps or epochs:
+        items.append(f"- Length: {steps if steps else '?'} optimiser steps ({epochs if epochs else '?'} epochs)")
+    batch = config.get("train_batch_size")
+    if batch:
+        accumulation = config.get("gradient_accumulation_steps") or 1
+        items.append(f"- Batch: {batch} per process × {accumulation} accumulation step(s)")
+    if config.get("learning_rate") is not None:
+        items.append(
+            f"- Optimiser: AdamW, learning rate {config['learning_rate']}, schedule `{config.get('lr_scheduler', '?')}`"
+            f" with {config.get('lr_warmup_steps', '?')} warm-up steps"
+        )
+    if config.get("use_ema"):
+        items.append(
+            f"- EMA of the weights (max decay {config.get('ema_max_decay', '?')}), used for sampling and saving"
+        )
+    if config.get("mixed_precision") not in (None, "no"):
+        items.append(f"- Mixed precision: `{config['mixed_precision']}` (FFTs in float32)")
+    if config.get("seed") is not None:
+        items.append(f"- Seed: {config['seed']}")
+    losses = config.get("spectral_loss") or []
+    items.append(f"- Spectral terms: {_lambda_text(config) if losses else 'none'}")
+    if config.get("spectral_max_timestep") is not None or config.get("spectral_max_sigma") is not None:
+        gate = config.get("spectral_max_timestep")
+        gate = f"t ≤ {gate}" if gate is not None else f"σ ≤ {config.get('spectral_max_sigma')}"
+        items.append(f"- Spectral terms applied only at low noise: {gate}")
+    return "\n".join(items)
+
+
+def render_config_table(config: Mapping) -> str:
+    """Markdown table of every configuration entry (spectral settings first, credentials never)."""
+    config = redact_config(config)
+    keys = [k for k in SPECTRAL_KEYS if k in config] + sorted(k for k in config if k not in SPECTRAL_KEYS)
+    if not keys:
+        return "*Not recorded.*"
+    rows = ["| Argument | Value |", "| --- | --- |"]
+    rows += [f"| `{key}` | {_cell(config[key])} |" for key in keys]
+    return "\n".join(rows)
+
+
+def evaluation_command(metrics: Mapping | None, repo_id: str) -> str:
+    """The `python -m diffusers_specreg.evaluate` command that (re)produces the card's metrics."""
+    metrics = metrics or {}
+    dataset = metrics.get("dataset") if isinstance(metrics.get("dataset"), Mapping) else {}
+    kind = dataset.get("type")
+    if kind in ("checkerboards", "digits"):
+        source = f"--builtin_dataset {kind}"
+    elif kind and kind != "imagefolder":
+        source = f"--dataset_name {kind}"
+    else:
+        source = "--train_data_dir <image folder>"
+    return (
+        f"python -m diffusers_specreg.evaluate --pipeline {repo_id} {source} "
+        f"--num_samples {metrics.get('num_samples', 1000)} --num_inference_steps {metrics.get('num_inference_steps', 50)} "
+        f"--seed {metrics.get('seed', 0)} --output_dir eval --update_model_card"
+    )
+
+
+def render_evaluation(metrics: Mapping | None, repo_id: str) -> str:
+    """The metrics table with the evaluation settings, or how to produce it."""
+    command = evaluation_command(metrics, repo_id)
+    if not metrics:
+        return f"Not evaluated yet. To add spectral metrics to this card:\n\n```bash\n{command}\n```"
+    rows = ["| Metric | Value | Meaning |", "| --- | --- | --- |"]
+    for path, _, name, meaning in METRIC_ROWS:
+        value = _lookup(metrics, path)
+        if value is not None:
+            rows.append(f"| {name} | {_format_value(float(value)) if _finite(value) else 'n/a'} | {meaning} |")
+    for path, name, meaning in DATA_ROWS:
+        value = _lookup(metrics, path)
+        if _finite(value):
+            rows.append(f"| {name} | {_format_value(float(value))} | {meaning} |")
+    dataset = metrics.get("dataset") if isinstance(metrics.get("dataset"), Mapping) else {}
+    settings = [
+        f"{metrics['num_samples']} generated samples" if metrics.get("num_samples") else None,
+        f"{metrics['num_real']} data images" if metrics.get("num_real") else None,
+        f"data: {dataset['name']}" if dataset.get("name") else None,
+        f"sampler: {metrics['sampler']}" if metrics.get("sampler") else None,
+        f"{metrics['num_inference_steps']} steps"
+        if metrics.get("num_inference_steps") and not metrics.get("sampler")
+        else None,
+        f"seed {metrics['seed']}" if metrics.get("seed") is not None else None,
+    ]
+    settings_text = ", ".join(s for s in settings if s)
+    return (
+        "Spectral metrics computed without any pretrained network (`diffusers_specreg.metrics`): "
+        "radially averaged power spectra of samples and data, their per-band log distance and power-law slopes, "
+        "and the Fréchet Wavelet Distance."
+        + (f" Settings: {settings_text}." if settings_text else "")
+        + "\n\n"
+        + "\n".join(rows)
+        + f"\n\nReproduce with:\n\n```bash\n{command}\n```"
+    )
+
+
+def render_citations(config: Mapping, metrics: Mapping | None) -> str:
+    """BibTeX of the papers this model used: always arXiv 2603.02447, plus SAGD, spectrum matching, EDM, FWD."""
+    keys = ["2603.02447"]
+    if _is_coloured(config.get("noise_spectrum")):
+        keys.append("2510.09660")
+    if _uses_spectrum_matching(config):
+        keys.append("2603.14645")
+    if config.get("formulation") == "edm":
+        keys.append("2206.00364")
+    if metrics and _finite(_lookup(metrics, "fwd")):
+        keys.append("2312.15289")
+    blocks = [f"{CITATIONS[key][0]} (arXiv {key}):\n\n```bibtex\n{CITATIONS[key][1]}\n```" for key in keys]
+    return "\n\n".join(blocks)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Entry points
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def write_model_card(
+    output_dir: str | os.PathLike,
+    *,
+    config: Mapping,
+    metrics: Mapping | None = None,
+    base_model: str | None = None,
+    dataset_name: str | None = None,
+    pipeline_class: str = "DDPMPipeline",
+    sample_grid: str | None = None,
+    spectrum_plot: str | None = None,
+    usage: str | None = None,
+    repo_id: str | None = None,
+    license: str | None = None,
+    template_path: str | os.PathLike | None = None,
+) -> str:
+    r"""
+    Write `output_dir/README.md` (Hub metadata + body) and `output_dir/training_args.json` (the redacted config).
+
+    Args:
+        output_dir (`str` or `os.PathLike`): the saved pipeline folder (created if missing).
+        config (`Mapping`): the full training arguments (`vars(args)`); keys containing "token", "password",
+            "secret", "api_key" or "credential" are dropped. Optional extra key `final_spectral_weights`
+            (`{loss name: λ}`) shows the λ reached with `--spectral_weight auto`.
+        metrics (`Mapping`, *optional*, defaults to `None`): one pipeline's metrics from `evaluate_pipeline`.
+        base_model (`str`, *optional*, defaults to `None`): the model fine-tuned from; `None` uses
+            `config["pretrained_model_name_or_path"]`. Only Hub ids go into the metadata.
+        dataset_name (`str`, *optional*, defaults to `None`): the training dataset; `None` uses
+            `config["dataset_name"]`. Only Hub ids go into the `datasets` metadata.
+        pipeline_class (`str`, defaults to `"DDPMPipeline"`): the saved pipeline class, e.g. `"EDMPipeline"`,
+            `"SAGDPipeline"`, `"AudioDiffusionPipeline"`.
+        sample_grid (`str`, *optional*, defaults to `None`): path of a sample grid image, relative to `output_dir`.
+        spectrum_plot (`str`, *optional*, defaults to `None`): path of a RAPSD plot, relative to `output_dir`.
+        usage (`str`, *optional*, defaults to `None`): markdown replacing the generated usage snippet.
+        repo_id (`str`, *optional*, defaults to `None`): the id the snippets load; `None` uses
+            `config["hub_model_id"]`, else the folder name.
+        license (`str`, *optional*, defaults to `None`): a Hub license id for the metadata.
+        template_path (`str` or `os.PathLike`, *optional*, defaults to `None`): another `string.Template` file with
+            the placeholders of `model_cards/template.md`.
+
+    Returns:
+        `str`: the path of the written `README.md`.
+    """
+    from huggingface_hub import ModelCard
+
+    output_dir = os.fspath(output_dir)
+    for name, value in (("sample_grid", sample_grid), ("spectrum_plot", spectrum_plot)):
+        if value is not None and (os.path.isabs(value) or value.startswith("..")):
+            raise ValueError(f"`{name}` must be a path relative to output_dir (a Hub repo file), got {value!r}.")
+    config = redact_config(dict(config))
+    if base_model is None:
+        base_model = config.get("pretrained_model_name_or_path") or None
+    if dataset_name is None:
+        dataset_name = config.get("dataset_name") or None
+    folder_name = os.path.basename(os.path.normpath(os.path.abspath(output_dir)))
+    if repo_id is None:
+        repo_id = config.get("hub_model_id") or folder_name
+    num_steps = config.get("ddpm_num_inference_steps")
+
+    data = model_card_data(
+        config=config,
+        metrics=metrics,
+        base_model=base_model,
+        dataset_name=dataset_name,
+        pipeline_class=pipeline_class,
+        model_name=repo_id.split("/")[-1],
+        license=license,
+    )
+    body = load_template(template_path).substitute(
+        metadata=data.to_yaml(),
+        title=repo_id.split("/")[-1],
+        summary=render_summary(config, base_model, dataset_name, pipeline_class),
+        samples=render_samples(sample_grid, spectrum_plot),
+        usage=usage if usage is not None else render_usage(pipeline_class, repo_id, num_steps),
+        training=render_training(config),
+        config_table=render_config_table(config),
+        evaluation=render_evaluation(metrics, repo_id),
+        citations=render_citations(config, metrics),
+    )
+    card = ModelCard(body)  # parses and checks the YAML metadata
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, TRAINING_ARGS_FILE), "w", encoding="utf-8") as f:
+        json.dump(config, f, indent=2, sort_keys=True, default=str)
+    path = os.path.join(output_dir, "README.md")
+    card.save(path)
+    return path
+
+
+def update_model_card(
+    output_dir: str | os.PathLike,
+    metrics: Mapping,
+    *,
+    sample_grid: str | None = None,
+    spectrum_plot: str | None = None,
+) -> str:
+    r"""
+    Rewrite `output_dir/README.md` with new metrics (and images), keeping what the previous card recorded.
+
+    The training configuration comes from `output_dir/training_args.json` (written by `write_model_card`),
+    `base_model` and `datasets` from the existing card's metadata, the pipeline class from `model_index.json`.
+
+    Args:
+        output_dir (`str` or `os.PathLike`): the saved pipeline folder.
+        metrics (`Mapping`): one pipeline's metrics from `evaluate_pipeline`.
+        sample_grid (`str`, *optional*, defaults to `None`): sample grid path relative to `output_dir`.
+        spectrum_plot (`str`, *optional*, defaults to `None`): RAPSD plot path relative to `output_dir`.
+
+    Returns:
+        `str`: the path of the rewritten `README.md`.
+    """
+    from huggingface_hub import ModelCard
+
+    output_dir = os.fspath(output_dir)
+    config: dict = {}
+    args_path = os.path.join(output_dir, TRAINING_ARGS_FILE)
+    if os.path.isfile(args_path):
+        with open(args_path, encoding="utf-8") as f:
+            config = json.load(f)
+    else:
+        logger.warning(
+            "%s has no %s; the card will not list the training configuration.", output_dir, TRAINING_ARGS_FILE
+        )
+    base_model = dataset_name = None
+    readme = os.path.join(output_dir, "README.md")
+    if os.path.isfile(readme):
+        previous = ModelCard.load(readme).data
+        base_model = previous.base_model if isinstance(previous.base_model, str) else None
+        datasets = previous.datasets
+        dataset_name = (
+            datasets[0] if isinstance(datasets, Sequence) and datasets and not isinstance(datasets, str) else datasets
+        )
+    pipeline_class = "DDPMPipeline"
+    index = os.path.join(output_dir, "model_index.json")
+    if os.path.isfile(index):
+        with open(index, encoding="utf-8") as f:
+            pipeline_class = json.load(f).get("_class_name", pipeline_class)
+    return write_model_card(
+        output_dir,
+        config=config,
+        metrics=metrics,
+        base_model=base_model,
+        dataset_name=dataset_name,
+        pipeline_class=pipeline_class,
+        sample_grid=sample_grid,
+        spectrum_plot=spectrum_plot,
+    )
+
+
+__all__ = [
+    "AUDIO_TASK",
+    "IMAGE_TASK",
+    "METRIC_ROWS",
+    "card_tags",
+    "eval_results",
+    "is_hub_id",
+    "load_template",
+    "model_card_data",
+    "redact_config",
+    "render_usage",
+    "update_model_card",
+    "write_model_card",
+]

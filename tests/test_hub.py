@@ -1,0 +1,170 @@
+"""Tests for `diffusers_specreg.hub`: which files an upload sends, and a failed upload that changes nothing locally.
+
+Offline: `HF_HUB_OFFLINE=1` makes every Hub call raise at once; the successful path is checked with recording fakes.
+"""
+
+import inspect
+import logging
+import os
+import shlex
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import huggingface_hub
+import pytest
+from huggingface_hub import constants
+
+from diffusers_specreg.hub import push_output_dir, retry_command, upload_file_list, upload_ignore_patterns
+
+TOKEN = "hf_notARealTokenButSecret123"
+KEPT = [
+    "README.md",
+    "model_index.json",
+    "scheduler/scheduler_config.json",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+    "evaluation/samples.png",
+    "training_args.json",
+]
+DROPPED = [
+    "checkpoint-500/model.safetensors",
+    "checkpoint-500/random_states_0.pkl",
+    ".tmp-checkpoint-1000/optimizer.bin",
+    "logs/train_spectral/events.out.tfevents.1.host",
+    "sub/checkpoint-3/weights.bin",
+    "upload.tmp",
+    "unet/partial.tmp",
+    ".huggingface/token",
+    "hub.token",
+    "token",
+    ".env",
+    ".git/config",
+    ".cache/huggingface/upload/x.lock",
+    ".cache/other/file.bin",
+]
+
+
+@pytest.fixture
+def output_dir(tmp_path):
+    folder = tmp_path / "ddpm-model-64"
+    for i, relative in enumerate(KEPT + DROPPED):
+        path = folder / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"content {i}")
+    return folder
+
+
+def snapshot(folder):
+    return {
+        os.path.relpath(os.path.join(root, name), folder): open(os.path.join(root, name)).read()
+        for root, _, names in os.walk(folder)
+        for name in names
+    }
+
+
+def test_upload_selection_excludes_checkpoints_logs_tmp_and_secrets(output_dir):
+    assert upload_file_list(output_dir) == sorted(KEPT)
+
+
+def test_upload_selection_matches_huggingface_hub_matcher(output_dir):
+    # the selection is the one upload_folder computes itself from the same patterns
+    from huggingface_hub.utils._paths import DEFAULT_IGNORE_PATTERNS
+
+    api = huggingface_hub.HfApi()
+    patterns = upload_ignore_patterns(output_dir) + ["README.md"] + DEFAULT_IGNORE_PATTERNS  # as upload_folder adds
+    operations = api._prepare_upload_folder_additions(output_dir, "", ignore_patterns=patterns)
+    assert sorted(op.path_in_repo for op in operations) == sorted(set(KEPT) - {"README.md"})
+
+
+def test_logging_dir_pattern_follows_the_logging_dir(output_dir):
+    (output_dir / "runs" / "tb").mkdir(parents=True)
+    (output_dir / "runs" / "tb" / "events.out").write_text("x")
+    # a custom relative logging dir, and the same given as an absolute path inside output_dir
+    for logging_dir in ("runs/tb", str(output_dir / "runs" / "tb")):
+        files = upload_file_list(output_dir, upload_ignore_patterns(output_dir, logging_dir))
+        assert "runs/tb/events.out" not in files
+        assert "logs/train_spectral/events.out.tfevents.1.host" in files  # not the logging dir any more
+    # a logging dir outside output_dir adds no pattern
+    outside = upload_ignore_patterns(output_dir, str(output_dir.parent / "elsewhere"))
+    assert not any(p.startswith(("elsewhere", "..")) for p in outside)
+    with pytest.raises(ValueError, match="sub-folder"):
+        upload_ignore_patterns(output_dir, ".")
+
+
+def test_retry_command_is_valid_for_the_installed_cli(output_dir):
+    patterns = upload_ignore_patterns(output_dir)
+    command = retry_command(output_dir, "me/model", patterns, private=True, commit_message="Epoch 3 done")
+    parts = shlex.split(command)
+    assert parts[:5] == ["hf", "upload", "me/model", str(output_dir), "."]
+    excludes = [parts[i + 1] for i, part in enumerate(parts) if part == "--exclude"]
+    assert excludes == patterns
+    assert "--private" in parts and parts[parts.index("--commit-message") + 1] == "Epoch 3 done"
+    # the flags exist in this huggingface_hub's `hf upload` (typer parameters of cli/upload.py)
+    from huggingface_hub.cli.upload import upload
+
+    parameters = inspect.signature(upload).parameters
+    assert {"repo_id", "local_path", "path_in_repo", "exclude", "private", "commit_message"} <= set(parameters)
+
+
+def test_push_offline_returns_none_and_keeps_files(output_dir, monkeypatch, caplog):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    before = snapshot(output_dir)
+    start = time.perf_counter()
+    with caplog.at_level(logging.WARNING, logger="diffusers_specreg.hub"):
+        result = push_output_dir(output_dir, "me/model", token=TOKEN, private=True)
+    assert time.perf_counter() - start < 10.0  # fails fast, no network timeout
+    assert result is None
+    assert snapshot(output_dir) == before
+    message = caplog.text
+    assert "hf upload me/model" in message and str(output_dir) in message
+    assert "--exclude 'checkpoint-*'" in message and "--exclude 'logs/*'" in message and "--private" in message
+    assert TOKEN not in message
+
+
+def test_push_passes_patterns_and_token_only_to_the_api(output_dir, monkeypatch):
+    calls = {}
+
+    class FakeRepoUrl(str):
+        repo_id = "me/model"
+
+    def fake_create_repo(repo_id, token=None, private=None, exist_ok=False, **kwargs):
+        calls["create"] = dict(repo_id=repo_id, token=token, private=private, exist_ok=exist_ok)
+        return FakeRepoUrl("https://huggingface.co/me/model")
+
+    def fake_upload_folder(**kwargs):
+        calls["upload"] = kwargs
+        kwargs["ignore_patterns"].append("mutated by the hub")  # upload_folder extends the list it gets
+
+    monkeypatch.setattr(huggingface_hub, "create_repo", fake_create_repo)
+    monkeypatch.setattr(huggingface_hub, "upload_folder", fake_upload_folder)
+    result = push_output_dir(output_dir, "model", token=TOKEN, private=True, commit_message="Epoch 1")
+    assert result == "https://huggingface.co/me/model"
+    assert calls["create"] == dict(repo_id="model", token=TOKEN, private=True, exist_ok=True)
+    upload = calls["upload"]
+    assert upload["repo_id"] == "me/model" and upload["token"] == TOKEN and upload["commit_message"] == "Epoch 1"
+    assert upload["folder_path"] == str(output_dir)
+    assert {"checkpoint-*", "logs/*", "*.tmp", ".huggingface/*", "*.token"} <= set(upload["ignore_patterns"])
+    assert "mutated by the hub" not in upload_ignore_patterns(output_dir)
+
+
+def test_push_failure_in_upload_redacts_token(output_dir, monkeypatch, caplog):
+    class FakeRepoUrl(str):
+        repo_id = "me/model"
+
+    def failing_upload(**kwargs):
+        raise RuntimeError(f"401 Unauthorized for token {kwargs['token']}")
+
+    monkeypatch.setattr(huggingface_hub, "create_repo", lambda *a, **k: FakeRepoUrl("https://huggingface.co/me/model"))
+    monkeypatch.setattr(huggingface_hub, "upload_folder", failing_upload)
+    before = snapshot(output_dir)
+    with caplog.at_level(logging.WARNING, logger="diffusers_specreg.hub"):
+        assert push_output_dir(output_dir, "model", token=TOKEN) is None
+    assert snapshot(output_dir) == before
+    assert "401 Unauthorized" in caplog.text and TOKEN not in caplog.text
+    assert "hf upload me/model" in caplog.text  # the resolved repo id
+
+
+def test_push_rejects_a_missing_folder(tmp_path):
+    with pytest.raises(ValueError, match="not a folder"):
+        push_output_dir(tmp_path / "missing", "me/model")

@@ -1,0 +1,229 @@
+"""Tests for `diffusers_specreg.model_card`: Hub metadata read back by `huggingface_hub.ModelCard`, the body, a usage
+snippet that runs, no token in any written file, and the update after an evaluation. Offline, tiny models."""
+
+import json
+import os
+import re
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+from huggingface_hub import ModelCard
+
+from diffusers_specreg.model_card import (
+    AUDIO_TASK,
+    IMAGE_TASK,
+    METRIC_ROWS,
+    is_hub_id,
+    render_usage,
+    update_model_card,
+    write_model_card,
+)
+
+TOKEN = "hf_notARealTokenButSecret123"
+METRICS = {
+    "log_rapsd_distance": {"all": 0.25, "low": 0.125, "mid": 0.5, "high": float("nan")},
+    "slope": {"data": -2.5, "model": -2.0, "gap": 0.5},
+    "fwd": 3.75,
+    "num_samples": 8,
+    "num_real": 8,
+    "num_inference_steps": 5,
+    "seed": 0,
+    "sampler": "DDIM (eta 0), 5 steps",
+    "dataset": {"type": "checkerboards", "name": "built-in checkerboards"},
+}
+
+
+def training_config(**overrides):
+    config = dict(
+        spectral_loss=["amplitude_phase", "wavelet"],
+        spectral_weight=["0.1", "auto"],
+        spectral_auto_fraction=0.1,
+        spectral_weighting="edm",
+        spectral_max_timestep=None,
+        wavelet="bior1.3",
+        wavelet_levels=3,
+        formulation="ddpm",
+        prediction_type="epsilon",
+        resolution=16,
+        learning_rate=1e-4,
+        train_batch_size=16,
+        max_train_steps=100,
+        seed=0,
+        hub_token=TOKEN,
+        hub_model_id="me/specreg-tiny",
+        dataset_name="me/checkers",
+        pretrained_model_name_or_path="google/ddpm-cifar10-32",
+        ddpm_num_inference_steps=50,
+        noise_spectrum=None,
+    )
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    unet = UNet2DModel(
+        sample_size=16,
+        in_channels=1,
+        out_channels=1,
+        layers_per_block=1,
+        block_out_channels=(16, 32),
+        norm_num_groups=8,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+    )
+    folder = tmp_path_factory.mktemp("cards") / "specreg-tiny"
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=50)).save_pretrained(folder)
+    return folder
+
+
+def test_metadata_round_trips_through_model_card_load(tmp_path):
+    path = write_model_card(tmp_path, config=training_config(), metrics=METRICS, pipeline_class="DDPMPipeline")
+    data = ModelCard.load(path).data
+    assert data.library_name == "diffusers" and data.pipeline_tag == IMAGE_TASK
+    for tag in ("diffusers", "diffusers-specreg", "spectral-regularization", IMAGE_TASK):
+        assert tag in data.tags
+    assert "spectral-loss-amplitude-phase" in data.tags and "spectral-loss-wavelet" in data.tags
+    assert data.base_model == "google/ddpm-cifar10-32"
+    assert data.datasets == ["me/checkers"]
+    read = {r.metric_type: r.metric_value for r in data.eval_results}
+    assert read == {
+        "log-rapsd-distance": 0.25,
+        "log-rapsd-distance-low": 0.125,
+        "log-rapsd-distance-mid": 0.5,
+        "spectral-slope": -2.0,
+        "spectral-slope-gap": 0.5,
+        "fwd": 3.75,
+    }  # the NaN band is left out: YAML metadata must hold finite numbers
+    first = data.eval_results[0]
+    assert first.task_type == IMAGE_TASK and first.dataset_type == "checkerboards"
+    assert first.dataset_name == "built-in checkerboards" and first.metric_name == "log-RAPSD distance (all)"
+    assert data.model_name == "specreg-tiny"
+
+
+def test_token_is_never_written(tmp_path):
+    config = training_config(tracker_config={"wandb_api_key": TOKEN, "project": "p"}, output_dir=tmp_path)
+    write_model_card(tmp_path, config=config, metrics=METRICS)
+    for name in os.listdir(tmp_path):
+        with open(tmp_path / name, encoding="utf-8") as f:
+            text = f.read()
+        assert TOKEN not in text and "hub_token" not in text, name
+    saved = json.loads((tmp_path / "training_args.json").read_text())
+    assert saved["hub_model_id"] == "me/specreg-tiny" and saved["output_dir"] == str(tmp_path)
+    assert saved["tracker_config"] == {"project": "p"}
+
+
+def test_body_lists_every_setting_and_the_metrics(tmp_path):
+    config = training_config()
+    path = write_model_card(
+        tmp_path, config=config, metrics=METRICS, sample_grid="evaluation/samples.png", spectrum_plot="rapsd.png"
+    )
+    text = open(path, encoding="utf-8").read()
+    body = text.split("\n---\n", 1)[1]
+    table = body[body.index("### Configuration") : body.index("## Evaluation")]
+    for key in config:
+        if key != "hub_token":
+            assert f"| `{key}` |" in table, key
+    # spectral settings come first
+    assert table.index("`spectral_loss`") < table.index("`learning_rate`") < table.index("`train_batch_size`")
+    assert "λ = 0.1" in body and "λ auto" in body
+    assert "![Samples from the model](evaluation/samples.png)" in body and "](rapsd.png)" in body
+    assert "| log-RAPSD distance (all) | 0.25 |" in body and "| Fréchet Wavelet Distance | 3.75 |" in body
+    assert "| log-RAPSD distance (high) | n/a |" in body
+    assert "| Spectral slope (data) | -2.5 |" in body
+    assert "arXiv:2603.02447" in body and "2312.15289" in body
+    assert "arXiv:2510.09660" not in body  # white noise: no SAGD citation
+    assert "--builtin_dataset checkerboards --num_samples 8 --num_inference_steps 5" in body
+
+
+def test_card_without_metrics_has_no_model_index_and_says_how_to_evaluate(tmp_path):
+    path = write_model_card(tmp_path, config=training_config(spectral_loss=[], dataset_name=None), metrics=None)
+    card = ModelCard.load(path)
+    assert card.data.eval_results is None and "model-index" not in card.content
+    assert card.data.datasets is None
+    assert "Not evaluated yet" in card.text and "--update_model_card" in card.text
+    assert "No spectral loss term was used" in card.text
+
+
+def test_local_paths_stay_out_of_the_metadata(tmp_path):
+    base = tmp_path / "my-base-model"
+    base.mkdir()
+    config = training_config(pretrained_model_name_or_path=str(base), dataset_name=None, train_data_dir="/data/imgs")
+    card = ModelCard.load(write_model_card(tmp_path / "out", config=config, metrics=METRICS))
+    assert card.data.base_model is None and card.data.datasets is None
+    assert f"Fine-tuned from `{base}`" in card.text
+    assert not is_hub_id(str(base)) and is_hub_id("google/ddpm-cifar10-32") and not is_hub_id("../x")
+
+
+def test_sagd_edm_and_audio_variants(tmp_path):
+    sagd = ModelCard.load(
+        write_model_card(
+            tmp_path / "sagd",
+            config=training_config(noise_spectrum="powerlaw:alpha=-0.5"),
+            pipeline_class="SAGDPipeline",
+        )
+    )
+    assert "sagd" in sagd.data.tags and "arXiv:2510.09660" in sagd.text
+    assert 'custom_pipeline="me/specreg-tiny", trust_remote_code=True' in sagd.text
+    edm = ModelCard.load(
+        write_model_card(tmp_path / "edm", config=training_config(formulation="edm"), pipeline_class="EDMPipeline")
+    )
+    assert "edm" in edm.data.tags and "Karras" in edm.text and "num_inference_steps=40" in edm.text
+    audio = ModelCard.load(
+        write_model_card(tmp_path / "audio", config=training_config(), pipeline_class="AudioDiffusionPipeline")
+    )
+    assert audio.data.pipeline_tag == AUDIO_TASK
+    assert {"audio", "mel-spectrogram", "unconditional-audio-generation"} <= set(audio.data.tags)
+    assert IMAGE_TASK not in audio.data.tags and "AudioDiffusionPipeline.from_pretrained" in audio.text
+
+
+def test_image_paths_must_be_relative(tmp_path):
+    with pytest.raises(ValueError, match="relative"):
+        write_model_card(tmp_path, config={}, sample_grid=str(tmp_path / "samples.png"))
+    with pytest.raises(ValueError, match="relative"):
+        write_model_card(tmp_path, config={}, spectrum_plot="../rapsd.png")
+
+
+def test_usage_snippet_runs(tiny_pipeline_dir, tmp_path, monkeypatch):
+    path = write_model_card(
+        tiny_pipeline_dir, config=training_config(), pipeline_class="DDPMPipeline", repo_id=str(tiny_pipeline_dir)
+    )
+    text = open(path, encoding="utf-8").read()
+    snippet = re.search(r"```python\n(.*?)```", text, flags=re.S).group(1)
+    assert f'DDIMPipeline.from_pretrained("{tiny_pipeline_dir}")' in snippet
+    monkeypatch.chdir(tmp_path)
+    torch.set_num_threads(1)
+    exec(compile(snippet, "usage", "exec"), {})
+    from PIL import Image
+
+    with Image.open(tmp_path / "sample.png") as image:
+        assert image.size == (16, 16)
+
+
+def test_usage_override_and_snippets_for_every_class():
+    assert "DDPMPipeline.from_pretrained" in render_usage("DDPMPipeline", "me/x", 1000)
+    assert "num_inference_steps=1000" in render_usage("DDPMPipeline", "me/x", 1000)
+    assert 'custom_pipeline="me/x"' in render_usage("EDMPipeline", "me/x")
+    assert "pip install diffusers-specreg" in render_usage("SAGDPipeline", "me/x")
+
+
+def test_update_model_card_keeps_config_and_metadata(tiny_pipeline_dir):
+    write_model_card(tiny_pipeline_dir, config=training_config(), pipeline_class="DDPMPipeline")
+    new_metrics = dict(METRICS, fwd=1.5, log_rapsd_distance=dict(METRICS["log_rapsd_distance"], all=0.0625))
+    path = update_model_card(tiny_pipeline_dir, new_metrics, sample_grid="evaluation/samples.png")
+    card = ModelCard.load(path)
+    values = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert values["fwd"] == 1.5 and values["log-rapsd-distance"] == 0.0625
+    assert card.data.base_model == "google/ddpm-cifar10-32" and card.data.datasets == ["me/checkers"]
+    assert "| `wavelet` | `bior1.3` |" in card.text and "evaluation/samples.png" in card.text
+    assert "DDIMPipeline.from_pretrained" in card.text  # pipeline class read from model_index.json
+
+
+def test_metric_rows_cover_the_evaluation_keys():
+    paths = {row[0] for row in METRIC_ROWS}
+    assert {"log_rapsd_distance.all", "slope.gap", "fwd", "fid"} <= paths
+    assert len({row[1] for row in METRIC_ROWS}) == len(METRIC_ROWS)  # metric types are unique in the model-index
