@@ -15,6 +15,7 @@ Run `accelerate launch train_spectral.py` with no argument to train a small mode
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import os
@@ -34,6 +35,7 @@ from tqdm.auto import tqdm
 from diffusers_specreg import training
 from diffusers_specreg.data import BUILTIN_DATASETS, DataError, build_image_dataset
 from diffusers_specreg.losses import LOSS_NAMES
+from diffusers_specreg.noise import NoiseSpectrum, corrupt_band
 from diffusers_specreg.objectives import build_objective
 from diffusers_specreg.regularizer import SpectralRegularizer
 from diffusers_specreg.weighting import WEIGHTINGS
@@ -53,18 +55,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--dataset_config_name", type=str, default=None)
     data.add_argument("--train_data_dir", type=str, default=None, help="A folder of images (searched recursively).")
     data.add_argument("--cache_dir", type=str, default=None)
-    data.add_argument(
-        "--resolution", type=int, default=None, help="Image size (default 64; 32 for built-in data)."
-    )
+    data.add_argument("--resolution", type=int, default=None, help="Image size (default 64; 32 for built-in data).")
     data.add_argument("--center_crop", action="store_true", default=False)
     data.add_argument("--random_flip", action="store_true", default=False)
     data.add_argument("--dataloader_num_workers", type=int, default=0)
     data.add_argument("--preserve_input_precision", action="store_true", help="Keep 16-bit images at full precision.")
     model = parser.add_argument_group("model and output (as train_unconditional.py)")
-    model.add_argument("--model_config_name_or_path", type=str, default=None, help="UNet2DModel config to train from scratch.")
+    model.add_argument(
+        "--model_config_name_or_path", type=str, default=None, help="UNet2DModel config to train from scratch."
+    )
     model.add_argument("--output_dir", type=str, default="ddpm-model-64")
     model.add_argument(
-        "--overwrite_output_dir", action="store_true", help="Allow replacing a trained pipeline and checkpoints in output_dir."
+        "--overwrite_output_dir",
+        action="store_true",
+        help="Allow replacing a trained pipeline and checkpoints in output_dir.",
     )
     sched = parser.add_argument_group("schedule (as train_unconditional.py)")
     sched.add_argument("--train_batch_size", type=int, default=16)
@@ -100,7 +104,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     diff.add_argument("--prediction_type", type=str, default="epsilon", choices=["epsilon", "v_prediction", "sample"])
     diff.add_argument("--ddpm_num_steps", type=int, default=1000)
     diff.add_argument(
-        "--ddpm_num_inference_steps", type=int, default=None, help="Sampling steps (default 1000; 50 for built-in data)."
+        "--ddpm_num_inference_steps",
+        type=int,
+        default=None,
+        help="Sampling steps (default 1000; 50 for built-in data).",
     )
     diff.add_argument("--ddpm_beta_schedule", type=str, default="linear")
     ckpt = parser.add_argument_group("checkpoints (as train_unconditional.py)")
@@ -112,25 +119,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     extra.add_argument("--seed", type=int, default=None, help="Seed for data order, noise and initialisation.")
     extra.add_argument("--max_train_steps", type=int, default=None, help="Stop after this many optimiser steps.")
     extra.add_argument(
-        "--model_preset", type=str, default=None, choices=["default", "small"],
+        "--model_preset",
+        type=str,
+        default=None,
+        choices=["default", "small"],
         help="UNet size when no config is given: 'default' (train_unconditional's) or 'small' (CPU-friendly).",
     )
     extra.add_argument("--builtin_dataset", type=str, default="checkerboards", choices=BUILTIN_DATASETS)
     extra.add_argument("--builtin_num_samples", type=int, default=2048, help="Number of built-in checkerboards.")
-    extra.add_argument("--max_nonfinite_steps", type=int, default=5, help="Stop after this many non-finite losses in a row.")
-    extra.add_argument("--pretrained_model_name_or_path", type=str, default=None, help="Fine-tune this pipeline or UNet.")
+    extra.add_argument(
+        "--max_nonfinite_steps", type=int, default=5, help="Stop after this many non-finite losses in a row."
+    )
+    extra.add_argument(
+        "--pretrained_model_name_or_path", type=str, default=None, help="Fine-tune this pipeline or UNet."
+    )
     # --- spectral regularization (arXiv 2603.02447) ------------------------------------------------------------
     spec = parser.add_argument_group("spectral regularization (arXiv 2603.02447)")
     spec.add_argument(
-        "--spectral_loss", type=str, nargs="*", default=[], metavar="NAME",
+        "--spectral_loss",
+        type=str,
+        nargs="*",
+        default=[],
+        metavar="NAME",
         help=f"Spectral losses on the predicted clean sample, any of {', '.join(LOSS_NAMES)} (default: none).",
     )
     spec.add_argument(
-        "--spectral_weight", type=str, nargs="+", default=["auto"],
+        "--spectral_weight",
+        type=str,
+        nargs="+",
+        default=["auto"],
         help="λ per loss (one value for all, or one per loss), a number >= 0 or 'auto' (default).",
     )
     spec.add_argument(
-        "--spectral_auto_fraction", type=float, default=0.1,
+        "--spectral_auto_fraction",
+        type=float,
+        default=0.1,
         help="With λ 'auto': keep each spectral term at this fraction of the base loss (default 0.1).",
     )
     spec.add_argument("--spectral_weighting", type=str, default="constant", choices=WEIGHTINGS)
@@ -138,7 +161,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     spec.add_argument(
         "--spectral_max_timestep", type=int, default=None, help="Apply spectral terms only at t <= this (DDPM)."
     )
-    spec.add_argument("--spectral_max_sigma", type=float, default=None, help="Apply spectral terms only at σ <= this (EDM).")
+    spec.add_argument(
+        "--spectral_max_sigma", type=float, default=None, help="Apply spectral terms only at σ <= this (EDM)."
+    )
     spec.add_argument("--wavelet", type=str, default="haar", help="PyWavelets wavelet of the wavelet loss.")
     spec.add_argument("--wavelet_levels", type=int, default=3)
     # --- formulation ------------------------------------------------------------------------------------------
@@ -147,6 +172,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     form.add_argument("--edm_sigma_data", type=float, default=0.5)
     form.add_argument("--edm_p_mean", type=float, default=-1.2)
     form.add_argument("--edm_p_std", type=float, default=1.2)
+    # --- spectrally anisotropic forward noise (arXiv 2510.09660) ----------------------------------------------------
+    sagd = parser.add_argument_group("anisotropic forward noise (SAGD, arXiv 2510.09660)")
+    sagd.add_argument(
+        "--noise_spectrum",
+        type=str,
+        default="white",
+        help="Forward noise spectrum: white (default), 'powerlaw:alpha=-0.04', 'band:0-0.5' or "
+        "'bandpass:low=0-0.3,high=0.6-1,gamma_low=0.7'. Saved with the pipeline and used for sampling.",
+    )
+    sagd.add_argument(
+        "--corrupt_band",
+        type=str,
+        default=None,
+        metavar="A-B",
+        help="Selective-omission experiments: add Gaussian noise confined to the radial band A-B (in [0, 1]) to "
+        "every training image.",
+    )
+    sagd.add_argument(
+        "--corrupt_strength", type=float, default=0.5, help="Standard deviation of --corrupt_band noise."
+    )
+    # --- audio (mel-spectrogram images, teticio's audio-diffusion) --------------------------------------------------
+    audio = parser.add_argument_group("audio")
+    audio.add_argument(
+        "--modality",
+        type=str,
+        default="image",
+        choices=["image", "audio"],
+        help="'audio': train on mel-spectrogram slices of audio files (--train_data_dir / --dataset_name, or "
+        "built-in synthetic audio) and save an AudioDiffusionPipeline.",
+    )
+    audio.add_argument("--sample_rate", type=int, default=22050)
+    audio.add_argument("--n_fft", type=int, default=2048)
+    audio.add_argument("--hop_length", type=int, default=512)
+    audio.add_argument("--top_db", type=int, default=80)
+    audio.add_argument("--builtin_num_clips", type=int, default=64, help="Number of built-in synthetic audio clips.")
+    # --- evaluation for the model card --------------------------------------------------------------------------
+    evals = parser.add_argument_group("evaluation")
+    evals.add_argument(
+        "--eval_num_samples",
+        type=int,
+        default=64,
+        help="Samples for the quick evaluation whose spectral metrics go into the model card (0: none).",
+    )
     args = parser.parse_args(argv)
     env_local_rank = int(os.environ.get("LOCAL_RANK", -1))
     if env_local_rank != -1 and env_local_rank != args.local_rank:
@@ -196,6 +264,17 @@ def spectral_weights(args) -> list[float | str]:
     return values
 
 
+def parse_band(text: str) -> tuple[float, float]:
+    """'A-B' -> (A, B) with 0 <= A < B <= 1 (normalised radial frequency)."""
+    try:
+        low, high = (float(v) for v in text.split("-"))
+    except ValueError:
+        raise ValueError(f"--corrupt_band {text!r} must look like 'A-B' with 0 <= A < B <= 1, e.g. 0.5-0.8.") from None
+    if not 0 <= low < high <= 1:
+        raise ValueError(f"--corrupt_band {text!r} must satisfy 0 <= A < B <= 1 (normalised radial frequency).")
+    return low, high
+
+
 def validate_args(args) -> None:
     """Every check that can fail before training starts (ValueError with the problem and the fix)."""
     unknown = [name for name in args.spectral_loss if name not in LOSS_NAMES]
@@ -217,21 +296,37 @@ def validate_args(args) -> None:
     if args.formulation == "edm" and args.prediction_type == "sample":
         raise ValueError("--formulation edm supports --prediction_type epsilon or v_prediction, not sample.")
     if args.spectral_max_timestep is not None and args.formulation != "ddpm":
-        raise ValueError("--spectral_max_timestep gates DDPM timesteps; with --formulation edm use --spectral_max_sigma.")
+        raise ValueError(
+            "--spectral_max_timestep gates DDPM timesteps; with --formulation edm use --spectral_max_sigma."
+        )
     if "wavelet" in args.spectral_loss:
         import pywt
 
         try:
             wavelet = pywt.Wavelet(args.wavelet)
         except ValueError:
-            raise ValueError(f"--wavelet {args.wavelet!r} is not a PyWavelets wavelet; try haar, bior1.3 or db2.") from None
+            raise ValueError(
+                f"--wavelet {args.wavelet!r} is not a PyWavelets wavelet; try haar, bior1.3 or db2."
+            ) from None
         max_level = pywt.dwt_max_level(args.resolution, wavelet.dec_len)
-        if args.wavelet_levels < 1 or args.wavelet_levels > max(max_level, 1) or args.resolution % 2**args.wavelet_levels:
+        if (
+            args.wavelet_levels < 1
+            or args.wavelet_levels > max(max_level, 1)
+            or args.resolution % 2**args.wavelet_levels
+        ):
             raise ValueError(
                 f"--wavelet_levels {args.wavelet_levels} does not fit --resolution {args.resolution} with wavelet "
                 f"{args.wavelet}: the resolution must be divisible by 2**levels and levels <= {max_level}. "
                 "Lower --wavelet_levels or change --resolution."
             )
+    args.noise_spectrum_parsed = NoiseSpectrum.parse(args.noise_spectrum)
+    if not args.noise_spectrum_parsed.is_white and args.formulation != "ddpm":
+        raise ValueError("--noise_spectrum needs --formulation ddpm (the EDM sampler draws white noise).")
+    args.corrupt_band_parsed = parse_band(args.corrupt_band) if args.corrupt_band else None
+    if args.corrupt_strength < 0:
+        raise ValueError(f"--corrupt_strength must be >= 0, got {args.corrupt_strength}.")
+    if args.eval_num_samples < 0:
+        raise ValueError(f"--eval_num_samples must be >= 0, got {args.eval_num_samples}.")
     problem = training.mixed_precision_error(args.mixed_precision)
     if problem:
         raise ValueError(problem)
@@ -275,8 +370,17 @@ def build_noise_scheduler(args, pretrained):
     )
 
 
-def make_pipeline(args, unet, noise_scheduler, for_sampling: bool):
-    """The pipeline saved (DDPMPipeline, EDMPipeline) or used to draw logged samples (DDIM for speed)."""
+def make_pipeline(args, unet, noise_scheduler, for_sampling: bool, mel=None):
+    """The pipeline saved (DDPM, EDM, SAGD or audio) or used to draw logged samples (DDIM for speed)."""
+    scheduler = DDIMScheduler.from_config(noise_scheduler.config) if for_sampling else noise_scheduler
+    if args.modality == "audio":
+        from diffusers_specreg.audio import make_audio_pipeline
+
+        return make_audio_pipeline(unet, mel, scheduler if args.formulation != "edm" else noise_scheduler)
+    if not args.noise_spectrum_parsed.is_white:
+        from diffusers_specreg.pipelines.pipeline_sagd import SAGDPipeline
+
+        return SAGDPipeline(unet=unet, scheduler=scheduler, noise_spectrum=args.noise_spectrum_parsed.to_string())
     if args.formulation == "edm":
         from diffusers_specreg.pipelines.pipeline_edm import EDMPipeline
 
@@ -308,83 +412,137 @@ def images_to_uint8(images: np.ndarray) -> np.ndarray:
     return (np.clip(images, 0, 1) * 255).round().astype(np.uint8).transpose(0, 3, 1, 2)
 
 
-def log_samples(args, accelerator, unet, noise_scheduler, ema_model, data_batch, epoch, global_step):
-    """Sample `eval_batch_size` images (EMA weights if any) and log a grid and a RAPSD plot vs the data."""
+class ema_weights:
+    """Context manager: the EMA weights in `unet` inside the block (if there is an EMA), the training ones after."""
+
+    def __init__(self, unet, ema_model):
+        self.unet, self.ema_model = unet, ema_model
+
+    def __enter__(self):
+        if self.ema_model is not None:
+            self.ema_model.store(self.unet.parameters())
+            self.ema_model.copy_to(self.unet.parameters())
+        return self.unet
+
+    def __exit__(self, *exc):
+        if self.ema_model is not None:
+            self.ema_model.restore(self.unet.parameters())
+
+
+def log_samples(args, accelerator, unet, noise_scheduler, ema_model, data_batch, global_step, mel=None):
+    """Sample `eval_batch_size` images (EMA weights if any); log a grid, a RAPSD plot vs the data (and audio)."""
     from diffusers_specreg import metrics, plots
 
-    if ema_model is not None:
-        ema_model.store(unet.parameters())
-        ema_model.copy_to(unet.parameters())
-    try:
-        pipeline = make_pipeline(args, unet, noise_scheduler, for_sampling=True)
+    audios = None
+    with ema_weights(unet, ema_model):
+        pipeline = make_pipeline(args, unet, noise_scheduler, for_sampling=True, mel=mel)
         pipeline.set_progress_bar_config(disable=True)
         generator = torch.Generator(device=pipeline.device).manual_seed(0)
-        images = pipeline(
-            generator=generator,
-            batch_size=args.eval_batch_size,
-            num_inference_steps=args.ddpm_num_inference_steps,
-            output_type="np",
-        ).images
-    finally:
-        if ema_model is not None:
-            ema_model.restore(unet.parameters())
+        if args.modality == "audio":
+            from diffusers_specreg.audio import generate_audio
+
+            mel_images, audios, sample_rate = generate_audio(
+                pipeline, args.eval_batch_size, args.ddpm_num_inference_steps, generator
+            )
+            images = mel_images[..., None].astype(np.float32) / 255.0
+        else:
+            images = pipeline(
+                generator=generator,
+                batch_size=args.eval_batch_size,
+                num_inference_steps=args.ddpm_num_inference_steps,
+                output_type="np",
+            ).images
     samples = torch.from_numpy(images).permute(0, 3, 1, 2) * 2 - 1
     data_freqs, data_power = metrics.rapsd(data_batch.float().cpu())
     sample_freqs, sample_power = metrics.rapsd(samples)
-    curves = {"data": (data_freqs, data_power.mean(0).numpy()), "samples": (sample_freqs, sample_power.mean(0).numpy())}
+    curves = {
+        "data": (data_freqs, data_power.mean(0).numpy()),
+        "samples": (sample_freqs, sample_power.mean(0).numpy()),
+    }
     distance = metrics.log_rapsd_distance(curves["samples"][1], curves["data"][1])
     figure = plots.plot_rapsd(curves, title=f"RAPSD at step {global_step}")
     if args.logger == "tensorboard":
         writer = accelerator.get_tracker("tensorboard", unwrap=True)
         writer.add_images("samples", images_to_uint8(images), global_step)
         writer.add_image("rapsd", plots.figure_to_array(figure), global_step, dataformats="HWC")
+        for i, clip in enumerate(audios[:4] if audios is not None else []):
+            writer.add_audio(f"audio/{i}", torch.from_numpy(clip)[None], global_step, sample_rate=sample_rate)
     else:
         import wandb
 
-        accelerator.get_tracker("wandb").log(
-            {"samples": [wandb.Image(i) for i in images], "rapsd": wandb.Image(plots.figure_to_array(figure))},
-            step=global_step,
-        )
+        logs = {"samples": [wandb.Image(i) for i in images], "rapsd": wandb.Image(plots.figure_to_array(figure))}
+        if audios is not None:
+            logs["audio"] = [wandb.Audio(clip, sample_rate=sample_rate) for clip in audios[:4]]
+        accelerator.get_tracker("wandb").log(logs, step=global_step)
     accelerator.log({f"eval/log_rapsd_distance_{k}": v for k, v in distance.items()}, step=global_step)
 
 
-def save_pipeline(args, accelerator, unet, noise_scheduler, ema_model):
-    """Save the pipeline (EMA weights if any) to output_dir, safetensors."""
-    if ema_model is not None:
-        ema_model.store(unet.parameters())
-        ema_model.copy_to(unet.parameters())
-    try:
-        pipeline = make_pipeline(args, unet, noise_scheduler, for_sampling=False)
+def save_pipeline(args, unet, noise_scheduler, ema_model, mel=None):
+    """Save the pipeline (EMA weights if any) to output_dir as safetensors; custom pipelines get pipeline.py."""
+    with ema_weights(unet, ema_model):
+        pipeline = make_pipeline(args, unet, noise_scheduler, for_sampling=False, mel=mel)
         pipeline.save_pretrained(args.output_dir, safe_serialization=True)
-        if args.formulation == "edm":
-            from diffusers_specreg.pipelines_io import write_custom_pipeline_file
+    if type(pipeline).__module__.startswith("diffusers_specreg."):
+        from diffusers_specreg.pipelines_io import write_custom_pipeline_file
 
-            write_custom_pipeline_file(type(pipeline), args.output_dir)
-    finally:
-        if ema_model is not None:
-            ema_model.restore(unet.parameters())
+        write_custom_pipeline_file(type(pipeline), args.output_dir)
+
+
+def evaluate_and_write_card(args, accelerator, data, regularizer) -> dict | None:
+    """Quick evaluation of the saved pipeline (metrics in the card), then the model card itself."""
+    from diffusers_specreg.evaluate import dataset_info, evaluate_pipeline, load_pipeline
+    from diffusers_specreg.model_card import write_model_card
+
+    metrics, grid, plot = None, None, None
+    if args.eval_num_samples > 0:
+        pipeline = load_pipeline(args.output_dir, device=accelerator.device)
+        pipeline.set_progress_bar_config(disable=True)
+        metrics = evaluate_pipeline(
+            pipeline,
+            data.dataset,
+            args.eval_num_samples,
+            args.eval_batch_size,
+            args.ddpm_num_inference_steps,
+            args.seed or 0,
+            os.path.join(args.output_dir, "evaluation"),
+            name=os.path.basename(os.path.abspath(args.output_dir)),
+            dataset=dataset_info(args.dataset_name, args.train_data_dir, args.builtin_dataset),
+        )
+        grid, plot = "evaluation/samples.png", "evaluation/rapsd.png"
+        logger.info(f"Spectral metrics of {args.eval_num_samples} samples: {metrics.get('log_rapsd_distance')}")
+    config = {k: v for k, v in vars(args).items() if not k.endswith("_parsed") and k != "hub_token"}
+    config["final_spectral_weights"] = regularizer.current_weights()
+    write_model_card(
+        args.output_dir,
+        config=config,
+        metrics=metrics,
+        base_model=args.pretrained_model_name_or_path,
+        dataset_name=data.name,
+        pipeline_class=read_json(os.path.join(args.output_dir, "model_index.json"))["_class_name"],
+        sample_grid=grid,
+        spectrum_plot=plot,
+    )
+    return metrics
+
+
+def read_json(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
 
 
 def push_to_hub(args, commit_message: str) -> None:
-    """Upload output_dir (never checkpoints, logs or temporary files); a failure keeps the local files."""
-    from huggingface_hub import create_repo, upload_folder
+    """Upload output_dir without checkpoints, logs or credentials; a failure keeps the local output and says how to
+    retry."""
+    from diffusers_specreg.hub import push_output_dir
 
-    repo_id = args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir))
-    try:
-        repo_id = create_repo(repo_id, exist_ok=True, private=args.hub_private_repo, token=args.hub_token).repo_id
-        upload_folder(
-            repo_id=repo_id,
-            folder_path=args.output_dir,
-            commit_message=commit_message,
-            ignore_patterns=["checkpoint-*", ".tmp-checkpoint-*", f"{args.logging_dir}/*", "*.tmp"],
-            token=args.hub_token,
-        )
-        logger.info(f"Pushed {args.output_dir} to https://huggingface.co/{repo_id}")
-    except Exception as error:
-        logger.warning(
-            f"Pushing to the Hub failed ({error}); the local output in {args.output_dir} is intact. Retry with: "
-            f"hf upload {repo_id} {args.output_dir} . --exclude 'checkpoint-*' '{args.logging_dir}/*'"
-        )
+    push_output_dir(
+        args.output_dir,
+        args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
+        token=args.hub_token,
+        private=args.hub_private_repo,
+        commit_message=commit_message,
+        logging_dir=args.logging_dir,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -409,20 +567,38 @@ def main(argv: list[str] | None = None) -> int:
         pretrained = training.load_pretrained(args.pretrained_model_name_or_path, args.cache_dir)
         if args.resolution_from_user is None:
             args.resolution = pretrained.unet.config.sample_size
-    data = build_image_dataset(
-        dataset_name=args.dataset_name,
-        dataset_config_name=args.dataset_config_name,
-        train_data_dir=args.train_data_dir,
-        cache_dir=args.cache_dir,
-        resolution=args.resolution,
-        center_crop=args.center_crop,
-        random_flip=args.random_flip,
-        preserve_input_precision=args.preserve_input_precision,
-        builtin_dataset=args.builtin_dataset,
-        builtin_num_samples=args.builtin_num_samples,
-        channels=pretrained.unet.config.in_channels if pretrained is not None else None,
-        seed=args.seed or 0,
-    )
+    if args.modality == "audio":
+        from diffusers_specreg.audio import build_audio_dataset
+
+        data = build_audio_dataset(
+            dataset_name=args.dataset_name,
+            dataset_config_name=args.dataset_config_name,
+            train_data_dir=args.train_data_dir,
+            cache_dir=args.cache_dir,
+            resolution=args.resolution,
+            sample_rate=args.sample_rate,
+            n_fft=args.n_fft,
+            hop_length=args.hop_length,
+            top_db=args.top_db,
+            builtin_num_clips=args.builtin_num_clips,
+            seed=args.seed or 0,
+        )
+    else:
+        data = build_image_dataset(
+            dataset_name=args.dataset_name,
+            dataset_config_name=args.dataset_config_name,
+            train_data_dir=args.train_data_dir,
+            cache_dir=args.cache_dir,
+            resolution=args.resolution,
+            center_crop=args.center_crop,
+            random_flip=args.random_flip,
+            preserve_input_precision=args.preserve_input_precision,
+            builtin_dataset=args.builtin_dataset,
+            builtin_num_samples=args.builtin_num_samples,
+            channels=pretrained.unet.config.in_channels if pretrained is not None else None,
+            seed=args.seed or 0,
+        )
+    mel = getattr(data, "mel", None)  # audio: the Mel that turns samples back into sound
     model = build_model(args, data.channels, pretrained)
     factor = training.unet_downsampling_factor(model.config)
     if args.resolution % factor:
@@ -436,7 +612,15 @@ def main(argv: list[str] | None = None) -> int:
             "config with matching in_channels/out_channels."
         )
     noise_scheduler = build_noise_scheduler(args, pretrained)
-    objective = build_objective(args.formulation, noise_scheduler, edm_p_mean=args.edm_p_mean, edm_p_std=args.edm_p_std)
+    spectrum = args.noise_spectrum_parsed
+    noise_fn = (
+        None
+        if spectrum.is_white
+        else (lambda shape, gen, device: spectrum.sample(shape, generator=gen, device=device))
+    )
+    objective = build_objective(
+        args.formulation, noise_scheduler, noise_fn=noise_fn, edm_p_mean=args.edm_p_mean, edm_p_std=args.edm_p_std
+    )
     regularizer = SpectralRegularizer.from_names(
         args.spectral_loss,
         spectral_weights(args) if args.spectral_loss else [],
@@ -448,7 +632,9 @@ def main(argv: list[str] | None = None) -> int:
         min_snr_gamma=args.min_snr_gamma,
         auto_fraction=args.spectral_auto_fraction,
     )
-    logger.info(f"Data: {data.description}; model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
+    logger.info(
+        f"Data: {data.description}; model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters"
+    )
 
     ema_model = None
     if args.use_ema:
@@ -474,8 +660,10 @@ def main(argv: list[str] | None = None) -> int:
         data.dataset, batch_size=args.train_batch_size, sampler=sampler, num_workers=args.dataloader_num_workers
     )
     # Schedule lengths in optimiser updates; Accelerate steps the LR scheduler once per process per update.
-    updates_per_epoch = math.ceil(math.ceil(len(data.dataset) / (args.train_batch_size * accelerator.num_processes))
-                                  / args.gradient_accumulation_steps)
+    updates_per_epoch = math.ceil(
+        math.ceil(len(data.dataset) / (args.train_batch_size * accelerator.num_processes))
+        / args.gradient_accumulation_steps
+    )
     if args.max_train_steps is None:
         args.max_train_steps = args.num_epochs * updates_per_epoch
     args.num_epochs = math.ceil(args.max_train_steps / updates_per_epoch)
@@ -485,7 +673,9 @@ def main(argv: list[str] | None = None) -> int:
         num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
         num_training_steps=args.max_train_steps * accelerator.num_processes,
     )
-    model, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(model, optimizer, train_dataloader, lr_scheduler)
+    model, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
+        model, optimizer, train_dataloader, lr_scheduler
+    )
     regularizer.to(accelerator.device)
     accelerator.register_for_checkpointing(regularizer)
     noise_seed = args.seed if args.seed is not None else int(torch.randint(0, 2**31 - 1, ()))
@@ -500,7 +690,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.overwrite_output_dir and not args.resume_from_checkpoint:
             for _, path in training.list_checkpoints(args.output_dir):
                 shutil.rmtree(path)
-        hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in vars(args).items()}
+        hparams = {
+            k: (v if isinstance(v, (int, float, str, bool)) else str(v))
+            for k, v in vars(args).items()
+            if k != "hub_token" and not k.endswith("_parsed")  # the token never goes into the logs
+        }
         accelerator.init_trackers(os.path.splitext(os.path.basename(__file__))[0], config=hparams)
 
     # a fixed data batch for the spectrum plots, drawn before any state is restored (it uses the global RNG)
@@ -547,6 +741,8 @@ def main(argv: list[str] | None = None) -> int:
             loader.iteration = epoch
             for batch in loader:
                 clean = batch["input"].to(accelerator.device)
+                if args.corrupt_band_parsed is not None:  # selective omission: the data carry band-limited noise
+                    clean = corrupt_band(clean, args.corrupt_band_parsed, args.corrupt_strength, noise_rng.generator)
                 noisy = objective.noise_batch(clean, noise_rng.generator)
                 with accelerator.accumulate(model):
                     model_output = model(noisy.model_input, noisy.model_timesteps).sample
@@ -554,8 +750,11 @@ def main(argv: list[str] | None = None) -> int:
                     terms = regularizer(noise_scheduler, model_output, noisy.noisy, noisy.timesteps, clean, base)
                     loss = terms["loss"].mean()
                     finite = accelerator.reduce(torch.isfinite(loss.detach()).float(), reduction="sum")
-                    if guard.check(bool(finite.item() == accelerator.num_processes), global_step,
-                                   {k: float(v.detach().mean()) for k, v in terms.items()}):
+                    if guard.check(
+                        bool(finite.item() == accelerator.num_processes),
+                        global_step,
+                        {k: float(v.detach().mean()) for k, v in terms.items()},
+                    ):
                         accelerator.backward(loss)
                         if accelerator.sync_gradients:
                             accelerator.clip_grad_norm_(model.parameters(), 1.0)
@@ -580,7 +779,11 @@ def main(argv: list[str] | None = None) -> int:
                         checkpoint_now()
                     interrupted = interrupt.raised
                     if accelerator.num_processes > 1:
-                        interrupted = bool(accelerator.reduce(torch.tensor(float(interrupted), device=accelerator.device), "sum").item())
+                        interrupted = bool(
+                            accelerator.reduce(
+                                torch.tensor(float(interrupted), device=accelerator.device), "sum"
+                            ).item()
+                        )
                     if interrupted:
                         checkpoint_now()
                         logger.warning(
@@ -599,11 +802,11 @@ def main(argv: list[str] | None = None) -> int:
                 unet = accelerator.unwrap_model(model)
                 if epoch % args.save_images_epochs == 0 or last:
                     unet.eval()
-                    log_samples(args, accelerator, unet, noise_scheduler, ema_model, data_preview, epoch, global_step)
+                    log_samples(args, accelerator, unet, noise_scheduler, ema_model, data_preview, global_step, mel)
                     unet.train()
                 if epoch % args.save_model_epochs == 0 or last:
-                    save_pipeline(args, accelerator, unet, noise_scheduler, ema_model)
-                    if args.push_to_hub:
+                    save_pipeline(args, unet, noise_scheduler, ema_model, mel)
+                    if args.push_to_hub and not last:
                         push_to_hub(args, f"Epoch {epoch}")
             accelerator.wait_for_everyone()
             if stop:
@@ -614,7 +817,13 @@ def main(argv: list[str] | None = None) -> int:
         accelerator.end_training()
     if guard.skipped:
         logger.warning(f"Skipped {guard.skipped} batches with a non-finite loss.")
-    logger.info(f"Saved the pipeline to {args.output_dir}")
+    if accelerator.is_main_process:
+        # 4. quick evaluation -> model card with spectral metrics -> Hub
+        evaluate_and_write_card(args, accelerator, data, regularizer)
+        if args.push_to_hub:
+            push_to_hub(args, f"Step {global_step}")
+    accelerator.wait_for_everyone()
+    logger.info(f"Saved the pipeline and its model card to {args.output_dir}")
     return 0
 
 
