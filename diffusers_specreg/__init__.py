@@ -1,7 +1,33 @@
 """diffusers-specreg: frequency-aware diffusion training for Hugging Face Diffusers.
 
 Implements spectral regularization of the diffusion loss (arXiv 2603.02447), spectrally anisotropic forward noise
-(arXiv 2510.09660) and spectral metrics, as small building blocks that plug into any Diffusers training loop.
+(arXiv 2510.09660) and spectral metrics, as small building blocks that plug into any Diffusers training loop:
+
+    from diffusers_specreg import SpectralRegularizer
+
+    regularizer = SpectralRegularizer.from_names(["amplitude_phase"], "auto")
+    terms = regularizer(noise_scheduler, model_output, noisy_images, timesteps, clean_images, base_loss)
+    terms["loss"].mean().backward()
 """
 
+from .losses import FourierLoss, MultiResolutionSTFTLoss, STFTLoss, WaveletLoss, build_loss
+from .noise import NoiseSpectrum, corrupt_band
+from .reconstruction import predict_original_sample
+from .regularizer import SpectralRegularizer
+from .weighting import low_noise_gate, timestep_weight
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "FourierLoss",
+    "MultiResolutionSTFTLoss",
+    "NoiseSpectrum",
+    "STFTLoss",
+    "SpectralRegularizer",
+    "WaveletLoss",
+    "build_loss",
+    "corrupt_band",
+    "low_noise_gate",
+    "predict_original_sample",
+    "timestep_weight",
+]

@@ -72,16 +72,19 @@ def test_tensorboard_logs_every_term_samples_and_spectrum(trained):
     assert {"samples", "rapsd"} <= images
 
 
-def test_finetune_from_saved_pipeline(trained, tmp_path):
+def test_finetune_from_saved_pipeline_in_bf16(trained, tmp_path):
     out = tmp_path / "finetuned"
     launch([*FAST, "--pretrained_model_name_or_path", str(trained), "--output_dir", str(out),
-            "--max_train_steps", "2", "--builtin_num_samples", "8", "--spectral_loss", "amplitude"])
+            "--max_train_steps", "2", "--builtin_num_samples", "8", "--spectral_loss", "amplitude",
+            "--mixed_precision", "bf16"])  # bf16 autocast runs on CPU too
     before = UNet2DModel.from_pretrained(trained, subfolder="unet")
     after = UNet2DModel.from_pretrained(out, subfolder="unet")
     assert after.config.block_out_channels == before.config.block_out_channels
     changed = any(not torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters()))
     assert changed
     DDPMPipeline.from_pretrained(out)
+    card = (out / "README.md").read_text()
+    assert str(trained) in card  # the card records the base model (a local path: in the text, not the metadata)
 
 
 def test_resume_continues_at_the_same_step_and_data_position(tmp_path, image_folder, tiny_config):
@@ -115,7 +118,7 @@ def test_edm_run_samples_through_its_pipeline(tmp_path, image_folder, tiny_confi
             "--output_dir", str(out), "--max_train_steps", "2", "--formulation", "edm",
             "--spectral_loss", "amplitude", "--spectral_weighting", "edm"])
     assert (out / "pipeline.py").is_file()
-    pipeline = DiffusionPipeline.from_pretrained(out, custom_pipeline=str(out))
+    pipeline = DiffusionPipeline.from_pretrained(out, custom_pipeline=str(out), trust_remote_code=True)
     assert type(pipeline).__name__ == "EDMPipeline"
     images = pipeline(batch_size=2, num_inference_steps=3, output_type="np").images
     assert images.shape == (2, 16, 16, 1)

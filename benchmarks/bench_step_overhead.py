@@ -1,0 +1,179 @@
+"""Training-step time with each spectral loss against none, measured side by side in one process.
+
+`bench_loss_overhead.py` times the losses alone; this script times whole training steps as `train_spectral.py` runs
+them: noise a batch (`DDPMObjective`), UNet forward, per-sample MSE, `SpectralRegularizer` (x̂₀, min-SNR weight, "auto"
+λ, the spectral loss), backward, gradient clipping at 1.0 and an AdamW step. Every configuration has its own copy of
+the same initial UNet and optimiser. Rounds are interleaved (each round runs every configuration for
+`--steps_per_round` steps, in a rotated order), and the median step time over rounds is reported with its ratio to
+the no-spectral-loss step, so drifting machine load affects every configuration alike.
+
+    python benchmarks/bench_step_overhead.py                     # CPU: small UNet, batch 16, 32x32
+    python benchmarks/bench_step_overhead.py --device cuda --rounds 30 --model_preset default --resolution 64
+
+Writes `benchmarks/results/step_overhead_<device>.json`. Target (issue 7): < 5% per step on the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import RESULTS_DIR, device_description, machine_info, write_json  # noqa: E402
+
+from diffusers_specreg.objectives import DDPMObjective  # noqa: E402
+from diffusers_specreg.regularizer import SpectralRegularizer  # noqa: E402
+from diffusers_specreg.training import unet_config  # noqa: E402
+
+# name -> (spectral loss names, extra SpectralRegularizer.from_names keyword arguments)
+CONFIGS = {
+    "none": ([], {}),
+    "amplitude": (["amplitude"], {}),
+    "amplitude_phase": (["amplitude_phase"], {}),
+    "amplitude_weighted_phase": (["amplitude_weighted_phase"], {}),
+    "wavelet_haar_L3": (["wavelet"], {"wave": "haar", "levels": 3}),
+    "wavelet_bior1.3_L3": (["wavelet"], {"wave": "bior1.3", "levels": 3}),
+}
+TARGET_PERCENT = 5.0
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu", help="torch device, 'cpu' or 'cuda' (default: cpu)")
+    parser.add_argument("--model_preset", default="small", choices=["small", "default"], help="UNet size (small)")
+    parser.add_argument("--resolution", type=int, default=32, help="image side (default: 32)")
+    parser.add_argument("--channels", type=int, default=3, help="image channels (default: 3)")
+    parser.add_argument("--batch_size", type=int, default=16, help="batch size (default: 16)")
+    parser.add_argument("--rounds", type=int, default=8, help="timed rounds; medians are reported (default: 8)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default: 1)")
+    parser.add_argument("--steps_per_round", type=int, default=2, help="steps per configuration per round (2)")
+    parser.add_argument("--weighting", default="min_snr", help="spectral timestep weighting (default: min_snr)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--output", default=None, help="JSON path (default: results/step_overhead_<device>.json)")
+    return parser.parse_args(argv)
+
+
+class Trainer:
+    """One configuration: its UNet copy, AdamW, regularizer, and a `step()` doing what train_spectral.py does."""
+
+    def __init__(self, unet, scheduler, names, options, weighting, device):
+        self.unet = copy.deepcopy(unet).to(device).train()
+        self.optimizer = torch.optim.AdamW(self.unet.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6)
+        self.scheduler = scheduler
+        self.objective = DDPMObjective(scheduler)
+        self.regularizer = SpectralRegularizer.from_names(names, "auto", weighting=weighting, **options).to(device)
+
+    def step(self, clean: torch.Tensor, generator: torch.Generator) -> float:
+        batch = self.objective.noise_batch(clean, generator)
+        output = self.unet(batch.model_input, batch.model_timesteps).sample
+        base = self.objective.base_loss(output, batch)
+        terms = self.regularizer(self.scheduler, output, batch.noisy, batch.timesteps, clean, base)
+        loss = terms["loss"].mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.unet.parameters(), 1.0)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main(argv=None) -> dict:
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda was asked for but torch.cuda.is_available() is False.")
+    torch.manual_seed(args.seed)
+    unet = UNet2DModel(**unet_config(args.model_preset, args.resolution, args.channels))
+    scheduler = DDPMScheduler(num_train_timesteps=1000)
+    trainers = {
+        name: Trainer(unet, scheduler, names, options, args.weighting, device)
+        for name, (names, options) in CONFIGS.items()
+    }
+    shape = (args.batch_size, args.channels, args.resolution, args.resolution)
+    clean = (torch.rand(shape, generator=torch.Generator().manual_seed(args.seed)) * 2 - 1).to(device)
+
+    timings = {name: [] for name in trainers}
+    order = list(trainers)
+    for round_index in range(args.warmup + args.rounds):
+        rotated = order[round_index % len(order) :] + order[: round_index % len(order)]
+        for name in rotated:
+            # the same noise and timesteps for every configuration in a round
+            generator = torch.Generator(device=device).manual_seed(args.seed * 1000 + round_index)
+            _synchronize(device)
+            start = time.perf_counter()
+            for _ in range(args.steps_per_round):
+                trainers[name].step(clean, generator)
+            _synchronize(device)
+            if round_index >= args.warmup:
+                timings[name].append((time.perf_counter() - start) * 1000.0 / args.steps_per_round)
+
+    medians = {name: statistics.median(values) for name, values in timings.items()}
+    base_ms = medians["none"]
+    # per-round ratio to the same round's no-loss step, then the median: robust to load that drifts between rounds
+    round_ratios = {
+        name: statistics.median(100.0 * (v / b - 1.0) for v, b in zip(values, timings["none"]))
+        for name, values in timings.items()
+    }
+    print(
+        f"device: {device_description(device)} | torch {torch.__version__} | UNet {args.model_preset} "
+        f"({sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M) | batch {args.batch_size} | "
+        f"{args.channels}x{args.resolution}x{args.resolution} | weighting {args.weighting} | {args.rounds} rounds x "
+        f"{args.steps_per_round} steps (median)"
+    )
+    print(f"{'spectral loss':<28}{'ms / step':>12}{'overhead %':>13}{'median of per-round %':>24}")
+    results = {}
+    for name in trainers:
+        overhead = 100.0 * (medians[name] / base_ms - 1.0)
+        results[name] = {
+            "ms_per_step": medians[name],
+            "overhead_percent": overhead,
+            "median_round_overhead_percent": round_ratios[name],
+            "all_ms": timings[name],
+        }
+        print(f"{name:<28}{medians[name]:>12.1f}{overhead:>12.1f}%{round_ratios[name]:>23.1f}%")
+    worst = max((r["overhead_percent"] for n, r in results.items() if n != "none"), default=0.0)
+    verdict = "met" if worst < TARGET_PERCENT else "missed"
+    print(f"largest overhead: {worst:.1f}% (target < {TARGET_PERCENT:.0f}%: {verdict})")
+
+    record = {
+        "benchmark": "step_overhead",
+        **machine_info(device),
+        "command": "python benchmarks/bench_step_overhead.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "seed": args.seed,
+        "model_preset": args.model_preset,
+        "unet_parameters": sum(p.numel() for p in unet.parameters()),
+        "batch_size": args.batch_size,
+        "resolution": args.resolution,
+        "channels": args.channels,
+        "weighting": args.weighting,
+        "spectral_weight": "auto",
+        "rounds": args.rounds,
+        "warmup": args.warmup,
+        "steps_per_round": args.steps_per_round,
+        "configs": {name: {"losses": n, **o} for name, (n, o) in CONFIGS.items()},
+        "results": results,
+        "largest_overhead_percent": worst,
+        "target_percent": TARGET_PERCENT,
+        "target": verdict,
+    }
+    output = Path(args.output) if args.output else RESULTS_DIR / f"step_overhead_{device.type}.json"
+    write_json(output, record)
+    print(f"wrote {output}")
+    return record
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Checkpoint bookkeeping, run guards and model presets used by train_spectral.py."""
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+from diffusers import UNet2DModel
+
+from diffusers_specreg import training
+
+
+def make_checkpoint(root, step, complete=True):
+    path = root / f"checkpoint-{step}"
+    path.mkdir()
+    (path / "model.safetensors").write_bytes(b"x")
+    if complete:
+        (path / "training_state.json").write_text(json.dumps({"global_step": step}))
+    return path
+
+
+def test_latest_skips_half_written_checkpoints(tmp_path):
+    make_checkpoint(tmp_path, 2)
+    make_checkpoint(tmp_path, 10)
+    make_checkpoint(tmp_path, 12, complete=False)  # a crash before the final rename would leave no such folder,
+    (tmp_path / ".tmp-checkpoint-14").mkdir()  # but a temporary one: neither may be resumed from
+    assert [step for step, _ in training.list_checkpoints(str(tmp_path))] == [2, 10]
+    assert training.resolve_resume(str(tmp_path), "latest").endswith("checkpoint-10")
+    assert training.resolve_resume(str(tmp_path), "checkpoint-2").endswith("checkpoint-2")
+    with pytest.raises(ValueError, match="not a complete checkpoint"):
+        training.resolve_resume(str(tmp_path), "checkpoint-12")
+    assert training.resolve_resume(str(tmp_path / "empty"), "latest") is None
+
+
+def test_prune_keeps_the_newest(tmp_path):
+    for step in (5, 10, 15, 20):
+        make_checkpoint(tmp_path, step)
+    removed = training.prune_checkpoints(str(tmp_path), total_limit=2)
+    assert sorted(os.path.basename(p) for p in removed) == ["checkpoint-10", "checkpoint-5"]
+    assert [step for step, _ in training.list_checkpoints(str(tmp_path))] == [15, 20]
+    assert training.prune_checkpoints(str(tmp_path), None) == []
+
+
+def test_non_finite_guard_skips_then_stops():
+    guard = training.NonFiniteGuard(max_consecutive=3)
+    assert guard.check(True, 0)
+    assert not guard.check(False, 1) and not guard.check(False, 2)
+    assert guard.check(True, 3)  # a finite loss resets the count
+    assert not guard.check(False, 4) and not guard.check(False, 5)
+    with pytest.raises(training.NonFiniteLossError, match="3 batches in a row"):
+        guard.check(False, 6)
+    assert guard.skipped == 5
+
+
+def test_interrupt_flag_catches_sigterm():
+    flag = training.InterruptFlag().install()
+    try:
+        assert not flag.raised
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert flag.raised and flag.signal_name == "SIGTERM"
+    finally:
+        flag.uninstall()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_checkpointed_generator_round_trip():
+    rng = training.CheckpointedGenerator(torch.device("cpu"), seed=7)
+    state = rng.state_dict()
+    first = torch.randn(4, generator=rng.generator)
+    rng.load_state_dict(state)
+    assert torch.equal(first, torch.randn(4, generator=rng.generator))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_small_preset_builds_for_any_channel_count(channels):
+    model = UNet2DModel(**training.unet_config("small", 32, channels))
+    out = model(torch.zeros(1, channels, 32, 32), 10).sample
+    assert out.shape == (1, channels, 32, 32)
+    assert training.unet_downsampling_factor(model.config) == 4
+
+
+def test_default_preset_is_train_unconditional_model():
+    config = training.unet_config("default", 64, 3)
+    assert config["block_out_channels"] == (128, 128, 256, 256, 512, 512)
+    assert config["down_block_types"][4] == "AttnDownBlock2D" and config["up_block_types"][1] == "AttnUpBlock2D"
+    with pytest.raises(ValueError, match="'default' or 'small'"):
+        training.unet_config("huge", 64, 3)
+
+
+def test_fp16_on_cpu_is_refused_up_front():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert "bf16" in training.mixed_precision_error("fp16")
+    assert training.mixed_precision_error("bf16") is None
+    assert training.mixed_precision_error("no") is None
