@@ -466,13 +466,17 @@ def log_samples(args, accelerator, unet, noise_scheduler, ema_model, data_batch,
         writer.add_images("samples", images_to_uint8(images), global_step)
         writer.add_image("rapsd", plots.figure_to_array(figure), global_step, dataformats="HWC")
         for i, clip in enumerate(audios[:4] if audios is not None else []):
+            clip = 0.9 * clip / max(float(np.abs(clip).max()), 1e-9)  # Griffin-Lim output exceeds [-1, 1]
             writer.add_audio(f"audio/{i}", torch.from_numpy(clip)[None], global_step, sample_rate=sample_rate)
     else:
         import wandb
 
         logs = {"samples": [wandb.Image(i) for i in images], "rapsd": wandb.Image(plots.figure_to_array(figure))}
         if audios is not None:
-            logs["audio"] = [wandb.Audio(clip, sample_rate=sample_rate) for clip in audios[:4]]
+            logs["audio"] = [
+                wandb.Audio(0.9 * clip / max(float(np.abs(clip).max()), 1e-9), sample_rate=sample_rate)
+                for clip in audios[:4]
+            ]
         accelerator.get_tracker("wandb").log(logs, step=global_step)
     accelerator.log({f"eval/log_rapsd_distance_{k}": v for k, v in distance.items()}, step=global_step)
 
@@ -506,7 +510,7 @@ def evaluate_and_write_card(args, accelerator, data, regularizer) -> dict | None
             args.seed or 0,
             os.path.join(args.output_dir, "evaluation"),
             name=os.path.basename(os.path.abspath(args.output_dir)),
-            dataset=dataset_info(args.dataset_name, args.train_data_dir, args.builtin_dataset),
+            dataset=dataset_info(args.dataset_name, args.train_data_dir, args.builtin_dataset, modality=args.modality),
         )
         grid, plot = "evaluation/samples.png", "evaluation/rapsd.png"
         logger.info(f"Spectral metrics of {args.eval_num_samples} samples: {metrics.get('log_rapsd_distance')}")

@@ -21,20 +21,46 @@ Sampling (Diffusers 0.42):
   saved scheduler, `eta = 0`, `--num_inference_steps` steps (as `train_spectral.py` samples during training);
 - `SAGDPipeline` (coloured noise, arXiv 2510.09660): the same pipeline class with a `DDIMScheduler`, `eta = 0`, so x_T
   is drawn from N(0, Σ_w);
-- `AudioDiffusionPipeline`: its mel-spectrogram images, with a `DDIMScheduler` and `eta = 0`;
+- `AudioDiffusionPipeline`: its mel-spectrogram images, with a `DDIMScheduler` and `eta = 0` (without a VQ-VAE drawn
+  by `DDIMPipeline` on its UNet and quantised to uint8: the same images, without the pipeline's own unseeded
+  Griffin-Lim of every image);
 - anything else, e.g. `EDMPipeline`: the pipeline itself with `num_inference_steps`.
 
 A folder holding `pipeline.py` loads with `custom_pipeline=<folder>, trust_remote_code=True`, as its model card says.
 Data images are read like training data (`diffusers_specreg.data.build_image_dataset`) with a centre crop and no
 flip; when the data set is larger than `num_samples`, a subset drawn with `--seed` is used.
 
-In-process (e.g. at the end of `train_spectral.py`): `evaluate_pipeline(pipeline, real_images, ...)`.
+Audio (an `AudioDiffusionPipeline`; `--modality auto` recognises it, `--modality audio` insists on it):
+
+```bash
+python -m diffusers_specreg.evaluate --pipeline my-audio-model --builtin_dataset synthetic_audio \
+    --num_samples 256 --num_inference_steps 50 --output_dir eval
+```
+
+The metrics above are computed on the mel-spectrogram images. In addition, the first `--audio_num_samples` (default
+32) generated and data mel images are turned into audio by the same seeded Griffin-Lim (`audio.mel_images_to_audio`
+with the pipeline's `Mel`), so that vocoder artefacts are common to both sides, and compared with
+`audio.audio_metrics`: MR-STFT distance, log-spectral distance, Fréchet distance of log-mel statistics, NDB/K and
+its Jensen-Shannon divergence (`"audio"` in `metrics.json`, a second table in `comparison.md`). Files:
+`spectrograms.png` (a few generated mel images above data ones) and WAVs of the first `--num_audio_files` generated
+clips (`audio/sample_<i>.wav`) and data clips (`audio/data_<i>.wav`), peak-normalised to 0.9 for listening (the
+metrics use the raw Griffin-Lim output). The data are read with the Mel settings saved with the pipeline
+(`mel/mel_config.json`: sample rate, n_fft, hop length, x_res, y_res, top_db) from `--train_data_dir` (a folder of
+audio files), `--dataset_name` (a dataset with an audio column) or `--builtin_dataset synthetic_audio`
+(`audio.synthetic_audio`, seeded with `--seed` as `train_spectral.py` seeds it), slices counted and skipped as in
+training (`audio.build_audio_dataset`). Only 32 clips by default because Griffin-Lim costs about 5 s per clip at the
+default 256×256 Mel on one CPU core.
+
+In-process (e.g. at the end of `train_spectral.py`): `evaluate_pipeline(pipeline, real_images, ...)`; for an
+`AudioDiffusionPipeline`, `real_images` are mel images (`{"input": [1, H, W]}` in `[-1, 1]`, as
+`audio.build_audio_dataset(...).dataset` yields them) and the audio metrics are added.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -60,7 +86,7 @@ from .metrics import (
     log_rapsd_distance,
     spectral_slope,
 )
-from .plots import REFERENCE_NAMES, plot_band_errors, plot_rapsd, save_image_grid
+from .plots import REFERENCE_NAMES, _new_figure, _save, plot_band_errors, plot_rapsd, save_image_grid
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +95,16 @@ CUSTOM_PIPELINE_FILE = "pipeline.py"
 BANDS = ("all", "low", "mid", "high")
 # FWD packets of about 16x16 pixels, as the paper's Haar level 4 on 256x256 images (arXiv 2312.15289).
 FWD_PACKET_SIZE = 16
+MODALITIES = ("auto", "image", "audio")
+BUILTIN_IMAGE_DATASETS = ("checkerboards", "digits")
+BUILTIN_AUDIO_DATASET = "synthetic_audio"
+# Clips per side of the audio metrics: Griffin-Lim costs about 5 s a clip at the default 256x256 Mel on a CPU core.
+AUDIO_METRIC_SAMPLES = 32
+# WAV files written per pipeline (and of the data), and mel images per row of the spectrogram figure.
+AUDIO_FILES = 4
+SPECTROGRAM_FIGURE = "spectrograms.png"
+AUDIO_FOLDER = "audio"
+MEL_KEYS = ("x_res", "y_res", "sample_rate", "n_fft", "hop_length", "top_db", "n_iter")
 
 ImageBatches = torch.Tensor | np.ndarray | Iterable
 
@@ -140,6 +176,29 @@ def image_shape(pipeline) -> tuple[int, int, int]:
     return int(config.in_channels), int(height), int(width)
 
 
+def is_audio_pipeline(pipeline) -> bool:
+    """`True` for an `AudioDiffusionPipeline` (mel-spectrogram images turned into audio by its `mel`)."""
+    from diffusers import AudioDiffusionPipeline
+
+    return isinstance(pipeline, AudioDiffusionPipeline)
+
+
+def mel_settings(mel) -> dict[str, int]:
+    r"""
+    The settings of a Diffusers `Mel` that define its images and its Griffin-Lim inversion.
+
+    Args:
+        mel (`diffusers.Mel`): e.g. `pipeline.mel` of an `AudioDiffusionPipeline` (saved as `mel/mel_config.json`).
+
+    Returns:
+        `dict[str, int]`: `x_res` (frames), `y_res` (mel bands), `sample_rate`, `n_fft`, `hop_length`, `top_db`,
+        `n_iter` (Griffin-Lim iterations).
+    """
+    values = {key: getattr(mel, key, None) for key in MEL_KEYS if key != "sample_rate"}
+    values["sample_rate"] = mel.get_sample_rate()
+    return {key: int(values[key]) for key in MEL_KEYS}
+
+
 def make_sampler(pipeline, num_inference_steps: int) -> tuple[Callable[[list[torch.Generator]], torch.Tensor], str]:
     r"""
     A function drawing a batch of images, and a description of the sampler (see the module docstring).
@@ -190,6 +249,24 @@ def make_sampler(pipeline, num_inference_steps: int) -> tuple[Callable[[list[tor
 
         spectrum = pipeline.config.noise_spectrum
         return _to_tensor(sample), f"SAGD DDIM (eta 0, noise {spectrum}), {num_inference_steps} steps"
+    if isinstance(pipeline, AudioDiffusionPipeline) and pipeline.vqvae is None:
+        # AudioDiffusionPipeline.__call__ also inverts every image with an unseeded Griffin-Lim (seconds per image at
+        # the default Mel) that the metrics never use. Without a VQ-VAE its images are exactly those of DDIMPipeline
+        # on the same UNet and DDIM schedule (same initial noise, same steps), quantised to uint8 as it does.
+        sampler = DDIMPipeline(unet=pipeline.unet, scheduler=DDIMScheduler.from_config(pipeline.scheduler.config))
+        sampler.set_progress_bar_config(disable=True)
+
+        def sample(generators):
+            images = sampler(
+                batch_size=len(generators),
+                generator=generators,
+                num_inference_steps=num_inference_steps,
+                eta=0.0,
+                output_type="np",
+            ).images
+            return np.round(images * 255.0) / 255.0
+
+        return _to_tensor(sample), f"AudioDiffusion DDIM (eta 0), {num_inference_steps} steps (mel images)"
     if isinstance(pipeline, AudioDiffusionPipeline):
         sampler = AudioDiffusionPipeline(
             vqvae=pipeline.vqvae,
@@ -396,6 +473,10 @@ class ReferenceStatistics:
         shape (`tuple[int, int, int]`): `(C, H, W)`.
         num_samples (`int`): data images seen.
         dataset (`dict`): `{"type", "name"}` of the data, for reports and model cards.
+        audio (`np.ndarray` or `None`): float32 `[N, T]` reference audio, the first `N` data mel images turned into
+            audio by `audio.mel_images_to_audio` (only when computed with a `mel`).
+        mel_images (`np.ndarray` or `None`): uint8 `[N, y_res, x_res]`, the mel images of `audio`.
+        mel (`dict` or `None`): `mel_settings` of the `Mel` used for `audio`.
     """
 
     spectrum: PowerSpectrum
@@ -404,6 +485,9 @@ class ReferenceStatistics:
     shape: tuple[int, int, int]
     num_samples: int
     dataset: dict = field(default_factory=dict)
+    audio: np.ndarray | None = None
+    mel_images: np.ndarray | None = None
+    mel: dict | None = None
 
     @classmethod
     def from_images(
@@ -417,6 +501,9 @@ class ReferenceStatistics:
         dataset: Mapping | None = None,
         progress: bool = True,
         seed: int = 0,
+        *,
+        mel=None,
+        audio_num_samples: int | None = None,
     ) -> ReferenceStatistics:
         r"""
         One streaming pass over at most `num_samples` data images (see `iterate_real_images` for `real`).
@@ -428,8 +515,15 @@ class ReferenceStatistics:
             dataset (`Mapping`, *optional*, defaults to `None`): `{"type", "name"}` recorded in the reports (see
                 `dataset_info`).
             progress (`bool`, defaults to `True`): show a progress bar.
-            seed (`int`, defaults to `0`): seed of the subset of a larger dataset.
+            seed (`int`, defaults to `0`): seed of the subset of a larger dataset, and of the Griffin-Lim phases.
+            mel (`diffusers.Mel`, *optional*, defaults to `None`): for mel images (`[B, 1, y_res, x_res]` in
+                `[-1, 1]`, pixel `p` stored as `p / 255 * 2 - 1`): also turn the first `audio_num_samples` images into
+                reference audio with `audio.mel_images_to_audio(images, mel, seed)`.
+            audio_num_samples (`int`, *optional*, defaults to `None`): reference clips, `None` for
+                `min(num_samples, AUDIO_METRIC_SAMPLES)` (32).
         """
+        audio_limit = _audio_limit(num_samples, audio_num_samples)
+        mel_kept: list[np.ndarray] = []
         spectrum, fwd, fid_moments, shape = RAPSD(), None, None, None
         with tqdm(total=num_samples, desc="data", unit="img", disable=not progress) as bar:
             for batch in iterate_real_images(real, num_samples, batch_size, seed):
@@ -443,10 +537,54 @@ class ReferenceStatistics:
                     fwd.update(batch, real=True)
                 if fid_moments is not None:
                     fid_moments.update(fid_extractor(batch))
+                kept = sum(len(m) for m in mel_kept)
+                if mel is not None and kept < audio_limit:
+                    mel_kept.append(mel_images_to_uint8(batch[: audio_limit - kept]))
                 bar.update(batch.shape[0])
         if shape is None or spectrum.num_samples < 2:
             raise ValueError("At least 2 data images are needed for the metrics; the data source gave fewer.")
-        return cls(spectrum.compute(), fwd, fid_moments, shape, spectrum.num_samples, dict(dataset or {}))
+        audio = mel_images = settings = None
+        if mel is not None:
+            from .audio import mel_images_to_audio
+
+            # 1. reference audio: the data's mel images through the vocoder the samples go through (seeded phases)
+            mel_images = np.concatenate(mel_kept)
+            logger.info("Griffin-Lim of %d data mel images (reference audio).", len(mel_images))
+            audio = mel_images_to_audio(mel_images, mel, seed=seed)
+            settings = mel_settings(mel)
+        return cls(
+            spectrum.compute(),
+            fwd,
+            fid_moments,
+            shape,
+            spectrum.num_samples,
+            dict(dataset or {}),
+            audio,
+            mel_images,
+            settings,
+        )
+
+
+def _audio_limit(num_samples: int, audio_num_samples: int | None) -> int:
+    limit = AUDIO_METRIC_SAMPLES if audio_num_samples is None else audio_num_samples
+    if limit < 2:
+        raise ValueError(f"`audio_num_samples` must be >= 2, got {audio_num_samples}.")
+    return min(num_samples, limit)
+
+
+def mel_images_to_uint8(images: torch.Tensor) -> np.ndarray:
+    r"""
+    Mel images in `[-1, 1]` back to the uint8 pixels `Mel` writes (the inverse of `p / 255 * 2 - 1`).
+
+    Args:
+        images (`torch.Tensor`): `[B, 1, H, W]`; values outside `[-1, 1]` are clipped.
+
+    Returns:
+        `np.ndarray`: uint8 `[B, H, W]`.
+    """
+    if images.ndim != 4 or images.shape[1] != 1:
+        raise ValueError(f"Mel images must have shape [B, 1, H, W], got {list(images.shape)}.")
+    return ((images[:, 0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -471,12 +609,15 @@ def library_versions() -> dict[str, str]:
 
 @dataclass
 class PipelineResult:
-    """What evaluating one pipeline gives: the JSON metrics, the sample spectrum and the first samples (grid)."""
+    """What evaluating one pipeline gives: the JSON metrics, the sample spectrum and the first samples (grid); for
+    audio also the first generated clips (float32 `[N, T]`, for WAV files) and their mel images (uint8 `[N, H, W]`)."""
 
     name: str
     metrics: dict
     spectrum: PowerSpectrum
     grid: torch.Tensor
+    audio: np.ndarray | None = None
+    mel_images: np.ndarray | None = None
 
 
 def _evaluate(
@@ -490,6 +631,8 @@ def _evaluate(
     grid_size: int,
     fid_extractor: InceptionFeatures | None,
     progress: bool,
+    audio_num_samples: int | None = None,
+    num_audio_files: int = AUDIO_FILES,
 ) -> PipelineResult:
     shape = image_shape(pipeline)
     if shape != reference.shape:
@@ -497,6 +640,20 @@ def _evaluate(
             f"Pipeline {name!r} generates [B, {', '.join(map(str, shape))}] images but the data images have shape "
             f"[B, {', '.join(map(str, reference.shape))}]; pass --resolution / data with the model's size and channels."
         )
+    with_audio = is_audio_pipeline(pipeline) and reference.audio is not None
+    if is_audio_pipeline(pipeline) and reference.audio is None:
+        logger.warning(
+            "%s is an AudioDiffusionPipeline but the reference statistics hold no audio (computed without `mel`): "
+            "no audio metrics.",
+            name,
+        )
+    if with_audio and mel_settings(pipeline.mel) != reference.mel:
+        raise ValueError(
+            f"Pipeline {name!r} has the Mel settings {mel_settings(pipeline.mel)} but the reference audio was made "
+            f"with {reference.mel}; compare like with like."
+        )
+    audio_limit = _audio_limit(num_samples, audio_num_samples) if with_audio else 0
+    mel_kept: list[np.ndarray] = []
     _, sampler_description = make_sampler(pipeline, num_inference_steps)
     spectrum = RAPSD()
     fwd = copy.deepcopy(reference.fwd) if reference.fwd is not None else None
@@ -519,6 +676,9 @@ def _evaluate(
         if kept < grid_size:
             grid.append(images[: grid_size - kept])
             kept += grid[-1].shape[0]
+        mel_count = sum(len(m) for m in mel_kept)
+        if mel_count < audio_limit:
+            mel_kept.append(mel_images_to_uint8(images[: audio_limit - mel_count]))
     seconds = time.perf_counter() - start
 
     # 2. mean |Δ log10 P| of the radial spectra, overall and per third of [0, Nyquist]
@@ -558,7 +718,27 @@ def _evaluate(
                 features,
                 min(num_samples, reference.num_samples),
             )
-    return PipelineResult(name, metrics, psd, torch.cat(grid)[:grid_size])
+    if not with_audio:
+        return PipelineResult(name, metrics, psd, torch.cat(grid)[:grid_size])
+    from .audio import audio_metrics, mel_images_to_audio
+
+    # 5. audio: the samples' mel images through the same seeded Griffin-Lim as the data's (ReferenceStatistics), then
+    # set distances between the two sets of clips (MR-STFT arXiv 1910.11480, LSD, Fréchet log-mel, NDB arXiv 1805.12462)
+    start = time.perf_counter()
+    mel_images = np.concatenate(mel_kept)
+    clips = mel_images_to_audio(mel_images, pipeline.mel, seed=seed)
+    sample_rate = int(pipeline.mel.get_sample_rate())
+    metrics["audio"] = {
+        **audio_metrics(reference.audio, clips, sample_rate, seed=seed),
+        "sample_rate": sample_rate,
+        "clip_seconds": clips.shape[1] / sample_rate,
+        "vocoder": f"Griffin-Lim, {pipeline.mel.n_iter} iterations, phases seeded with {seed}, on both sets",
+        "mel": mel_settings(pipeline.mel),
+        "seconds": time.perf_counter() - start,
+    }
+    return PipelineResult(
+        name, metrics, psd, torch.cat(grid)[:grid_size], clips[:num_audio_files], mel_images[:AUDIO_FILES]
+    )
 
 
 def evaluate_pipeline(
@@ -577,6 +757,8 @@ def evaluate_pipeline(
     fid_extractor: InceptionFeatures | None = None,
     dataset: Mapping | None = None,
     progress: bool = True,
+    audio_num_samples: int | None = None,
+    num_audio_files: int = AUDIO_FILES,
 ) -> dict:
     r"""
     Sample a pipeline and compare its samples with data images using network-free spectral metrics.
@@ -584,10 +766,18 @@ def evaluate_pipeline(
     Usable in-process (the training script calls it at the end of training); no argument parsing, no global state.
     The pipeline's modules are switched to eval mode while sampling and restored afterwards.
 
+    An `AudioDiffusionPipeline` is also evaluated as audio (see the module docstring): the first `audio_num_samples`
+    generated and data mel images go through the same seeded Griffin-Lim (`pipeline.mel`) and `audio.audio_metrics`
+    compares the clips; `output_dir` then also gets `spectrograms.png`, `audio/sample_<i>.wav` and
+    `audio/data_<i>.wav`.
+
     Args:
-        pipeline (`DiffusionPipeline`): e.g. a `DDPMPipeline` (sampled with DDIM, `eta = 0`) or an `EDMPipeline`.
+        pipeline (`DiffusionPipeline`): e.g. a `DDPMPipeline` (sampled with DDIM, `eta = 0`), an `EDMPipeline` or an
+            `AudioDiffusionPipeline`.
         real_images (`torch.Tensor`, `np.ndarray`, `Dataset`, iterable of batches, or `ReferenceStatistics`): data
-            images `[N, C, H, W]` in `[-1, 1]` (see `iterate_real_images`), or statistics computed before.
+            images `[N, C, H, W]` in `[-1, 1]` (see `iterate_real_images`), or statistics computed before (for an
+            audio pipeline, with `mel=pipeline.mel`). For audio, mel images `[N, 1, y_res, x_res]`, e.g. the dataset
+            of `audio.build_audio_dataset` (`{"input": [1, H, W]}` items).
         num_samples (`int`): images to generate, and data images to read at most.
         batch_size (`int`, defaults to `16`): images per pipeline call.
         num_inference_steps (`int`, defaults to `50`): denoising steps.
@@ -599,20 +789,44 @@ def evaluate_pipeline(
         fwd_wavelet (`str`, defaults to `"haar"`): FWD wavelet.
         fwd_level (`int`, *optional*, defaults to `None`): FWD packet level, `None` for packets of about 16×16.
         fid_extractor (`InceptionFeatures`, *optional*, defaults to `None`): also compute FID.
-        dataset (`Mapping`, *optional*, defaults to `None`): `{"type", "name"}` of the data, for the model card.
+        dataset (`Mapping`, *optional*, defaults to `None`): `{"type", "name"}` of the data, for the model card (for
+            an audio pipeline, image data types from `dataset_info` are renamed: see `audio_dataset_info`).
         progress (`bool`, defaults to `True`): show progress bars.
+        audio_num_samples (`int`, *optional*, defaults to `None`): clips per side for the audio metrics, `None` for
+            `min(num_samples, 32)`; Griffin-Lim is the slow part.
+        num_audio_files (`int`, defaults to `4`): generated (and data) clips written as WAV files.
 
     Returns:
         `dict`: `"log_rapsd_distance"` (`{"all", "low", "mid", "high"}`), `"slope"` (`{"data", "model", "gap"}`),
         `"fwd"`, `"fid"` (with an extractor), `"num_samples"`, `"num_real"`, `"num_inference_steps"`, `"seed"`,
         `"sampler"`, `"dataset"`, `"versions"`, and `"sample_grid"` / `"spectrum_plot"` (file names in
-        `output_dir`) when files were written. This dict is what `model_card.write_model_card(metrics=...)` takes.
+        `output_dir`) when files were written. For audio also `"audio"`: `"mrstft"`, `"log_spectral_distance"`,
+        `"frechet_log_mel"`, `"ndb_k"`, `"ndb_js"`, `"num_real"`, `"num_fake"`, `"sample_rate"`, `"clip_seconds"`,
+        `"vocoder"`, `"mel"`, and when files were written `"spectrogram_figure"`, `"samples"` and `"data_samples"`
+        (paths in `output_dir`). This dict is what `model_card.write_model_card(metrics=...)` takes.
     """
+    audio = is_audio_pipeline(pipeline)
+    if num_audio_files < 0:
+        raise ValueError(f"`num_audio_files` must be >= 0, got {num_audio_files}.")
+    if audio and dataset is not None:
+        dataset = audio_dataset_info(dataset)
     if isinstance(real_images, ReferenceStatistics):
         reference = real_images
+        if dataset is not None:
+            reference = dataclasses.replace(reference, dataset=dict(dataset))
     else:
         reference = ReferenceStatistics.from_images(
-            real_images, num_samples, batch_size, fwd_wavelet, fwd_level, fid_extractor, dataset, progress, seed
+            real_images,
+            num_samples,
+            batch_size,
+            fwd_wavelet,
+            fwd_level,
+            fid_extractor,
+            dataset,
+            progress,
+            seed,
+            mel=pipeline.mel if audio else None,
+            audio_num_samples=audio_num_samples,
         )
     result = _evaluate(
         pipeline,
@@ -625,6 +839,8 @@ def evaluate_pipeline(
         grid_size,
         fid_extractor,
         progress,
+        audio_num_samples,
+        num_audio_files,
     )
     if output_dir is not None:
         write_report(output_dir, [result], reference, single=True)
@@ -700,12 +916,163 @@ def comparison_table(results: Sequence[Mapping], data_slope: float | None = None
     return "\n".join(lines)
 
 
+AUDIO_COLUMNS = (
+    ("MR-STFT", "mrstft"),
+    ("LSD (dB)", "log_spectral_distance"),
+    ("Fréchet log-mel", "frechet_log_mel"),
+    ("NDB/K", "ndb_k"),
+    ("NDB JS", "ndb_js"),
+)
+
+
+def audio_comparison_table(results: Sequence[Mapping]) -> str:
+    r"""
+    Markdown table of the audio metrics (`"audio"` of `evaluate_pipeline`), lower is better, the best in bold.
+
+    Args:
+        results (`Sequence[Mapping]`): metric dicts of `evaluate_pipeline` (with `"name"`); those without `"audio"`
+            are left out.
+
+    Returns:
+        `str`: the table, or `""` when no result has audio metrics.
+    """
+    rows = [r for r in results if isinstance(r.get("audio"), Mapping)]
+    if not rows:
+        return ""
+    lines = ["| model | " + " | ".join(c[0] for c in AUDIO_COLUMNS) + " | clips | s per clip |"]
+    lines.append("|" + " --- |" * (len(AUDIO_COLUMNS) + 3))
+    values = [[_finite_or_nan(r["audio"].get(key)) for _, key in AUDIO_COLUMNS] for r in rows]
+    best = []
+    for j in range(len(AUDIO_COLUMNS)):
+        finite = [row[j] for row in values if math.isfinite(row[j])]
+        best.append(min(finite) if finite and len(rows) > 1 else None)
+    for r, row in zip(rows, values):
+        cells = []
+        for j, value in enumerate(row):
+            text = f"{value:.4g}" if math.isfinite(value) else "n/a"
+            cells.append(f"**{text}**" if best[j] is not None and value == best[j] else text)
+        audio = r["audio"]
+        clips = f"{audio.get('num_fake', '?')} vs {audio.get('num_real', '?')}"
+        seconds = _finite_or_nan(audio.get("clip_seconds"))
+        lines.append(f"| {r['name']} | " + " | ".join(cells) + f" | {clips} | {seconds:.3g} |")
+    return "\n".join(lines)
+
+
 def _finite_or_nan(value) -> float:
     try:
         value = float(value)
     except (TypeError, ValueError):
         return math.nan
     return value if math.isfinite(value) else math.nan
+
+
+def plot_mel_images(
+    generated: np.ndarray,
+    data: np.ndarray | None = None,
+    mel: Mapping | None = None,
+    path: str | os.PathLike | None = None,
+    columns: int = AUDIO_FILES,
+    title: str | None = None,
+):
+    r"""
+    A few generated mel-spectrogram images (top row) above data ones (bottom row), low frequencies at the bottom.
+
+    Args:
+        generated (`np.ndarray`): uint8 `[N, y_res, x_res]` generated mel images (row 0 = lowest mel band, as `Mel`
+            writes them).
+        data (`np.ndarray`, *optional*, defaults to `None`): uint8 `[M, y_res, x_res]` data mel images.
+        mel (`Mapping`, *optional*, defaults to `None`): `mel_settings` of the `Mel`, for a time axis in seconds and
+            the dB scale in the title.
+        path (`str` or `os.PathLike`, *optional*, defaults to `None`): save the figure there (PNG).
+        columns (`int`, defaults to `4`): images per row.
+        title (`str`, *optional*, defaults to `None`): figure title.
+
+    Returns:
+        `matplotlib.figure.Figure`
+    """
+    rows = [("generated", np.asarray(generated))]
+    if data is not None:
+        rows.append(("data", np.asarray(data)))
+    for label, images in rows:
+        if images.ndim != 3 or len(images) == 0:
+            raise ValueError(
+                f"`{label}` mel images must have shape [N, y_res, x_res] with N >= 1, got {images.shape}."
+            )
+    columns = max(1, min(columns, max(len(images) for _, images in rows)))
+    figure = _new_figure((2.4 * columns + 0.8, 2.2 * len(rows) + 0.7), dpi=100)
+    height, width = rows[0][1].shape[1:]
+    seconds = width * mel["hop_length"] / mel["sample_rate"] if mel else None
+    extent = (0.0, seconds if seconds else float(width), 0.0, float(height))
+    for r, (label, images) in enumerate(rows):
+        for c in range(columns):
+            axes = figure.add_subplot(len(rows), columns, r * columns + c + 1)
+            if c < len(images):
+                axes.imshow(images[c], origin="lower", aspect="auto", cmap="magma", vmin=0, vmax=255, extent=extent)
+                axes.set_title(f"{label} {c}", fontsize=9)
+            else:
+                axes.set_axis_off()
+            axes.tick_params(labelsize=7)
+            if c == 0:
+                axes.set_ylabel("mel band", fontsize=8)
+            if r == len(rows) - 1:
+                axes.set_xlabel("time (s)" if seconds else "frame", fontsize=8)
+    scale = f" (0 = -{mel['top_db']} dB, 255 = loudest bin)" if mel else ""
+    figure.suptitle((title or "Mel spectrograms") + scale, fontsize=10)
+    figure.tight_layout()
+    _save(figure, path)
+    return figure
+
+
+def write_wav(path: str | os.PathLike, clip: np.ndarray, sample_rate: int, peak: float = 0.9) -> None:
+    r"""
+    Write a clip as 16-bit PCM WAV (soundfile), scaled to a peak of `peak` for listening (a silent clip as it is).
+
+    Args:
+        path (`str` or `os.PathLike`): output file; its folder is created.
+        clip (`np.ndarray`): float `[T]`.
+        sample_rate (`int`): sample rate in Hz.
+        peak (`float`, defaults to `0.9`): peak amplitude of the file.
+    """
+    import soundfile
+
+    clip = np.asarray(clip, dtype=np.float32)
+    if clip.ndim != 1:
+        raise ValueError(f"`clip` must have shape [T], got {list(clip.shape)}.")
+    largest = float(np.abs(clip).max()) if clip.size else 0.0
+    if largest > 0:
+        clip = clip * (peak / largest)
+    directory = os.path.dirname(os.fspath(path))
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    soundfile.write(os.fspath(path), clip, int(sample_rate), subtype="PCM_16")
+
+
+def _write_audio_files(
+    output_dir: str, result: PipelineResult, reference: ReferenceStatistics, figure: str, sample_folder: str
+) -> dict[str, str | list[str]]:
+    """Write the spectrogram figure and the WAVs of one audio result; returns their paths relative to `output_dir`
+    (`spectrogram_figure`, `samples`, `data_samples`)."""
+    audio = result.metrics["audio"]
+    sample_rate = audio["sample_rate"]
+    plot_mel_images(
+        result.mel_images,
+        reference.mel_images[:AUDIO_FILES] if reference.mel_images is not None else None,
+        audio.get("mel"),
+        os.path.join(output_dir, figure),
+        title=f"Mel spectrograms: {result.name} (top) and data (bottom)",
+    )
+    samples = []
+    for i, clip in enumerate(result.audio):
+        name = f"{sample_folder}/sample_{i}.wav"
+        write_wav(os.path.join(output_dir, name), clip, sample_rate)
+        samples.append(name)
+    data = []
+    for i, clip in enumerate(reference.audio[: len(result.audio)]):
+        name = f"{AUDIO_FOLDER}/data_{i}.wav"
+        if not os.path.isfile(os.path.join(output_dir, name)):
+            write_wav(os.path.join(output_dir, name), clip, sample_rate)
+        data.append(name)
+    return {"spectrogram_figure": figure, "samples": samples, "data_samples": data}
 
 
 def write_report(
@@ -715,7 +1082,9 @@ def write_report(
     single: bool = False,
 ) -> dict:
     r"""
-    Write `metrics.json`, sample grids, `rapsd.png`, `band_errors.png` and `comparison.md` into `output_dir`.
+    Write `metrics.json`, sample grids, `rapsd.png`, `band_errors.png` and `comparison.md` into `output_dir`; for
+    audio results also `spectrograms.png` (`spectrograms_<name>.png` unless `single`), the WAVs
+    `audio/sample_<i>.wav` (`audio/<name>/sample_<i>.wav` unless `single`) and `audio/data_<i>.wav`.
 
     Args:
         output_dir (`str` or `os.PathLike`): created if missing.
@@ -735,6 +1104,10 @@ def write_report(
         result.metrics["sample_grid"] = grid_name
         result.metrics["spectrum_plot"] = "rapsd.png"
         curves[result.name] = result.spectrum
+        if result.audio is not None and reference.audio is not None:
+            figure = SPECTROGRAM_FIGURE if single else f"spectrograms_{_safe_name(result.name)}.png"
+            folder = AUDIO_FOLDER if single else f"{AUDIO_FOLDER}/{_safe_name(result.name)}"
+            result.metrics["audio"].update(_write_audio_files(output_dir, result, reference, figure, folder))
     plot_rapsd(
         curves, os.path.join(output_dir, "rapsd.png"), reference="data", title="Radially averaged power spectra"
     )
@@ -744,8 +1117,11 @@ def write_report(
         title="log-RAPSD distance to the data, per band",
     )
     table = comparison_table([r.metrics for r in results], data_slope=results[0].metrics["slope"]["data"])
+    audio_table = audio_comparison_table([r.metrics for r in results])
     with open(os.path.join(output_dir, "comparison.md"), "w", encoding="utf-8") as f:
         f.write(table + "\n")
+        if audio_table:
+            f.write(f"\nAudio (Griffin-Lim clips of the mel images):\n\n{audio_table}\n")
     report = {
         "data": {
             **reference.dataset,
@@ -761,6 +1137,8 @@ def write_report(
         },
         "versions": library_versions(),
     }
+    if reference.audio is not None:
+        report["data"]["audio"] = {"num_clips": len(reference.audio), "mel": reference.mel}
     with open(os.path.join(output_dir, "metrics.json"), "w", encoding="utf-8") as f:
         json.dump(_json_ready(report), f, indent=2)
     return report
@@ -779,10 +1157,20 @@ def _update_card(path: str, result: PipelineResult, reference: ReferenceStatisti
         reference="data",
         title="Radially averaged power spectra",
     )
-    metrics = dict(result.metrics, sample_grid="evaluation/samples.png", spectrum_plot="evaluation/rapsd.png")
+    # paths inside metrics.json are relative to its folder, as evaluate_pipeline(output_dir=...) writes them
+    metrics = dict(result.metrics, sample_grid="samples.png", spectrum_plot="rapsd.png")
+    if result.audio is not None and reference.audio is not None:
+        files = _write_audio_files(folder, result, reference, SPECTROGRAM_FIGURE, AUDIO_FOLDER)
+        metrics["audio"] = dict(metrics["audio"], **files)
     with open(os.path.join(folder, "metrics.json"), "w", encoding="utf-8") as f:
         json.dump(_json_ready(metrics), f, indent=2)
-    return update_model_card(path, metrics, sample_grid="evaluation/samples.png", spectrum_plot="evaluation/rapsd.png")
+    return update_model_card(
+        path,
+        metrics,
+        sample_grid="evaluation/samples.png",
+        spectrum_plot="evaluation/rapsd.png",
+        evaluation_dir="evaluation",
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -799,12 +1187,42 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pipeline", action="append", required=True, help="Saved pipeline folder or Hub id (repeat).")
     parser.add_argument("--name", action="append", default=None, help="Display name per --pipeline (repeat).")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--train_data_dir", type=str, help="A folder of images (searched recursively).")
-    source.add_argument("--dataset_name", type=str, help="A `datasets` dataset (Hub id or local folder).")
-    source.add_argument("--builtin_dataset", type=str, choices=["checkerboards", "digits"], help="Built-in data.")
+    source.add_argument(
+        "--train_data_dir", type=str, help="A folder of images (audio files for audio), searched recursively."
+    )
+    source.add_argument(
+        "--dataset_name", type=str, help="A `datasets` dataset (Hub id or local folder); an audio column for audio."
+    )
+    source.add_argument(
+        "--builtin_dataset",
+        type=str,
+        choices=[*BUILTIN_IMAGE_DATASETS, BUILTIN_AUDIO_DATASET],
+        help=f"Built-in data: images {list(BUILTIN_IMAGE_DATASETS)} or '{BUILTIN_AUDIO_DATASET}' for audio pipelines.",
+    )
     parser.add_argument("--dataset_config_name", type=str, default=None)
     parser.add_argument("--cache_dir", type=str, default=None)
     parser.add_argument("--resolution", type=int, default=None, help="Data image size (default: the UNet's).")
+    audio = parser.add_argument_group("audio (AudioDiffusionPipeline; Mel settings are read from the pipeline)")
+    audio.add_argument(
+        "--modality",
+        type=str,
+        default="auto",
+        choices=list(MODALITIES),
+        help="'auto' (default): audio for an AudioDiffusionPipeline, else image. 'audio' / 'image' insist on it.",
+    )
+    audio.add_argument(
+        "--builtin_num_clips",
+        type=int,
+        default=None,
+        help="Synthetic clips for --builtin_dataset synthetic_audio (default: enough slices for --num_samples).",
+    )
+    audio.add_argument(
+        "--audio_num_samples",
+        type=int,
+        default=AUDIO_METRIC_SAMPLES,
+        help="Generated and data clips for the audio metrics (Griffin-Lim is slow).",
+    )
+    audio.add_argument("--num_audio_files", type=int, default=AUDIO_FILES, help="Clips written as WAV files.")
     parser.add_argument("--num_samples", type=int, default=1000, help="Generated and data images per pipeline.")
     parser.add_argument("--num_inference_steps", type=int, default=50)
     parser.add_argument("--batch_size", type=int, default=16)
@@ -849,6 +1267,12 @@ def _validate(args) -> None:
     for key in ("num_samples", "num_inference_steps", "batch_size", "grid_size"):
         if getattr(args, key) < 1:
             raise ValueError(f"--{key} must be >= 1, got {getattr(args, key)}.")
+    if args.audio_num_samples < 2:
+        raise ValueError(f"--audio_num_samples must be >= 2, got {args.audio_num_samples}.")
+    if args.num_audio_files < 0:
+        raise ValueError(f"--num_audio_files must be >= 0, got {args.num_audio_files}.")
+    if args.builtin_num_clips is not None and args.builtin_num_clips < 1:
+        raise ValueError(f"--builtin_num_clips must be >= 1, got {args.builtin_num_clips}.")
     if args.num_samples < 2:
         raise ValueError(f"--num_samples must be >= 2 for covariance-based metrics, got {args.num_samples}.")
     if args.seed < 0:
@@ -856,22 +1280,116 @@ def _validate(args) -> None:
 
 
 def dataset_info(
-    dataset_name: str | None = None, train_data_dir: str | None = None, builtin_dataset: str | None = "checkerboards"
+    dataset_name: str | None = None,
+    train_data_dir: str | None = None,
+    builtin_dataset: str | None = "checkerboards",
+    modality: str = "image",
 ) -> dict[str, str]:
     r"""
     `{"type", "name"}` of a data source, as reports and model cards record it (`type` is the model-index dataset type).
 
     Args:
         dataset_name (`str`, *optional*, defaults to `None`): a `datasets` name: type and name are the name.
-        train_data_dir (`str`, *optional*, defaults to `None`): an image folder: type `"imagefolder"`.
-        builtin_dataset (`str`, *optional*, defaults to `"checkerboards"`): used when neither of the others is given.
+        train_data_dir (`str`, *optional*, defaults to `None`): a folder: type `"imagefolder"` (`"audiofolder"`).
+        builtin_dataset (`str`, *optional*, defaults to `"checkerboards"`): used when neither of the others is given
+            (audio: always `"synthetic_audio"`, the only built-in audio).
+        modality (`str`, defaults to `"image"`): `"image"` or `"audio"`.
     """
+    if modality not in ("image", "audio"):
+        raise ValueError(f"Unknown modality {modality!r}; expected one of ['image', 'audio'].")
+    kind = "audio" if modality == "audio" else "image"
     if dataset_name:
         return {"type": dataset_name, "name": dataset_name}
     if train_data_dir:
-        return {"type": "imagefolder", "name": f"image folder {os.path.basename(os.path.normpath(train_data_dir))}"}
+        folder = os.path.basename(os.path.normpath(train_data_dir))
+        return {"type": f"{kind}folder", "name": f"{kind} folder {folder}"}
+    if modality == "audio":
+        return {"type": BUILTIN_AUDIO_DATASET, "name": "built-in synthetic audio"}
     builtin = builtin_dataset or "checkerboards"
     return {"type": builtin, "name": f"built-in {builtin}"}
+
+
+def audio_dataset_info(dataset: Mapping) -> dict:
+    r"""
+    The `dataset_info` of audio data, from one written without `modality="audio"` (as the training script calls it):
+    an `"imagefolder"` becomes an `"audiofolder"`, a built-in image data set the built-in synthetic audio (the only
+    built-in audio); other entries are kept.
+
+    Args:
+        dataset (`Mapping`): `{"type", "name"}`.
+
+    Returns:
+        `dict`: `{"type", "name"}` (and any other keys of `dataset`).
+    """
+    info = dict(dataset)
+    kind = info.get("type")
+    if kind == "imagefolder":
+        name = str(info.get("name") or "")
+        info.update(type="audiofolder", name="audio folder " + name.removeprefix("image folder ").strip())
+    elif kind in BUILTIN_IMAGE_DATASETS:
+        info.update(dataset_info(modality="audio"))
+    return info
+
+
+def _modality(args, pipelines: Sequence) -> str:
+    """`"image"` or `"audio"`: every pipeline must be of the same kind, and of `--modality` unless it is auto."""
+    kinds = {"audio" if is_audio_pipeline(p) else "image" for p in pipelines}
+    if len(kinds) != 1:
+        raise ValueError("The pipelines mix AudioDiffusionPipelines and image pipelines; compare like with like.")
+    kind = kinds.pop()
+    if args.modality != "auto" and args.modality != kind:
+        raise ValueError(
+            f"--modality {args.modality} but the pipeline is {'an' if kind == 'audio' else 'not an'} "
+            f"AudioDiffusionPipeline; pass --modality {kind} or auto."
+        )
+    if kind == "audio":
+        settings = [mel_settings(p.mel) for p in pipelines]
+        if any(s != settings[0] for s in settings):
+            raise ValueError(f"The pipelines have different Mel settings {settings}; compare like with like.")
+        if args.builtin_dataset in BUILTIN_IMAGE_DATASETS:
+            raise ValueError(
+                f"--builtin_dataset {args.builtin_dataset} is image data; an AudioDiffusionPipeline needs audio: "
+                f"--train_data_dir <audio folder>, --dataset_name <dataset with an audio column> or "
+                f"--builtin_dataset {BUILTIN_AUDIO_DATASET}."
+            )
+        if args.resolution is not None:
+            raise ValueError(
+                "--resolution does not apply to audio: the mel image size comes from the pipeline's Mel "
+                f"(x_res={settings[0]['x_res']}, y_res={settings[0]['y_res']})."
+            )
+    elif args.builtin_dataset == BUILTIN_AUDIO_DATASET:
+        raise ValueError(
+            f"--builtin_dataset {BUILTIN_AUDIO_DATASET} is audio, but the pipeline is not an AudioDiffusionPipeline; "
+            f"use one of {list(BUILTIN_IMAGE_DATASETS)}, --train_data_dir or --dataset_name."
+        )
+    return kind
+
+
+def _reference_audio_dataset(args, mel):
+    """Mel images of the audio data, sliced with the pipeline's Mel settings as `train_spectral.py` slices them."""
+    from .audio import BUILTIN_SLICES_PER_CLIP, build_audio_dataset
+
+    settings = mel_settings(mel)
+    if settings["x_res"] != settings["y_res"]:
+        raise ValueError(
+            f"The pipeline's Mel makes {settings['y_res']}x{settings['x_res']} images; audio data can only be sliced "
+            "into square mel images (x_res == y_res)."
+        )
+    clips = args.builtin_num_clips or math.ceil(args.num_samples / BUILTIN_SLICES_PER_CLIP)
+    data = build_audio_dataset(
+        dataset_name=args.dataset_name,
+        dataset_config_name=args.dataset_config_name,
+        train_data_dir=args.train_data_dir,
+        cache_dir=args.cache_dir,
+        resolution=settings["x_res"],
+        sample_rate=settings["sample_rate"],
+        n_fft=settings["n_fft"],
+        hop_length=settings["hop_length"],
+        top_db=settings["top_db"],
+        builtin_num_clips=clips,
+        seed=args.seed,
+    )
+    return data.dataset, dataset_info(args.dataset_name, args.train_data_dir, modality="audio")
 
 
 def _reference_dataset(args, shape: tuple[int, int, int]):
@@ -917,7 +1435,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(shapes) != 1:
         raise ValueError(f"The pipelines generate different image shapes {sorted(shapes)}; compare like with like.")
     shape = shapes.pop()
-    dataset, info = _reference_dataset(args, shape)
+    audio = _modality(args, pipelines) == "audio"
+    if audio:
+        dataset, info = _reference_audio_dataset(args, pipelines[0].mel)
+    else:
+        dataset, info = _reference_dataset(args, shape)
     reference = ReferenceStatistics.from_images(
         dataset,
         args.num_samples,
@@ -928,6 +1450,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         info,
         progress,
         args.seed,
+        mel=pipelines[0].mel if audio else None,
+        audio_num_samples=args.audio_num_samples,
     )
     results = []
     for path, name, pipeline in zip(args.pipeline, names, pipelines):
@@ -942,11 +1466,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.grid_size,
             fid_extractor,
             progress,
+            args.audio_num_samples,
+            args.num_audio_files,
         )
         result.metrics["pipeline"] = path
         results.append(result)
     write_report(args.output_dir, results, reference)
     print(comparison_table([r.metrics for r in results], data_slope=results[0].metrics["slope"]["data"]))
+    if audio:
+        print("\n" + audio_comparison_table([r.metrics for r in results]))
     print(f"\nWrote {os.path.join(args.output_dir, 'metrics.json')} and the plots.")
     if args.update_model_card:
         for path, result in zip(args.pipeline, results):
@@ -962,17 +1490,24 @@ __all__ = [
     "InceptionFeatures",
     "PipelineResult",
     "ReferenceStatistics",
+    "audio_comparison_table",
+    "audio_dataset_info",
     "comparison_table",
     "dataset_info",
     "default_fwd_level",
     "evaluate_pipeline",
     "generate_images",
     "image_generators",
+    "is_audio_pipeline",
     "iterate_real_images",
     "load_pipeline",
     "main",
     "make_sampler",
+    "mel_images_to_uint8",
+    "mel_settings",
+    "plot_mel_images",
     "write_report",
+    "write_wav",
 ]
 
 

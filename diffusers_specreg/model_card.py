@@ -20,7 +20,12 @@ audio model among image generators, so `AudioDiffusionPipeline` models get `pipe
 
 The metric dicts are those of `diffusers_specreg.evaluate.evaluate_pipeline`:
 `{"log_rapsd_distance": {"all", "low", "mid", "high"}, "slope": {"data", "model", "gap"}, "fwd", "fid" (optional),
-"num_samples", "num_inference_steps", "seed", "sampler", "dataset": {"type", "name"}}`.
+"num_samples", "num_inference_steps", "seed", "sampler", "dataset": {"type", "name"}}`, and for audio models
+`"audio": {"mrstft", "log_spectral_distance", "frechet_log_mel", "ndb_k", "ndb_js", "num_real", "num_fake",
+"sample_rate", "clip_seconds", "vocoder", "spectrogram_figure", "samples", "data_samples"}`. The audio metrics go
+into the model-index and a second table; the spectrogram figure and links to the WAV files (paths relative to the
+evaluation folder, the folder of `metrics.json`) into an "Audio samples" section. Files that do not exist in the
+model folder are left out of the card rather than linked broken.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import json
 import logging
 import math
 import os
+import posixpath
 import re
 import string
 from collections.abc import Mapping, Sequence
@@ -94,6 +100,35 @@ METRIC_ROWS = (
     ("fid", "fid", "FID", "Inception features (user-supplied weights), lower is better"),
 )
 DATA_ROWS = (("slope.data", "Spectral slope (data)", "power-law exponent of the data's spectrum"),)
+# Audio metrics of `evaluate_pipeline` for an AudioDiffusionPipeline (`diffusers_specreg.audio.audio_metrics`): set
+# distances between Griffin-Lim clips of generated and of data mel images, all lower is better.
+AUDIO_METRIC_ROWS = (
+    (
+        "audio.mrstft",
+        "mr-stft-distance",
+        "MR-STFT distance",
+        "spectral convergence + log-magnitude distance of the mean spectra, 3 resolutions (arXiv 1910.11480)",
+    ),
+    (
+        "audio.log_spectral_distance",
+        "log-spectral-distance",
+        "Log-spectral distance (dB)",
+        "RMS dB gap between the mean power spectra",
+    ),
+    (
+        "audio.frechet_log_mel",
+        "frechet-log-mel-distance",
+        "Fréchet log-mel distance",
+        "Fréchet distance of log-mel frame statistics (no pretrained network)",
+    ),
+    (
+        "audio.ndb_k",
+        "ndb-k",
+        "NDB/K",
+        "share of k-means bins of log-mel frames with a significantly different proportion (arXiv 1805.12462)",
+    ),
+    ("audio.ndb_js", "ndb-js", "NDB JS divergence", "Jensen-Shannon divergence of the bin histograms"),
+)
 
 CITATIONS = {
     "2603.02447": (
@@ -130,6 +165,25 @@ CITATIONS = {
         "  author    = {Karras, Tero and Aittala, Miika and Aila, Timo and Laine, Samuli},\n"
         "  booktitle = {Advances in Neural Information Processing Systems},\n"
         "  year      = {2022}\n"
+        "}",
+    ),
+    "1910.11480": (
+        "Multi-resolution STFT distance (audio evaluation)",
+        "@inproceedings{yamamoto2020parallel,\n"
+        "  title     = {Parallel {WaveGAN}: A Fast Waveform Generation Model Based on Generative Adversarial Networks "
+        "with Multi-Resolution Spectrogram},\n"
+        "  author    = {Yamamoto, Ryuichi and Song, Eunwoo and Kim, Jae-Min},\n"
+        "  booktitle = {IEEE International Conference on Acoustics, Speech and Signal Processing (ICASSP)},\n"
+        "  year      = {2020}\n"
+        "}",
+    ),
+    "1805.12462": (
+        "Number of statistically different bins, NDB (audio evaluation)",
+        "@inproceedings{richardson2018gans,\n"
+        "  title     = {On {GANs} and {GMMs}},\n"
+        "  author    = {Richardson, Eitan and Weiss, Yair},\n"
+        "  booktitle = {Advances in Neural Information Processing Systems},\n"
+        "  year      = {2018}\n"
         "}",
     ),
     "2312.15289": (
@@ -272,15 +326,20 @@ def card_tags(config: Mapping, pipeline_class: str) -> list[str]:
     return list(dict.fromkeys(tags))
 
 
-def _dataset_of(metrics: Mapping | None, dataset_name: str | None, config: Mapping) -> tuple[str, str]:
+def _dataset_of(
+    metrics: Mapping | None, dataset_name: str | None, config: Mapping, audio: bool = False
+) -> tuple[str, str]:
     """(`dataset_type`, `dataset_name`) for the model-index."""
     recorded = (metrics or {}).get("dataset")
     if isinstance(recorded, Mapping) and recorded.get("type"):
         return str(recorded["type"]), str(recorded.get("name") or recorded["type"])
     if dataset_name:
         return dataset_name, dataset_name
+    kind = "audio" if audio else "image"
     if config.get("train_data_dir"):
-        return "imagefolder", f"image folder {os.path.basename(os.path.normpath(str(config['train_data_dir'])))}"
+        return f"{kind}folder", f"{kind} folder {os.path.basename(os.path.normpath(str(config['train_data_dir'])))}"
+    if audio:
+        return "synthetic_audio", "built-in synthetic audio"
     builtin = config.get("builtin_dataset") or "checkerboards"
     return builtin, f"built-in {builtin}"
 
@@ -296,12 +355,12 @@ def eval_results(metrics: Mapping, task_type: str, dataset_type: str, dataset_na
         dataset_name (`str`): display name of the dataset.
 
     Returns:
-        `list[EvalResult]`: one per metric of `METRIC_ROWS` present with a finite value.
+        `list[EvalResult]`: one per metric of `METRIC_ROWS` and `AUDIO_METRIC_ROWS` present with a finite value.
     """
     from huggingface_hub import EvalResult
 
     results = []
-    for path, metric_type, metric_name, _ in METRIC_ROWS:
+    for path, metric_type, metric_name, _ in METRIC_ROWS + AUDIO_METRIC_ROWS:
         value = _lookup(metrics, path)
         if _finite(value):
             results.append(
@@ -330,10 +389,11 @@ def model_card_data(
     """The `huggingface_hub.ModelCardData` of a card (see `write_model_card`)."""
     from huggingface_hub import ModelCardData
 
-    task = AUDIO_TASK if modality_of(pipeline_class) == "audio" else IMAGE_TASK
+    audio = modality_of(pipeline_class) == "audio"
+    task = AUDIO_TASK if audio else IMAGE_TASK
     results = None
     if metrics:
-        dataset_type, dataset_display = _dataset_of(metrics, dataset_name, config)
+        dataset_type, dataset_display = _dataset_of(metrics, dataset_name, config, audio)
         results = eval_results(metrics, task, dataset_type, dataset_display) or None
     return ModelCardData(
         library_name="diffusers",
@@ -352,7 +412,12 @@ def model_card_data(
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def render_usage(pipeline_class: str, repo_id: str, num_inference_steps: int | None = None) -> str:
+def render_usage(
+    pipeline_class: str,
+    repo_id: str,
+    num_inference_steps: int | None = None,
+    num_train_timesteps: int | None = None,
+) -> str:
     r"""
     A usage snippet that loads and samples the model.
 
@@ -360,22 +425,28 @@ def render_usage(pipeline_class: str, repo_id: str, num_inference_steps: int | N
         pipeline_class (`str`): the saved pipeline class (`model_index.json` `_class_name`).
         repo_id (`str`): Hub repo id or local folder of the model.
         num_inference_steps (`int`, *optional*, defaults to `None`): steps of the reference (slow) sampler.
+        num_train_timesteps (`int`, *optional*, defaults to `None`): the noise schedule's length; the fast DDIM
+            snippets use `min(50, num_train_timesteps)` steps (DDIM cannot take more steps than the schedule has).
 
     Returns:
         `str`: markdown with one or two python code blocks; the first one runs as it is.
     """
     repo = json.dumps(repo_id)
+    fast = min(50, num_train_timesteps) if num_train_timesteps else 50
     if pipeline_class in AUDIO_PIPELINES:
         return (
             "```python\n"
+            "import numpy as np\n"
+            "import soundfile\n"
             "import torch\n"
-            "from diffusers import AudioDiffusionPipeline, DDIMScheduler\n\n"
-            f"pipe = AudioDiffusionPipeline.from_pretrained({repo})\n"
-            "pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)  # 50 DDIM steps instead of 1000\n"
+            "from diffusers import DDIMScheduler, DiffusionPipeline\n\n"
+            f"pipe = DiffusionPipeline.from_pretrained({repo})  # an AudioDiffusionPipeline: UNet, Mel, scheduler\n"
+            f"pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)  # {fast} deterministic DDIM steps\n"
             'pipe.to("cuda" if torch.cuda.is_available() else "cpu")\n'
-            "output = pipe(batch_size=1, steps=50, generator=torch.Generator().manual_seed(0))\n"
+            f"output = pipe(batch_size=1, steps={fast}, eta=0.0, generator=torch.Generator().manual_seed(0))\n"
             'output.images[0].save("mel.png")  # the generated mel spectrogram\n'
             "audio, sample_rate = output.audios[0, 0], pipe.mel.get_sample_rate()  # Griffin-Lim waveform\n"
+            'soundfile.write("sample.wav", 0.9 * audio / max(np.abs(audio).max(), 1e-9), sample_rate)\n'
             "```"
         )
     if pipeline_class.startswith(("DDPM", "DDIM")) and pipeline_class.endswith("Pipeline"):
@@ -384,10 +455,11 @@ def render_usage(pipeline_class: str, repo_id: str, num_inference_steps: int | N
             "```python\n"
             "import torch\n"
             "from diffusers import DDIMPipeline\n\n"
-            f"# fast: 50 deterministic DDIM steps with the saved UNet and noise schedule\n"
+            f"# fast: {fast} deterministic DDIM steps with the saved UNet and noise schedule\n"
             f"pipe = DDIMPipeline.from_pretrained({repo})\n"
             'pipe.to("cuda" if torch.cuda.is_available() else "cpu")\n'
-            "images = pipe(batch_size=4, num_inference_steps=50, generator=torch.Generator().manual_seed(0)).images\n"
+            f"images = pipe(batch_size=4, num_inference_steps={fast}, generator=torch.Generator().manual_seed(0))"
+            ".images\n"
             'images[0].save("sample.png")\n'
             "```\n\n"
             f"The saved pipeline is a `{pipeline_class}`; ancestral sampling as in training:\n\n"
@@ -446,7 +518,7 @@ def _lambda_text(config: Mapping) -> str:
     return ", ".join(parts)
 
 
-def _data_text(dataset_name: str | None, config: Mapping) -> str:
+def _data_text(dataset_name: str | None, config: Mapping, audio: bool = False) -> str:
     if dataset_name:
         link = (
             f"[{dataset_name}](https://huggingface.co/datasets/{dataset_name})"
@@ -455,7 +527,13 @@ def _data_text(dataset_name: str | None, config: Mapping) -> str:
         )
         return f"the dataset {link}"
     if config.get("train_data_dir"):
-        return "a local image folder"
+        return "a local audio folder" if audio else "a local image folder"
+    if audio:
+        count = config.get("builtin_num_clips")
+        return (
+            f"built-in synthetic audio{f' ({count} clips)' if count else ''}: tones, linear and exponential chirps and "
+            "vowel-like harmonic notes with envelopes, plus noise bursts and clicks"
+        )
     builtin = config.get("builtin_dataset") or "checkerboards"
     count = config.get("builtin_num_samples")
     if builtin == "checkerboards":
@@ -463,6 +541,19 @@ def _data_text(dataset_name: str | None, config: Mapping) -> str:
     if builtin == "digits":
         return "scikit-learn's 1,797 handwritten digits (built in)"
     return f"built-in `{builtin}` data"
+
+
+def _mel_text(config: Mapping) -> str:
+    """One sentence on the mel images of an audio model, from the training arguments."""
+    resolution, rate, hop = config.get("resolution"), config.get("sample_rate"), config.get("hop_length")
+    if not (resolution and rate and hop):
+        return "Audio is cut into slices, each a mel-spectrogram image; samples become audio by Griffin-Lim."
+    seconds = (resolution * hop - 1) / rate
+    return (
+        f"Every image is one {seconds:.3g} s slice of audio at {rate} Hz: {resolution} mel bands × {resolution} STFT "
+        f"frames (n_fft {config.get('n_fft', '?')}, hop {hop}, {config.get('top_db', '?')} dB range); generated "
+        "images become audio by Griffin-Lim inversion (the pipeline's `mel`)."
+    )
 
 
 def render_summary(config: Mapping, base_model: str | None, dataset_name: str | None, pipeline_class: str) -> str:
@@ -474,8 +565,10 @@ def render_summary(config: Mapping, base_model: str | None, dataset_name: str | 
     formulation = str(config.get("formulation") or "ddpm").upper()
     text = (
         f"An {kind} (`{pipeline_class}` with a `UNet2DModel`, {formulation} formulation) trained with "
-        f"diffusers-specreg{size} on {_data_text(dataset_name, config)}."
+        f"diffusers-specreg{size} on {_data_text(dataset_name, config, audio)}."
     )
+    if audio:
+        text += " " + _mel_text(config)
     if base_model:
         link = f"[{base_model}](https://huggingface.co/{base_model})" if is_hub_id(base_model) else f"`{base_model}`"
         text += f" Fine-tuned from {link}."
@@ -554,34 +647,76 @@ def render_config_table(config: Mapping) -> str:
     return "\n".join(rows)
 
 
-def evaluation_command(metrics: Mapping | None, repo_id: str) -> str:
-    """The `python -m diffusers_specreg.evaluate` command that (re)produces the card's metrics."""
-    metrics = metrics or {}
+def _is_audio_evaluation(metrics: Mapping, pipeline_class: str | None) -> bool:
+    if pipeline_class is not None:
+        return modality_of(pipeline_class) == "audio"
+    return isinstance(metrics.get("audio"), Mapping) or metrics.get("pipeline_class") in AUDIO_PIPELINES
+
+
+def evaluation_command(
+    metrics: Mapping | None, repo_id: str, pipeline_class: str | None = None, config: Mapping | None = None
+) -> str:
+    """The `python -m diffusers_specreg.evaluate` command that (re)produces the card's metrics (for built-in
+    synthetic audio with the training run's `builtin_num_clips` from `config`, so that the data are the same)."""
+    metrics, config = metrics or {}, config or {}
+    audio = _is_audio_evaluation(metrics, pipeline_class)
     dataset = metrics.get("dataset") if isinstance(metrics.get("dataset"), Mapping) else {}
     kind = dataset.get("type")
-    if kind in ("checkerboards", "digits"):
+    if kind in ("checkerboards", "digits", "synthetic_audio"):
         source = f"--builtin_dataset {kind}"
-    elif kind and kind != "imagefolder":
+    elif kind and kind not in ("imagefolder", "audiofolder"):
         source = f"--dataset_name {kind}"
     else:
-        source = "--train_data_dir <image folder>"
+        source = "--train_data_dir <audio folder>" if audio else "--train_data_dir <image folder>"
+    if audio:
+        source = "--modality audio " + (source if kind else "--builtin_dataset synthetic_audio")
+        if "synthetic_audio" in source and config.get("builtin_num_clips"):
+            source += f" --builtin_num_clips {config['builtin_num_clips']}"
+    clips = metrics.get("audio", {}).get("num_fake") if isinstance(metrics.get("audio"), Mapping) else None
     return (
         f"python -m diffusers_specreg.evaluate --pipeline {repo_id} {source} "
         f"--num_samples {metrics.get('num_samples', 1000)} --num_inference_steps {metrics.get('num_inference_steps', 50)} "
-        f"--seed {metrics.get('seed', 0)} --output_dir eval --update_model_card"
+        + (f"--audio_num_samples {clips} " if clips else "")
+        + f"--seed {metrics.get('seed', 0)} --output_dir eval --update_model_card"
     )
 
 
-def render_evaluation(metrics: Mapping | None, repo_id: str) -> str:
-    """The metrics table with the evaluation settings, or how to produce it."""
-    command = evaluation_command(metrics, repo_id)
-    if not metrics:
-        return f"Not evaluated yet. To add spectral metrics to this card:\n\n```bash\n{command}\n```"
+def _metric_table(metrics: Mapping, rows_spec: Sequence) -> list[str]:
     rows = ["| Metric | Value | Meaning |", "| --- | --- | --- |"]
-    for path, _, name, meaning in METRIC_ROWS:
+    for path, _, name, meaning in rows_spec:
         value = _lookup(metrics, path)
         if value is not None:
             rows.append(f"| {name} | {_format_value(float(value)) if _finite(value) else 'n/a'} | {meaning} |")
+    return rows
+
+
+def render_audio_metrics(metrics: Mapping) -> str:
+    """The audio metrics table with how the clips were made, or `""` without audio metrics."""
+    audio = metrics.get("audio")
+    if not isinstance(audio, Mapping):
+        return ""
+    rate, seconds = audio.get("sample_rate"), audio.get("clip_seconds")
+    clip = f"{seconds:.3g} s clips at {rate} Hz" if _finite(seconds) and rate else "clips"
+    vocoder = f" ({audio['vocoder']})" if audio.get("vocoder") else " (Griffin-Lim)"
+    return (
+        f"Audio metrics: {audio.get('num_fake', '?')} generated and {audio.get('num_real', '?')} data mel images were "
+        f"turned into {clip} by the same vocoder{vocoder}, so that its artefacts are common to both sets, "
+        "and the two sets of clips compared with distances that need no pretrained network "
+        "(`diffusers_specreg.audio.audio_metrics`; lower is better, 0 for a set against itself). No FAD: no VGGish "
+        "weights are used.\n\n" + "\n".join(_metric_table(metrics, AUDIO_METRIC_ROWS))
+    )
+
+
+def render_evaluation(
+    metrics: Mapping | None, repo_id: str, pipeline_class: str | None = None, config: Mapping | None = None
+) -> str:
+    """The metrics tables (spectral, and audio for audio models) with the evaluation settings, or how to produce
+    them."""
+    command = evaluation_command(metrics, repo_id, pipeline_class, config)
+    if not metrics:
+        return f"Not evaluated yet. To add spectral metrics to this card:\n\n```bash\n{command}\n```"
+    audio = _is_audio_evaluation(metrics, pipeline_class)
+    rows = _metric_table(metrics, METRIC_ROWS)
     for path, name, meaning in DATA_ROWS:
         value = _lookup(metrics, path)
         if _finite(value):
@@ -598,19 +733,88 @@ def render_evaluation(metrics: Mapping | None, repo_id: str) -> str:
         f"seed {metrics['seed']}" if metrics.get("seed") is not None else None,
     ]
     settings_text = ", ".join(s for s in settings if s)
+    audio_text = render_audio_metrics(metrics)
     return (
         "Spectral metrics computed without any pretrained network (`diffusers_specreg.metrics`): "
-        "radially averaged power spectra of samples and data, their per-band log distance and power-law slopes, "
+        + ("on the mel-spectrogram images, " if audio else "")
+        + "radially averaged power spectra of samples and data, their per-band log distance and power-law slopes, "
         "and the Fréchet Wavelet Distance."
         + (f" Settings: {settings_text}." if settings_text else "")
         + "\n\n"
         + "\n".join(rows)
+        + (f"\n\n{audio_text}" if audio_text else "")
         + f"\n\nReproduce with:\n\n```bash\n{command}\n```"
     )
 
 
+def _card_path(evaluation_dir: str, name) -> str | None:
+    """`evaluation_dir/name` as a relative POSIX path, `None` for anything that is not a relative path."""
+    if not isinstance(name, str) or not name or os.path.isabs(name) or ".." in name.replace("\\", "/").split("/"):
+        return None
+    return posixpath.join(evaluation_dir, name) if evaluation_dir else name
+
+
+def audio_files(metrics: Mapping | None, output_dir: str | os.PathLike, evaluation_dir: str = "") -> dict:
+    r"""
+    The audio evaluation files named in `metrics["audio"]` that exist in `output_dir`, as card paths.
+
+    Args:
+        metrics (`Mapping`, *optional*): one pipeline's metrics from `evaluate_pipeline`.
+        output_dir (`str` or `os.PathLike`): the model folder the card is written to.
+        evaluation_dir (`str`, defaults to `""`): folder of `metrics.json` relative to `output_dir`; the file names in
+            `metrics["audio"]` are relative to it.
+
+    Returns:
+        `dict`: `spectrogram_figure` (`str` or `None`), `samples` and `data_samples` (`list[str]`), paths relative to
+        `output_dir`; missing files are left out (with a warning).
+    """
+    audio = (metrics or {}).get("audio")
+    found: dict = {"spectrogram_figure": None, "samples": [], "data_samples": []}
+    if not isinstance(audio, Mapping):
+        return found
+    missing = []
+
+    def existing(name):
+        path = _card_path(evaluation_dir, name)
+        if path is not None and os.path.isfile(os.path.join(os.fspath(output_dir), path)):
+            return path
+        missing.append(str(name))
+        return None
+
+    if audio.get("spectrogram_figure"):
+        found["spectrogram_figure"] = existing(audio["spectrogram_figure"])
+    for key in ("samples", "data_samples"):
+        found[key] = [path for path in map(existing, audio.get(key) or []) if path]
+    if missing:
+        logger.warning(
+            "Left out of the model card, not found in %s: %s", os.fspath(output_dir), ", ".join(missing[:5])
+        )
+    return found
+
+
+def render_audio(files: Mapping) -> str:
+    """The "Audio samples" section: the spectrogram figure and links to the WAV files; `""` without them."""
+    parts = []
+    if files.get("spectrogram_figure"):
+        parts.append(
+            f"![Mel spectrograms of generated samples (top) and data (bottom)]({files['spectrogram_figure']})\n\n"
+            "*Mel spectrograms (low frequencies at the bottom, time to the right) of generated samples (top row) and "
+            "training data (bottom row).*"
+        )
+    if files.get("samples"):
+        links = " · ".join(f"[sample {i}]({path})" for i, path in enumerate(files["samples"]))
+        parts.append(f"Generated audio (WAV, Griffin-Lim from the generated mel images): {links}")
+    if files.get("data_samples"):
+        links = " · ".join(f"[data {i}]({path})" for i, path in enumerate(files["data_samples"]))
+        parts.append(f"Training data through the same vocoder, for comparison: {links}")
+    if not parts:
+        return ""
+    return "## Audio samples\n\n" + "\n\n".join(parts) + "\n\n*WAV files are peak-normalised to 0.9 for listening.*"
+
+
 def render_citations(config: Mapping, metrics: Mapping | None) -> str:
-    """BibTeX of the papers this model used: always arXiv 2603.02447, plus SAGD, spectrum matching, EDM, FWD."""
+    """BibTeX of the papers this model used: always arXiv 2603.02447, plus SAGD, spectrum matching, EDM, FWD, and
+    MR-STFT and NDB for audio metrics."""
     keys = ["2603.02447"]
     if _is_coloured(config.get("noise_spectrum")):
         keys.append("2510.09660")
@@ -620,6 +824,10 @@ def render_citations(config: Mapping, metrics: Mapping | None) -> str:
         keys.append("2206.00364")
     if metrics and _finite(_lookup(metrics, "fwd")):
         keys.append("2312.15289")
+    if metrics and _finite(_lookup(metrics, "audio.mrstft")):
+        keys.append("1910.11480")
+    if metrics and _finite(_lookup(metrics, "audio.ndb_k")):
+        keys.append("1805.12462")
     blocks = [f"{CITATIONS[key][0]} (arXiv {key}):\n\n```bibtex\n{CITATIONS[key][1]}\n```" for key in keys]
     return "\n\n".join(blocks)
 
@@ -643,6 +851,7 @@ def write_model_card(
     repo_id: str | None = None,
     license: str | None = None,
     template_path: str | os.PathLike | None = None,
+    evaluation_dir: str | None = None,
 ) -> str:
     r"""
     Write `output_dir/README.md` (Hub metadata + body) and `output_dir/training_args.json` (the redacted config).
@@ -667,6 +876,9 @@ def write_model_card(
         license (`str`, *optional*, defaults to `None`): a Hub license id for the metadata.
         template_path (`str` or `os.PathLike`, *optional*, defaults to `None`): another `string.Template` file with
             the placeholders of `model_cards/template.md`.
+        evaluation_dir (`str`, *optional*, defaults to `None`): the folder, relative to `output_dir`, of the
+            evaluation's `metrics.json`; the audio files named in `metrics["audio"]` (spectrogram figure, WAVs) are
+            relative to it. `None` takes the folder of `sample_grid` (`"evaluation"` for `"evaluation/samples.png"`).
 
     Returns:
         `str`: the path of the written `README.md`.
@@ -674,7 +886,13 @@ def write_model_card(
     from huggingface_hub import ModelCard
 
     output_dir = os.fspath(output_dir)
-    for name, value in (("sample_grid", sample_grid), ("spectrum_plot", spectrum_plot)):
+    if evaluation_dir is None:
+        evaluation_dir = posixpath.dirname(sample_grid.replace("\\", "/")) if sample_grid else ""
+    for name, value in (
+        ("sample_grid", sample_grid),
+        ("spectrum_plot", spectrum_plot),
+        ("evaluation_dir", evaluation_dir or None),
+    ):
         if value is not None and (os.path.isabs(value) or value.startswith("..")):
             raise ValueError(f"`{name}` must be a path relative to output_dir (a Hub repo file), got {value!r}.")
     config = redact_config(dict(config))
@@ -686,6 +904,7 @@ def write_model_card(
     if repo_id is None:
         repo_id = config.get("hub_model_id") or folder_name
     num_steps = config.get("ddpm_num_inference_steps")
+    train_steps = config.get("ddpm_num_steps")
 
     data = model_card_data(
         config=config,
@@ -701,10 +920,11 @@ def write_model_card(
         title=repo_id.split("/")[-1],
         summary=render_summary(config, base_model, dataset_name, pipeline_class),
         samples=render_samples(sample_grid, spectrum_plot),
-        usage=usage if usage is not None else render_usage(pipeline_class, repo_id, num_steps),
+        audio=render_audio(audio_files(metrics, output_dir, evaluation_dir)),
+        usage=usage if usage is not None else render_usage(pipeline_class, repo_id, num_steps, train_steps),
         training=render_training(config),
         config_table=render_config_table(config),
-        evaluation=render_evaluation(metrics, repo_id),
+        evaluation=render_evaluation(metrics, repo_id, pipeline_class, config),
         citations=render_citations(config, metrics),
     )
     card = ModelCard(body)  # parses and checks the YAML metadata
@@ -722,6 +942,7 @@ def update_model_card(
     *,
     sample_grid: str | None = None,
     spectrum_plot: str | None = None,
+    evaluation_dir: str | None = None,
 ) -> str:
     r"""
     Rewrite `output_dir/README.md` with new metrics (and images), keeping what the previous card recorded.
@@ -734,6 +955,8 @@ def update_model_card(
         metrics (`Mapping`): one pipeline's metrics from `evaluate_pipeline`.
         sample_grid (`str`, *optional*, defaults to `None`): sample grid path relative to `output_dir`.
         spectrum_plot (`str`, *optional*, defaults to `None`): RAPSD plot path relative to `output_dir`.
+        evaluation_dir (`str`, *optional*, defaults to `None`): folder of the evaluation files named in
+            `metrics["audio"]`, relative to `output_dir` (see `write_model_card`).
 
     Returns:
         `str`: the path of the rewritten `README.md`.
@@ -773,19 +996,24 @@ def update_model_card(
         pipeline_class=pipeline_class,
         sample_grid=sample_grid,
         spectrum_plot=spectrum_plot,
+        evaluation_dir=evaluation_dir,
     )
 
 
 __all__ = [
+    "AUDIO_METRIC_ROWS",
     "AUDIO_TASK",
     "IMAGE_TASK",
     "METRIC_ROWS",
+    "audio_files",
     "card_tags",
     "eval_results",
     "is_hub_id",
     "load_template",
     "model_card_data",
     "redact_config",
+    "render_audio",
+    "render_audio_metrics",
     "render_usage",
     "update_model_card",
     "write_model_card",

@@ -1,6 +1,8 @@
 """Tests for `diffusers_specreg.evaluate`: the command end to end in-process, the in-process API, sampling
 determinism, agreement with `metrics.compare_image_sets`, custom (EDM) pipelines, FID with a local TorchScript
-network, and the model-card update. Tiny 16×16 UNets saved into temporary folders; offline."""
+network, the model-card update, and AudioDiffusionPipelines (audio metrics equal to `audio.audio_metrics` of the
+Griffin-Lim clips, WAVs, spectrogram figure, audio data sources). Tiny 16×16 UNets saved into temporary folders;
+offline."""
 
 import importlib.util
 import json
@@ -11,6 +13,7 @@ import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import numpy as np
 import pytest
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler, EDMEulerScheduler, UNet2DModel
@@ -291,3 +294,167 @@ def test_fid_with_local_torchscript_weights(saved, tmp_path):
         main(
             ["--pipeline", str(saved[0]), "--output_dir", str(out), "--fid_weights", str(tmp_path / "no.pt"), *COMMON]
         )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Audio: AudioDiffusionPipeline evaluated as mel images and as Griffin-Lim audio
+# ---------------------------------------------------------------------------------------------------------------
+
+SR, RES, N_FFT, HOP = 8000, 16, 128, 32
+AUDIO_KEYS = ("mrstft", "log_spectral_distance", "frechet_log_mel", "ndb_k", "ndb_js")
+AUDIO_COMMON = ["--num_samples", "4", "--num_inference_steps", "2", "--batch_size", "2", "--no_progress"]
+
+
+def audio_pipeline(seed: int):
+    from diffusers_specreg.audio import make_audio_pipeline, make_mel
+
+    mel = make_mel(RES, SR, N_FFT, HOP)
+    mel.n_iter = 4  # Griffin-Lim iterations: few, the test checks the wiring
+    return make_audio_pipeline(tiny_unet(seed), mel, DDPMScheduler(num_train_timesteps=50))
+
+
+@pytest.fixture(scope="module")
+def audio_saved(tmp_path_factory):
+    root = tmp_path_factory.mktemp("audio_pipelines")
+    folders = []
+    for seed, name in ((5, "audio-a"), (6, "audio-b")):
+        audio_pipeline(seed).save_pretrained(root / name)
+        folders.append(root / name)
+    return folders
+
+
+def test_audio_pipeline_metrics_are_audio_metrics_of_griffin_lim_clips(tmp_path, caplog):
+    import soundfile
+
+    from diffusers_specreg.audio import audio_metrics, build_audio_dataset, mel_images_to_audio
+
+    pipeline = audio_pipeline(5)
+    data = build_audio_dataset(
+        dataset_name=None,
+        dataset_config_name=None,
+        train_data_dir=None,
+        cache_dir=None,
+        resolution=RES,
+        sample_rate=SR,
+        n_fft=N_FFT,
+        hop_length=HOP,
+        builtin_num_clips=2,
+    )
+    info = evaluate.dataset_info(None, None, "checkerboards")  # as train_spectral.py records it
+    out = tmp_path / "eval"
+    metrics = evaluate_pipeline(
+        pipeline, data.dataset, 4, 2, 2, 0, out, name="tiny", dataset=info, progress=False, num_audio_files=2
+    )
+    # the same numbers from the parts: data subset and samples as uint8 mel images, one seeded vocoder for both
+    real = torch.cat(list(evaluate.iterate_real_images(data.dataset, 4, 2, seed=0)))
+    fake = torch.cat(list(generate_images(pipeline, 4, batch_size=2, num_inference_steps=2, seed=0, progress=False)))
+    real_audio = mel_images_to_audio(evaluate.mel_images_to_uint8(real), pipeline.mel, seed=0)
+    fake_audio = mel_images_to_audio(evaluate.mel_images_to_uint8(fake), pipeline.mel, seed=0)
+    expected = audio_metrics(real_audio, fake_audio, SR, seed=0)
+    for key in AUDIO_KEYS:
+        assert metrics["audio"][key] == pytest.approx(expected[key], rel=1e-6, abs=1e-12), key
+    assert metrics["audio"]["mrstft"] > 0 and metrics["audio"]["sample_rate"] == SR
+    assert metrics["audio"]["clip_seconds"] == pytest.approx(HOP * (RES - 1) / SR)
+    assert metrics["dataset"] == {"type": "synthetic_audio", "name": "built-in synthetic audio"}
+    # files: figure, 2 generated and 2 data WAVs (the data ones are the reference clips, peak-normalised)
+    assert metrics["audio"]["spectrogram_figure"] == "spectrograms.png"
+    assert metrics["audio"]["samples"] == ["audio/sample_0.wav", "audio/sample_1.wav"]
+    clip, rate = soundfile.read(out / "audio" / "data_1.wav")
+    assert rate == SR and clip == pytest.approx(0.9 * real_audio[1] / abs(real_audio[1]).max(), abs=1e-4)
+    with Image.open(out / "spectrograms.png") as figure:
+        assert figure.format == "PNG"
+    assert "| tiny | " in (out / "comparison.md").read_text().split("MR-STFT")[1]
+    saved = read_metrics(out)
+    assert saved["pipelines"]["tiny"]["audio"]["num_fake"] == 4 and saved["data"]["audio"]["num_clips"] == 4
+    # the audio metrics cap: fewer clips than samples
+    fewer = evaluate_pipeline(pipeline, data.dataset, 4, 2, 2, 0, progress=False, audio_num_samples=2)
+    assert fewer["audio"]["num_fake"] == fewer["audio"]["num_real"] == 2
+    # reference statistics without audio: image metrics only, with a warning
+    reference = ReferenceStatistics.from_images(data.dataset, 4, 2, progress=False)
+    assert "audio" not in evaluate_pipeline(pipeline, reference, 4, 2, 2, 0, progress=False)
+    assert "no audio metrics" in caplog.text
+
+
+def test_audio_command_compares_pipelines_and_updates_the_card(audio_saved, tmp_path):
+    from diffusers import AudioDiffusionPipeline
+
+    out = tmp_path / "eval"
+    argv = ["--pipeline", str(audio_saved[0]), "--pipeline", str(audio_saved[1]), "--output_dir", str(out)]
+    assert main([*argv, "--builtin_dataset", "synthetic_audio", "--audio_num_samples", "3", *AUDIO_COMMON]) == 0
+    report = read_metrics(out)
+    a, b = report["pipelines"]["audio-a"]["audio"], report["pipelines"]["audio-b"]["audio"]
+    assert a["num_fake"] == a["num_real"] == 3 and a["mrstft"] != b["mrstft"]
+    assert report["data"]["type"] == "synthetic_audio" and report["data"]["audio"]["mel"]["n_fft"] == N_FFT
+    assert a["samples"][0] == "audio/audio-a/sample_0.wav" and a["spectrogram_figure"] == "spectrograms_audio-a.png"
+    for name in ("spectrograms_audio-a.png", "spectrograms_audio-b.png", "audio/data_0.wav", b["samples"][2]):
+        assert (out / name).is_file(), name
+    assert [r.split("|")[1].strip() for r in (out / "comparison.md").read_text().splitlines()[-2:]] == [
+        "audio-a",
+        "audio-b",
+    ]
+    # --update_model_card: the files go to <pipeline>/evaluation/, the card links them
+    folder = tmp_path / "model"
+    AudioDiffusionPipeline.from_pretrained(audio_saved[0]).save_pretrained(folder)
+    argv = ["--pipeline", str(folder), "--output_dir", str(tmp_path / "eval2"), "--update_model_card"]
+    assert main([*argv, "--builtin_dataset", "synthetic_audio", "--num_audio_files", "1", *AUDIO_COMMON]) == 0
+    card = ModelCard.load(folder / "README.md")
+    values = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    metrics = read_metrics(tmp_path / "eval2")["pipelines"]["model"]["audio"]
+    assert values["mr-stft-distance"] == pytest.approx(metrics["mrstft"])
+    assert card.data.eval_results[0].dataset_type == "synthetic_audio"
+    assert "](evaluation/spectrograms.png)" in card.text and "[sample 0](evaluation/audio/sample_0.wav)" in card.text
+    assert "sample_1.wav" not in card.text
+    copied = json.loads((folder / "evaluation" / "metrics.json").read_text())
+    assert copied["sample_grid"] == "samples.png" and copied["audio"]["samples"] == ["audio/sample_0.wav"]
+    for name in ("spectrograms.png", "audio/sample_0.wav", "audio/data_0.wav", "samples.png"):
+        assert (folder / "evaluation" / name).is_file(), name
+    assert isinstance(load_pipeline(str(folder)), AudioDiffusionPipeline)
+
+
+def test_audio_command_rejects_mismatched_data_and_modality(saved, audio_saved, tmp_path):
+    audio, image = ["--pipeline", str(audio_saved[0])], ["--pipeline", str(saved[0])]
+    out = ["--output_dir", str(tmp_path / "never"), *AUDIO_COMMON]
+    with pytest.raises(ValueError, match="needs audio.*--builtin_dataset synthetic_audio"):
+        main([*audio, "--builtin_dataset", "checkerboards", *out])
+    with pytest.raises(ValueError, match="is audio, but the pipeline is not an AudioDiffusionPipeline"):
+        main([*image, "--builtin_dataset", "synthetic_audio", *out])
+    with pytest.raises(ValueError, match="--modality audio but the pipeline is not an AudioDiffusionPipeline"):
+        main([*image, "--modality", "audio", "--builtin_dataset", "checkerboards", *out])
+    with pytest.raises(ValueError, match="--resolution does not apply to audio"):
+        main([*audio, "--builtin_dataset", "synthetic_audio", "--resolution", "16", *out])
+    with pytest.raises(ValueError, match="mix AudioDiffusionPipelines and image pipelines"):
+        main([*audio, *image, "--builtin_dataset", "synthetic_audio", *out])
+    with pytest.raises(ValueError, match="--audio_num_samples must be >= 2"):
+        main([*audio, "--builtin_dataset", "synthetic_audio", "--audio_num_samples", "1", *out])
+    assert not (tmp_path / "never").exists()
+
+
+def test_audio_dataset_info():
+    assert evaluate.dataset_info(None, "/data/clips/", modality="audio") == {
+        "type": "audiofolder",
+        "name": "audio folder clips",
+    }
+    assert evaluate.dataset_info(None, None, "checkerboards", modality="audio")["type"] == "synthetic_audio"
+    assert evaluate.dataset_info("me/speech", None, modality="audio")["type"] == "me/speech"
+    recorded = evaluate.dataset_info(None, "/data/clips", "checkerboards")  # train_spectral.py's call
+    assert evaluate.audio_dataset_info(recorded) == {"type": "audiofolder", "name": "audio folder clips"}
+    assert evaluate.audio_dataset_info({"type": "me/speech", "name": "me/speech"})["type"] == "me/speech"
+    with pytest.raises(ValueError, match="Unknown modality"):
+        evaluate.dataset_info(modality="video")
+
+
+def test_audio_samples_are_the_audio_pipeline_images_without_its_griffin_lim():
+    from diffusers import DDIMScheduler
+
+    pipeline = audio_pipeline(7)
+    images = torch.cat(list(generate_images(pipeline, 3, batch_size=3, num_inference_steps=3, seed=2, progress=False)))
+    own = type(pipeline)(
+        vqvae=None,
+        unet=pipeline.unet,
+        mel=pipeline.mel,
+        scheduler=DDIMScheduler.from_config(pipeline.scheduler.config),
+    )
+    own.set_progress_bar_config(disable=True)
+    output = own(batch_size=3, generator=evaluate.image_generators(2, 0, 3), steps=3, eta=0.0)
+    expected = torch.from_numpy(np.stack([np.asarray(image) for image in output.images]))
+    assert torch.equal(torch.from_numpy(evaluate.mel_images_to_uint8(images)), expected)

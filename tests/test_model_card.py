@@ -1,5 +1,7 @@
 """Tests for `diffusers_specreg.model_card`: Hub metadata read back by `huggingface_hub.ModelCard`, the body, a usage
-snippet that runs, no token in any written file, and the update after an evaluation. Offline, tiny models."""
+snippet that runs, no token in any written file, the update after an evaluation, and audio cards (audio metrics in the
+model-index and body, spectrogram figure, links to existing WAVs only, an audio snippet that runs). Offline, tiny
+models."""
 
 import json
 import os
@@ -13,9 +15,11 @@ from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from huggingface_hub import ModelCard
 
 from diffusers_specreg.model_card import (
+    AUDIO_METRIC_ROWS,
     AUDIO_TASK,
     IMAGE_TASK,
     METRIC_ROWS,
+    evaluation_command,
     is_hub_id,
     render_usage,
     update_model_card,
@@ -178,7 +182,8 @@ def test_sagd_edm_and_audio_variants(tmp_path):
     )
     assert audio.data.pipeline_tag == AUDIO_TASK
     assert {"audio", "mel-spectrogram", "unconditional-audio-generation"} <= set(audio.data.tags)
-    assert IMAGE_TASK not in audio.data.tags and "AudioDiffusionPipeline.from_pretrained" in audio.text
+    assert IMAGE_TASK not in audio.data.tags and "DiffusionPipeline.from_pretrained" in audio.text
+    assert "# an AudioDiffusionPipeline" in audio.text and "soundfile.write(" in audio.text
 
 
 def test_image_paths_must_be_relative(tmp_path):
@@ -227,3 +232,152 @@ def test_metric_rows_cover_the_evaluation_keys():
     paths = {row[0] for row in METRIC_ROWS}
     assert {"log_rapsd_distance.all", "slope.gap", "fwd", "fid"} <= paths
     assert len({row[1] for row in METRIC_ROWS}) == len(METRIC_ROWS)  # metric types are unique in the model-index
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Audio models
+# ---------------------------------------------------------------------------------------------------------------
+
+AUDIO_METRICS = dict(
+    METRICS,
+    pipeline_class="AudioDiffusionPipeline",
+    dataset={"type": "synthetic_audio", "name": "built-in synthetic audio"},
+    audio={
+        "mrstft": 1.25,
+        "log_spectral_distance": 6.5,
+        "frechet_log_mel": 42.0,
+        "ndb_k": 0.25,
+        "ndb_js": float("nan"),
+        "num_real": 8,
+        "num_fake": 8,
+        "sample_rate": 8000,
+        "clip_seconds": 0.06,
+        "vocoder": "Griffin-Lim, 32 iterations, phases seeded with 0, on both sets",
+        "spectrogram_figure": "spectrograms.png",
+        "samples": ["audio/sample_0.wav", "audio/sample_1.wav", "audio/sample_2.wav", "/abs/sample.wav"],
+        "data_samples": ["audio/data_0.wav", "../outside.wav"],
+    },
+)
+
+
+def audio_config(**overrides):
+    config = training_config(
+        dataset_name=None, pretrained_model_name_or_path=None, hub_model_id=None, builtin_num_clips=6, sample_rate=8000
+    )
+    config.update(resolution=16, n_fft=128, hop_length=32, top_db=80, ddpm_num_steps=20, **overrides)
+    return config
+
+
+def write_evaluation_files(folder, names=("spectrograms.png", "audio/sample_0.wav", "audio/sample_1.wav")):
+    for name in (*names, "audio/data_0.wav"):
+        path = folder / "evaluation" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"stand-in")
+
+
+def test_audio_card_shows_audio_metrics_figure_and_links_to_existing_wavs(tmp_path):
+    write_evaluation_files(tmp_path)  # sample_2.wav is named in the metrics but missing
+    path = write_model_card(
+        tmp_path,
+        config=audio_config(),
+        metrics=AUDIO_METRICS,
+        pipeline_class="AudioDiffusionPipeline",
+        sample_grid="evaluation/samples.png",
+        spectrum_plot="evaluation/rapsd.png",
+    )
+    card = ModelCard.load(path)
+    values = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert values["mr-stft-distance"] == 1.25 and values["log-spectral-distance"] == 6.5
+    assert values["frechet-log-mel-distance"] == 42.0 and values["ndb-k"] == 0.25
+    assert "ndb-js" not in values and values["fwd"] == 3.75  # NaN left out; the mel-image metrics stay
+    assert {r.dataset_type for r in card.data.eval_results} == {"synthetic_audio"}
+    assert {r.task_type for r in card.data.eval_results} == {AUDIO_TASK}
+    body = card.text
+    assert "## Audio samples" in body
+    assert "](evaluation/spectrograms.png)" in body  # paths relative to the evaluation folder (of sample_grid)
+    assert re.findall(r"\]\((evaluation/audio/[^)]+)\)", body) == [
+        "evaluation/audio/sample_0.wav",
+        "evaluation/audio/sample_1.wav",
+        "evaluation/audio/data_0.wav",
+    ]  # missing, absolute and escaping paths are left out
+    assert "| MR-STFT distance | 1.25 |" in body and "| NDB JS divergence | n/a |" in body
+    assert "8 generated and 8 data mel images were turned into 0.06 s clips at 8000 Hz" in body
+    assert "(arXiv 1910.11480)" in body and "(arXiv 1805.12462)" in body
+    assert "built-in synthetic audio (6 clips)" in body and "checkerboards" not in body.split("## Usage")[0]
+    assert "16 mel bands × 16 STFT frames (n_fft 128, hop 32" in body
+    assert (
+        "--modality audio --builtin_dataset synthetic_audio --builtin_num_clips 6 --num_samples 8 "
+        "--num_inference_steps 5 --audio_num_samples 8" in body
+    )
+    # an explicit evaluation folder; the files are not there, so nothing is linked
+    other = ModelCard.load(
+        write_model_card(
+            tmp_path / "other",
+            config=audio_config(),
+            metrics=AUDIO_METRICS,
+            pipeline_class="AudioDiffusionPipeline",
+            evaluation_dir="eval",
+        )
+    )
+    assert "## Audio samples" not in other.text and "| MR-STFT distance | 1.25 |" in other.text
+    with pytest.raises(ValueError, match="relative"):
+        write_model_card(tmp_path, config={}, metrics=AUDIO_METRICS, evaluation_dir="../eval")
+
+
+def test_image_cards_have_no_audio_section(tmp_path):
+    text = ModelCard.load(write_model_card(tmp_path, config=training_config(), metrics=METRICS)).text
+    assert "Audio samples" not in text and "MR-STFT" not in text and "1910.11480" not in text
+
+
+def test_audio_evaluation_commands():
+    assert "--modality audio --builtin_dataset synthetic_audio " in evaluation_command(
+        None, "me/x", "AudioDiffusionPipeline"
+    )
+    folder = dict(AUDIO_METRICS, dataset={"type": "audiofolder", "name": "audio folder clips"})
+    assert "--modality audio --train_data_dir <audio folder> " in evaluation_command(folder, "me/x")
+    hub = dict(AUDIO_METRICS, dataset={"type": "me/speech", "name": "me/speech"})
+    assert "--modality audio --dataset_name me/speech " in evaluation_command(hub, "me/x")
+    assert "--train_data_dir <image folder>" in evaluation_command(None, "me/x", "DDPMPipeline")
+
+
+def test_audio_usage_snippet_runs(tmp_path, monkeypatch):
+    import soundfile
+    from diffusers import Mel
+
+    from diffusers_specreg.audio import make_audio_pipeline
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(
+        sample_size=16,
+        in_channels=1,
+        out_channels=1,
+        layers_per_block=1,
+        block_out_channels=(16, 32),
+        norm_num_groups=8,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+    )
+    mel = Mel(x_res=16, y_res=16, sample_rate=8000, n_fft=128, hop_length=32, n_iter=4)
+    folder = tmp_path / "tiny-audio"
+    make_audio_pipeline(unet, mel, DDPMScheduler(num_train_timesteps=20)).save_pretrained(folder)
+    path = write_model_card(folder, config=audio_config(), pipeline_class="AudioDiffusionPipeline")
+    text = open(path, encoding="utf-8").read()
+    snippet = re.search(r"```python\n(.*?)```", text, flags=re.S).group(1)
+    assert 'DiffusionPipeline.from_pretrained("tiny-audio")' in snippet and "steps=20" in snippet  # <= 20 steps
+    monkeypatch.chdir(tmp_path)
+    torch.set_num_threads(1)
+    exec(compile(snippet, "usage", "exec"), {})
+    clip, rate = soundfile.read(tmp_path / "sample.wav")
+    assert rate == 8000 and clip.shape == (32 * 15,) and abs(abs(clip).max() - 0.9) < 1e-3
+
+
+def test_audio_metric_types_are_unique_and_distinct_from_the_image_ones():
+    types = [row[1] for row in METRIC_ROWS + AUDIO_METRIC_ROWS]
+    assert len(set(types)) == len(types)
+    assert {row[0] for row in AUDIO_METRIC_ROWS} == {
+        "audio.mrstft",
+        "audio.log_spectral_distance",
+        "audio.frechet_log_mel",
+        "audio.ndb_k",
+        "audio.ndb_js",
+    }

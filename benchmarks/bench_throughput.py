@@ -1,0 +1,202 @@
+"""Training throughput (images/s) of `train_spectral.py` against Diffusers' `train_unconditional.py`, same configuration.
+
+Both scripts train the same small `UNet2DModel` config (`--model_config_name_or_path`) on the same image folder
+(digits written as 32x32 RGB PNGs) for one epoch with the same batch size, optimiser and schedule. Speed is read from
+the tensorboard event files both scripts write once per optimiser step (`accelerator.log`), so start-up, sampling and
+saving are not counted: images/s = batch x steps / wall time between step `--skip_steps` and the last step. Runs are
+interleaved round by round (each configuration once per round, as separate processes one after another) and the
+median over rounds is reported with its ratio to `train_spectral.py` without a spectral loss.
+
+    python benchmarks/bench_throughput.py                                    # train_spectral.py only
+    python benchmarks/bench_throughput.py --stock_script PATH/train_unconditional.py
+    python benchmarks/bench_throughput.py --device_note "H100" --resolution 64   # on a GPU machine
+
+The stock script is not part of the diffusers wheel (it lives in the Diffusers repository under
+`examples/unconditional_image_generation/`); pass its path. It imports torchvision, which has no build for every
+torch: when the script is missing or cannot start, that side is skipped with a message and train_spectral.py's
+images/s with and without spectral losses are still reported. Writes `benchmarks/results/throughput_<device>.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (  # noqa: E402
+    RESULTS_DIR,
+    TRAIN_SCRIPT,
+    machine_info,
+    printable_command,
+    run_training,
+    steady_rate,
+    tensorboard_step_times,
+    write_json,
+)
+
+SPECTRAL = {
+    "train_spectral": [],
+    "train_spectral+amplitude_phase": ["--spectral_loss", "amplitude_phase", "--spectral_weighting", "min_snr"],
+    "train_spectral+wavelet": ["--spectral_loss", "wavelet", "--spectral_weighting", "min_snr"],
+}
+STOCK = "train_unconditional"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stock_script", default=None, help="path to Diffusers' train_unconditional.py (optional)")
+    parser.add_argument("--resolution", type=int, default=32, help="image side (default: 32)")
+    parser.add_argument("--num_images", type=int, default=640, help="images in the folder = steps x batch (640)")
+    parser.add_argument("--train_batch_size", type=int, default=16, help="batch size (default: 16)")
+    parser.add_argument("--model_preset", default="small", choices=["small", "default"], help="UNet size (small)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; medians reported (default: 2)")
+    parser.add_argument("--skip_steps", type=int, default=5, help="first steps not timed (default: 5)")
+    parser.add_argument("--mixed_precision", default="no", help="passed to both scripts (default: no)")
+    parser.add_argument("--device", default="cpu", help="recorded device, 'cpu' or 'cuda' (default: cpu)")
+    parser.add_argument("--work_dir", default=None, help="folder for data and runs (default: a temporary folder)")
+    return parser.parse_args(argv)
+
+
+def write_image_folder(folder: Path, num_images: int, resolution: int) -> Path:
+    """scikit-learn digits (repeated as needed) as RGB PNGs: data both scripts read the same way."""
+    from PIL import Image
+
+    from diffusers_specreg.data import make_digits
+
+    folder.mkdir(parents=True, exist_ok=True)
+    digits = make_digits(resolution, channels=3)
+    for i in range(num_images):
+        array = ((digits[i % digits.shape[0]].permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
+        Image.fromarray(array).save(folder / f"{i:05d}.png")
+    return folder
+
+
+def write_model_config(folder: Path, preset: str, resolution: int) -> Path:
+    from diffusers import UNet2DModel
+
+    from diffusers_specreg.training import unet_config
+
+    UNet2DModel(**unet_config(preset, resolution, 3)).save_config(folder)
+    return folder
+
+
+def stock_problem(script: str | None) -> str | None:
+    """Why the stock script cannot run here, or `None` when `--help` works."""
+    if script is None:
+        return "no --stock_script given (train_unconditional.py is not in the diffusers wheel)"
+    if not Path(script).is_file():
+        return f"--stock_script {script} is not a file"
+    result = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
+        return f"{script} does not start here: {last}"
+    return None
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    temporary = None
+    if args.work_dir is None:
+        temporary = tempfile.TemporaryDirectory(prefix="specreg_throughput_")
+        work = Path(temporary.name)
+    else:
+        work = Path(args.work_dir)
+    data = write_image_folder(work / "images", args.num_images, args.resolution)
+    config = write_model_config(work / "unet_config", args.model_preset, args.resolution)
+    shared = [
+        "--train_data_dir",
+        str(data),
+        "--resolution",
+        str(args.resolution),
+        "--model_config_name_or_path",
+        str(config),
+        "--train_batch_size",
+        str(args.train_batch_size),
+        "--num_epochs",
+        "1",
+        "--learning_rate",
+        "1e-4",
+        "--lr_warmup_steps",
+        "10",
+        "--ddpm_num_inference_steps",
+        "10",
+        "--eval_batch_size",
+        "4",
+        "--save_images_epochs",
+        "1",
+        "--save_model_epochs",
+        "1",
+        "--checkpointing_steps",
+        "100000",
+        "--logger",
+        "tensorboard",
+        "--mixed_precision",
+        args.mixed_precision,
+    ]
+    scripts = {name: [str(TRAIN_SCRIPT), "--seed", "0", "--eval_num_samples", "0"] + extra for name, extra in SPECTRAL.items()}
+    problem = stock_problem(args.stock_script)
+    if problem is None:
+        scripts = {STOCK: [args.stock_script]} | scripts
+    else:
+        print(f"[skip {STOCK}] {problem}. Reporting train_spectral.py only.", flush=True)
+
+    rates: dict[str, list[dict]] = {name: [] for name in scripts}
+    commands = {}
+    for round_index in range(args.rounds):
+        for name, script in scripts.items():
+            output_dir = work / f"round{round_index}" / name.replace("+", "_")
+            argv_run = [sys.executable, script[0], *shared, "--output_dir", str(output_dir), *script[1:]]
+            commands[name] = printable_command(argv_run).replace(str(work), "$WORK")
+            print(f"[round {round_index}] {name}", flush=True)
+            seconds = run_training(argv_run, output_dir.with_suffix(".log"))
+            rate = steady_rate(tensorboard_step_times(output_dir / "logs"), args.skip_steps, args.train_batch_size)
+            rate["process_seconds"] = seconds
+            rates[name].append(rate)
+            print(f"  {rate['images_per_second']:.1f} images/s ({rate['seconds_per_step']:.3f} s/step)", flush=True)
+
+    reference = "train_spectral"
+    medians = {name: statistics.median(r["images_per_second"] for r in runs) for name, runs in rates.items()}
+    print(f"\n{'script':<34}{'images/s (median)':>18}{'ratio to train_spectral':>26}")
+    for name, value in medians.items():
+        print(f"{name:<34}{value:>18.2f}{value / medians[reference]:>26.3f}")
+    if STOCK in medians:
+        print(f"train_spectral.py / train_unconditional.py images/s: {medians[reference] / medians[STOCK]:.3f}")
+    record = {
+        "benchmark": "throughput",
+        **machine_info(args.device),
+        "command": "python benchmarks/bench_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "settings": {
+            "resolution": args.resolution,
+            "num_images": args.num_images,
+            "train_batch_size": args.train_batch_size,
+            "model_preset": args.model_preset,
+            "rounds": args.rounds,
+            "skip_steps": args.skip_steps,
+            "mixed_precision": args.mixed_precision,
+            "data": "scikit-learn digits as RGB PNGs",
+        },
+        "stock_script": args.stock_script,
+        "stock_skipped_because": problem,
+        "commands": commands,
+        "runs": rates,
+        "images_per_second_median": medians,
+        "ratio_to_train_spectral": {name: value / medians[reference] for name, value in medians.items()},
+    }
+    if STOCK in medians:
+        record["train_spectral_over_stock"] = medians[reference] / medians[STOCK]
+    output = write_json(RESULTS_DIR / f"throughput_{args.device}.json", record)
+    print(f"wrote {output}")
+    if temporary is not None:
+        temporary.cleanup()
+    return record
+
+
+if __name__ == "__main__":
+    main()

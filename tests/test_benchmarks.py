@@ -1,0 +1,80 @@
+"""Fast checks of the helpers shared by the benchmark scripts (the studies themselves are too slow for tests)."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import common  # noqa: E402
+
+
+def test_sharp_fraction_counts_saturated_pixels():
+    images = torch.tensor([1.0, -1.0, 0.95, -0.91, 0.9, 0.0, 0.5, -0.2]).reshape(2, 1, 2, 2)
+    # |x| > 0.9: 1, -1, 0.95, -0.91 -> 4 of 8; 0.9 itself is not counted
+    assert common.sharp_fraction(images) == pytest.approx(0.5)
+    assert common.sharp_fraction(images, threshold=0.0) == pytest.approx(7 / 8)
+
+
+def test_sharp_fraction_rejects_wrong_shape():
+    with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
+        common.sharp_fraction(torch.zeros(4, 4))
+
+
+def test_summarize_mean_and_sample_std():
+    summary = common.summarize([1.0, 2.0, 3.0])
+    assert summary["mean"] == pytest.approx(2.0)
+    assert summary["std"] == pytest.approx(1.0)
+    assert (summary["min"], summary["max"]) == (1.0, 3.0)
+    assert common.summarize([5.0])["std"] == 0.0
+    with pytest.raises(ValueError):
+        common.summarize([])
+
+
+def test_steady_rate_skips_warmup_steps():
+    # step 1 is slow (warm-up), then 0.5 s per step of 16 images -> 32 images/s
+    times = {1: 0.0, 2: 10.0, 3: 10.5, 4: 11.0, 5: 11.5}
+    rate = common.steady_rate(times, skip=2, batch_size=16)
+    assert rate["images_per_second"] == pytest.approx(32.0)
+    assert rate["seconds_per_step"] == pytest.approx(0.5)
+    assert rate["steps_timed"] == 3
+    with pytest.raises(ValueError, match="at least 3"):
+        common.steady_rate(times, skip=4, batch_size=16)
+
+
+def test_training_command_is_quiet_and_ends_with_options(tmp_path):
+    argv = common.training_command(tmp_path / "run", ["--seed", "3", "--eval_num_samples", "8"])
+    assert argv[1] == str(common.TRAIN_SCRIPT)
+    assert argv[argv.index("--output_dir") + 1] == str(tmp_path / "run")
+    # the caller's options come last, so they override the quiet defaults (argparse keeps the last value)
+    assert argv[-4:] == ["--seed", "3", "--eval_num_samples", "8"]
+    assert argv.index("--eval_num_samples") < len(argv) - 2
+    line = common.printable_command(argv)
+    assert line.startswith("python train_spectral.py --output_dir")
+
+
+def test_write_json_turns_nan_into_null(tmp_path):
+    path = common.write_json(tmp_path / "a" / "r.json", {"x": float("nan"), "y": [1.5, float("inf")], "z": Path("p")})
+    assert json.loads(path.read_text()) == {"x": None, "y": [1.5, None], "z": "p"}
+
+
+def test_throughput_skips_a_missing_or_broken_stock_script(tmp_path):
+    import bench_throughput
+
+    assert "not in the diffusers wheel" in bench_throughput.stock_problem(None)
+    assert "is not a file" in bench_throughput.stock_problem(str(tmp_path / "missing.py"))
+    broken = tmp_path / "train_unconditional.py"
+    broken.write_text("import a_module_that_does_not_exist_here\n")
+    assert "ModuleNotFoundError" in bench_throughput.stock_problem(str(broken))
+
+
+def test_step_overhead_fits_wavelet_levels_to_resolution():
+    import bench_step_overhead
+
+    assert bench_step_overhead.fit_levels({"wave": "bior1.3", "levels": 3}, 32)["levels"] == 2
+    assert bench_step_overhead.fit_levels({"wave": "haar", "levels": 3}, 32)["levels"] == 3
+    assert bench_step_overhead.fit_levels({}, 32) == {}
