@@ -75,7 +75,9 @@ def make_digits(resolution: int, channels: int = 1) -> torch.Tensor:
     from sklearn.datasets import load_digits
 
     digits = torch.from_numpy(load_digits().images.astype(np.float32) / 16.0)[:, None]
-    digits = torch.nn.functional.interpolate(digits, size=(resolution, resolution), mode="bilinear", align_corners=False)
+    digits = torch.nn.functional.interpolate(
+        digits, size=(resolution, resolution), mode="bilinear", align_corners=False
+    )
     return (digits.clamp(0, 1) * 2 - 1).repeat(1, channels, 1, 1)
 
 
@@ -335,7 +337,9 @@ def build_image_dataset(
         ch = channels or scan.channels
         skipped = f", {len(scan.unreadable)} unreadable skipped" if scan.unreadable else ""
         return TrainingData(
-            ImageFolderDataset(scan.files, transform(ch)), ch, f"{len(scan.files)} images from {train_data_dir}{skipped}"
+            ImageFolderDataset(scan.files, transform(ch)),
+            ch,
+            f"{len(scan.files)} images from {train_data_dir}{skipped}",
         )
     if dataset_name:
         dataset = load_hf_dataset(dataset_name, dataset_config_name, cache_dir)

@@ -79,7 +79,9 @@ class DDPMObjective:
     def __init__(self, scheduler: DDPMScheduler, noise_fn: NoiseFn | None = None):
         prediction_type = scheduler.config.prediction_type
         if prediction_type not in ("epsilon", "v_prediction", "sample"):
-            raise ValueError(f"prediction_type must be 'epsilon', 'v_prediction' or 'sample', got {prediction_type!r}.")
+            raise ValueError(
+                f"prediction_type must be 'epsilon', 'v_prediction' or 'sample', got {prediction_type!r}."
+            )
         self.scheduler = scheduler
         self.prediction_type = prediction_type
         self.noise_fn = noise_fn or white_noise

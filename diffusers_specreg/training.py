@@ -284,7 +284,9 @@ class NonFiniteGuard:
 def mixed_precision_error(mixed_precision: str) -> str | None:
     """Why this machine cannot run `mixed_precision`, or None when it can."""
     if mixed_precision == "fp16" and not (torch.cuda.is_available() or torch.backends.mps.is_available()):
-        return "--mixed_precision fp16 needs a CUDA or MPS GPU; none was found. Use --mixed_precision bf16 or no on CPU."
+        return (
+            "--mixed_precision fp16 needs a CUDA or MPS GPU; none was found. Use --mixed_precision bf16 or no on CPU."
+        )
     if mixed_precision == "bf16" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
         return "--mixed_precision bf16 is not supported by this GPU. Use --mixed_precision fp16 or no."
     return None

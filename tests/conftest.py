@@ -74,8 +74,17 @@ def _has_gpu() -> bool:
 
 def launch(args: list[str], num_processes: int = 1, timeout: int = 600, check: bool = True, extra_env=None):
     """Run `accelerate launch train_spectral.py ARGS` on the CPU, offline; returns the CompletedProcess."""
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--dynamo_backend", "no",
-                "--mixed_precision", "no"]
+    launcher = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_machines",
+        "1",
+        "--dynamo_backend",
+        "no",
+        "--mixed_precision",
+        "no",
+    ]
     if num_processes > 1:
         launcher += ["--multi_gpu", "--num_processes", str(num_processes), "--main_process_port", str(free_port())]
     else:
@@ -85,9 +94,15 @@ def launch(args: list[str], num_processes: int = 1, timeout: int = 600, check: b
         env["ACCELERATE_USE_CPU"] = "true"  # --multi_gpu on a CPU-only machine: MULTI_CPU (gloo) DDP
     env.update(extra_env or {})
     result = subprocess.run(
-        launcher + [str(REPO / "train_spectral.py"), *args], cwd=REPO, env=env, capture_output=True, text=True,
+        launcher + [str(REPO / "train_spectral.py"), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=timeout,
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"train_spectral.py failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+        raise AssertionError(
+            f"train_spectral.py failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+        )
     return result

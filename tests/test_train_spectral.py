@@ -18,8 +18,22 @@ from diffusers import DDIMPipeline, DDPMPipeline, DiffusionPipeline, UNet2DModel
 sys.path.insert(0, str(REPO))
 import train_spectral  # noqa: E402
 
-FAST = ["--resolution", "16", "--train_batch_size", "4", "--eval_batch_size", "2", "--ddpm_num_steps", "50",
-        "--ddpm_num_inference_steps", "2", "--lr_warmup_steps", "1", "--seed", "0"]
+FAST = [
+    "--resolution",
+    "16",
+    "--train_batch_size",
+    "4",
+    "--eval_batch_size",
+    "2",
+    "--ddpm_num_steps",
+    "50",
+    "--ddpm_num_inference_steps",
+    "2",
+    "--lr_warmup_steps",
+    "1",
+    "--seed",
+    "0",
+]
 
 
 def scalar_and_image_tags(log_dir: Path) -> tuple[set[str], set[str]]:
@@ -41,10 +55,34 @@ def trained(tmp_path_factory):
     images = write_image_folder(root / "images", count=12)
     config = write_unet_config(root / "config")
     out = root / "out"
-    launch([*FAST, "--train_data_dir", str(images), "--model_config_name_or_path", str(config),
-            "--output_dir", str(out), "--max_train_steps", "6", "--checkpointing_steps", "2",
-            "--checkpoints_total_limit", "2", "--use_ema", "--spectral_loss", "amplitude_phase", "wavelet",
-            "--spectral_weight", "0.1", "auto", "--wavelet_levels", "2", "--save_images_epochs", "1"])
+    launch(
+        [
+            *FAST,
+            "--train_data_dir",
+            str(images),
+            "--model_config_name_or_path",
+            str(config),
+            "--output_dir",
+            str(out),
+            "--max_train_steps",
+            "6",
+            "--checkpointing_steps",
+            "2",
+            "--checkpoints_total_limit",
+            "2",
+            "--use_ema",
+            "--spectral_loss",
+            "amplitude_phase",
+            "wavelet",
+            "--spectral_weight",
+            "0.1",
+            "auto",
+            "--wavelet_levels",
+            "2",
+            "--save_images_epochs",
+            "1",
+        ]
+    )
     return out
 
 
@@ -52,8 +90,9 @@ def test_output_loads_into_stock_pipelines_and_generates(trained):
     assert (trained / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     for cls in (DDPMPipeline, DDIMPipeline, DiffusionPipeline):
         pipeline = cls.from_pretrained(trained)
-        images = pipeline(batch_size=2, num_inference_steps=2, output_type="np",
-                          generator=torch.Generator().manual_seed(0)).images
+        images = pipeline(
+            batch_size=2, num_inference_steps=2, output_type="np", generator=torch.Generator().manual_seed(0)
+        ).images
         assert images.shape == (2, 16, 16, 1)  # 1-channel data inferred, no config needed for channels
         assert 0 <= images.min() and images.max() <= 1
 
@@ -74,9 +113,23 @@ def test_tensorboard_logs_every_term_samples_and_spectrum(trained):
 
 def test_finetune_from_saved_pipeline_in_bf16(trained, tmp_path):
     out = tmp_path / "finetuned"
-    launch([*FAST, "--pretrained_model_name_or_path", str(trained), "--output_dir", str(out),
-            "--max_train_steps", "2", "--builtin_num_samples", "8", "--spectral_loss", "amplitude",
-            "--mixed_precision", "bf16"])  # bf16 autocast runs on CPU too
+    launch(
+        [
+            *FAST,
+            "--pretrained_model_name_or_path",
+            str(trained),
+            "--output_dir",
+            str(out),
+            "--max_train_steps",
+            "2",
+            "--builtin_num_samples",
+            "8",
+            "--spectral_loss",
+            "amplitude",
+            "--mixed_precision",
+            "bf16",
+        ]
+    )  # bf16 autocast runs on CPU too
     before = UNet2DModel.from_pretrained(trained, subfolder="unet")
     after = UNet2DModel.from_pretrained(out, subfolder="unet")
     assert after.config.block_out_channels == before.config.block_out_channels
@@ -88,14 +141,27 @@ def test_finetune_from_saved_pipeline_in_bf16(trained, tmp_path):
 
 
 def test_resume_continues_at_the_same_step_and_data_position(tmp_path, image_folder, tiny_config):
-    common = [*FAST, "--train_data_dir", str(image_folder), "--model_config_name_or_path", str(tiny_config),
-              "--lr_scheduler", "constant", "--checkpointing_steps", "2", "--save_images_epochs", "100",
-              "--spectral_loss", "amplitude"]
+    common = [
+        *FAST,
+        "--train_data_dir",
+        str(image_folder),
+        "--model_config_name_or_path",
+        str(tiny_config),
+        "--lr_scheduler",
+        "constant",
+        "--checkpointing_steps",
+        "2",
+        "--save_images_epochs",
+        "100",
+        "--spectral_loss",
+        "amplitude",
+    ]
     # 12 images / batch 4 = 3 steps an epoch: step 4 stops mid-epoch, so resuming must skip consumed batches.
     launch([*common, "--output_dir", str(tmp_path / "a"), "--max_train_steps", "7"])
     launch([*common, "--output_dir", str(tmp_path / "b"), "--max_train_steps", "4"])
-    result = launch([*common, "--output_dir", str(tmp_path / "b"), "--max_train_steps", "7",
-                     "--resume_from_checkpoint", "latest"])
+    result = launch(
+        [*common, "--output_dir", str(tmp_path / "b"), "--max_train_steps", "7", "--resume_from_checkpoint", "latest"]
+    )
     assert "Resumed from" in result.stderr and "at step 4" in result.stderr
     a = UNet2DModel.from_pretrained(tmp_path / "a", subfolder="unet")
     b = UNet2DModel.from_pretrained(tmp_path / "b", subfolder="unet")
@@ -105,18 +171,52 @@ def test_resume_continues_at_the_same_step_and_data_position(tmp_path, image_fol
 
 def test_two_process_ddp_with_gradient_accumulation(tmp_path, image_folder, tiny_config):
     out = tmp_path / "ddp"
-    result = launch([*FAST, "--train_data_dir", str(image_folder), "--model_config_name_or_path", str(tiny_config),
-                     "--output_dir", str(out), "--max_train_steps", "2", "--gradient_accumulation_steps", "2",
-                     "--use_ema", "--spectral_loss", "wavelet", "--wavelet_levels", "2"], num_processes=2)
+    result = launch(
+        [
+            *FAST,
+            "--train_data_dir",
+            str(image_folder),
+            "--model_config_name_or_path",
+            str(tiny_config),
+            "--output_dir",
+            str(out),
+            "--max_train_steps",
+            "2",
+            "--gradient_accumulation_steps",
+            "2",
+            "--use_ema",
+            "--spectral_loss",
+            "wavelet",
+            "--wavelet_levels",
+            "2",
+        ],
+        num_processes=2,
+    )
     assert "2 processes" in result.stderr
     DDIMPipeline.from_pretrained(out)(batch_size=1, num_inference_steps=2, output_type="np")
 
 
 def test_edm_run_samples_through_its_pipeline(tmp_path, image_folder, tiny_config):
     out = tmp_path / "edm"
-    launch([*FAST, "--train_data_dir", str(image_folder), "--model_config_name_or_path", str(tiny_config),
-            "--output_dir", str(out), "--max_train_steps", "2", "--formulation", "edm",
-            "--spectral_loss", "amplitude", "--spectral_weighting", "edm"])
+    launch(
+        [
+            *FAST,
+            "--train_data_dir",
+            str(image_folder),
+            "--model_config_name_or_path",
+            str(tiny_config),
+            "--output_dir",
+            str(out),
+            "--max_train_steps",
+            "2",
+            "--formulation",
+            "edm",
+            "--spectral_loss",
+            "amplitude",
+            "--spectral_weighting",
+            "edm",
+        ]
+    )
     assert (out / "pipeline.py").is_file()
     pipeline = DiffusionPipeline.from_pretrained(out, custom_pipeline=str(out), trust_remote_code=True)
     assert type(pipeline).__name__ == "EDMPipeline"
@@ -126,12 +226,41 @@ def test_edm_run_samples_through_its_pipeline(tmp_path, image_folder, tiny_confi
 
 def test_sigterm_saves_a_resumable_checkpoint(tmp_path, image_folder, tiny_config):
     out = tmp_path / "interrupted"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu", "--num_machines", "1",
-           "--dynamo_backend", "no", "--mixed_precision", "no", str(REPO / "train_spectral.py"), *FAST,
-           "--train_data_dir", str(image_folder), "--model_config_name_or_path", str(tiny_config),
-           "--output_dir", str(out), "--max_train_steps", "100000", "--checkpointing_steps", "100000"]
-    process = subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ, HF_HUB_OFFLINE="1"), start_new_session=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        "1",
+        "--cpu",
+        "--num_machines",
+        "1",
+        "--dynamo_backend",
+        "no",
+        "--mixed_precision",
+        "no",
+        str(REPO / "train_spectral.py"),
+        *FAST,
+        "--train_data_dir",
+        str(image_folder),
+        "--model_config_name_or_path",
+        str(tiny_config),
+        "--output_dir",
+        str(out),
+        "--max_train_steps",
+        "100000",
+        "--checkpointing_steps",
+        "100000",
+    ]
+    process = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     log_dir = out / "logs"
     deadline = time.time() + 300
     while time.time() < deadline and not any(p.stat().st_size > 200 for p in log_dir.rglob("events.*")):
@@ -144,8 +273,21 @@ def test_sigterm_saves_a_resumable_checkpoint(tmp_path, image_folder, tiny_confi
     assert len(checkpoints) == 1
     step = json.loads((checkpoints[0] / "training_state.json").read_text())["global_step"]
     assert step >= 1
-    result = launch([*FAST, "--train_data_dir", str(image_folder), "--model_config_name_or_path", str(tiny_config),
-                     "--output_dir", str(out), "--max_train_steps", str(step + 1), "--resume_from_checkpoint", "latest"])
+    result = launch(
+        [
+            *FAST,
+            "--train_data_dir",
+            str(image_folder),
+            "--model_config_name_or_path",
+            str(tiny_config),
+            "--output_dir",
+            str(out),
+            "--max_train_steps",
+            str(step + 1),
+            "--resume_from_checkpoint",
+            "latest",
+        ]
+    )
     assert f"at step {step}" in result.stderr
 
 
@@ -208,9 +350,20 @@ def test_existing_output_is_not_overwritten(trained, tmp_path):
 
 def test_cli_reports_bad_input_in_one_line(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(REPO / "train_spectral.py"), "--spectral_loss", "amplitude", "--spectral_weight", "-2",
-         "--output_dir", str(tmp_path / "x")],
-        capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=120,
+        [
+            sys.executable,
+            str(REPO / "train_spectral.py"),
+            "--spectral_loss",
+            "amplitude",
+            "--spectral_weight",
+            "-2",
+            "--output_dir",
+            str(tmp_path / "x"),
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+        timeout=120,
     )
     assert result.returncode == 2
     assert "error: --spectral_weight must be >= 0" in result.stderr
