@@ -615,6 +615,10 @@ def main(argv: list[str] | None = None) -> int:
             f"The model takes {model.config.in_channels} channels but the data has {data.channels}; use a model "
             "config with matching in_channels/out_channels."
         )
+    # the spectra are checked on the training grid now, not at the first step (a band may hold no frequency of it)
+    args.noise_spectrum_parsed.weights((args.resolution, args.resolution))
+    if args.corrupt_band_parsed is not None:
+        corrupt_band(torch.zeros(1, data.channels, args.resolution, args.resolution), args.corrupt_band_parsed, 1.0)
     noise_scheduler = build_noise_scheduler(args, pretrained)
     spectrum = args.noise_spectrum_parsed
     noise_fn = (
@@ -815,20 +819,21 @@ def main(argv: list[str] | None = None) -> int:
             accelerator.wait_for_everyone()
             if stop:
                 break
+        progress_bar.close()
+        if guard.skipped:
+            logger.warning(f"Skipped {guard.skipped} batches with a non-finite loss.")
+        if accelerator.is_main_process:
+            # 4. quick evaluation -> model card with spectral metrics -> Hub
+            evaluate_and_write_card(args, accelerator, data, regularizer)
+            if args.push_to_hub:
+                push_to_hub(args, f"Step {global_step}")
+        accelerator.wait_for_everyone()
+        logger.info(f"Saved the pipeline and its model card to {args.output_dir}")
+        return 0
     finally:
         interrupt.uninstall()
         progress_bar.close()
-        accelerator.end_training()
-    if guard.skipped:
-        logger.warning(f"Skipped {guard.skipped} batches with a non-finite loss.")
-    if accelerator.is_main_process:
-        # 4. quick evaluation -> model card with spectral metrics -> Hub
-        evaluate_and_write_card(args, accelerator, data, regularizer)
-        if args.push_to_hub:
-            push_to_hub(args, f"Step {global_step}")
-    accelerator.wait_for_everyone()
-    logger.info(f"Saved the pipeline and its model card to {args.output_dir}")
-    return 0
+        accelerator.end_training()  # also ends the process group: nothing collective after this
 
 
 if __name__ == "__main__":

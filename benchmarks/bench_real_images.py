@@ -45,7 +45,7 @@ PRESETS = {
     "reduced": dict(
         resolution=16,
         model_preset="small",
-        max_train_steps=400,
+        max_train_steps=300,
         learning_rate=5e-4,
         lr_warmup_steps=50,
         seeds=[0, 1],
