@@ -36,6 +36,11 @@ from diffusers_specreg import training
 from diffusers_specreg.data import BUILTIN_DATASETS, DataError, build_image_dataset
 from diffusers_specreg.losses import LOSS_NAMES
 from diffusers_specreg.noise import NoiseSpectrum, corrupt_band
+
+try:  # the pipelines/ folder is installed as diffusers_specreg.pipelines: fail now, not when saving
+    from diffusers_specreg.pipelines import EDMPipeline, SAGDPipeline
+except ImportError as error:
+    raise ImportError(f"{error}. Install the project first: pip install -e . (see README).") from error
 from diffusers_specreg.objectives import build_objective
 from diffusers_specreg.regularizer import SpectralRegularizer
 from diffusers_specreg.weighting import WEIGHTINGS
@@ -378,12 +383,8 @@ def make_pipeline(args, unet, noise_scheduler, for_sampling: bool, mel=None):
 
         return make_audio_pipeline(unet, mel, scheduler if args.formulation != "edm" else noise_scheduler)
     if not args.noise_spectrum_parsed.is_white:
-        from diffusers_specreg.pipelines.pipeline_sagd import SAGDPipeline
-
         return SAGDPipeline(unet=unet, scheduler=scheduler, noise_spectrum=args.noise_spectrum_parsed.to_string())
     if args.formulation == "edm":
-        from diffusers_specreg.pipelines.pipeline_edm import EDMPipeline
-
         return EDMPipeline(unet=unet, scheduler=noise_scheduler)
     if for_sampling:
         return DDIMPipeline(unet=unet, scheduler=DDIMScheduler.from_config(noise_scheduler.config))
@@ -618,7 +619,15 @@ def main(argv: list[str] | None = None) -> int:
     # the spectra are checked on the training grid now, not at the first step (a band may hold no frequency of it)
     args.noise_spectrum_parsed.weights((args.resolution, args.resolution))
     if args.corrupt_band_parsed is not None:
-        corrupt_band(torch.zeros(1, data.channels, args.resolution, args.resolution), args.corrupt_band_parsed, 1.0)
+        try:
+            corrupt_band(
+                torch.zeros(1, data.channels, args.resolution, args.resolution), args.corrupt_band_parsed, 1.0
+            )
+        except ValueError as error:
+            raise ValueError(
+                f"--corrupt_band {args.corrupt_band} holds no frequency of the {args.resolution}x{args.resolution} "
+                "grid; widen the band (radii are normalised so the grid corner is 1)."
+            ) from error
     noise_scheduler = build_noise_scheduler(args, pretrained)
     spectrum = args.noise_spectrum_parsed
     noise_fn = (

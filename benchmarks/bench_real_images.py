@@ -49,7 +49,7 @@ PRESETS = {
         learning_rate=5e-4,
         lr_warmup_steps=50,
         seeds=[0, 1],
-        num_samples=512,
+        num_samples=256,
         num_inference_steps=50,
     ),
     "full": dict(

@@ -19,7 +19,7 @@ nothing.
 
 Reading the result: see `READING` below (also written into the JSON).
 
-    python benchmarks/bench_selective_omission.py                          # ~15 min on 2 CPU cores
+    python benchmarks/bench_selective_omission.py                          # ~11 min on 2 CPU cores
     python benchmarks/bench_selective_omission.py --max_train_steps 4 --num_samples 4 --num_inference_steps 4 \\
         --output /tmp/smoke.json                                           # plumbing check, ~1 min
 
