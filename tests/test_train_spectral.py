@@ -48,6 +48,22 @@ def scalar_and_image_tags(log_dir: Path) -> tuple[set[str], set[str]]:
     return scalars, images
 
 
+def flags(**options) -> list[str]:
+    """`flags(output_dir=out, spectral_loss=["a", "b"], use_ema=True)` -> CLI arguments."""
+    args = []
+    for name, value in options.items():
+        if value is True:
+            args.append(f"--{name}")
+        else:
+            args += [f"--{name}", *(map(str, value) if isinstance(value, (list, tuple)) else [str(value)])]
+    return args
+
+
+def tiny_run(images, config, out, **options) -> list[str]:
+    """FAST settings on a tiny image folder and UNet config, plus `options`."""
+    return [*FAST, *flags(train_data_dir=images, model_config_name_or_path=config, output_dir=out, **options)]
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One regularized run shared by several tests: 6 steps, EMA, checkpoints every 2 steps, keep 2."""
@@ -55,34 +71,9 @@ def trained(tmp_path_factory):
     images = write_image_folder(root / "images", count=12)
     config = write_unet_config(root / "config")
     out = root / "out"
-    launch(
-        [
-            *FAST,
-            "--train_data_dir",
-            str(images),
-            "--model_config_name_or_path",
-            str(config),
-            "--output_dir",
-            str(out),
-            "--max_train_steps",
-            "6",
-            "--checkpointing_steps",
-            "2",
-            "--checkpoints_total_limit",
-            "2",
-            "--use_ema",
-            "--spectral_loss",
-            "amplitude_phase",
-            "wavelet",
-            "--spectral_weight",
-            "0.1",
-            "auto",
-            "--wavelet_levels",
-            "2",
-            "--save_images_epochs",
-            "1",
-        ]
-    )
+    options = dict(max_train_steps=6, checkpointing_steps=2, checkpoints_total_limit=2, use_ema=True)
+    spectral = dict(spectral_loss=["amplitude_phase", "wavelet"], spectral_weight=["0.1", "auto"], wavelet_levels=2)
+    launch(tiny_run(images, config, out, **options, **spectral, save_images_epochs=1))
     return out
 
 
@@ -90,9 +81,8 @@ def test_output_loads_into_stock_pipelines_and_generates(trained):
     assert (trained / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     for cls in (DDPMPipeline, DDIMPipeline, DiffusionPipeline):
         pipeline = cls.from_pretrained(trained)
-        images = pipeline(
-            batch_size=2, num_inference_steps=2, output_type="np", generator=torch.Generator().manual_seed(0)
-        ).images
+        generator = torch.Generator().manual_seed(0)
+        images = pipeline(batch_size=2, num_inference_steps=2, output_type="np", generator=generator).images
         assert images.shape == (2, 16, 16, 1)  # 1-channel data inferred, no config needed for channels
         assert 0 <= images.min() and images.max() <= 1
 
@@ -113,55 +103,24 @@ def test_tensorboard_logs_every_term_samples_and_spectrum(trained):
 
 def test_finetune_from_saved_pipeline_in_bf16(trained, tmp_path):
     out = tmp_path / "finetuned"
-    launch(
-        [
-            *FAST,
-            "--pretrained_model_name_or_path",
-            str(trained),
-            "--output_dir",
-            str(out),
-            "--max_train_steps",
-            "2",
-            "--builtin_num_samples",
-            "8",
-            "--spectral_loss",
-            "amplitude",
-            "--mixed_precision",
-            "bf16",
-        ]
-    )  # bf16 autocast runs on CPU too
+    options = dict(pretrained_model_name_or_path=trained, output_dir=out, max_train_steps=2, builtin_num_samples=8)
+    launch([*FAST, *flags(**options, spectral_loss="amplitude", mixed_precision="bf16")])  # bf16 autocast: CPU too
     before = UNet2DModel.from_pretrained(trained, subfolder="unet")
     after = UNet2DModel.from_pretrained(out, subfolder="unet")
     assert after.config.block_out_channels == before.config.block_out_channels
-    changed = any(not torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters()))
-    assert changed
+    assert any(not torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters()))
     DDPMPipeline.from_pretrained(out)
     card = (out / "README.md").read_text()
     assert str(trained) in card  # the card records the base model (a local path: in the text, not the metadata)
 
 
 def test_resume_continues_at_the_same_step_and_data_position(tmp_path, image_folder, tiny_config):
-    common = [
-        *FAST,
-        "--train_data_dir",
-        str(image_folder),
-        "--model_config_name_or_path",
-        str(tiny_config),
-        "--lr_scheduler",
-        "constant",
-        "--checkpointing_steps",
-        "2",
-        "--save_images_epochs",
-        "100",
-        "--spectral_loss",
-        "amplitude",
-    ]
+    options = dict(lr_scheduler="constant", checkpointing_steps=2, save_images_epochs=100, spectral_loss="amplitude")
     # 12 images / batch 4 = 3 steps an epoch: step 4 stops mid-epoch, so resuming must skip consumed batches.
-    launch([*common, "--output_dir", str(tmp_path / "a"), "--max_train_steps", "7"])
-    launch([*common, "--output_dir", str(tmp_path / "b"), "--max_train_steps", "4"])
-    result = launch(
-        [*common, "--output_dir", str(tmp_path / "b"), "--max_train_steps", "7", "--resume_from_checkpoint", "latest"]
-    )
+    launch(tiny_run(image_folder, tiny_config, tmp_path / "a", max_train_steps=7, **options))
+    launch(tiny_run(image_folder, tiny_config, tmp_path / "b", max_train_steps=4, **options))
+    resumed = tiny_run(image_folder, tiny_config, tmp_path / "b", max_train_steps=7, **options)
+    result = launch([*resumed, "--resume_from_checkpoint", "latest"])
     assert "Resumed from" in result.stderr and "at step 4" in result.stderr
     a = UNet2DModel.from_pretrained(tmp_path / "a", subfolder="unet")
     b = UNet2DModel.from_pretrained(tmp_path / "b", subfolder="unet")
@@ -171,26 +130,9 @@ def test_resume_continues_at_the_same_step_and_data_position(tmp_path, image_fol
 
 def test_two_process_ddp_with_gradient_accumulation(tmp_path, image_folder, tiny_config):
     out = tmp_path / "ddp"
+    options = dict(max_train_steps=2, gradient_accumulation_steps=2, use_ema=True, eval_num_samples=8)
     result = launch(
-        [
-            *FAST,
-            "--train_data_dir",
-            str(image_folder),
-            "--model_config_name_or_path",
-            str(tiny_config),
-            "--output_dir",
-            str(out),
-            "--max_train_steps",
-            "2",
-            "--gradient_accumulation_steps",
-            "2",
-            "--use_ema",
-            "--spectral_loss",
-            "wavelet",
-            "--wavelet_levels",
-            "2",
-        ],
-        num_processes=2,
+        tiny_run(image_folder, tiny_config, out, **options, spectral_loss="wavelet", wavelet_levels=2), num_processes=2
     )
     assert "2 processes" in result.stderr
     DDIMPipeline.from_pretrained(out)(batch_size=1, num_inference_steps=2, output_type="np")
@@ -198,25 +140,8 @@ def test_two_process_ddp_with_gradient_accumulation(tmp_path, image_folder, tiny
 
 def test_edm_run_samples_through_its_pipeline(tmp_path, image_folder, tiny_config):
     out = tmp_path / "edm"
-    launch(
-        [
-            *FAST,
-            "--train_data_dir",
-            str(image_folder),
-            "--model_config_name_or_path",
-            str(tiny_config),
-            "--output_dir",
-            str(out),
-            "--max_train_steps",
-            "2",
-            "--formulation",
-            "edm",
-            "--spectral_loss",
-            "amplitude",
-            "--spectral_weighting",
-            "edm",
-        ]
-    )
+    options = dict(max_train_steps=2, formulation="edm", spectral_loss="amplitude", spectral_weighting="edm")
+    launch(tiny_run(image_folder, tiny_config, out, **options, eval_num_samples=4))
     assert (out / "pipeline.py").is_file()
     pipeline = DiffusionPipeline.from_pretrained(out, custom_pipeline=str(out), trust_remote_code=True)
     assert type(pipeline).__name__ == "EDMPipeline"
@@ -226,44 +151,20 @@ def test_edm_run_samples_through_its_pipeline(tmp_path, image_folder, tiny_confi
 
 def test_sigterm_saves_a_resumable_checkpoint(tmp_path, image_folder, tiny_config):
     out = tmp_path / "interrupted"
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--num_processes",
-        "1",
-        "--cpu",
-        "--num_machines",
-        "1",
-        "--dynamo_backend",
-        "no",
-        "--mixed_precision",
-        "no",
-        str(REPO / "train_spectral.py"),
-        *FAST,
-        "--train_data_dir",
-        str(image_folder),
-        "--model_config_name_or_path",
-        str(tiny_config),
-        "--output_dir",
-        str(out),
-        "--max_train_steps",
-        "100000",
-        "--checkpointing_steps",
-        "100000",
-    ]
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu"]
+    launcher += ["--num_machines", "1", "--dynamo_backend", "no", "--mixed_precision", "no"]
+    run = tiny_run(image_folder, tiny_config, out, max_train_steps=100000, checkpointing_steps=100000)
     process = subprocess.Popen(
-        cmd,
+        [*launcher, str(REPO / "train_spectral.py"), *run],
         cwd=REPO,
         env=dict(os.environ, HF_HUB_OFFLINE="1"),
-        start_new_session=True,
+        start_new_session=True,  # a process group, like a terminal's: Ctrl-C / SIGTERM reach every process in it
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    log_dir = out / "logs"
     deadline = time.time() + 300
-    while time.time() < deadline and not any(p.stat().st_size > 200 for p in log_dir.rglob("events.*")):
+    while time.time() < deadline and not any(p.stat().st_size > 200 for p in (out / "logs").rglob("events.*")):
         time.sleep(1)  # the events file grows once scalars of the first steps are flushed
     time.sleep(3)
     os.killpg(process.pid, signal.SIGTERM)
@@ -274,19 +175,7 @@ def test_sigterm_saves_a_resumable_checkpoint(tmp_path, image_folder, tiny_confi
     step = json.loads((checkpoints[0] / "training_state.json").read_text())["global_step"]
     assert step >= 1
     result = launch(
-        [
-            *FAST,
-            "--train_data_dir",
-            str(image_folder),
-            "--model_config_name_or_path",
-            str(tiny_config),
-            "--output_dir",
-            str(out),
-            "--max_train_steps",
-            str(step + 1),
-            "--resume_from_checkpoint",
-            "latest",
-        ]
+        [*tiny_run(image_folder, tiny_config, out, max_train_steps=step + 1), *flags(resume_from_checkpoint="latest")]
     )
     assert f"at step {step}" in result.stderr
 
