@@ -106,7 +106,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     log.add_argument("--local_rank", type=int, default=-1, help="Set by the launcher.")
     log.add_argument("--mixed_precision", type=str, default="no", choices=["no", "fp16", "bf16"])
     diff = parser.add_argument_group("diffusion (as train_unconditional.py)")
-    diff.add_argument("--prediction_type", type=str, default="epsilon", choices=["epsilon", "v_prediction", "sample"])
+    diff.add_argument(
+        "--prediction_type",
+        type=str,
+        default=None,
+        choices=["epsilon", "v_prediction", "sample"],
+        help="Default epsilon; when fine-tuning, the pretrained scheduler's.",
+    )
     diff.add_argument("--ddpm_num_steps", type=int, default=1000)
     diff.add_argument(
         "--ddpm_num_inference_steps",
@@ -115,6 +121,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Sampling steps (default 1000; 50 for built-in data).",
     )
     diff.add_argument("--ddpm_beta_schedule", type=str, default="linear")
+    diff.add_argument("--enable_xformers_memory_efficient_attention", action="store_true", help="Needs xformers.")
     ckpt = parser.add_argument_group("checkpoints (as train_unconditional.py)")
     ckpt.add_argument("--checkpointing_steps", type=int, default=500)
     ckpt.add_argument("--checkpoints_total_limit", type=int, default=None)
@@ -242,6 +249,9 @@ def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
         else:
             args.num_epochs = 100
     args.builtin = builtin
+    args.prediction_type_from_user = args.prediction_type
+    if args.prediction_type is None:
+        args.prediction_type = "epsilon"  # replaced by a pretrained scheduler's, see main()
     return args
 
 
@@ -298,6 +308,10 @@ def validate_args(args) -> None:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
     if args.learning_rate <= 0:
         raise ValueError(f"--learning_rate must be > 0, got {args.learning_rate}.")
+    if args.modality == "audio" and args.formulation == "edm":
+        raise ValueError(
+            "--modality audio saves an AudioDiffusionPipeline, which samples DDPM/DDIM: use --formulation ddpm."
+        )
     if args.formulation == "edm" and args.prediction_type == "sample":
         raise ValueError("--formulation edm supports --prediction_type epsilon or v_prediction, not sample.")
     if args.spectral_max_timestep is not None and args.formulation != "ddpm":
@@ -567,11 +581,20 @@ def main(argv: list[str] | None = None) -> int:
         set_seed(args.seed, device_specific=True)
 
     # 1. data, model, scheduler: everything that can fail does so before the first step
-    pretrained = None
+    pretrained, model_channels = None, None
     if args.pretrained_model_name_or_path:
         pretrained = training.load_pretrained(args.pretrained_model_name_or_path, args.cache_dir)
+        model_channels = pretrained.unet.config.in_channels
         if args.resolution_from_user is None:
             args.resolution = pretrained.unet.config.sample_size
+        elif pretrained.unet.config.sample_size != args.resolution:  # sample at the new size from now on
+            pretrained.unet.register_to_config(sample_size=args.resolution)
+        inherited = (pretrained.scheduler_config or {}).get("prediction_type")
+        if args.prediction_type_from_user is None and inherited:
+            args.prediction_type = inherited
+        logger.info(f"Fine-tuning {args.pretrained_model_name_or_path} with prediction_type {args.prediction_type}.")
+    elif args.model_config_name_or_path:  # the config decides the channels; the data are converted to them
+        model_channels = UNet2DModel.load_config(args.model_config_name_or_path)["in_channels"]
     if args.modality == "audio":
         from diffusers_specreg.audio import build_audio_dataset
 
@@ -600,11 +623,17 @@ def main(argv: list[str] | None = None) -> int:
             preserve_input_precision=args.preserve_input_precision,
             builtin_dataset=args.builtin_dataset,
             builtin_num_samples=args.builtin_num_samples,
-            channels=pretrained.unet.config.in_channels if pretrained is not None else None,
+            channels=model_channels,
             seed=args.seed or 0,
         )
     mel = getattr(data, "mel", None)  # audio: the Mel that turns samples back into sound
     model = build_model(args, data.channels, pretrained)
+    if args.enable_xformers_memory_efficient_attention:
+        import importlib.util
+
+        if importlib.util.find_spec("xformers") is None:
+            raise ValueError("--enable_xformers_memory_efficient_attention needs xformers: pip install xformers.")
+        model.enable_xformers_memory_efficient_attention()
     factor = training.unet_downsampling_factor(model.config)
     if args.resolution % factor:
         raise ValueError(
@@ -674,7 +703,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     sampler = EpochShuffleSampler(len(data.dataset), args.seed or 0)
     train_dataloader = torch.utils.data.DataLoader(
-        data.dataset, batch_size=args.train_batch_size, sampler=sampler, num_workers=args.dataloader_num_workers
+        data.dataset,
+        batch_size=args.train_batch_size,
+        sampler=sampler,
+        num_workers=args.dataloader_num_workers,
+        worker_init_fn=training.ignore_interrupts_in_worker if args.dataloader_num_workers else None,
     )
     # Schedule lengths in optimiser updates; Accelerate steps the LR scheduler once per process per update.
     updates_per_epoch = math.ceil(
@@ -697,7 +730,6 @@ def main(argv: list[str] | None = None) -> int:
     accelerator.register_for_checkpointing(regularizer)
     noise_seed = args.seed if args.seed is not None else int(torch.randint(0, 2**31 - 1, ()))
     noise_rng = training.CheckpointedGenerator(accelerator.device, noise_seed * 1000 + accelerator.process_index)
-    accelerator.register_for_checkpointing(noise_rng)
     if ema_model is not None:
         ema_model.to(accelerator.device)
         accelerator.register_for_checkpointing(ema_model)
@@ -724,6 +756,11 @@ def main(argv: list[str] | None = None) -> int:
         logger.info(f"No checkpoint in {args.output_dir} to resume from; starting a new training run.")
     if checkpoint is not None:
         accelerator.load_state(checkpoint)
+        if ema_model is not None:
+            ema_model.to(accelerator.device)  # Accelerate restores custom state on the CPU
+        rank_state = training.load_rank_state(checkpoint, accelerator.process_index)
+        if rank_state is not None:
+            noise_rng.load_state_dict(rank_state["noise_rng"])
         global_step = training.read_training_state(checkpoint)["global_step"]
         first_epoch = global_step // updates_per_epoch
         resume_batches = (global_step % updates_per_epoch) * args.gradient_accumulation_steps
@@ -744,17 +781,28 @@ def main(argv: list[str] | None = None) -> int:
 
     def checkpoint_now():
         training.save_checkpoint(
-            accelerator, args.output_dir, global_step, {"global_step": global_step}, args.checkpoints_total_limit
+            accelerator,
+            args.output_dir,
+            global_step,
+            {"global_step": global_step},
+            args.checkpoints_total_limit,
+            rank_state={"noise_rng": noise_rng.state_dict()},
         )
 
+    if global_step >= args.max_train_steps:
+        logger.info(f"The run already reached --max_train_steps {args.max_train_steps}; nothing left to train.")
+        first_epoch = args.num_epochs  # skip the loop, still write the pipeline and card below
+        if accelerator.is_main_process:
+            save_pipeline(args, accelerator.unwrap_model(model), noise_scheduler, ema_model, mel)
     try:
         for epoch in range(first_epoch, args.num_epochs):
             model.train()
             loader = train_dataloader
             if epoch == first_epoch and resume_batches:
                 loader = accelerator.skip_first_batches(train_dataloader, resume_batches)
-            # Accelerate calls `sampler.set_epoch(loader.iteration)` as iteration starts: make it the epoch, so a
-            # resumed run (whose loaders start counting at 0) replays the data order of the uninterrupted one.
+            # The data order is a function of (seed, epoch), so a resumed run replays the uninterrupted one. Accelerate
+            # also calls `sampler.set_epoch(loader.iteration)` as iteration starts (single process): keep them equal.
+            sampler.set_epoch(epoch)
             loader.iteration = epoch
             for batch in loader:
                 clean = batch["input"].to(accelerator.device)
@@ -767,11 +815,7 @@ def main(argv: list[str] | None = None) -> int:
                     terms = regularizer(noise_scheduler, model_output, noisy.noisy, noisy.timesteps, clean, base)
                     loss = terms["loss"].mean()
                     finite = accelerator.reduce(torch.isfinite(loss.detach()).float(), reduction="sum")
-                    if guard.check(
-                        bool(finite.item() == accelerator.num_processes),
-                        global_step,
-                        {k: float(v.detach().mean()) for k, v in terms.items()},
-                    ):
+                    if guard.check(bool(finite.item() == accelerator.num_processes), global_step, terms):
                         accelerator.backward(loss)
                         if accelerator.sync_gradients:
                             accelerator.clip_grad_norm_(model.parameters(), 1.0)

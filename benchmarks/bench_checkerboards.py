@@ -84,6 +84,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--work_dir", default=None, help="trained models (default: benchmarks/runs/checkerboards_*)")
     parser.add_argument("--tag", default=None, help="suffix of the result files, to keep several settings apart")
     parser.add_argument("--skip_training", action="store_true", help="evaluate models already in --work_dir")
+    parser.add_argument(
+        "--reuse_baseline",
+        default=None,
+        help="saved MSE pipeline of an earlier run with the same preset and seed: evaluated, not retrained",
+    )
     return parser.parse_args(argv)
 
 
@@ -141,6 +146,10 @@ def main(argv=None) -> dict:
         options = common + ([] if variant == "mse" else spectral_options(args, variant))
         argv_run = training_command(work_dir / variant, options)
         runs[variant] = {"command": printable_command(argv_run), "output_dir": str(work_dir / variant)}
+        if variant == "mse" and args.reuse_baseline:
+            runs[variant] = {"reused": True, "output_dir": str(Path(args.reuse_baseline).resolve())}
+            print(f"[reuse mse] {runs[variant]['output_dir']}", flush=True)
+            continue
         if args.skip_training:
             continue
         print(f"[train {variant}] {runs[variant]['command']}", flush=True)
@@ -152,7 +161,9 @@ def main(argv=None) -> dict:
 
     # reference: fresh checkerboards from another seed than the training set's (same distribution)
     real = make_checkerboards(preset["num_samples"], preset["resolution"], seed=12345)
-    print(f"[evaluate] {preset['num_samples']} samples per model, DDIM {preset['num_inference_steps']} steps", flush=True)
+    print(
+        f"[evaluate] {preset['num_samples']} samples per model, DDIM {preset['num_inference_steps']} steps", flush=True
+    )
     evaluation = evaluate_models(
         {variant: runs[variant]["output_dir"] for variant in args.variants},
         real,

@@ -215,7 +215,9 @@ def main(argv=None) -> dict:
             ]
             row["paired_fwd_ratio"] = [m["fwd"] / b["fwd"] for m, b in zip(per_seed, base)]
         table[variant] = row
-    print(f"\n{data_name} {preset['resolution']}x{preset['resolution']}, {preset['max_train_steps']} steps, seeds {seeds}")
+    print(
+        f"\n{data_name} {preset['resolution']}x{preset['resolution']}, {preset['max_train_steps']} steps, seeds {seeds}"
+    )
     print(f"{'model':<26}{'log-RAPSD all':>22}{'FWD':>22}{'paired log-RAPSD ratio':>26}{'paired FWD ratio':>20}")
     verdict = {}
     for variant, row in table.items():

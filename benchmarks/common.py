@@ -145,9 +145,11 @@ def training_command(output_dir: str | os.PathLike, options: Sequence[str]) -> l
         "--checkpointing_steps",
         "100000000",
     ]
-    return [sys.executable, str(TRAIN_SCRIPT), "--output_dir", str(output_dir), "--overwrite_output_dir"] + quiet + [
-        str(o) for o in options
-    ]
+    return (
+        [sys.executable, str(TRAIN_SCRIPT), "--output_dir", str(output_dir), "--overwrite_output_dir"]
+        + quiet
+        + [str(o) for o in options]
+    )
 
 
 def printable_command(argv: Sequence[str]) -> str:
@@ -425,7 +427,11 @@ def plot_overview(evaluation: Mapping, path: str | os.PathLike, title: str, nrow
         sharp = (
             evaluation["data"]["sharp_fraction"] if name == "data" else evaluation["models"][name]["sharp_fraction"]
         )
-        label = name if name == "data" else f"{name}\nlog-RAPSD {evaluation['models'][name]['log_rapsd_distance']['all']:.3f}"
+        label = (
+            name
+            if name == "data"
+            else f"{name}\nlog-RAPSD {evaluation['models'][name]['log_rapsd_distance']['all']:.3f}"
+        )
         axis.set_title(f"{label}\n|x|>0.9: {sharp:.2f}", fontsize=9)
         axis.axis("off")
     half = max(columns // 2, 1)
@@ -443,7 +449,9 @@ def plot_overview(evaluation: Mapping, path: str | os.PathLike, title: str, nrow
     edges = np.asarray(evaluation["histogram_edges"])
     centers = (edges[1:] + edges[:-1]) / 2
     for name in names:
-        counts = np.asarray(evaluation["data"]["histogram"] if name == "data" else evaluation["models"][name]["histogram"])
+        counts = np.asarray(
+            evaluation["data"]["histogram"] if name == "data" else evaluation["models"][name]["histogram"]
+        )
         style = {"color": "black", "linewidth": 2.5} if name == "data" else {"linewidth": 1.5}
         axis.semilogy(centers, np.maximum(counts / max(counts.sum(), 1), 1e-6), label=name, **style)
     axis.set_xlabel("pixel value")

@@ -196,9 +196,9 @@ def scan_image_folder(folder: str, max_check: int | None = None) -> FolderScan:
             readable.append(path)
             continue
         try:
-            with Image.open(path) as image:
-                image.load()
+            with Image.open(path) as image:  # header, mode and checksums, without decoding every pixel
                 modes.add(image_channels(image))
+                image.verify()
             readable.append(path)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
             unreadable.append(path)
@@ -345,7 +345,7 @@ def build_image_dataset(
         dataset = load_hf_dataset(dataset_name, dataset_config_name, cache_dir)
         column = _image_column(dataset)
         if channels is None:
-            first = [dataset[i][column] for i in range(min(8, len(dataset)))]
+            first = [dataset[i][column] for i in range(min(64, len(dataset)))]
             channels = max(image_channels(image) for image in first)
         return TrainingData(
             HFImageDataset(dataset, column, transform(channels)),

@@ -218,6 +218,8 @@ class SpectralRegularizer(nn.Module):
         if self.sync_distributed and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(stats)
             stats = stats / dist.get_world_size()
+        if not torch.isfinite(stats).all():  # a skipped, non-finite batch must not poison the running means
+            return
         m = self.auto_momentum
         self.auto_base_ema.mul_(m).add_((1 - m) * stats[0])
         self.auto_term_ema.mul_(m).add_((1 - m) * stats[1:])

@@ -139,12 +139,24 @@ def prune_checkpoints(output_dir: str, total_limit: int | None, keep_slots: int 
     return removed
 
 
-def save_checkpoint(accelerator, output_dir: str, step: int, state: dict, total_limit: int | None = None) -> str:
+def save_checkpoint(
+    accelerator,
+    output_dir: str,
+    step: int,
+    state: dict,
+    total_limit: int | None = None,
+    rank_state: dict | None = None,
+) -> str:
     """Write `checkpoint-{step}` atomically with `accelerator.save_state`.
 
     The state goes to a temporary folder first, then one `os.replace` on the main process makes it visible, so a
     crash mid-save never leaves a half checkpoint that `--resume_from_checkpoint latest` would pick. The oldest
     checkpoints beyond `total_limit` are deleted only after the new one is complete. Call on every process.
+
+    Args:
+        state (`dict`): JSON-serialisable run state (e.g. the global step), written by the main process.
+        rank_state (`dict`, *optional*): state that differs per process (e.g. its noise generator), saved as
+            `rank_state_{process_index}.pt` by every process; read back with `load_rank_state`.
     """
     final = os.path.join(output_dir, f"checkpoint-{step}")
     tmp = os.path.join(output_dir, f".tmp-checkpoint-{step}")
@@ -152,6 +164,8 @@ def save_checkpoint(accelerator, output_dir: str, step: int, state: dict, total_
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(tmp)
+    if rank_state is not None:
+        torch.save(rank_state, os.path.join(tmp, f"rank_state_{accelerator.process_index}.pt"))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         with open(os.path.join(tmp, "training_state.json"), "w") as f:
@@ -162,6 +176,12 @@ def save_checkpoint(accelerator, output_dir: str, step: int, state: dict, total_
         prune_checkpoints(output_dir, total_limit)
     accelerator.wait_for_everyone()
     return final
+
+
+def load_rank_state(checkpoint: str, process_index: int) -> dict | None:
+    """This process's `rank_state` of a checkpoint (None when it was written by fewer processes)."""
+    path = os.path.join(checkpoint, f"rank_state_{process_index}.pt")
+    return torch.load(path, weights_only=False) if os.path.isfile(path) else None
 
 
 def resolve_resume(output_dir: str, resume_from_checkpoint: str | None) -> str | None:
@@ -230,7 +250,7 @@ class CheckpointedGenerator:
 
     The noise has its own generator so that nothing else that draws random numbers (data augmentation in a
     prefetching data loader, sampling for the logs) shifts it: a resumed run draws exactly the noise the
-    uninterrupted run would have. Register it with `accelerator.register_for_checkpointing`.
+    uninterrupted run would have. Each process has its own, saved as its `rank_state` by `save_checkpoint`.
 
     Args:
         device (`torch.device`): where the noise is drawn.
@@ -245,6 +265,13 @@ class CheckpointedGenerator:
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["state"])
+
+
+def ignore_interrupts_in_worker(worker_id: int) -> None:
+    """DataLoader `worker_init_fn`: workers ignore SIGINT / SIGTERM, so a signal sent to the whole process group
+    reaches the training loop (which checkpoints and exits) instead of killing the workers under it."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -271,7 +298,8 @@ class NonFiniteGuard:
             return True
         self.consecutive += 1
         self.skipped += 1
-        logger.warning("Non-finite loss at step %d %s: skipping this batch.", step, terms or "")
+        terms = {k: float(v.detach().float().mean()) for k, v in (terms or {}).items()}
+        logger.warning("Non-finite loss at step %d %s: skipping this batch.", step, terms)
         if self.consecutive >= self.max_consecutive:
             raise NonFiniteLossError(
                 f"The loss was not finite for {self.consecutive} batches in a row (last at step {step}; terms: "

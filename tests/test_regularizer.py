@@ -277,3 +277,17 @@ def test_auto_weight_is_synchronised_across_processes(tmp_path):
     assert results[0][1] == results[1][1]
     bases = [_batch(seed=rank)[-1].mean().item() for rank in range(2)]
     assert math.isclose(results[0][2], 0.01 * sum(bases) / 2, rel_tol=1e-5)
+
+
+def test_a_non_finite_batch_does_not_poison_auto_lambda():
+    regularizer = SpectralRegularizer({"l1": PerSampleL1()}, {"l1": "auto"})
+    scheduler = DDPMScheduler(num_train_timesteps=10, clip_sample=False)
+    x = torch.randn(2, 1, 4, 4)
+    t = torch.tensor([1, 2])
+    regularizer(scheduler, x, x + 0.1, t, x + 1.0, torch.ones(2))
+    before = regularizer.current_weights()["l1"]
+    bad = regularizer(scheduler, torch.full_like(x, float("nan")), x, t, x, torch.full((2,), float("nan")))
+    assert not torch.isfinite(bad["loss"]).all()
+    assert regularizer.current_weights()["l1"] == before  # the running means skipped the bad batch
+    good = regularizer(scheduler, x, x + 0.1, t, x + 1.0, torch.ones(2))
+    assert torch.isfinite(good["loss"]).all()

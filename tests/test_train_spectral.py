@@ -257,3 +257,11 @@ def test_cli_reports_bad_input_in_one_line(tmp_path):
     assert result.returncode == 2
     assert "error: --spectral_weight must be >= 0" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_three_channel_config_converts_grayscale_data(tmp_path, image_folder):
+    # an anchor command with a 3-channel model config and grayscale images keeps working (images become RGB)
+    config = write_unet_config(tmp_path / "rgb_config", channels=3)
+    out = tmp_path / "rgb"
+    assert train_spectral.main(tiny_run(image_folder, config, out, max_train_steps=1, eval_num_samples=0)) == 0
+    assert UNet2DModel.load_config(out / "unet")["in_channels"] == 3
