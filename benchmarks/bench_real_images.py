@@ -85,6 +85,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--work_dir", default=None, help="trained models (default: benchmarks/runs/real_images_*)")
     parser.add_argument("--tag", default=None, help="suffix of the result files")
     parser.add_argument("--skip_training", action="store_true", help="evaluate models already in --work_dir")
+    parser.add_argument(
+        "--reuse_existing",
+        action="store_true",
+        help="do not retrain a (seed, model) whose folder in --work_dir already holds a saved pipeline; use it only "
+        "when that folder was trained with the same settings (e.g. to add a seed)",
+    )
     return parser.parse_args(argv)
 
 
@@ -165,7 +171,10 @@ def main(argv=None) -> dict:
             key = f"seed{seed}/{variant}"
             runs[key] = {"command": printable_command(argv_run), "output_dir": str(output_dir)}
             models[variant] = output_dir
-            if not args.skip_training:
+            if args.reuse_existing and (output_dir / "model_index.json").is_file():
+                runs[key]["reused"] = True
+                print(f"[reuse {key}] {output_dir}", flush=True)
+            elif not args.skip_training:
                 print(f"[train {key}] {runs[key]['command']}", flush=True)
                 runs[key]["train_seconds"] = run_training(argv_run, work_dir / f"seed{seed}" / f"{variant}.log")
                 print(f"[train {key}] done in {runs[key]['train_seconds']:.0f} s", flush=True)

@@ -76,7 +76,7 @@ def machine_info(device: str | torch.device = "cpu") -> dict:
         "numpy": np.__version__,
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "git_commit": git_commit(),
-        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
 
 
