@@ -216,44 +216,9 @@ def make_sampler(pipeline, num_inference_steps: int) -> tuple[Callable[[list[tor
     if num_inference_steps < 1:
         raise ValueError(f"`num_inference_steps` must be >= 1, got {num_inference_steps}.")
     name = type(pipeline).__name__
-    if isinstance(pipeline, (DDPMPipeline, DDIMPipeline)):
-        sampler = DDIMPipeline(unet=pipeline.unet, scheduler=DDIMScheduler.from_config(pipeline.scheduler.config))
-        sampler.set_progress_bar_config(disable=True)
 
-        def sample(generators):
-            return sampler(
-                batch_size=len(generators),
-                generator=generators,
-                num_inference_steps=num_inference_steps,
-                eta=0.0,
-                output_type="np",
-            ).images
-
-        return _to_tensor(sample), f"DDIM (eta 0), {num_inference_steps} steps"
-    if name == "SAGDPipeline":
-        sampler = type(pipeline)(
-            unet=pipeline.unet,
-            scheduler=DDIMScheduler.from_config(pipeline.scheduler.config),
-            noise_spectrum=pipeline.config.noise_spectrum,
-        )
-        sampler.set_progress_bar_config(disable=True)
-
-        def sample(generators):
-            return sampler(
-                batch_size=len(generators),
-                generator=generators,
-                num_inference_steps=num_inference_steps,
-                eta=0.0,
-                output_type="np",
-            ).images
-
-        spectrum = pipeline.config.noise_spectrum
-        return _to_tensor(sample), f"SAGD DDIM (eta 0, noise {spectrum}), {num_inference_steps} steps"
-    if isinstance(pipeline, AudioDiffusionPipeline) and pipeline.vqvae is None:
-        # AudioDiffusionPipeline.__call__ also inverts every image with an unseeded Griffin-Lim (seconds per image at
-        # the default Mel) that the metrics never use. Without a VQ-VAE its images are exactly those of DDIMPipeline
-        # on the same UNet and DDIM schedule (same initial noise, same steps), quantised to uint8 as it does.
-        sampler = DDIMPipeline(unet=pipeline.unet, scheduler=DDIMScheduler.from_config(pipeline.scheduler.config))
+    def ddim_sampler(sampler, quantise: bool = False):
+        """`sample(generators)` of a DDIM-scheduled pipeline, deterministic (eta 0); uint8 levels if `quantise`."""
         sampler.set_progress_bar_config(disable=True)
 
         def sample(generators):
@@ -264,15 +229,29 @@ def make_sampler(pipeline, num_inference_steps: int) -> tuple[Callable[[list[tor
                 eta=0.0,
                 output_type="np",
             ).images
-            return np.round(images * 255.0) / 255.0
+            return np.round(images * 255.0) / 255.0 if quantise else images
 
-        return _to_tensor(sample), f"AudioDiffusion DDIM (eta 0), {num_inference_steps} steps (mel images)"
+        return _to_tensor(sample)
+
+    ddim_scheduler = DDIMScheduler.from_config(pipeline.scheduler.config) if hasattr(pipeline, "scheduler") else None
+    if isinstance(pipeline, (DDPMPipeline, DDIMPipeline)):
+        sampler = DDIMPipeline(unet=pipeline.unet, scheduler=ddim_scheduler)
+        return ddim_sampler(sampler), f"DDIM (eta 0), {num_inference_steps} steps"
+    if name == "SAGDPipeline":
+        spectrum = pipeline.config.noise_spectrum
+        sampler = type(pipeline)(unet=pipeline.unet, scheduler=ddim_scheduler, noise_spectrum=spectrum)
+        return ddim_sampler(sampler), f"SAGD DDIM (eta 0, noise {spectrum}), {num_inference_steps} steps"
+    if isinstance(pipeline, AudioDiffusionPipeline) and pipeline.vqvae is None:
+        # AudioDiffusionPipeline.__call__ also inverts every image with an unseeded Griffin-Lim (seconds per image at
+        # the default Mel) that the metrics never use. Without a VQ-VAE its images are exactly those of DDIMPipeline
+        # on the same UNet and DDIM schedule (same initial noise, same steps), quantised to uint8 as it does.
+        sampler = DDIMPipeline(unet=pipeline.unet, scheduler=ddim_scheduler)
+        return ddim_sampler(sampler, quantise=True), (
+            f"AudioDiffusion DDIM (eta 0), {num_inference_steps} steps (mel images)"
+        )
     if isinstance(pipeline, AudioDiffusionPipeline):
         sampler = AudioDiffusionPipeline(
-            vqvae=pipeline.vqvae,
-            unet=pipeline.unet,
-            mel=pipeline.mel,
-            scheduler=DDIMScheduler.from_config(pipeline.scheduler.config),
+            vqvae=pipeline.vqvae, unet=pipeline.unet, mel=pipeline.mel, scheduler=ddim_scheduler
         )
         sampler.set_progress_bar_config(disable=True)
 
