@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -25,6 +27,33 @@ TINY_UNET = dict(
     up_block_types=["AttnUpBlock2D", "UpBlock2D"],
     norm_num_groups=8,
 )
+
+
+def tiny_unet(seed: int = 0, sample_size: int = 16, channels: int = 1):
+    """The tiny `UNet2DModel` of `TINY_UNET`, seeded."""
+    import torch
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(seed)
+    return UNet2DModel(**dict(TINY_UNET, sample_size=sample_size, in_channels=channels, out_channels=channels))
+
+
+@contextlib.contextmanager
+def diffusers_log():
+    """Collect the records that reach the `diffusers` logger (it does not propagate to the root logger)."""
+    records: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    handler = Collect(level=logging.DEBUG)
+    diffusers_logger = logging.getLogger("diffusers")
+    diffusers_logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        diffusers_logger.removeHandler(handler)
 
 
 def write_unet_config(folder: Path, channels: int = 1, sample_size: int = 16) -> Path:

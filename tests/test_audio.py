@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from conftest import tiny_unet
 
 from diffusers_specreg.audio import (
     audio_metrics,
@@ -231,22 +232,6 @@ def test_datasets_audio_column(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def tiny_unet(sample_size: int = RES):
-    from diffusers import UNet2DModel
-
-    torch.manual_seed(0)
-    return UNet2DModel(
-        sample_size=sample_size,
-        in_channels=1,
-        out_channels=1,
-        layers_per_block=1,
-        block_out_channels=(16, 32),
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        norm_num_groups=8,
-    )
-
-
 def test_pipeline_saves_loads_and_generates_audio(tmp_path, monkeypatch):
     from diffusers import AudioDiffusionPipeline, DDIMScheduler, DDPMScheduler, DiffusionPipeline
 
@@ -280,7 +265,7 @@ def test_make_audio_pipeline_checks_its_parts():
 
     mel = make_mel(RES, SR, N_FFT, HOP)
     with pytest.raises(ValueError, match=r"\[16, 16\]"):
-        make_audio_pipeline(tiny_unet(32), mel, DDPMScheduler(num_train_timesteps=50))
+        make_audio_pipeline(tiny_unet(sample_size=32), mel, DDPMScheduler(num_train_timesteps=50))
     with pytest.raises(ValueError, match="DDIMScheduler"):
         make_audio_pipeline(tiny_unet(), mel, EulerDiscreteScheduler(num_train_timesteps=50))
 

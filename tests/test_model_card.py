@@ -11,7 +11,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 import torch
-from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+from conftest import tiny_unet
+from diffusers import DDPMPipeline, DDPMScheduler
 from huggingface_hub import ModelCard
 
 from diffusers_specreg.model_card import (
@@ -69,17 +70,7 @@ def training_config(**overrides):
 
 @pytest.fixture(scope="module")
 def tiny_pipeline_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    unet = UNet2DModel(
-        sample_size=16,
-        in_channels=1,
-        out_channels=1,
-        layers_per_block=1,
-        block_out_channels=(16, 32),
-        norm_num_groups=8,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-    )
+    unet = tiny_unet(0)
     folder = tmp_path_factory.mktemp("cards") / "specreg-tiny"
     DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=50)).save_pretrained(folder)
     return folder
@@ -346,17 +337,7 @@ def test_audio_usage_snippet_runs(tmp_path, monkeypatch):
 
     from diffusers_specreg.audio import make_audio_pipeline
 
-    torch.manual_seed(0)
-    unet = UNet2DModel(
-        sample_size=16,
-        in_channels=1,
-        out_channels=1,
-        layers_per_block=1,
-        block_out_channels=(16, 32),
-        norm_num_groups=8,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-    )
+    unet = tiny_unet(0)
     mel = Mel(x_res=16, y_res=16, sample_rate=8000, n_fft=128, hop_length=32, n_iter=4)
     folder = tmp_path / "tiny-audio"
     make_audio_pipeline(unet, mel, DDPMScheduler(num_train_timesteps=20)).save_pretrained(folder)

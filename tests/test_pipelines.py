@@ -4,7 +4,6 @@ Tiny real `UNet2DModel`s (16×16, widths (8, 16)) saved into `tmp_path`; nothing
 """
 
 import ast
-import contextlib
 import importlib.util
 import json
 import logging
@@ -45,6 +44,8 @@ except ModuleNotFoundError:
     _module = importlib.util.module_from_spec(_spec)
     sys.modules[_spec.name] = _module
     _spec.loader.exec_module(_module)
+
+from conftest import diffusers_log  # noqa: E402
 
 from diffusers_specreg.noise import NoiseSpectrum  # noqa: E402
 from diffusers_specreg.pipelines import EDMPipeline, SAGDPipeline, ddpm_step_with_noise  # noqa: E402
@@ -96,24 +97,6 @@ def assert_same_after_reload(actual: np.ndarray, expected: np.ndarray):
 def run(pipe: DiffusionPipeline, seed: int = 0, **kwargs):
     pipe.set_progress_bar_config(disable=True)
     return pipe(generator=torch.Generator().manual_seed(seed), **kwargs).images
-
-
-@contextlib.contextmanager
-def diffusers_log():
-    """Collect the records that reach the `diffusers` logger (it does not propagate to the root logger)."""
-    records: list[logging.LogRecord] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record):
-            records.append(record)
-
-    handler = Collect(level=logging.DEBUG)
-    logger = logging.getLogger("diffusers")
-    logger.addHandler(handler)
-    try:
-        yield records
-    finally:
-        logger.removeHandler(handler)
 
 
 def top_level_packages(path: pathlib.Path) -> set[str]:

@@ -7,7 +7,6 @@ noised training batch are checked in-process. Needs the package installed (`pip 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, launch, write_image_folder, write_unet_config
+from conftest import REPO, diffusers_log, launch, write_image_folder, write_unet_config
 from diffusers import DDPMPipeline, DDPMScheduler, DiffusionPipeline, UNet2DModel
 
 from diffusers_specreg import metrics
@@ -55,24 +54,6 @@ def train(data, out: Path, *extra: str) -> Path:
 @pytest.fixture(scope="module")
 def coloured_run(data, tmp_path_factory):
     return train(data, tmp_path_factory.mktemp("coloured") / "out", "--noise_spectrum", COLOURED)
-
-
-@contextlib.contextmanager
-def diffusers_log():
-    """Collect the records that reach the `diffusers` logger (it does not propagate to the root logger)."""
-    records: list[logging.LogRecord] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record):
-            records.append(record)
-
-    handler = Collect(level=logging.DEBUG)
-    logger = logging.getLogger("diffusers")
-    logger.addHandler(handler)
-    try:
-        yield records
-    finally:
-        logger.removeHandler(handler)
 
 
 def class_name(folder: Path) -> str:
