@@ -32,6 +32,7 @@ from common import (  # noqa: E402
     evaluate_models,
     machine_info,
     plot_overview,
+    preset_options,
     printable_command,
     public,
     run_training,
@@ -121,26 +122,7 @@ def main(argv=None) -> dict:
         preset["num_samples"] = args.num_samples
     name = f"checkerboards_{args.preset}" + (f"_{args.tag}" if args.tag else "")
     work_dir = Path(args.work_dir) if args.work_dir else ROOT / "benchmarks" / "runs" / name
-    common = [
-        "--builtin_dataset",
-        "checkerboards",
-        "--resolution",
-        str(preset["resolution"]),
-        "--model_preset",
-        preset["model_preset"],
-        "--train_batch_size",
-        str(args.train_batch_size),
-        "--max_train_steps",
-        str(preset["max_train_steps"]),
-        "--learning_rate",
-        str(preset["learning_rate"]),
-        "--lr_warmup_steps",
-        str(preset["lr_warmup_steps"]),
-        "--ddpm_num_inference_steps",
-        str(preset["num_inference_steps"]),
-        "--seed",
-        str(args.seed),
-    ]
+    common = ["--builtin_dataset", "checkerboards", *preset_options(preset, args.train_batch_size, args.seed)]
     runs = {}
     for variant in args.variants:
         options = common + ([] if variant == "mse" else spectral_options(args, variant))

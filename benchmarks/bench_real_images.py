@@ -32,6 +32,7 @@ from common import (  # noqa: E402
     evaluate_models,
     machine_info,
     plot_overview,
+    preset_options,
     printable_command,
     public,
     run_training,
@@ -143,24 +144,7 @@ def main(argv=None) -> dict:
     figure_seed = args.figure_seed if args.figure_seed is not None else preset["seeds"][0]
     figure = None
     for seed in preset["seeds"]:
-        options = data_options + [
-            "--resolution",
-            str(preset["resolution"]),
-            "--model_preset",
-            preset["model_preset"],
-            "--train_batch_size",
-            str(args.train_batch_size),
-            "--max_train_steps",
-            str(preset["max_train_steps"]),
-            "--learning_rate",
-            str(preset["learning_rate"]),
-            "--lr_warmup_steps",
-            str(preset["lr_warmup_steps"]),
-            "--ddpm_num_inference_steps",
-            str(preset["num_inference_steps"]),
-            "--seed",
-            str(seed),
-        ]
+        options = data_options + preset_options(preset, args.train_batch_size, seed)
         models = {}
         for variant in args.variants:
             extra = [] if variant == "mse" else ["--spectral_loss", variant] + spectral

@@ -123,6 +123,20 @@ def write_json(path: str | os.PathLike, record: Mapping) -> Path:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def preset_options(preset: dict, train_batch_size: int, seed: int) -> list[str]:
+    """The `train_spectral.py` options every study shares: size, model, schedule, sampling steps and seed."""
+    return [
+        "--resolution", str(preset["resolution"]),
+        "--model_preset", preset["model_preset"],
+        "--train_batch_size", str(train_batch_size),
+        "--max_train_steps", str(preset["max_train_steps"]),
+        "--learning_rate", str(preset["learning_rate"]),
+        "--lr_warmup_steps", str(preset["lr_warmup_steps"]),
+        "--ddpm_num_inference_steps", str(preset["num_inference_steps"]),
+        "--seed", str(seed),
+    ]  # fmt: skip
+
+
 def training_command(output_dir: str | os.PathLike, options: Sequence[str]) -> list[str]:
     r"""
     The `python train_spectral.py ...` command of one benchmark run.
