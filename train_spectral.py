@@ -42,14 +42,33 @@ try:  # the pipelines/ folder is installed as diffusers_specreg.pipelines: fail 
 except ImportError as error:
     raise ImportError(f"{error}. Install the project first: pip install -e . (see README).") from error
 from diffusers_specreg.objectives import build_objective
-from diffusers_specreg.regularizer import SpectralRegularizer
-from diffusers_specreg.weighting import WEIGHTINGS
+from diffusers_specreg.regularizer import DEFAULT_WEIGHTS, SpectralRegularizer
+from diffusers_specreg.weighting import DEFAULT_WEIGHTING, WEIGHTINGS
 
 logger = get_logger(__name__, log_level="INFO")
 _STATE = {"training_started": False}  # errors before this is set are bad input: reported in one line, exit code 2
 
-# What `accelerate launch train_spectral.py` does with no data named: a run that finishes in minutes on a CPU.
-BUILTIN_PRESET = dict(resolution=32, model_preset="small", max_train_steps=1500, ddpm_num_inference_steps=50)
+# What `accelerate launch train_spectral.py` does with no data named: the product's demo, a run that finishes in
+# minutes on a CPU and converges in its budget (lr 5e-4 with a short warm-up), with the paper's amplitude+phase loss
+# (Eq. 15) at its default λ and weighting. `--spectral_loss none` gives the MSE baseline of the same run.
+BUILTIN_PRESET = dict(
+    resolution=32,
+    model_preset="small",
+    max_train_steps=1500,
+    ddpm_num_inference_steps=50,
+    learning_rate=5e-4,
+    lr_warmup_steps=50,
+    spectral_loss=["amplitude_phase"],
+)
+# What a run that names data uses where the user did not say: train_unconditional.py's defaults (no spectral term).
+ANCHOR_DEFAULTS = dict(
+    resolution=64,
+    model_preset="default",
+    ddpm_num_inference_steps=1000,
+    learning_rate=1e-4,
+    lr_warmup_steps=500,
+    spectral_loss=[],
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -83,9 +102,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sched.add_argument("--save_model_epochs", type=int, default=10)
     sched.add_argument("--gradient_accumulation_steps", type=int, default=1)
     optim = parser.add_argument_group("optimiser (as train_unconditional.py)")
-    optim.add_argument("--learning_rate", type=float, default=1e-4)
+    optim.add_argument(
+        "--learning_rate", type=float, default=None, help="Default 1e-4 (5e-4 for the built-in demo run)."
+    )
     optim.add_argument("--lr_scheduler", type=str, default="cosine")
-    optim.add_argument("--lr_warmup_steps", type=int, default=500)
+    optim.add_argument("--lr_warmup_steps", type=int, default=None, help="Default 500 (50 for the built-in demo run).")
     optim.add_argument("--adam_beta1", type=float, default=0.95)
     optim.add_argument("--adam_beta2", type=float, default=0.999)
     optim.add_argument("--adam_weight_decay", type=float, default=1e-6)
@@ -151,25 +172,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--spectral_loss",
         type=str,
         nargs="*",
-        default=[],
+        default=None,
         metavar="NAME",
-        help=f"Spectral losses on the predicted clean sample, any of {', '.join(LOSS_NAMES)} (default: none).",
+        help=f"Spectral losses on the predicted clean sample, any of {', '.join(LOSS_NAMES)}, or 'none'. Default: "
+        "none when data are named (as train_unconditional.py); amplitude_phase for the built-in demo run.",
     )
     spec.add_argument(
         "--spectral_weight",
         type=str,
         nargs="+",
-        default=["auto"],
-        help="λ per loss (one value for all, or one per loss), a number >= 0 or 'auto' (default).",
+        default=None,
+        help="λ per loss (one value for all, or one per loss), a number >= 0. Default: "
+        + ", ".join(f"{name} {value}" for name, value in DEFAULT_WEIGHTS.items())
+        + " (chosen by the sweep in benchmarks/README.md).",
     )
     spec.add_argument(
-        "--spectral_auto_fraction",
-        type=float,
-        default=0.1,
-        help="With λ 'auto': keep each spectral term at this fraction of the base loss (default 0.1).",
+        "--spectral_weighting",
+        type=str,
+        default=DEFAULT_WEIGHTING,
+        choices=WEIGHTINGS,
+        help=f"Timestep weight of the spectral terms (default {DEFAULT_WEIGHTING}: ᾱ_t, see README).",
     )
-    spec.add_argument("--spectral_weighting", type=str, default="constant", choices=WEIGHTINGS)
-    spec.add_argument("--min_snr_gamma", type=float, default=5.0, help="γ of the min_snr weighting.")
+    spec.add_argument("--min_snr_gamma", type=float, default=5.0, help="γ of min_sqrt_snr / min_snr.")
     spec.add_argument(
         "--spectral_max_timestep", type=int, default=None, help="Apply spectral terms only at t <= this (DDPM)."
     )
@@ -238,11 +262,14 @@ def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
     """Apply the anchor's defaults, or the quick built-in preset when no data is named."""
     builtin = not (args.dataset_name or args.train_data_dir)
     args.resolution_from_user = args.resolution
-    anchor = dict(resolution=64, model_preset="default", ddpm_num_inference_steps=1000)
-    preset = BUILTIN_PRESET if builtin else anchor
-    for key in ("resolution", "model_preset", "ddpm_num_inference_steps"):
+    preset = BUILTIN_PRESET if builtin else ANCHOR_DEFAULTS
+    for key in ("resolution", "model_preset", "ddpm_num_inference_steps", "learning_rate", "lr_warmup_steps"):
         if getattr(args, key) is None:
             setattr(args, key, preset[key])
+    if args.spectral_loss is None:
+        args.spectral_loss = list(preset["spectral_loss"])
+    elif args.spectral_loss in ([], ["none"]):  # `--spectral_loss none` (or the bare flag): the MSE baseline
+        args.spectral_loss = []
     if args.num_epochs is None and args.max_train_steps is None:
         if builtin:
             args.max_train_steps = BUILTIN_PRESET["max_train_steps"]
@@ -255,19 +282,24 @@ def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-def spectral_weights(args) -> list[float | str]:
-    """Parse --spectral_weight into one λ per loss, with errors that say what is allowed."""
+def spectral_weights(args) -> list[float | None]:
+    """Parse --spectral_weight into one λ per loss (None: that loss's default), with errors that say what is allowed."""
     values = []
-    for raw in args.spectral_weight:
-        if raw == "auto":
-            values.append("auto")
+    for raw in args.spectral_weight if args.spectral_weight is not None else [None]:
+        if raw is None:
+            values.append(None)
             continue
+        if raw.strip().lower() == "auto":
+            raise ValueError(
+                "--spectral_weight auto was removed: it set λ from the ratio of loss values, so the spectral pull "
+                "faded as the MSE converged. Give a number, or leave --spectral_weight out for the default λ."
+            )
         try:
             value = float(raw)
         except ValueError:
-            raise ValueError(f"--spectral_weight {raw!r} is neither a number nor 'auto'.") from None
+            raise ValueError(f"--spectral_weight {raw!r} is not a number.") from None
         if not math.isfinite(value) or value < 0:
-            raise ValueError(f"--spectral_weight must be >= 0 and finite (or 'auto'), got {raw}.")
+            raise ValueError(f"--spectral_weight must be >= 0 and finite, got {raw}.")
         values.append(value)
     if len(values) == 1:
         return values * len(args.spectral_loss)
@@ -292,6 +324,8 @@ def parse_band(text: str) -> tuple[float, float]:
 
 def validate_args(args) -> None:
     """Every check that can fail before training starts (ValueError with the problem and the fix)."""
+    if "none" in args.spectral_loss:
+        raise ValueError("--spectral_loss none means no spectral term; it cannot be combined with other losses.")
     unknown = [name for name in args.spectral_loss if name not in LOSS_NAMES]
     if unknown:
         raise ValueError(f"Unknown --spectral_loss {unknown}; choose from {list(LOSS_NAMES)}.")
@@ -306,8 +340,8 @@ def validate_args(args) -> None:
     for name in ("num_epochs", "max_train_steps", "checkpointing_steps", "checkpoints_total_limit"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
-    if args.learning_rate <= 0:
-        raise ValueError(f"--learning_rate must be > 0, got {args.learning_rate}.")
+    if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
+        raise ValueError(f"--learning_rate must be a finite number > 0, got {args.learning_rate}.")
     if args.modality == "audio" and args.formulation == "edm":
         raise ValueError(
             "--modality audio saves an AudioDiffusionPipeline, which samples DDPM/DDIM: use --formulation ddpm."
@@ -676,7 +710,6 @@ def main(argv: list[str] | None = None) -> int:
         gate_t_max=args.spectral_max_timestep,
         gate_sigma_max=args.spectral_max_sigma,
         min_snr_gamma=args.min_snr_gamma,
-        auto_fraction=args.spectral_auto_fraction,
     )
     logger.info(
         f"Data: {data.description}; model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters"
@@ -817,10 +850,7 @@ def main(argv: list[str] | None = None) -> int:
                     finite = accelerator.reduce(torch.isfinite(loss.detach()).float(), reduction="sum")
                     if guard.check(bool(finite.item() == accelerator.num_processes), global_step, terms):
                         accelerator.backward(loss)
-                        if accelerator.sync_gradients:
-                            accelerator.clip_grad_norm_(model.parameters(), 1.0)
-                        optimizer.step()
-                        lr_scheduler.step()
+                        training.clip_and_step(accelerator, model, optimizer, lr_scheduler, guard, global_step)
                     optimizer.zero_grad()
 
                 if accelerator.sync_gradients:
@@ -874,7 +904,10 @@ def main(argv: list[str] | None = None) -> int:
                 break
         progress_bar.close()
         if guard.skipped:
-            logger.warning(f"Skipped {guard.skipped} batches with a non-finite loss.")
+            logger.warning(
+                f"Skipped {guard.skipped} batches with a non-finite loss or gradient ({guard.skipped_gradients} "
+                "gradient)."
+            )
         if accelerator.is_main_process:
             # 4. quick evaluation -> model card with spectral metrics -> Hub
             evaluate_and_write_card(args, accelerator, data, regularizer)

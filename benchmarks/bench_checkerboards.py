@@ -10,8 +10,8 @@ gives blurry grey samples).
     python benchmarks/bench_checkerboards.py --preset reduced     # 32x32, small UNet: a CPU run
     python benchmarks/bench_checkerboards.py --preset full        # 64x64, train_unconditional's UNet: for a GPU
 
-Spectral settings (defaults): λ "auto" (each spectral term kept at `--auto_fraction` of the MSE), Min-SNR-γ weighting
-of the spectral term (γ = 5: it fades the term out at high noise, where x̂₀ of epsilon prediction is huge and blurry).
+Spectral settings (defaults): each loss's default λ and the default ᾱ_t weighting of train_spectral.py (see
+`bench_default_run.py` for the study of the defaults themselves).
 Models go to `--work_dir`; the JSON and PNGs to `benchmarks/results/checkerboards_<preset>[_<tag>].*`.
 Target (issue 7): at equal budget a regularized model's log-RAPSD distance to the data is at most half the baseline's.
 """
@@ -74,9 +74,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="training and sampling seed (default: 0)")
     parser.add_argument("--train_batch_size", type=int, default=16, help="batch size (default: 16)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS, help="models to train")
-    parser.add_argument("--auto_fraction", type=float, default=0.3, help="spectral term / MSE with λ auto (0.3)")
-    parser.add_argument("--spectral_weight", default="auto", help="λ: 'auto' (default) or a number")
-    parser.add_argument("--weighting", default="min_snr", help="spectral timestep weighting (default: min_snr)")
+    parser.add_argument("--spectral_weight", default=None, help="λ (default: each loss's default)")
+    parser.add_argument("--weighting", default="alpha_bar", help="spectral timestep weighting (default: alpha_bar)")
     parser.add_argument("--min_snr_gamma", type=float, default=5.0, help="γ of min_snr (default: 5)")
     parser.add_argument("--spectral_max_timestep", type=int, default=None, help="gate: spectral terms at t <= this")
     parser.add_argument("--wavelet", default="haar", help="wavelet of the wavelet loss (default: haar)")
@@ -94,13 +93,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def spectral_options(args, loss: str) -> list[str]:
-    options = [
+    options = ["--spectral_weight", str(args.spectral_weight)] if args.spectral_weight is not None else []
+    options += [
         "--spectral_loss",
         loss,
-        "--spectral_weight",
-        str(args.spectral_weight),
-        "--spectral_auto_fraction",
-        str(args.auto_fraction),
         "--spectral_weighting",
         args.weighting,
         "--min_snr_gamma",
@@ -189,8 +185,7 @@ def main(argv=None) -> dict:
         | {
             "seed": args.seed,
             "train_batch_size": args.train_batch_size,
-            "spectral_weight": args.spectral_weight,
-            "auto_fraction": args.auto_fraction,
+            "spectral_weight": args.spectral_weight or "default",
             "weighting": args.weighting,
             "min_snr_gamma": args.min_snr_gamma,
             "spectral_max_timestep": args.spectral_max_timestep,

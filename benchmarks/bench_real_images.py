@@ -10,8 +10,8 @@ per-seed ratios to the baseline, are reported.
     python benchmarks/bench_real_images.py --preset full --train_data_dir DIR  # any image folder, 64x64, GPU
 
 Data: scikit-learn's 1,797 handwritten digits (`--builtin_dataset digits`, 8x8 upsampled; installed offline) unless
-`--train_data_dir` names an image folder. Spectral settings as `bench_checkerboards.py`: λ "auto" at
-`--auto_fraction` of the MSE, Min-SNR-γ weighting. Writes `benchmarks/results/real_images_<preset>[_<tag>].json`,
+`--train_data_dir` names an image folder. Spectral settings as `bench_checkerboards.py`: each loss's
+default λ and the ᾱ_t weighting. Writes `benchmarks/results/real_images_<preset>[_<tag>].json`,
 an overview PNG (seed of `--figure_seed`) and per-seed grids under `benchmarks/results/real_images_<preset>/`.
 Target (issue 7): better than the baseline on log-RAPSD without a worse FWD.
 """
@@ -77,8 +77,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override the preset's seeds")
     parser.add_argument("--train_batch_size", type=int, default=16, help="batch size (default: 16)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS, help="models to train")
-    parser.add_argument("--auto_fraction", type=float, default=0.3, help="spectral term / MSE with λ auto (0.3)")
-    parser.add_argument("--weighting", default="min_snr", help="spectral timestep weighting (default: min_snr)")
+    parser.add_argument("--spectral_weight", default=None, help="λ (default: each loss's default)")
+    parser.add_argument("--weighting", default="alpha_bar", help="spectral timestep weighting (default: alpha_bar)")
     parser.add_argument("--wavelet", default="haar", help="wavelet of the wavelet loss (default: haar)")
     parser.add_argument("--wavelet_levels", type=int, default=3, help="levels of the wavelet loss (default: 3)")
     parser.add_argument("--fwd_level", type=int, default=None, help="FWD packet level (default: ~16x16 packets)")
@@ -129,14 +129,9 @@ def main(argv=None) -> dict:
     data_options = (
         ["--builtin_dataset", "digits"] if args.train_data_dir is None else ["--train_data_dir", args.train_data_dir]
     )
-    spectral = [
-        "--spectral_weight",
-        "auto",
-        "--spectral_auto_fraction",
-        str(args.auto_fraction),
-        "--spectral_weighting",
-        args.weighting,
-    ]
+    spectral = ["--spectral_weighting", args.weighting]
+    if args.spectral_weight is not None:
+        spectral += ["--spectral_weight", str(args.spectral_weight)]
     real = load_reference(args, preset["resolution"], preset["num_samples"])
     num_samples = min(preset["num_samples"], real.shape[0])
 
@@ -244,8 +239,7 @@ def main(argv=None) -> dict:
         "settings": preset
         | {
             "train_batch_size": args.train_batch_size,
-            "spectral_weight": "auto",
-            "auto_fraction": args.auto_fraction,
+            "spectral_weight": args.spectral_weight or "default",
             "weighting": args.weighting,
             "wavelet": args.wavelet,
             "wavelet_levels": args.wavelet_levels,

@@ -1,7 +1,7 @@
 """Training-step time with each spectral loss against none, measured side by side in one process.
 
 `bench_loss_overhead.py` times the losses alone; this script times whole training steps as `train_spectral.py` runs
-them: noise a batch (`DDPMObjective`), UNet forward, per-sample MSE, `SpectralRegularizer` (x̂₀, min-SNR weight, "auto"
+them: noise a batch (`DDPMObjective`), UNet forward, per-sample MSE, `SpectralRegularizer` (x̂₀, timestep weight, default
 λ, the spectral loss), backward, gradient clipping at 1.0 and an AdamW step. Every configuration has its own copy of
 the same initial UNet and optimiser. Rounds are interleaved (each round runs every configuration for
 `--steps_per_round` steps, in a rotated order), and the median step time over rounds is reported with its ratio to
@@ -55,7 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=20, help="timed rounds; medians are reported (default: 20)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default: 1)")
     parser.add_argument("--steps_per_round", type=int, default=1, help="steps per configuration per round (1)")
-    parser.add_argument("--weighting", default="min_snr", help="spectral timestep weighting (default: min_snr)")
+    parser.add_argument("--weighting", default="alpha_bar", help="spectral timestep weighting (default: alpha_bar)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--output", default=None, help="JSON path (default: results/step_overhead_<device>.json)")
     return parser.parse_args(argv)
@@ -69,7 +69,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.unet.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6)
         self.scheduler = scheduler
         self.objective = DDPMObjective(scheduler)
-        self.regularizer = SpectralRegularizer.from_names(names, "auto", weighting=weighting, **options).to(device)
+        self.regularizer = SpectralRegularizer.from_names(names, None, weighting=weighting, **options).to(device)
 
     def step(self, clean: torch.Tensor, generator: torch.Generator) -> float:
         batch = self.objective.noise_batch(clean, generator)
@@ -172,7 +172,7 @@ def main(argv=None) -> dict:
         "resolution": args.resolution,
         "channels": args.channels,
         "weighting": args.weighting,
-        "spectral_weight": "auto",
+        "spectral_weight": "default",
         "rounds": args.rounds,
         "warmup": args.warmup,
         "steps_per_round": args.steps_per_round,

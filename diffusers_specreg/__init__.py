@@ -5,7 +5,7 @@ Implements spectral regularization of the diffusion loss (arXiv 2603.02447), spe
 
     from diffusers_specreg import SpectralRegularizer
 
-    regularizer = SpectralRegularizer.from_names(["amplitude_phase"], "auto")
+    regularizer = SpectralRegularizer.from_names(["amplitude_phase"])  # default λ and ᾱ_t weighting
     terms = regularizer(noise_scheduler, model_output, noisy_images, timesteps, clean_images, base_loss)
     terms["loss"].mean().backward()
 """

@@ -18,7 +18,7 @@ from PIL import Image, UnidentifiedImageError
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-BUILTIN_DATASETS = ("checkerboards", "digits")
+BUILTIN_DATASETS = ("checkerboards", "digits", "photos")
 
 
 class DataError(ValueError):
@@ -79,6 +79,44 @@ def make_digits(resolution: int, channels: int = 1) -> torch.Tensor:
         digits, size=(resolution, resolution), mode="bilinear", align_corners=False
     )
     return (digits.clamp(0, 1) * 2 - 1).repeat(1, channels, 1, 1)
+
+
+def make_photo_crops(
+    num_images: int, resolution: int, seed: int = 0, channels: int = 3, downscale: int = 4
+) -> torch.Tensor:
+    """Natural-image crops: random squares of scikit-learn's two sample photos (`load_sample_images`, no download).
+
+    The 427x640 photos (a temple, a flower) are first shrunk by `downscale` (box filter), so a crop holds a
+    recognisable part of the scene rather than a patch of texture; crops are drawn uniformly at random.
+
+    Args:
+        num_images (`int`): number of crops.
+        resolution (`int`): height and width of a crop.
+        seed (`int`, defaults to 0): seed of the numpy generator; the same seed gives the same crops.
+        channels (`int`, defaults to 3): 3 for RGB, 1 for the luminance.
+        downscale (`int`, defaults to 4): integer shrink factor of the photos before cropping.
+
+    Returns:
+        `torch.Tensor` of shape `[N, C, H, W]` in [-1, 1].
+    """
+    from sklearn.datasets import load_sample_images
+
+    photos = []
+    for photo in load_sample_images().images:
+        image = Image.fromarray(photo)
+        image = image.resize((image.width // downscale, image.height // downscale), Image.BOX)
+        photos.append(np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 127.5 - 1)
+    if min(min(p.shape[:2]) for p in photos) < resolution:
+        raise DataError(f"photos are too small for --resolution {resolution} after a {downscale}x shrink.")
+    rng = np.random.default_rng(seed)
+    crops = np.empty((num_images, resolution, resolution, channels), dtype=np.float32)
+    for i in range(num_images):
+        photo = photos[int(rng.integers(len(photos)))]
+        y = int(rng.integers(photo.shape[0] - resolution + 1))
+        x = int(rng.integers(photo.shape[1] - resolution + 1))
+        crop = photo[y : y + resolution, x : x + resolution]
+        crops[i] = crop[..., None] if crop.ndim == 2 else crop
+    return torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous()
 
 
 class TensorImageDataset(torch.utils.data.Dataset):
@@ -353,11 +391,13 @@ def build_image_dataset(
             f"{len(dataset)} images from dataset {dataset_name}",
             name=dataset_name,
         )
-    ch = channels or 1
+    ch = channels or (3 if builtin_dataset == "photos" else 1)
     if builtin_dataset == "checkerboards":
         images = make_checkerboards(builtin_num_samples, resolution, seed=seed, channels=ch)
     elif builtin_dataset == "digits":
         images = make_digits(resolution, channels=ch)
+    elif builtin_dataset == "photos":
+        images = make_photo_crops(builtin_num_samples, resolution, seed=seed, channels=ch)
     else:
         raise DataError(f"Unknown built-in dataset {builtin_dataset!r}; choose one of {BUILTIN_DATASETS}.")
     return TrainingData(

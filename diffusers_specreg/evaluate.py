@@ -77,6 +77,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
+from .data import BUILTIN_DATASETS
 from .metrics import (
     RAPSD,
     FrechetWaveletDistance,
@@ -96,7 +97,7 @@ BANDS = ("all", "low", "mid", "high")
 # FWD packets of about 16x16 pixels, as the paper's Haar level 4 on 256x256 images (arXiv 2312.15289).
 FWD_PACKET_SIZE = 16
 MODALITIES = ("auto", "image", "audio")
-BUILTIN_IMAGE_DATASETS = ("checkerboards", "digits")
+BUILTIN_IMAGE_DATASETS = BUILTIN_DATASETS
 BUILTIN_AUDIO_DATASET = "synthetic_audio"
 # Clips per side of the audio metrics: Griffin-Lim costs about 5 s a clip at the default 256x256 Mel on a CPU core.
 AUDIO_METRIC_SAMPLES = 32

@@ -11,17 +11,24 @@ Conventions shared by every loss here:
   take `[B, T]`).
 - `reduction="none"` returns one value per sample, shape `[B]`, so that a per-timestep weight (EDM λ(σ), SNR, a noise
   gate) can multiply it before the mean; `"mean"` and `"sum"` reduce that vector over the batch.
-- A per-sample value is a MEAN over the sample's elements (channels x frequencies, channels x wavelet coefficients,
-  channels x STFT bins) rather than the sum written as an L1 norm in the paper. The paper's `E ‖·‖₁` differs by a
-  constant factor (the number of elements), which is absorbed into λ; with means, the scale of the loss does not
-  depend on the resolution or the number of channels, so one λ transfers between 32x32 and 64x64 data.
+- Scale: every per-sample value is the paper's L1 SUM divided by a constant, the number of elements of one input
+  sample (C·H·W for images, C·T for waveforms), so the value does not depend on the resolution or the number of
+  channels and one λ transfers between 32x32 and 64x64 data. Dividing by a constant keeps the paper's relative
+  balance inside a loss: the wavelet loss sums over all coefficients of all levels (Eq. 16), so a level weighs in
+  by its number of coefficients (the finest level holds 3/4 of them), exactly as in the paper. For the Fourier
+  losses that constant makes the value a mean over frequencies. Eq. 15 multiplies two norms; taken as sums, its
+  phase factor (1 + Σ|Δφ|) would be of the order of the number of frequencies and turn the loss into a phase loss
+  scaled by the amplitude error, the unstable case the paper warns against; it is implemented with both norms as
+  means (see `FourierLoss`), so the phase factor lies in [1, 1 + π].
 - Everything is computed in float32 (float64 for float64 inputs) with autocast disabled, so fp16/bf16 inputs and
   fp16/bf16 autocast give float32 losses. Gradients are finite everywhere, including an all-zero prediction, zero
   amplitudes and identical inputs: amplitudes and phases use the double-`torch.where` trick
   (`diffusers_specreg.transforms.safe_abs` / `safe_angle`). At an exactly all-zero prediction the magnitude-based
   losses (Fourier, STFT) have a zero gradient, since `|z|` has no direction at `z = 0`; any nonzero prediction (a
   network output in practice) gets the usual gradient. The wavelet loss is linear in the coefficients and has none of
-  these singular points.
+  these singular points. The phase losses bound their gradient where the predicted amplitude is small (`phase_eps`,
+  see `diffusers_specreg.transforms.wrapped_phase_difference`): a nearly zero or strongly blurred x̂₀ would otherwise
+  get phase gradients of order 1/Â.
 """
 
 from __future__ import annotations
@@ -137,28 +144,41 @@ class FourierLoss(nn.Module):
       energy carry no phase penalty, and a shifted copy is penalised.
 
     The wrapped phase difference is always computed as `angle(F[x₀] conj(F[x̂₀]))` in `(-π, π]`; it is 0 (with a zero
-    gradient) where either spectrum vanishes. Means run over channels and all frequencies of the full DFT, so the
-    value does not depend on resolution (see the module docstring).
+    gradient) where either spectrum vanishes, and its gradient is bounded by `1/(2√phase_eps)` per frequency where
+    the predicted amplitude is small (`wrapped_phase_difference`). Means run over channels and all frequencies of the
+    full DFT, so the value does not depend on resolution (see the module docstring). Eq. 15 is taken in this means
+    form: the sum form would multiply the phase factor by the number of frequencies.
 
     Args:
         mode (`str`, *optional*, defaults to `"amplitude"`): one of `"amplitude"`, `"amplitude_phase"`,
             `"amplitude_weighted_phase"`.
         radial_power (`float`, *optional*, defaults to 0.0): if nonzero, every per-frequency error is multiplied by
             `w(r) = (r + r_min)^p` normalised to mean 1 (`radial_weight`); 0 means unweighted.
+        phase_eps (`float`, *optional*, defaults to 1e-3): gradient damping of the phase error, in units of the
+            squared predicted amplitude (the orthonormal DFT of unit-variance noise has amplitudes about 1); 0 gives
+            the exact, unbounded gradient. Does not change the value.
         reduction (`str`, *optional*, defaults to `"mean"`): `"none"` (shape `[B]`), `"mean"` or `"sum"`.
     """
 
-    def __init__(self, mode: str = "amplitude", radial_power: float = 0.0, reduction: str = "mean"):
+    def __init__(
+        self, mode: str = "amplitude", radial_power: float = 0.0, phase_eps: float = 1e-3, reduction: str = "mean"
+    ):
         super().__init__()
         if mode not in FOURIER_MODES:
             raise ValueError(f"Unknown FourierLoss mode {mode!r}; allowed values are {FOURIER_MODES}.")
+        if not phase_eps >= 0:
+            raise ValueError(f"`phase_eps` must be >= 0, got {phase_eps}.")
         _check_reduction(reduction)
         self.mode = mode
         self.radial_power = float(radial_power)
+        self.phase_eps = float(phase_eps)
         self.reduction = reduction
 
     def extra_repr(self) -> str:
-        return f"mode={self.mode!r}, radial_power={self.radial_power}, reduction={self.reduction!r}"
+        return (
+            f"mode={self.mode!r}, radial_power={self.radial_power}, phase_eps={self.phase_eps}, "
+            f"reduction={self.reduction!r}"
+        )
 
     def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         r"""
@@ -191,7 +211,7 @@ class FourierLoss(nn.Module):
                 per_sample = _per_sample_mean(errors)
             else:
                 # 3. wrapped phase error, |angle(X₀ conj(X̂₀))| in [0, π]
-                phase_error = wrapped_phase_difference(spectrum_target, spectrum_pred).abs()
+                phase_error = wrapped_phase_difference(spectrum_target, spectrum_pred, self.phase_eps).abs()
                 if self.mode == "amplitude_phase":
                     # 4. Eq. 15 as written: L_A · (1 + L_φ), two global means multiplied
                     if weight is not None:
@@ -206,14 +226,17 @@ class FourierLoss(nn.Module):
 
 class WaveletLoss(nn.Module):
     r"""
-    Wavelet loss of arXiv 2603.02447, Eq. 16: per sample, `sum_{s,l} γ_{s,l} mean |W₀^{(s,l)} - Ŵ₀^{(s,l)}|`.
+    Wavelet loss of arXiv 2603.02447, Eq. 16: per sample, `(1/N) sum_{s,l} γ_{s,l} ‖W₀^{(s,l)} - Ŵ₀^{(s,l)}‖₁`.
 
     `W^{(s,l)}` are the coefficients of subband `s` at level `l` of a separable multi-level DWT
     (`diffusers_specreg.transforms.dwt`, equal to PyWavelets' `wavedec2`/`wavedec`): for images the approximation
     `"LL"` at the coarsest level and the details `"LH"`, `"HL"`, `"HH"` at every level `l = 1..levels` (1 is the
-    finest); for waveforms `"L"` and `"H"`. The mean runs over the subband's elements (channels x coefficients), and
+    finest); for waveforms `"L"` and `"H"`. The L1 norm sums over the subband's channels and coefficients, and
     `γ_{s,l} = level_weights[l - 1] * subband_weights[s]` (the paper gives no γ; the defaults are all ones). The
-    paper uses Haar and bior1.3.
+    paper uses Haar and bior1.3. `N` is the number of elements of one input sample (C·H·W or C·T), a constant that
+    keeps the value independent of the resolution without changing Eq. 16's balance: every level counts by its
+    number of coefficients, so for an orthogonal wavelet the finest level carries about 3/4 of the weight (a mean
+    per subband would instead weight level l by 4^l relative to Eq. 16 and move the emphasis to coarse scales).
 
     Args:
         wave (`str`, *optional*, defaults to `"haar"`): PyWavelets discrete wavelet name (`"haar"`, `"bior1.3"`, ...).
@@ -281,16 +304,16 @@ class WaveletLoss(nn.Module):
         with torch.autocast(device_type=prediction.device.type, enabled=False):
             # 1. one DWT of prediction and target stacked along the batch
             bands = dwt(torch.cat([prediction.to(dtype), target.to(dtype)]), self.wave, self.levels, self.mode)
-            per_sample = 0.0
+            per_sample = prediction.new_zeros(prediction.shape[0], dtype=dtype)
             for name, level, coefficients in bands:
-                # 2. Eq. 16 of arXiv 2603.02447: γ_{s,l} · mean |W₀^{(s,l)} - Ŵ₀^{(s,l)}|, summed over (s, l)
+                # 2. Eq. 16 of arXiv 2603.02447: γ_{s,l} · ‖W₀^{(s,l)} - Ŵ₀^{(s,l)}‖₁, summed over (s, l)
                 gamma = self.level_weights[level - 1] * self.subband_weights.get(name, 1.0)
                 if gamma == 0.0:
                     continue
                 coefficients_pred, coefficients_target = coefficients.chunk(2)
-                per_sample = per_sample + gamma * _per_sample_mean((coefficients_target - coefficients_pred).abs())
-            if not isinstance(per_sample, torch.Tensor):
-                per_sample = prediction.new_zeros(prediction.shape[0], dtype=dtype)
+                per_sample = per_sample + gamma * (coefficients_target - coefficients_pred).abs().flatten(1).sum(1)
+            # 3. divided by the constant N = C·H·W (C·T): resolution-independent values, Eq. 16's level balance
+            per_sample = per_sample / prediction[0].numel()
         return _reduce(per_sample, self.reduction)
 
 

@@ -275,6 +275,7 @@ def log_rapsd_distance(
     bands: Mapping[str, tuple[float, float]] | Sequence[tuple[float, float]] = DEFAULT_BANDS,
     eps: float = 1e-20,
     relative_floor: float = 1e-4,
+    floor: float | None = None,
 ) -> dict[str, float]:
     r"""
     Mean absolute difference of two log10 power spectra, overall and per frequency band.
@@ -291,6 +292,8 @@ def log_rapsd_distance(
         eps (`float`, defaults to `1e-20`): absolute power floor before the logarithm.
         relative_floor (`float`, defaults to `1e-4`): power floor as a fraction of the larger of the two spectra's
             mean non-DC power (40 dB below it), so empty bins do not dominate the distance.
+        floor (`float`, *optional*): an absolute power floor used instead of `relative_floor` (for example 1e-4 of
+            the data's peak power, so that every model is compared against the same floor).
 
     Returns:
         `dict[str, float]`: `"all"` and one entry per band; a band without bins (tiny inputs) is `nan`.
@@ -303,7 +306,9 @@ def log_rapsd_distance(
         raise ValueError("The spectra need at least one non-DC bin (shape [K] with K >= 2).")
     # Power below a floor relative to the spectra's mean non-DC power counts as that floor: otherwise bins with
     # (numerically) no energy, such as the even harmonics of a checkerboard, dominate the log distance.
-    floor = max(eps, relative_floor * float(max(a[1:].mean(), b[1:].mean())))
+    if floor is None:
+        floor = relative_floor * float(max(a[1:].mean(), b[1:].mean()))
+    floor = max(eps, float(floor))
     diff = np.abs(np.log10(np.maximum(a, floor)) - np.log10(np.maximum(b, floor)))[1:]
     fraction = np.arange(1, a.shape[0]) / (a.shape[0] - 1)
     result = {"all": float(diff.mean())}

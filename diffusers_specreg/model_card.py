@@ -55,7 +55,6 @@ SPECTRAL_KEYS = (
     "spectral_loss",
     "spectral_weight",
     "final_spectral_weights",
-    "spectral_auto_fraction",
     "spectral_weighting",
     "min_snr_gamma",
     "spectral_max_timestep",
@@ -494,6 +493,7 @@ def render_usage(
 
 
 def _lambda_text(config: Mapping) -> str:
+    """`name` (λ = value) per spectral loss: the effective λ the run used (`final_spectral_weights`), else the flag."""
     losses = list(config.get("spectral_loss") or [])
     weights = config.get("spectral_weight")
     if weights is None or isinstance(weights, (str, int, float)):
@@ -501,19 +501,17 @@ def _lambda_text(config: Mapping) -> str:
     weights = list(weights)
     if len(weights) == 1:
         weights = weights * len(losses)
-    final = config.get("final_spectral_weights") or {}
+    effective = config.get("final_spectral_weights") or {}
     parts = []
     for i, name in enumerate(losses):
-        weight = weights[i] if i < len(weights) else None
-        if weight == "auto":
-            fraction = config.get("spectral_auto_fraction")
-            text = f"λ auto (term kept at {fraction} of the base loss)" if fraction is not None else "λ auto"
-        elif weight is None:
-            text = "λ not recorded"
+        given = weights[i] if i < len(weights) else None
+        value = effective.get(name) if isinstance(effective, Mapping) else None
+        if _finite(value):
+            text = f"λ = {value:.4g}" + (" (default)" if given is None else "")
+        elif given is not None:
+            text = f"λ = {given}"
         else:
-            text = f"λ = {weight}"
-        if isinstance(final, Mapping) and name in final and _finite(final[name]):
-            text += f", final λ = {final[name]:.4g}"
+            text = "λ not recorded"
         parts.append(f"`{name}` ({text})")
     return ", ".join(parts)
 
@@ -574,7 +572,7 @@ def render_summary(config: Mapping, base_model: str | None, dataset_name: str | 
         text += f" Fine-tuned from {link}."
     losses = config.get("spectral_loss") or []
     if losses:
-        weighting = config.get("spectral_weighting") or "constant"
+        weighting = config.get("spectral_weighting") or "alpha_bar"
         text += (
             f"\n\nThe ordinary diffusion loss was regularised with frequency-domain penalties on the predicted clean "
             f"sample (Eq. 17 of arXiv 2603.02447): {_lambda_text(config)}, timestep weighting `{weighting}`."

@@ -5,10 +5,12 @@ loss L_k(x̂₀, x₀) per sample, multiplies it by a timestep weight w(t) and a
 per-sample base diffusion loss computed by the caller. It returns a dict of named per-sample terms (as
 improved-diffusion's `training_losses` does), so logging and reduction stay with the caller.
 
-λ without a grid search: the paper's stated limitation is that λ needs careful tuning and that results are
-non-monotonic in λ. A weight of "auto" instead sets λ_k = auto_fraction · EMA(mean base) / EMA(mean w·L_k) from
-detached running magnitudes, which keeps each spectral term at about `auto_fraction` of the base loss (10% by
-default) whatever the scale of the loss, the data or the timestep weighting.
+λ without a grid search: the paper's stated limitation is that λ needs careful tuning. The defaults here,
+`DEFAULT_WEIGHTS` with the ᾱ_t timestep weighting, were chosen by the λ × weighting sweep of
+`benchmarks/bench_default_run.py` on checkerboards and natural-image crops (see `benchmarks/README.md`). A fixed λ
+keeps the pull of an L1 term constant as the MSE converges, which is when the MSE alone stops removing blur; an
+earlier "auto" rule that set λ from the ratio of loss values made λ proportional to the model's error, so the
+spectral pull faded exactly then, and it was removed.
 """
 
 from __future__ import annotations
@@ -19,21 +21,22 @@ import numbers
 from collections.abc import Mapping, Sequence
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from .reconstruction import predict_original_sample
-from .weighting import WEIGHTINGS, low_noise_gate, timestep_weight
+from .weighting import DEFAULT_WEIGHTING, WEIGHTINGS, low_noise_gate, timestep_weight
 
-AUTO = "auto"
 _RESERVED_NAMES = ("base", "loss")
+# λ per loss name with the default "alpha_bar" weighting (benchmarks/bench_default_run.py, sweep table)
+DEFAULT_WEIGHTS = {"amplitude": 1.0, "amplitude_phase": 1.0, "amplitude_weighted_phase": 1.0, "wavelet": 1.0}
+_REMOVED_AUTO = (
+    "λ 'auto' was removed: it set λ from the ratio of loss values, which made the spectral pull fade as the MSE "
+    "converged. Give a number, or leave the weight out for the default (see DEFAULT_WEIGHTS)."
+)
 
 
 class SpectralRegularizer(nn.Module):
     """Adds weighted spectral terms on x̂₀ to a per-sample diffusion loss (arXiv 2603.02447, Eq. 17).
-
-    Register it for checkpointing (`accelerator.register_for_checkpointing(regularizer)`) when a weight is "auto":
-    the running magnitudes are buffers, so `state_dict()` / `load_state_dict()` keep them.
 
     Args:
         losses (`Mapping[str, nn.Module]`):
@@ -41,42 +44,26 @@ class SpectralRegularizer(nn.Module):
             with `reduction="none"` and must then return one value per sample, `[B]`; a module whose `reduction` is
             something else is deep-copied and the copy set to "none" (the caller's module is left untouched). Names
             must differ from "base" and "loss".
-        weights (`Mapping[str, float | str]`):
-            λ for each name in `losses`: a finite float >= 0, or "auto". "auto" sets
-            λ_k = auto_fraction · EMA(mean base) / EMA(mean w·L_k) from detached running means, which keeps the
-            weighted term at about `auto_fraction` of the base loss, so no grid search over λ is needed.
-        weighting (`str`, defaults to "constant"):
-            Timestep weight w(t) of the spectral terms, one of `WEIGHTINGS` ("constant", "edm", "snr", "min_snr").
+        weights (`Mapping[str, float]`):
+            λ for each name in `losses`, a finite float >= 0.
+        weighting (`str`, defaults to "alpha_bar"):
+            Timestep weight w(t) of the spectral terms, one of `WEIGHTINGS` (see `diffusers_specreg.weighting`).
         gate_t_max (`int`, *optional*):
             Apply the spectral terms only where t <= gate_t_max (DDPM / DDIM schedulers).
         gate_sigma_max (`float`, *optional*):
             Apply the spectral terms only where σ <= gate_sigma_max (any supported scheduler).
         min_snr_gamma (`float`, defaults to 5.0):
-            γ of the "min_snr" weighting.
-        auto_fraction (`float`, defaults to 0.1):
-            Target ratio of each "auto" weighted spectral term to the base loss.
-        auto_momentum (`float`, defaults to 0.99):
-            Momentum of the bias-corrected running means behind "auto" weights, in [0, 1).
-        auto_eps (`float`, defaults to 1e-12):
-            Floor of the running spectral magnitude in the "auto" ratio, so a term that is zero gives a finite λ.
-        sync_distributed (`bool`, defaults to `True`):
-            Average the batch magnitudes over processes (all-reduce) before updating the running means, so that
-            every process uses the same "auto" λ. Every process must then call `forward` in training mode equally
-            often (as a DDP training loop does).
+            The cap γ of the "min_sqrt_snr" and "min_snr" weightings.
     """
 
     def __init__(
         self,
         losses: Mapping[str, nn.Module],
-        weights: Mapping[str, float | str],
-        weighting: str = "constant",
+        weights: Mapping[str, float],
+        weighting: str = DEFAULT_WEIGHTING,
         gate_t_max: int | None = None,
         gate_sigma_max: float | None = None,
         min_snr_gamma: float = 5.0,
-        auto_fraction: float = 0.1,
-        auto_momentum: float = 0.99,
-        auto_eps: float = 1e-12,
-        sync_distributed: bool = True,
     ) -> None:
         super().__init__()
         names = list(losses.keys())
@@ -98,35 +85,15 @@ class SpectralRegularizer(nn.Module):
             )
         if weighting not in WEIGHTINGS:
             raise ValueError(f"Unknown weighting {weighting!r}; expected one of {', '.join(WEIGHTINGS)}.")
-        if not (math.isfinite(auto_fraction) and auto_fraction > 0):
-            raise ValueError(f"Expected auto_fraction > 0 and finite, got {auto_fraction}.")
-        if not 0 <= auto_momentum < 1:
-            raise ValueError(f"Expected auto_momentum in [0, 1), got {auto_momentum}.")
         if not (math.isfinite(min_snr_gamma) and min_snr_gamma > 0):
             raise ValueError(f"Expected min_snr_gamma > 0 and finite, got {min_snr_gamma}.")
-        if not auto_eps > 0:
-            raise ValueError(f"Expected auto_eps > 0, got {auto_eps}.")
 
         self.losses = nn.ModuleDict({name: self._per_sample_loss(losses[name]) for name in names})
-        self.weights: dict[str, float | str] = {name: self._check_weight(name, weights[name]) for name in names}
-        self.auto_names = [name for name in names if self.weights[name] == AUTO]
+        self.weights: dict[str, float] = {name: self._check_weight(name, weights[name]) for name in names}
         self.weighting = weighting
         self.gate_t_max = gate_t_max
         self.gate_sigma_max = gate_sigma_max
         self.min_snr_gamma = float(min_snr_gamma)
-        self.auto_fraction = float(auto_fraction)
-        self.auto_momentum = float(auto_momentum)
-        self.auto_eps = float(auto_eps)
-        self.sync_distributed = sync_distributed
-
-        # running magnitudes for "auto" weights: EMA of the mean base loss and of each mean weighted term, plus the
-        # number of updates for the bias correction (Adam-style, ema / (1 - momentum**steps))
-        num_auto = len(self.auto_names)
-        self.register_buffer("auto_base_ema", torch.zeros((), dtype=torch.float32))
-        self.register_buffer("auto_term_ema", torch.zeros(num_auto, dtype=torch.float32))
-        self.register_buffer("auto_steps", torch.zeros((), dtype=torch.long))
-        # λ used by the latest forward (for logging), not part of the state
-        self.register_buffer("_last_auto_weights", torch.full((num_auto,), float("nan")), persistent=False)
 
     @staticmethod
     def _per_sample_loss(loss: nn.Module) -> nn.Module:
@@ -136,23 +103,21 @@ class SpectralRegularizer(nn.Module):
         return loss
 
     @staticmethod
-    def _check_weight(name: str, weight: float | str) -> float | str:
-        if isinstance(weight, str):
-            if weight != AUTO:
-                raise ValueError(f"Invalid weight {weight!r} for {name!r}: expected a float >= 0 or {AUTO!r}.")
-            return AUTO
+    def _check_weight(name: str, weight: float) -> float:
+        if isinstance(weight, str) and weight.strip().lower() == "auto":
+            raise ValueError(f"Invalid weight for {name!r}: {_REMOVED_AUTO}")
         if isinstance(weight, bool) or not isinstance(weight, numbers.Real):
-            raise ValueError(f"Invalid weight {weight!r} for {name!r}: expected a float >= 0 or {AUTO!r}.")
+            raise ValueError(f"Invalid weight {weight!r} for {name!r}: expected a finite float >= 0.")
         weight = float(weight)
         if not math.isfinite(weight) or weight < 0:
-            raise ValueError(f"Invalid weight {weight!r} for {name!r}: expected a finite float >= 0 or {AUTO!r}.")
+            raise ValueError(f"Invalid weight {weight!r} for {name!r}: expected a finite float >= 0.")
         return weight
 
     @classmethod
     def from_names(
         cls,
         names: Sequence[str],
-        weights: Sequence[float | str] | float | str,
+        weights: Sequence[float | None] | float | None = None,
         wave: str = "haar",
         levels: int = 3,
         loss_kwargs: Mapping[str, Mapping] | None = None,
@@ -163,8 +128,9 @@ class SpectralRegularizer(nn.Module):
         Args:
             names (`Sequence[str]`):
                 Loss names, e.g. `["amplitude", "wavelet"]` (see `build_loss`); no duplicates. Empty for no term.
-            weights (`Sequence[float | str]` or `float` or `str`):
-                One λ per name, or a single value (float >= 0 or "auto") used for every name.
+            weights (`Sequence[float | None]` or `float`, *optional*):
+                One λ per name, or a single value used for every name; `None` (for all or for one name) takes the
+                default of that loss, `DEFAULT_WEIGHTS[name]` (1.0 for a loss without a default).
             wave (`str`, defaults to "haar"):
                 Wavelet of the "wavelet" loss ("haar", "bior1.3", ...).
             levels (`int`, defaults to 3):
@@ -172,14 +138,14 @@ class SpectralRegularizer(nn.Module):
             loss_kwargs (`Mapping[str, Mapping]`, *optional*):
                 Extra keyword arguments per loss name, passed to `build_loss`.
             **kwargs:
-                Passed to `SpectralRegularizer.__init__` (`weighting`, `gate_t_max`, `auto_fraction`, ...).
+                Passed to `SpectralRegularizer.__init__` (`weighting`, `gate_t_max`, ...).
         """
         from .losses import build_loss
 
         names = list(names)
         if len(set(names)) != len(names):
             raise ValueError(f"Duplicate spectral loss names in {names}.")
-        if isinstance(weights, (str, numbers.Real)):
+        if weights is None or isinstance(weights, (str, numbers.Real)):
             weights = [weights] * len(names)
         weights = list(weights)
         if len(weights) != len(names):
@@ -194,54 +160,18 @@ class SpectralRegularizer(nn.Module):
             if name == "wavelet":
                 options = {"wave": wave, "levels": levels, **options}
             losses[name] = build_loss(name, **options)
+        weights = [DEFAULT_WEIGHTS.get(name, 1.0) if w is None else w for name, w in zip(names, weights)]
         return cls(losses, dict(zip(names, weights)), **kwargs)
 
     def extra_repr(self) -> str:
         return (
             f"weights={self.weights}, weighting={self.weighting!r}, gate_t_max={self.gate_t_max},"
-            f" gate_sigma_max={self.gate_sigma_max}, auto_fraction={self.auto_fraction}"
+            f" gate_sigma_max={self.gate_sigma_max}"
         )
 
-    def _auto_lambdas(self, base_mean: torch.Tensor, term_means: torch.Tensor) -> torch.Tensor:
-        """λ for the "auto" terms from the running means (from the batch means before any update)."""
-        steps = self.auto_steps.to(torch.float32)
-        correction = (1 - self.auto_momentum**steps).clamp_min(torch.finfo(torch.float32).tiny)
-        has_stats = steps > 0
-        base = torch.where(has_stats, self.auto_base_ema / correction, base_mean.to(torch.float32))
-        terms = torch.where(has_stats, self.auto_term_ema / correction, term_means.to(torch.float32))
-        # 1. λ_k = fraction · E[base] / E[w·L_k], so that λ_k·E[w·L_k] = fraction · E[base]
-        return self.auto_fraction * base / terms.clamp_min(self.auto_eps)
-
-    @torch.no_grad()
-    def _update_running_means(self, base_mean: torch.Tensor, term_means: torch.Tensor) -> None:
-        stats = torch.cat([base_mean.reshape(1), term_means]).to(torch.float32)
-        if self.sync_distributed and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(stats)
-            stats = stats / dist.get_world_size()
-        if not torch.isfinite(stats).all():  # a skipped, non-finite batch must not poison the running means
-            return
-        m = self.auto_momentum
-        self.auto_base_ema.mul_(m).add_((1 - m) * stats[0])
-        self.auto_term_ema.mul_(m).add_((1 - m) * stats[1:])
-        self.auto_steps.add_(1)
-
     def current_weights(self) -> dict[str, float]:
-        """The λ of every term: the configured constants, and for "auto" terms the value from the running means (the
-        one the latest training step used), or the one the latest forward used when no running mean exists yet (NaN
-        before any forward).
-
-        Returns:
-            `dict[str, float]`: λ per loss name.
-        """
-        result = {name: weight for name, weight in self.weights.items() if weight != AUTO}
-        if self.auto_names:
-            if int(self.auto_steps) > 0:
-                empty = torch.zeros((), dtype=torch.float32, device=self.auto_base_ema.device)
-                auto = self._auto_lambdas(empty, torch.zeros_like(self.auto_term_ema))
-            else:
-                auto = self._last_auto_weights
-            result.update({name: float(value) for name, value in zip(self.auto_names, auto.tolist())})
-        return {name: result[name] for name in self.weights}
+        """The λ of every term, `{loss name: λ}` (for logging and the model card)."""
+        return dict(self.weights)
 
     def forward(
         self,
@@ -309,26 +239,9 @@ class SpectralRegularizer(nn.Module):
             result[name] = term
             weighted_terms[name] = torch.where(weight > 0, weight * term, torch.zeros_like(term))
 
-        # 4. λ for "auto" terms from detached running magnitudes, updated in training mode only
-        lambdas = {name: self.weights[name] for name in self.losses if self.weights[name] != AUTO}
-        if self.auto_names:
-            self._move_state_to(device)
-            base_mean = base_loss.detach().mean().to(torch.float32)
-            term_means = torch.stack([weighted_terms[name].detach().mean() for name in self.auto_names])
-            if self.training:
-                self._update_running_means(base_mean, term_means)
-            auto = self._auto_lambdas(base_mean, term_means)
-            self._last_auto_weights.copy_(auto.to(self._last_auto_weights.dtype))
-            lambdas.update({name: auto[i].to(torch.float32) for i, name in enumerate(self.auto_names)})
-
-        # 5. L_total = L_diffusion + Σ_k λ_k·w(t)·L_k, Eq. 17 of arXiv 2603.02447
+        # 4. L_total = L_diffusion + Σ_k λ_k·w(t)·L_k, Eq. 17 of arXiv 2603.02447
         total = base_loss
         for name, term in weighted_terms.items():
-            total = total + lambdas[name] * term
+            total = total + self.weights[name] * term
         result["loss"] = total
         return result
-
-    def _move_state_to(self, device: torch.device) -> None:
-        if self.auto_base_ema.device != device:
-            for name in ("auto_base_ema", "auto_term_ema", "auto_steps", "_last_auto_weights"):
-                setattr(self, name, getattr(self, name).to(device))

@@ -279,34 +279,61 @@ class NonFiniteLossError(RuntimeError):
 
 
 class NonFiniteGuard:
-    """Skips steps whose loss is not finite and stops after `max_consecutive` in a row.
+    """Skips steps whose loss or gradient is not finite and stops after `max_consecutive` such steps in a row.
 
     Args:
-        max_consecutive (`int`, defaults to 5): raise `NonFiniteLossError` after this many non-finite losses in a
-            row (a single bad batch is skipped with a warning).
+        max_consecutive (`int`, defaults to 5): raise `NonFiniteLossError` after this many non-finite losses or
+            gradient norms in a row (a single bad batch is skipped with a warning).
     """
 
     def __init__(self, max_consecutive: int = 5):
         self.max_consecutive = max_consecutive
         self.consecutive = 0
         self.skipped = 0
+        self.skipped_gradients = 0
 
-    def check(self, finite: bool, step: int, terms: dict | None = None) -> bool:
-        """Returns True when the step may proceed."""
+    def check(self, finite: bool, step: int, terms: dict | None = None, what: str = "loss") -> bool:
+        """Returns True when the step may proceed; `what` ("loss" or "gradient") names the failed check."""
         if finite:
             self.consecutive = 0
             return True
         self.consecutive += 1
         self.skipped += 1
+        self.skipped_gradients += what == "gradient"
         terms = {k: float(v.detach().float().mean()) for k, v in (terms or {}).items()}
-        logger.warning("Non-finite loss at step %d %s: skipping this batch.", step, terms)
+        logger.warning("Non-finite %s at step %d %s: skipping this batch.", what, step, terms)
         if self.consecutive >= self.max_consecutive:
             raise NonFiniteLossError(
-                f"The loss was not finite for {self.consecutive} batches in a row (last at step {step}; terms: "
-                f"{terms}). Lower --learning_rate or the spectral weights, try --spectral_weight auto, or use "
+                f"The {what} was not finite for {self.consecutive} batches in a row (last at step {step}; terms: "
+                f"{terms}). Lower --learning_rate or the spectral weights (--spectral_weight), or use "
                 "--mixed_precision no; the last checkpoint is intact and can be resumed."
             )
         return False
+
+
+def clip_and_step(
+    accelerator, model, optimizer, lr_scheduler, guard: NonFiniteGuard, step: int, max_norm: float = 1.0
+):
+    """Clip the gradient to `max_norm` and take the optimiser and LR-scheduler step, unless its norm is not finite.
+
+    The total norm comes from `accelerator.clip_grad_norm_`, computed after the gradient all-reduce, so every process
+    makes the same decision. A non-finite norm (a NaN / inf gradient with a finite loss, for example from an
+    unbounded phase gradient) skips the update: weights, optimiser moments and the LR schedule stay exactly as they
+    were, the skip is counted and logged by `guard`, and `guard` stops the run after too many in a row. Under fp16
+    mixed precision an overflow is the loss scaler's business (it skips the step and lowers the scale), so the step
+    goes to the scaler. Between gradient-accumulation boundaries this only forwards to the (no-op) optimiser step.
+
+    Returns:
+        `bool`: whether the update was taken (True between accumulation boundaries).
+    """
+    if accelerator.sync_gradients:
+        norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
+        finite = norm is None or bool(torch.isfinite(torch.as_tensor(norm)).all())
+        if accelerator.mixed_precision != "fp16" and not guard.check(finite, step, {"grad_norm": norm}, "gradient"):
+            return False
+    optimizer.step()
+    lr_scheduler.step()
+    return True
 
 
 def mixed_precision_error(mixed_precision: str) -> str | None:

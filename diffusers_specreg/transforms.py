@@ -300,18 +300,48 @@ def safe_angle(z: torch.Tensor) -> torch.Tensor:
     return torch.where(nonzero, torch.atan2(imag, real), 0.0)
 
 
-def wrapped_phase_difference(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+class _BoundedPhaseDifference(torch.autograd.Function):
+    """angle(X conj(Y)) whose backward divides by |X conj(Y)|² + eps·|X|² instead of |X conj(Y)|²."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, damping: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(z, damping)
+        return safe_angle(z)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        z, damping = ctx.saved_tensors
+        # d angle(z) = Im(dz / z) = Im(conj(z) dz) / |z|²; PyTorch's gradient of a real loss wrt a complex input is
+        # ∂L/∂Re + i ∂L/∂Im, which for angle is g·i·z/|z|². The damping term bounds it where |z| → 0.
+        power = z.real.square() + z.imag.square()
+        return grad * 1j * z / (power + damping), None
+
+
+def wrapped_phase_difference(x: torch.Tensor, y: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
     r"""
     Phase difference `φ_x - φ_y` wrapped to `(-π, π]`, computed as `angle(X conj(Y))` so that no branch cut of the
     individual phases enters (arXiv 2603.02447 notes that raw phases are unstable because of branch cuts).
 
     Where either spectrum is exactly zero the difference (and its gradient) is 0, as `np.angle(0) = 0`.
 
+    The exact gradient of a phase with respect to `Y` has magnitude `1/|Y|`: a prediction whose spectrum is nearly
+    zero somewhere (an all-zero start, a strongly blurred x̂₀) gets enormous or non-finite gradients there. With
+    `eps > 0` the backward pass divides by `|X conj(Y)|² + eps·|X|²` instead of `|X conj(Y)|²`, which bounds the
+    gradient with respect to `Y` by `1/(2√eps)` per frequency, whatever the target's amplitude, and leaves it
+    unchanged (to relative order `eps/|Y|²`) where `|Y|² ≫ eps`. The value is always the exact wrapped difference.
+
     Args:
-        x (`torch.Tensor`): complex spectrum, any shape.
-        y (`torch.Tensor`): complex spectrum of the same shape.
+        x (`torch.Tensor`): complex spectrum (the target), any shape.
+        y (`torch.Tensor`): complex spectrum of the same shape (the prediction).
+        eps (`float`, defaults to 0.0): gradient damping, in units of the squared amplitude of `y`; 0 gives the
+            exact gradient.
 
     Returns:
         `torch.Tensor`: real tensor of the same shape.
     """
-    return safe_angle(x * torch.conj(y))
+    z = x * torch.conj(y)
+    if eps <= 0.0:
+        return safe_angle(z)
+    power_x = x.real.square() + x.imag.square()
+    damping = (eps * power_x).detach() + torch.finfo(power_x.dtype).tiny
+    return _BoundedPhaseDifference.apply(z, damping)

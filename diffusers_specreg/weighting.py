@@ -1,12 +1,19 @@
 """Per-sample timestep weights and low-noise gates for the spectral terms (arXiv 2603.02447, Eq. 17).
 
-The spectral losses are computed on the predicted clean sample x̂₀, whose error grows like σ·(error of ε̂) at high
-noise. A per-sample weight w(t) multiplies each unreduced spectral term before the batch mean:
+The spectral losses are L1 distances on the predicted clean sample x̂₀. Since x̂₀ − x₀ = −σ·(ε̂ − ε), an L1 error on
+x̂₀ is σ times the L1 error of ε̂: at high noise (σ up to ~157 for the linear DDPM schedule) the x̂₀ errors are huge and
+carry no fine structure, at low noise they are small. A per-sample weight w(t) multiplies each unreduced spectral term
+before the batch mean:
 
-- "constant": w = 1 (the paper's "unweighted" variant);
+- "alpha_bar" (default): w = ᾱ_t = SNR/(1+SNR) = 1/(1+σ²). Bounded in (0, 1]: about 1 where the model commits to
+  edges (σ < 1) and fading like 1/σ² at high noise, so the blurry high-noise x̂₀ do not drive the term;
+- "sqrt_snr": w = √SNR = 1/σ, the exact ε-space equivalent of an L1 term on x̂₀ (‖x̂₀ − x₀‖₁/σ = ‖ε̂ − ε‖₁);
+- "min_sqrt_snr": w = min(√SNR, γ), the same capped at γ so the nearly noise-free steps do not dominate (the L1
+  analogue of Min-SNR-γ, arXiv 2303.09556);
+- "constant": w = 1 (the paper's "unweighted" variant; dominated by the high-noise samples under ε-prediction);
 - "edm": w = λ_EDM(σ) = (σ²+σ_data²)/(σ·σ_data)² (the paper's "weighted" variant, Table 1 of arXiv 2206.00364);
-- "snr": w = SNR = 1/σ², which turns an x̂₀-space squared error into the ε-space one (x̂₀ − x₀ = −σ·(ε̂ − ε));
-- "min_snr": w = min(SNR, γ), the Min-SNR-γ weight for an x̂₀-space loss (arXiv 2303.09556).
+- "snr", "min_snr": w = SNR = 1/σ² and min(SNR, γ): the SQUARED-error forms (they turn ‖x̂₀ − x₀‖² into ‖ε̂ − ε‖²).
+  On an L1 term they over-weight low noise (SNR is the square of the right factor); kept for comparison.
 
 `low_noise_gate` applies a term only below a chosen noise level: at high noise x̂₀ is a blurry mean and the spectral
 penalties mostly add gradient noise.
@@ -18,9 +25,10 @@ import math
 
 import torch
 
-from .reconstruction import is_edm_scheduler, sigma_from_timesteps, snr
+from .reconstruction import edm_loss_weight, is_edm_scheduler, sigma_from_timesteps, snr
 
-WEIGHTINGS = ("constant", "edm", "snr", "min_snr")
+WEIGHTINGS = ("alpha_bar", "sqrt_snr", "min_sqrt_snr", "constant", "edm", "snr", "min_snr")
+DEFAULT_WEIGHTING = "alpha_bar"
 
 
 def timestep_weight(
@@ -33,35 +41,43 @@ def timestep_weight(
 
     Args:
         kind (`str`):
-            One of `WEIGHTINGS`: "constant", "edm", "snr" or "min_snr" (see the module docstring).
+            One of `WEIGHTINGS` (see the module docstring); "alpha_bar" is the default of the training script.
         scheduler (`SchedulerMixin`):
             A scheduler supported by `predict_original_sample`; for "edm", σ_data is `scheduler.config.sigma_data`
             when present, else 0.5.
         timesteps (`torch.Tensor` of shape `[B]`, or a scalar):
             Integer timesteps t (DDPM / DDIM) or noise levels σ (EDM).
         min_snr_gamma (`float`, defaults to 5.0):
-            γ of Min-SNR-γ; used only by "min_snr".
+            The cap γ of "min_sqrt_snr" (on √SNR) and of "min_snr" (on SNR); unused by the others.
 
     Returns:
         `torch.Tensor`, same shape as `timesteps` (`[B]`), float32.
     """
     if kind not in WEIGHTINGS:
         raise ValueError(f"Unknown timestep weighting {kind!r}; expected one of {', '.join(WEIGHTINGS)}.")
+    if kind in ("min_sqrt_snr", "min_snr") and not (math.isfinite(min_snr_gamma) and min_snr_gamma > 0):
+        raise ValueError(f"Expected min_snr_gamma > 0 and finite, got {min_snr_gamma}.")
     if kind == "constant":
         # 1. the paper's unweighted objective L_diffusion + λ·L_S, Eq. 17 of arXiv 2603.02447
         return torch.ones_like(sigma_from_timesteps(scheduler, timesteps))
     if kind == "edm":
         # 2. λ(σ) = (σ² + σ_data²) / (σ·σ_data)², Table 1 of arXiv 2206.00364
         sigma = sigma_from_timesteps(scheduler, timesteps)
-        sigma_data = float(getattr(scheduler.config, "sigma_data", 0.5))
-        return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
+        return edm_loss_weight(sigma, float(getattr(scheduler.config, "sigma_data", 0.5)))
     signal_to_noise = snr(scheduler, timesteps)
+    if kind == "alpha_bar":
+        # 3. ᾱ_t = SNR / (1 + SNR) = 1 / (1 + σ²), bounded in (0, 1]
+        return signal_to_noise / (1 + signal_to_noise)
+    if kind == "sqrt_snr":
+        # 4. √SNR = 1/σ: x̂₀ − x₀ = −σ·(ε̂ − ε), so ‖x̂₀ − x₀‖₁/σ = ‖ε̂ − ε‖₁ (the L1 analogue of arXiv 2303.09556)
+        return signal_to_noise.sqrt()
+    if kind == "min_sqrt_snr":
+        # 5. min(√SNR, γ): the ε-space L1 factor, capped at γ near t = 0
+        return signal_to_noise.sqrt().clamp(max=min_snr_gamma)
     if kind == "snr":
-        # 3. SNR = 1/σ²: since x̂₀ − x₀ = −σ·(ε̂ − ε), SNR·‖x̂₀ − x₀‖² = ‖ε̂ − ε‖² (Min-SNR, arXiv 2303.09556)
+        # 6. SNR = 1/σ², the squared-error factor: SNR·‖x̂₀ − x₀‖² = ‖ε̂ − ε‖² (arXiv 2303.09556)
         return signal_to_noise
-    # 4. Min-SNR-γ weight min(SNR, γ) for an x̂₀-space loss, arXiv 2303.09556
-    if not (math.isfinite(min_snr_gamma) and min_snr_gamma > 0):
-        raise ValueError(f"Expected min_snr_gamma > 0 and finite, got {min_snr_gamma}.")
+    # 7. Min-SNR-γ weight min(SNR, γ), the squared-error form of arXiv 2303.09556
     return signal_to_noise.clamp(max=min_snr_gamma)
 
 

@@ -44,8 +44,8 @@ METRICS = {
 def training_config(**overrides):
     config = dict(
         spectral_loss=["amplitude_phase", "wavelet"],
-        spectral_weight=["0.1", "auto"],
-        spectral_auto_fraction=0.1,
+        spectral_weight=[0.1, None],
+        final_spectral_weights={"amplitude_phase": 0.1, "wavelet": 1.0},
         spectral_weighting="edm",
         spectral_max_timestep=None,
         wavelet="bior1.3",
@@ -125,7 +125,8 @@ def test_body_lists_every_setting_and_the_metrics(tmp_path):
             assert f"| `{key}` |" in table, key
     # spectral settings come first
     assert table.index("`spectral_loss`") < table.index("`learning_rate`") < table.index("`train_batch_size`")
-    assert "λ = 0.1" in body and "λ auto" in body
+    assert "`amplitude_phase` (λ = 0.1)" in body and "`wavelet` (λ = 1 (default))" in body
+    assert "timestep weighting `edm`" in body
     assert "![Samples from the model](evaluation/samples.png)" in body and "](rapsd.png)" in body
     assert "| log-RAPSD distance (all) | 0.25 |" in body and "| Fréchet Wavelet Distance | 3.75 |" in body
     assert "| log-RAPSD distance (high) | n/a |" in body

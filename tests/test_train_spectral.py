@@ -72,7 +72,7 @@ def trained(tmp_path_factory):
     config = write_unet_config(root / "config")
     out = root / "out"
     options = dict(max_train_steps=6, checkpointing_steps=2, checkpoints_total_limit=2, use_ema=True)
-    spectral = dict(spectral_loss=["amplitude_phase", "wavelet"], spectral_weight=["0.1", "auto"], wavelet_levels=2)
+    spectral = dict(spectral_loss=["amplitude_phase", "wavelet"], spectral_weight=[0.1, 1.0], wavelet_levels=2)
     launch(tiny_run(images, config, out, **options, **spectral, save_images_epochs=1))
     return out
 
@@ -197,6 +197,9 @@ def run_main(args: list[str], tmp_path: Path):
         (["--mixed_precision", "fp16"], "fp16 needs a CUDA"),
         (["--resolution", "18"], "not divisible by"),
         (["--formulation", "edm", "--prediction_type", "sample"], "epsilon or v_prediction"),
+        (["--spectral_loss", "amplitude", "--spectral_weight", "auto"], "auto was removed"),
+        (["--spectral_loss", "none", "amplitude"], "cannot be combined"),
+        (["--learning_rate", "nan"], "finite number > 0"),
     ],
 )
 def test_bad_arguments_fail_before_training(tmp_path, args, message):
@@ -265,3 +268,19 @@ def test_three_channel_config_converts_grayscale_data(tmp_path, image_folder):
     out = tmp_path / "rgb"
     assert train_spectral.main(tiny_run(image_folder, config, out, max_train_steps=1, eval_num_samples=0)) == 0
     assert UNet2DModel.load_config(out / "unet")["in_channels"] == 3
+
+
+def test_builtin_demo_trains_amplitude_phase_and_named_data_keep_the_anchor_defaults():
+    demo = train_spectral.fill_defaults(train_spectral.parse_args([]))
+    assert demo.spectral_loss == ["amplitude_phase"] and demo.spectral_weighting == "alpha_bar"
+    assert (demo.learning_rate, demo.lr_warmup_steps, demo.max_train_steps) == (5e-4, 50, 1500)
+    assert train_spectral.spectral_weights(demo) == [None]  # the loss's default λ
+    baseline = train_spectral.fill_defaults(train_spectral.parse_args(["--spectral_loss", "none"]))
+    assert baseline.spectral_loss == [] and baseline.learning_rate == 5e-4
+    named = train_spectral.fill_defaults(train_spectral.parse_args(["--train_data_dir", "x"]))
+    assert named.spectral_loss == [] and (named.learning_rate, named.lr_warmup_steps) == (1e-4, 500)
+    assert named.resolution == 64 and named.num_epochs == 100
+    chosen = train_spectral.fill_defaults(
+        train_spectral.parse_args(["--train_data_dir", "x", "--spectral_loss", "wavelet", "--learning_rate", "2e-4"])
+    )
+    assert chosen.spectral_loss == ["wavelet"] and chosen.learning_rate == 2e-4

@@ -94,3 +94,58 @@ def test_fp16_on_cpu_is_refused_up_front():
     assert "bf16" in training.mixed_precision_error("fp16")
     assert training.mixed_precision_error("bf16") is None
     assert training.mixed_precision_error("no") is None
+
+
+def _guarded_setup():
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=True)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (1 + step))
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    return accelerator, model, optimizer, scheduler
+
+
+def _backward(accelerator, model, poison: bool = False):
+    loss = model(torch.ones(3, 4)).square().mean()
+    accelerator.backward(loss)
+    if poison:  # a finite loss with a non-finite gradient, as an unbounded phase gradient gives
+        model.weight.grad[0, 0] = float("nan")
+
+
+def test_gradient_guard_skips_a_nan_gradient_and_leaves_everything_bit_identical():
+    accelerator, model, optimizer, scheduler = _guarded_setup()
+    guard = training.NonFiniteGuard(max_consecutive=2)
+    _backward(accelerator, model)
+    assert training.clip_and_step(accelerator, model, optimizer, scheduler, guard, step=0)
+    optimizer.zero_grad()
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    moments = {k: {n: t.clone() for n, t in v.items()} for k, v in optimizer.state_dict()["state"].items()}
+    lr = scheduler.get_last_lr()
+
+    _backward(accelerator, model, poison=True)
+    assert not training.clip_and_step(accelerator, model, optimizer, scheduler, guard, step=1)
+    optimizer.zero_grad()
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, weights[key]), key
+    for key, state in optimizer.state_dict()["state"].items():
+        for name, tensor in state.items():
+            assert torch.equal(tensor, moments[key][name]), (key, name)
+    assert scheduler.get_last_lr() == lr
+    assert guard.skipped == guard.skipped_gradients == 1 and guard.consecutive == 1
+
+    _backward(accelerator, model)  # a good step resets the run of bad ones and updates the weights
+    assert training.clip_and_step(accelerator, model, optimizer, scheduler, guard, step=2)
+    assert guard.consecutive == 0 and not torch.equal(model.state_dict()["weight"], weights["weight"])
+    optimizer.zero_grad()
+
+    for step in (3, 4):  # max_consecutive non-finite gradients in a row stop the run, naming the gradient
+        _backward(accelerator, model, poison=True)
+        if step == 3:
+            assert not training.clip_and_step(accelerator, model, optimizer, scheduler, guard, step=step)
+            optimizer.zero_grad()
+        else:
+            with pytest.raises(training.NonFiniteLossError, match="gradient was not finite for 2 batches"):
+                training.clip_and_step(accelerator, model, optimizer, scheduler, guard, step=step)
