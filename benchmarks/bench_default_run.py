@@ -68,7 +68,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--weightings", nargs="+", default=list(SWEEP_WEIGHTINGS), help="study 2 weightings")
     parser.add_argument("--max_train_steps", type=int, default=None, help="override the demo's 1,500 steps")
     parser.add_argument("--num_samples", type=int, default=256, help="samples per model (256)")
-    parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of the trainings (2)")
+    parser.add_argument("--threads", type=int, default=None, help="threads of the trainings and evaluation (2)")
     parser.add_argument("--work_dir", default=None, help="trained models (default: benchmarks/runs/default_run)")
     parser.add_argument("--fresh", action="store_true", help="retrain runs that already have a result")
     return parser.parse_args(argv)
@@ -249,6 +249,8 @@ def summary_sweep(results: list[dict]) -> tuple[dict, list[str]]:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.threads:  # the evaluation in this process too (two single-threaded studies can share 2 cores)
+        torch.set_num_threads(args.threads)
     work_dir = Path(args.work_dir) if args.work_dir else ROOT / "benchmarks" / "runs" / "default_run"
     for run in study_runs(args):
         run_and_evaluate(run, args, work_dir)
