@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import sys
 
 import numpy as np
@@ -32,7 +31,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from diffusers_specreg import training
+from diffusers_specreg import run_settings, training
 from diffusers_specreg.data import BUILTIN_DATASETS, DataError, build_image_dataset
 from diffusers_specreg.losses import LOSS_NAMES
 from diffusers_specreg.noise import NoiseSpectrum, corrupt_band
@@ -354,16 +353,15 @@ def validate_args(args) -> None:
 
 
 def check_output_dir(args) -> None:
-    """Refuse to overwrite a trained pipeline or checkpoints unless asked to; never delete on resume."""
-    existing = os.path.isdir(args.output_dir) and (
-        os.path.isfile(os.path.join(args.output_dir, "model_index.json")) or training.list_checkpoints(args.output_dir)
+    """Refuse to overwrite a trained pipeline, checkpoints or user files unless asked to; never delete on resume."""
+    run_settings.check_output_dir(
+        args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir, args.logging_dir
     )
-    if existing and not args.resume_from_checkpoint and not args.overwrite_output_dir:
-        raise ValueError(
-            f"--output_dir {args.output_dir!r} already holds a trained pipeline or checkpoints. Pass "
-            "--resume_from_checkpoint latest to continue that run, --overwrite_output_dir to replace it, or "
-            "another --output_dir."
-        )
+
+
+def optimizer_settings(args) -> dict:
+    """AdamW's settings besides the learning rate (also re-applied on resume, so changed flags take effect)."""
+    return dict(betas=(args.adam_beta1, args.adam_beta2), weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)
 
 
 def build_model(args, channels: int, pretrained) -> UNet2DModel:
@@ -694,13 +692,7 @@ def main(argv: list[str] | None = None) -> int:
             model_config=model.config,
         )
 
-    optimizer = torch.optim.AdamW(
-        model.parameters(),
-        lr=args.learning_rate,
-        betas=(args.adam_beta1, args.adam_beta2),
-        weight_decay=args.adam_weight_decay,
-        eps=args.adam_epsilon,
-    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, **optimizer_settings(args))
     sampler = EpochShuffleSampler(len(data.dataset), args.seed or 0)
     train_dataloader = torch.utils.data.DataLoader(
         data.dataset,
@@ -727,18 +719,17 @@ def main(argv: list[str] | None = None) -> int:
         model, optimizer, train_dataloader, lr_scheduler
     )
     regularizer.to(accelerator.device)
-    accelerator.register_for_checkpointing(regularizer)
     noise_seed = args.seed if args.seed is not None else int(torch.randint(0, 2**31 - 1, ()))
     noise_rng = training.CheckpointedGenerator(accelerator.device, noise_seed * 1000 + accelerator.process_index)
     if ema_model is not None:
         ema_model.to(accelerator.device)
-        accelerator.register_for_checkpointing(ema_model)
+    # saved with each checkpoint as safetensors (EMA: save_pretrained), never pickled (training.save_checkpoint)
+    checkpointed = {"ema_unet": ema_model, "regularizer": regularizer}
 
     if accelerator.is_main_process:
-        os.makedirs(args.output_dir, exist_ok=True)
-        if args.overwrite_output_dir and not args.resume_from_checkpoint:
-            for _, path in training.list_checkpoints(args.output_dir):
-                shutil.rmtree(path)
+        run_settings.claim_output_dir(
+            args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir, args.logging_dir
+        )
         hparams = {
             k: (v if isinstance(v, (int, float, str, bool)) else str(v))
             for k, v in vars(args).items()
@@ -754,14 +745,14 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = training.resolve_resume(args.output_dir, args.resume_from_checkpoint)
     if args.resume_from_checkpoint and checkpoint is None:
         logger.info(f"No checkpoint in {args.output_dir} to resume from; starting a new training run.")
+    settings = run_settings.settings_of(args, accelerator.num_processes)
     if checkpoint is not None:
-        accelerator.load_state(checkpoint)
-        if ema_model is not None:
-            ema_model.to(accelerator.device)  # Accelerate restores custom state on the CPU
-        rank_state = training.load_rank_state(checkpoint, accelerator.process_index)
-        if rank_state is not None:
-            noise_rng.load_state_dict(rank_state["noise_rng"])
-        global_step = training.read_training_state(checkpoint)["global_step"]
+        run_settings.check_resume_settings(checkpoint, settings)
+        resumed = training.load_checkpoint(accelerator, checkpoint, checkpointed)
+        training.apply_optimizer_settings(optimizer, lr_scheduler, args.learning_rate, **optimizer_settings(args))
+        if resumed.rank_state is not None:
+            noise_rng.load_state_dict(resumed.rank_state["noise_rng"])
+        global_step = resumed.global_step
         first_epoch = global_step // updates_per_epoch
         resume_batches = (global_step % updates_per_epoch) * args.gradient_accumulation_steps
         logger.info(f"Resumed from {checkpoint} at step {global_step} (epoch {first_epoch}).")
@@ -787,6 +778,8 @@ def main(argv: list[str] | None = None) -> int:
             {"global_step": global_step},
             args.checkpoints_total_limit,
             rank_state={"noise_rng": noise_rng.state_dict()},
+            extra_state=checkpointed,
+            settings=settings,
         )
 
     if global_step >= args.max_train_steps:

@@ -113,15 +113,25 @@ def load_pretrained(name_or_path: str, cache_dir: str | None = None) -> Pretrain
 # ---------------------------------------------------------------------------------------------------------------
 
 
+TRAINING_STATE_FILE = "training_state.json"  # the run state (global step), as before
+CHECKPOINT_MANIFEST_FILE = "checkpoint.json"  # the completeness marker: written last, lists every file with its size
+RUN_SETTINGS_FILE = "run_settings.json"  # the run's settings, compared on resume (see `run_settings`)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed from; the message names the file, the problem and the way out."""
+
+
 def list_checkpoints(output_dir: str) -> list[tuple[int, str]]:
-    """Complete checkpoints in `output_dir` as (step, path), oldest first. Partial writes are never listed."""
+    """Checkpoints in `output_dir` as (step, path), oldest first. Partial writes (no `training_state.json`, or a
+    `.tmp-checkpoint-N` folder) are never listed; damaged ones are, see `checkpoint_problems`."""
     if not os.path.isdir(output_dir):
         return []
     found = []
     for name in os.listdir(output_dir):
         match = CHECKPOINT_PATTERN.match(name)
         path = os.path.join(output_dir, name)
-        if match and os.path.isfile(os.path.join(path, "training_state.json")):
+        if match and os.path.isfile(os.path.join(path, TRAINING_STATE_FILE)):
             found.append((int(match.group(1)), path))
     return sorted(found)
 
@@ -139,6 +149,69 @@ def prune_checkpoints(output_dir: str, total_limit: int | None, keep_slots: int 
     return removed
 
 
+def _flatten_tensors(state: dict, prefix: str = "") -> dict[str, torch.Tensor]:
+    """{"noise_rng": {"state": t}} -> {"noise_rng.state": t}; anything but tensors and dicts is refused."""
+    flat = {}
+    for key, value in state.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten_tensors(value, name + "."))
+        elif isinstance(value, torch.Tensor):
+            flat[name] = value.detach().cpu().contiguous().clone()
+        else:
+            raise TypeError(f"Checkpoint state {name!r} is a {type(value).__name__}; only tensors are saved.")
+    return flat
+
+
+def _unflatten_tensors(flat: dict[str, torch.Tensor]) -> dict:
+    state: dict = {}
+    for name, value in flat.items():
+        *parents, leaf = name.split(".")
+        node = state
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return state
+
+
+def _is_ema(obj) -> bool:
+    from diffusers.training_utils import EMAModel
+
+    return isinstance(obj, EMAModel)
+
+
+def _save_extra_state(obj, folder: str, name: str) -> None:
+    """An EMA model as a `UNet2DModel` folder (`save_pretrained`, as Diffusers' training scripts); any other
+    object with a `state_dict()` of tensors (e.g. the spectral regularizer's buffers) as `{name}.safetensors`."""
+    from safetensors.torch import save_file
+
+    if _is_ema(obj):
+        obj.save_pretrained(os.path.join(folder, name))
+    else:
+        save_file(_flatten_tensors(obj.state_dict()), os.path.join(folder, f"{name}.safetensors"))
+
+
+def _load_extra_state(obj, folder: str, name: str, device) -> None:
+    from safetensors.torch import load_file
+
+    if _is_ema(obj):
+        loaded = type(obj).from_pretrained(os.path.join(folder, name), model_cls=obj.model_cls)
+        obj.load_state_dict(loaded.state_dict())
+        obj.to(device)
+    else:
+        state = load_file(os.path.join(folder, f"{name}.safetensors"), device=str(device))
+        obj.load_state_dict(state)
+
+
+def _file_sizes(folder: str) -> dict[str, int]:
+    sizes = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            sizes[os.path.relpath(path, folder).replace(os.sep, "/")] = os.path.getsize(path)
+    return dict(sorted(sizes.items()))
+
+
 def save_checkpoint(
     accelerator,
     output_dir: str,
@@ -146,18 +219,32 @@ def save_checkpoint(
     state: dict,
     total_limit: int | None = None,
     rank_state: dict | None = None,
+    extra_state: dict | None = None,
+    settings: dict | None = None,
 ) -> str:
-    """Write `checkpoint-{step}` atomically with `accelerator.save_state`.
+    """Write `checkpoint-{step}` atomically: `accelerator.save_state` plus safetensors / JSON files of ours.
 
     The state goes to a temporary folder first, then one `os.replace` on the main process makes it visible, so a
     crash mid-save never leaves a half checkpoint that `--resume_from_checkpoint latest` would pick. The oldest
     checkpoints beyond `total_limit` are deleted only after the new one is complete. Call on every process.
 
+    Nothing of ours is pickled: Accelerate's `custom_checkpoint_*.pkl` (which it always unpickles with
+    `weights_only=False`) is not used, and what we add is safetensors or JSON. `checkpoint.json`, written last,
+    lists every file with its size, so that a truncated file is found before resuming (`checkpoint_problems`).
+
     Args:
         state (`dict`): JSON-serialisable run state (e.g. the global step), written by the main process.
-        rank_state (`dict`, *optional*): state that differs per process (e.g. its noise generator), saved as
-            `rank_state_{process_index}.pt` by every process; read back with `load_rank_state`.
+        rank_state (`dict`, *optional*): tensors that differ per process (e.g. its noise generator state), as
+            `{"name": {"key": tensor}}`; saved as `rank_state_{process_index}.safetensors` by every process and read
+            back with `load_rank_state`.
+        extra_state (`dict`, *optional*): `{name: object}` saved by the main process: an `EMAModel` with
+            `save_pretrained` into `name/`, anything else with a `state_dict()` of tensors as `name.safetensors`.
+            Read back with `load_checkpoint`.
+        settings (`dict`, *optional*): the run's settings (JSON), saved as `run_settings.json` and compared on
+            resume (`diffusers_specreg.run_settings.compare_settings`).
     """
+    from safetensors.torch import save_file
+
     final = os.path.join(output_dir, f"checkpoint-{step}")
     tmp = os.path.join(output_dir, f".tmp-checkpoint-{step}")
     if accelerator.is_main_process:
@@ -165,11 +252,23 @@ def save_checkpoint(
     accelerator.wait_for_everyone()
     accelerator.save_state(tmp)
     if rank_state is not None:
-        torch.save(rank_state, os.path.join(tmp, f"rank_state_{accelerator.process_index}.pt"))
+        path = os.path.join(tmp, f"rank_state_{accelerator.process_index}.safetensors")
+        save_file(_flatten_tensors(rank_state), path)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        with open(os.path.join(tmp, "training_state.json"), "w") as f:
-            json.dump(state, f, indent=2)
+        for name, obj in (extra_state or {}).items():
+            if obj is not None:
+                _save_extra_state(obj, tmp, name)
+        if settings is not None:
+            _write_json(os.path.join(tmp, RUN_SETTINGS_FILE), settings)
+        _write_json(os.path.join(tmp, TRAINING_STATE_FILE), state)
+        manifest = {
+            "format": 1,
+            "num_processes": accelerator.num_processes,
+            "extra_state": sorted(name for name, obj in (extra_state or {}).items() if obj is not None),
+            "files": _file_sizes(tmp),
+        }
+        _write_json(os.path.join(tmp, CHECKPOINT_MANIFEST_FILE), manifest)
         if os.path.exists(final):
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -178,36 +277,224 @@ def save_checkpoint(
     return final
 
 
-def load_rank_state(checkpoint: str, process_index: int) -> dict | None:
-    """This process's `rank_state` of a checkpoint (None when it was written by fewer processes)."""
-    path = os.path.join(checkpoint, f"rank_state_{process_index}.pt")
-    return torch.load(path, weights_only=False) if os.path.isfile(path) else None
+def _write_json(path: str, data) -> None:
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _read_json(path: str) -> dict:
+    with open(path) as f:
+        data = json.load(f)
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    return data
+
+
+def checkpoint_problems(checkpoint: str) -> list[str]:
+    """What makes `checkpoint` unusable, one line per file ("checkpoint-4/model.safetensors: 1200 bytes, 5400
+    expected"); empty when it is intact. Reads the JSON files and the safetensors headers, not the weights."""
+    from safetensors import safe_open
+
+    name = os.path.basename(os.path.normpath(checkpoint))
+    problems = []
+    try:
+        if "global_step" not in _read_json(os.path.join(checkpoint, TRAINING_STATE_FILE)):
+            problems.append(f"{name}/{TRAINING_STATE_FILE}: no global_step")
+    except (OSError, ValueError) as error:
+        problems.append(f"{name}/{TRAINING_STATE_FILE}: unreadable ({error})")
+    manifest_path = os.path.join(checkpoint, CHECKPOINT_MANIFEST_FILE)
+    if os.path.exists(manifest_path):  # checkpoints of older versions have none: only the checks below apply
+        try:
+            expected = _read_json(manifest_path)["files"]
+        except (OSError, ValueError, KeyError) as error:
+            return problems + [f"{name}/{CHECKPOINT_MANIFEST_FILE}: unreadable ({error})"]
+        for relative, size in expected.items():
+            path = os.path.join(checkpoint, relative)
+            if not os.path.isfile(path):
+                problems.append(f"{name}/{relative}: missing")
+            elif os.path.getsize(path) != size:
+                problems.append(f"{name}/{relative}: {os.path.getsize(path)} bytes, {size} expected (truncated?)")
+    if os.path.exists(os.path.join(checkpoint, RUN_SETTINGS_FILE)):
+        try:
+            _read_json(os.path.join(checkpoint, RUN_SETTINGS_FILE))
+        except (OSError, ValueError) as error:
+            problems.append(f"{name}/{RUN_SETTINGS_FILE}: unreadable ({error})")
+    for root, _, names in os.walk(checkpoint):
+        for file_name in names:
+            if file_name.endswith(".safetensors"):
+                path = os.path.join(root, file_name)
+                try:
+                    with safe_open(path, "pt"):
+                        pass
+                except Exception as error:  # safetensors raises its own error type for a damaged header
+                    relative = os.path.relpath(path, checkpoint).replace(os.sep, "/")
+                    problem = f"{name}/{relative}: unreadable ({error})"
+                    if problem.split(":")[0] not in {p.split(":")[0] for p in problems}:
+                        problems.append(problem)
+    return problems
 
 
 def resolve_resume(output_dir: str, resume_from_checkpoint: str | None) -> str | None:
     """The checkpoint folder to resume from: a path, a `checkpoint-N` name in output_dir, or "latest".
 
-    Returns None for "latest" when there is none (a fresh run); raises `ValueError` for a named checkpoint that
-    does not exist or is incomplete.
+    Returns None for "latest" when there is none (a fresh run). "latest" skips a damaged newest checkpoint with a
+    warning that names the damaged file and uses the newest intact one; a named checkpoint that is missing,
+    incomplete or damaged raises `CheckpointError` naming the file and the intact checkpoints to use instead.
     """
     if not resume_from_checkpoint:
         return None
+    checkpoints = list_checkpoints(output_dir)
     if resume_from_checkpoint == "latest":
-        checkpoints = list_checkpoints(output_dir)
-        return checkpoints[-1][1] if checkpoints else None
+        if not checkpoints:
+            return None
+        skipped = []
+        for _, path in reversed(checkpoints):
+            problems = checkpoint_problems(path)
+            if not problems:
+                if skipped:
+                    logger.warning(
+                        "The newest checkpoint is damaged: %s. Resuming from %s, the newest intact one (delete the "
+                        "damaged one to silence this warning).",
+                        "; ".join(skipped),
+                        os.path.basename(path),
+                    )
+                return path
+            skipped.extend(problems)
+        raise CheckpointError(
+            f"No intact checkpoint in {output_dir} to resume from: {'; '.join(skipped)}. Start a new run with "
+            "--overwrite_output_dir, or another --output_dir."
+        )
     for path in (resume_from_checkpoint, os.path.join(output_dir, os.path.basename(resume_from_checkpoint))):
-        if os.path.isfile(os.path.join(path, "training_state.json")):
+        if os.path.isfile(os.path.join(path, TRAINING_STATE_FILE)):
+            problems = checkpoint_problems(path)
+            if problems:
+                raise CheckpointError(
+                    f"--resume_from_checkpoint {resume_from_checkpoint}: the checkpoint is damaged: "
+                    f"{'; '.join(problems)}. {_intact_hint(output_dir, exclude=path)}"
+                )
             return path
-    raise ValueError(
+    raise CheckpointError(
         f"--resume_from_checkpoint {resume_from_checkpoint!r} is not a complete checkpoint (no training_state.json). "
-        f"Available in {output_dir}: {[os.path.basename(p) for _, p in list_checkpoints(output_dir)] or 'none'}; "
-        "or pass 'latest'."
+        f"Available in {output_dir}: {[os.path.basename(p) for _, p in checkpoints] or 'none'}; or pass 'latest'."
     )
 
 
+def _intact_hint(output_dir: str, exclude: str) -> str:
+    intact = [
+        os.path.basename(p)
+        for _, p in reversed(list_checkpoints(output_dir))
+        if os.path.abspath(p) != os.path.abspath(exclude) and not checkpoint_problems(p)
+    ]
+    if intact:
+        return f"The previous intact checkpoint is {intact[0]}: pass --resume_from_checkpoint {intact[0]}."
+    return "No other intact checkpoint is in the output folder."
+
+
 def read_training_state(checkpoint: str) -> dict:
-    with open(os.path.join(checkpoint, "training_state.json")) as f:
-        return json.load(f)
+    return _read_json(os.path.join(checkpoint, TRAINING_STATE_FILE))
+
+
+def read_run_settings(checkpoint: str) -> dict | None:
+    """The settings saved with a checkpoint, or None for checkpoints of versions that did not save them."""
+    path = os.path.join(checkpoint, RUN_SETTINGS_FILE)
+    return _read_json(path) if os.path.isfile(path) else None
+
+
+def load_rank_state(checkpoint: str, process_index: int) -> dict | None:
+    """This process's `rank_state` of a checkpoint, read from safetensors (never unpickled).
+
+    Returns None for a checkpoint of an older version (which pickled it as `rank_state_{i}.pt`: that file is
+    ignored, it could run code); raises `CheckpointError` when the checkpoint says it was saved but it is missing.
+    """
+    from safetensors.torch import load_file
+
+    path = os.path.join(checkpoint, f"rank_state_{process_index}.safetensors")
+    if os.path.isfile(path):
+        return _unflatten_tensors(load_file(path))
+    manifest_path = os.path.join(checkpoint, CHECKPOINT_MANIFEST_FILE)
+    if os.path.isfile(manifest_path) and any(n.startswith("rank_state_") for n in _read_json(manifest_path)["files"]):
+        raise CheckpointError(
+            f"{path} is missing: the checkpoint was written by more processes than this run uses, or damaged. "
+            "Resume with the same number of processes, or from another checkpoint."
+        )
+    return None
+
+
+@dataclass
+class ResumedState:
+    """What `load_checkpoint` restored besides the prepared objects: the run state and this process's rank state."""
+
+    training_state: dict
+    rank_state: dict | None
+
+    @property
+    def global_step(self) -> int:
+        return int(self.training_state["global_step"])
+
+
+def load_checkpoint(accelerator, checkpoint: str, extra_state: dict | None = None) -> ResumedState:
+    """Restore a checkpoint written by `save_checkpoint`: `accelerator.load_state`, then our safetensors files.
+
+    Args:
+        extra_state (`dict`, *optional*): the same `{name: object}` as given to `save_checkpoint`; each object is
+            restored in place (an EMA model is moved to `accelerator.device`).
+
+    Raises `CheckpointError` naming the file when a part the run needs is missing (e.g. the EMA state of a
+    checkpoint written by an older version, which pickled it).
+    """
+    for name, obj in (extra_state or {}).items():
+        if obj is None:
+            continue
+        found = os.path.exists(os.path.join(checkpoint, name)) or os.path.exists(
+            os.path.join(checkpoint, f"{name}.safetensors")
+        )
+        if not found:
+            raise CheckpointError(
+                f"{checkpoint} has no {name} state ({name}/ or {name}.safetensors): it was written by an older "
+                "version or without that part. Start a new run, or resume a checkpoint written by this version."
+            )
+    pickles = sorted(n for n in os.listdir(checkpoint) if n.startswith("custom_checkpoint_") and n.endswith(".pkl"))
+    if pickles:  # Accelerate would refuse them (nothing is registered) with its own message; name them instead
+        raise CheckpointError(
+            f"{checkpoint} holds {', '.join(pickles)}: pickled state, which this version never loads (unpickling can "
+            "run arbitrary code). It was written by an older version or placed there by someone else. Resume from a "
+            "checkpoint written by this version, or start a new run."
+        )
+    accelerator.load_state(checkpoint)
+    for name, obj in (extra_state or {}).items():
+        if obj is not None:
+            _load_extra_state(obj, checkpoint, name, accelerator.device)
+    return ResumedState(read_training_state(checkpoint), load_rank_state(checkpoint, accelerator.process_index))
+
+
+def apply_optimizer_settings(optimizer, lr_scheduler, learning_rate: float, **hyperparameters) -> None:
+    """Make this run's optimiser settings win over the ones a checkpoint restored.
+
+    `optimizer.load_state_dict` brings back the saved learning rate, betas, weight decay and epsilon, and the LR
+    scheduler its saved base rates, so a changed `--learning_rate` would be silently ignored. This sets them from
+    the current run and recomputes the learning rate at the restored scheduler position.
+
+    Args:
+        learning_rate (`float`): the base learning rate.
+        hyperparameters: other param-group settings to set, e.g. `betas=(0.95, 0.999)`, `weight_decay=1e-6`.
+    """
+    inner_optimizer = getattr(optimizer, "optimizer", optimizer)
+    scheduler = getattr(lr_scheduler, "scheduler", lr_scheduler)
+    for group in inner_optimizer.param_groups:
+        group.update(hyperparameters)
+        group["initial_lr"] = learning_rate
+    if scheduler is None:
+        for group in inner_optimizer.param_groups:
+            group["lr"] = learning_rate
+        return
+    scheduler.base_lrs = [learning_rate] * len(inner_optimizer.param_groups)
+    lambdas = getattr(scheduler, "lr_lambdas", None)
+    for i, group in enumerate(inner_optimizer.param_groups):
+        factor = lambdas[i](scheduler.last_epoch) if lambdas is not None else 1.0
+        group["lr"] = learning_rate * factor
+    scheduler._last_lr = [group["lr"] for group in inner_optimizer.param_groups]
 
 
 # ---------------------------------------------------------------------------------------------------------------
