@@ -593,6 +593,9 @@ def main(argv: list[str] | None = None) -> int:
         logger.info(f"Fine-tuning {args.pretrained_model_name_or_path} with prediction_type {args.prediction_type}.")
     elif args.model_config_name_or_path:  # the config decides the channels; the data are converted to them
         model_channels = UNet2DModel.load_config(args.model_config_name_or_path)["in_channels"]
+        args.resolution = training.resolution_for_config(
+            UNet2DModel.load_config(args.model_config_name_or_path), args.resolution, args.resolution_from_user
+        )
     if args.modality == "audio":
         from diffusers_specreg.audio import build_audio_dataset
 

@@ -63,6 +63,41 @@ def unet_downsampling_factor(config) -> int:
     return 2 ** (len(config["down_block_types"]) - 1)
 
 
+def resolution_for_config(config: dict, resolution: int, resolution_from_user: int | None) -> int:
+    """The training resolution for a UNet config: its `sample_size` unless `--resolution` was given, and then they
+    must agree (the pipeline samples at `sample_size`; a mismatch used to crash the sample logging after training).
+
+    Raises `ValueError` naming both values and the fixes; also for a config whose `out_channels` differ from its
+    `in_channels` (the denoising losses compare the output with the input).
+    """
+    size = config.get("sample_size")
+    if isinstance(size, (list, tuple)):
+        if len(set(size)) != 1:
+            raise ValueError(
+                f"The model config's sample_size {list(size)} is not square; training crops square images. Set "
+                "sample_size to one number in the config."
+            )
+        size = size[0]
+    in_channels, out_channels = config.get("in_channels"), config.get("out_channels")
+    if in_channels is not None and out_channels is not None and in_channels != out_channels:
+        raise ValueError(
+            f"The model config has in_channels {in_channels} but out_channels {out_channels}; the losses compare the "
+            "output with the input, so set out_channels to in_channels."
+        )
+    if size is None:
+        return resolution
+    if resolution_from_user is None:
+        return int(size)
+    if int(size) != resolution_from_user:
+        raise ValueError(
+            f"--resolution {resolution_from_user} differs from the model config's sample_size {size}: the model would "
+            f"train on {resolution_from_user}x{resolution_from_user} images and sample at {size}x{size}. Leave out "
+            f"--resolution (trains at {size}), pass --resolution {size}, or set sample_size to {resolution_from_user} "
+            "in the config."
+        )
+    return resolution
+
+
 @dataclass
 class Pretrained:
     """A model loaded for fine-tuning: the UNet and, when the source was a pipeline, its scheduler config."""

@@ -122,3 +122,18 @@ def test_a_users_readme_or_training_args_is_never_replaced(tmp_path, image_folde
         with pytest.raises(ValueError, match=f"holds {name}, which no training run wrote there"):
             run(image_folder, tiny_config, out, *extra, max_train_steps=1, **QUIET)
     assert snapshot(out) == before
+
+
+# --- 1. a model config that does not fit the data ------------------------------------------------------------------
+
+
+def test_config_sample_size_must_match_resolution_before_training(tmp_path, image_folder):
+    config = write_unet_config(tmp_path / "config32", sample_size=32)
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="--resolution 16 differs from the model config's sample_size 32"):
+        run(image_folder, config, out, max_train_steps=1, eval_num_samples=0)  # FAST passes --resolution 16
+    assert not list(out.rglob("events.out.tfevents.*"))  # stopped before training
+    flags = [a for a in tiny_run(image_folder, config, out, max_train_steps=1, **QUIET) if a != "--resolution"]
+    flags.remove("16")  # no --resolution: the config's sample_size is the training resolution
+    assert train_spectral.main(flags) == 0
+    assert UNet2DModel.load_config(out / "unet")["sample_size"] == 32
