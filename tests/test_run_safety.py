@@ -13,6 +13,8 @@ import torch
 from conftest import REPO, write_image_folder, write_unet_config
 from diffusers import UNet2DModel
 
+from diffusers_specreg import training
+
 sys.path.insert(0, str(REPO))
 import train_spectral  # noqa: E402
 from test_train_spectral import FAST, tiny_run  # noqa: E402
@@ -137,3 +139,89 @@ def test_config_sample_size_must_match_resolution_before_training(tmp_path, imag
     flags.remove("16")  # no --resolution: the config's sample_size is the training resolution
     assert train_spectral.main(flags) == 0
     assert UNet2DModel.load_config(out / "unet")["sample_size"] == 32
+
+
+# --- 11. a damaged newest checkpoint -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_checkpoints(tmp_path_factory):
+    """A run of 4 steps with checkpoint-2 and checkpoint-4."""
+    root = tmp_path_factory.mktemp("two_checkpoints")
+    images, config, out = write_image_folder(root / "images"), write_unet_config(root / "config"), root / "out"
+    assert run(images, config, out, max_train_steps=4, checkpointing_steps=2, **QUIET) == 0
+    return images, config, out
+
+
+def damaged_copy(out: Path, tmp_path: Path, damage) -> Path:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    damage(copy / "checkpoint-4")
+    return copy
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+DAMAGES = {
+    "model.safetensors": lambda c: truncate(c / "model.safetensors"),
+    "optimizer.bin": lambda c: truncate(c / "optimizer.bin"),
+    "training_state.json": lambda c: (c / "training_state.json").write_text('{"global_st'),
+    "rank_state_0.safetensors": lambda c: (c / "rank_state_0.safetensors").unlink(),
+}
+
+
+@pytest.mark.parametrize("damaged", list(DAMAGES))
+def test_damaged_newest_checkpoint_is_named_and_the_previous_one_used(two_checkpoints, tmp_path, caplog, damaged):
+    out = damaged_copy(two_checkpoints[2], tmp_path, DAMAGES[damaged])
+    with caplog.at_level(logging.WARNING):
+        assert training.resolve_resume(str(out), "latest") == str(out / "checkpoint-2")
+    assert f"checkpoint-4/{damaged}" in caplog.text and "checkpoint-2" in caplog.text
+    with pytest.raises(ValueError, match=f"checkpoint-4/{damaged}.*previous intact checkpoint is checkpoint-2"):
+        training.resolve_resume(str(out), "checkpoint-4")
+
+
+def test_resume_latest_skips_a_truncated_newest_checkpoint(two_checkpoints, tmp_path):
+    images, config, out = two_checkpoints
+    out = damaged_copy(out, tmp_path, DAMAGES["model.safetensors"])
+    resume = ["--resume_from_checkpoint", "latest"]
+    assert run(images, config, out, *resume, max_train_steps=5, checkpointing_steps=2, **QUIET) == 0
+    assert json.loads((out / "checkpoint-4" / "training_state.json").read_text())["global_step"] == 4  # rewritten
+    assert not training.checkpoint_problems(str(out / "checkpoint-4"))
+
+
+# --- 9. resume compares the run's settings --------------------------------------------------------------------------
+
+
+def logged_scalars(log_dir: Path, tag: str) -> dict[int, float]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    values = {}
+    for events in sorted(log_dir.rglob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        if tag in accumulator.Tags()["scalars"]:
+            values.update({event.step: event.value for event in accumulator.Scalars(tag)})
+    return values
+
+
+def test_resume_names_changed_flags_and_a_new_learning_rate_takes_effect(two_checkpoints, tmp_path, caplog):
+    images, config, out = two_checkpoints
+    out = damaged_copy(out, tmp_path, lambda checkpoint: None)
+    resume = ["--resume_from_checkpoint", "latest"]
+    incompatible = [
+        (["--formulation", "edm"], '--formulation: "ddpm" in the checkpoint, "edm" now'),
+        (["--train_batch_size", "2"], "--train_batch_size: 4 in the checkpoint, 2 now"),
+        (["--spectral_loss", "amplitude"], '--spectral_loss: \\[\\] in the checkpoint, \\["amplitude"\\] now'),
+    ]
+    for changed, message in incompatible:
+        with pytest.raises(ValueError, match=message):
+            run(images, config, out, *resume, *changed, max_train_steps=5, **QUIET)
+    with caplog.at_level(logging.WARNING):
+        assert run(images, config, out, *resume, "--learning_rate", "0.003", max_train_steps=5, **QUIET) == 0
+    assert "--learning_rate: 0.0001 in the checkpoint, 0.003 now" in caplog.text
+    lr = logged_scalars(out / "logs", "lr")
+    assert lr[4] == pytest.approx(1e-4) and lr[5] == pytest.approx(3e-3)
