@@ -16,8 +16,9 @@ from diffusers import UNet2DModel
 from diffusers_specreg import training
 
 sys.path.insert(0, str(REPO))
-import train_spectral  # noqa: E402
 from test_train_spectral import FAST, tiny_run  # noqa: E402
+
+import train_spectral  # noqa: E402
 
 QUIET = dict(save_images_epochs=100, eval_num_samples=0, lr_scheduler="constant")
 
