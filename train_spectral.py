@@ -800,6 +800,7 @@ def main(argv: list[str] | None = None) -> int:
             # also calls `sampler.set_epoch(loader.iteration)` as iteration starts (single process): keep them equal.
             sampler.set_epoch(epoch)
             loader.iteration = epoch
+            getattr(data.dataset, "set_epoch", lambda epoch: None)(epoch)  # augmentations: seeded per epoch/sample
             for batch in loader:
                 clean = batch["input"].to(accelerator.device)
                 if args.corrupt_band_parsed is not None:  # selective omission: the data carry band-limited noise

@@ -226,3 +226,52 @@ def test_resume_names_changed_flags_and_a_new_learning_rate_takes_effect(two_che
     assert "--learning_rate: 0.0001 in the checkpoint, 0.003 now" in caplog.text
     lr = logged_scalars(out / "logs", "lr")
     assert lr[4] == pytest.approx(1e-4) and lr[5] == pytest.approx(3e-3)
+
+
+# --- 6, 7, 8. data: truncated JPEGs, 16-bit PNGs, augmentations on resume ----------------------------------------
+
+
+def test_truncated_jpeg_is_found_by_the_scan(tmp_path, caplog):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from diffusers_specreg.data import scan_image_folder
+
+    folder = write_image_folder(tmp_path / "images", count=3)
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)).save(buffer, "JPEG")
+    (folder / "cut.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])  # a download cut short
+    scan = scan_image_folder(str(folder))
+    assert [Path(p).name for p in scan.unreadable] == ["cut.jpg"] and len(scan.files) == 3
+    assert "cut.jpg" in caplog.text
+
+
+def test_sixteen_bit_png_is_scaled_not_clipped_to_white(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from diffusers_specreg.data import ImageTransform
+
+    ramp = np.tile(np.linspace(0, 65535, 32).astype(np.uint16), (32, 1))  # black to white, left to right
+    Image.fromarray(ramp).save(tmp_path / "ramp16.png")
+    with Image.open(tmp_path / "ramp16.png") as image:
+        assert image.mode.startswith("I")
+        out = ImageTransform(resolution=32, channels=1, center_crop=True)(image)
+    assert float((out == 1).float().mean()) < 0.1  # was 97 % white: PIL's convert("L") clips at 255
+    assert abs(float(out.mean())) < 0.02 and float(out.min()) == -1
+    expected = torch.from_numpy(np.round(ramp / 65535 * 255) / 255 * 2 - 1).float()
+    torch.testing.assert_close(out[0], expected, rtol=0, atol=1e-6)  # what an 8-bit copy holds
+
+
+def test_mid_epoch_resume_with_random_flip_and_crop_is_bit_identical(tmp_path):
+    images = write_image_folder(tmp_path / "images", count=12, size=20)  # 20 px, --resolution 16: random crops
+    config = write_unet_config(tmp_path / "config")
+    options = dict(QUIET, random_flip=True, checkpointing_steps=4)
+    # 12 images / batch 4 = 3 steps an epoch: checkpoint-4 is one batch into the second epoch
+    assert run(images, config, tmp_path / "straight", max_train_steps=6, **options) == 0
+    assert run(images, config, tmp_path / "resumed", max_train_steps=4, **options) == 0
+    resume = ["--resume_from_checkpoint", "latest"]
+    assert run(images, config, tmp_path / "resumed", *resume, max_train_steps=6, **options) == 0
+    assert_identical(tmp_path / "straight", tmp_path / "resumed")
