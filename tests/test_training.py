@@ -7,6 +7,7 @@ import signal
 import pytest
 import torch
 from diffusers import UNet2DModel
+from safetensors.torch import save_file
 
 from diffusers_specreg import training
 
@@ -14,7 +15,7 @@ from diffusers_specreg import training
 def make_checkpoint(root, step, complete=True):
     path = root / f"checkpoint-{step}"
     path.mkdir()
-    (path / "model.safetensors").write_bytes(b"x")
+    save_file({"weight": torch.zeros(2)}, str(path / "model.safetensors"))  # a damaged one is skipped
     if complete:
         (path / "training_state.json").write_text(json.dumps({"global_step": step}))
     return path
