@@ -96,7 +96,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ema.add_argument("--ema_max_decay", type=float, default=0.9999)
     hub = parser.add_argument_group("Hub (as train_unconditional.py)")
     hub.add_argument("--push_to_hub", action="store_true")
-    hub.add_argument("--hub_token", type=str, default=None)
+    hub.add_argument(
+        "--hub_token",
+        type=str,
+        default=None,
+        help="Avoid: a token on the command line shows in `ps`, and `accelerate launch` prints the whole command "
+        "when a run fails. By default the token of `hf auth login` or HF_TOKEN is used.",
+    )
     hub.add_argument("--hub_model_id", type=str, default=None)
     hub.add_argument("--hub_private_repo", action="store_true")
     log = parser.add_argument_group("logging (as train_unconditional.py)")
@@ -305,8 +311,8 @@ def validate_args(args) -> None:
     for name in ("num_epochs", "max_train_steps", "checkpointing_steps", "checkpoints_total_limit"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
-    if args.learning_rate <= 0:
-        raise ValueError(f"--learning_rate must be > 0, got {args.learning_rate}.")
+    if not math.isfinite(args.learning_rate) or args.learning_rate <= 0:
+        raise ValueError(f"--learning_rate must be a finite number > 0, got {args.learning_rate}.")
     if args.modality == "audio" and args.formulation == "edm":
         raise ValueError(
             "--modality audio saves an AudioDiffusionPipeline, which samples DDPM/DDIM: use --formulation ddpm."
@@ -348,6 +354,11 @@ def validate_args(args) -> None:
     problem = training.mixed_precision_error(args.mixed_precision)
     if problem:
         raise ValueError(problem)
+    if args.hub_token:  # the value is never printed or saved by this script (hparams, card, checkpoints leave it out)
+        logging.getLogger(__name__).warning(
+            "--hub_token on the command line shows in `ps`, and `accelerate launch` prints the whole command when a "
+            "run fails. Log in with `hf auth login` or set HF_TOKEN instead; they are used by default."
+        )
     if args.push_to_hub and not args.hub_model_id and not args.output_dir:
         raise ValueError("--push_to_hub needs --hub_model_id or an --output_dir name.")
 
@@ -564,6 +575,7 @@ def push_to_hub(args, commit_message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = fill_defaults(parse_args(argv))
+    training.stop_when_launcher_dies()
     validate_args(args)
     check_output_dir(args)
 
@@ -848,7 +860,7 @@ def main(argv: list[str] | None = None) -> int:
                             f"Interrupted ({interrupt.signal_name or 'signal on another process'}): saved "
                             f"checkpoint-{global_step}. Resume with --resume_from_checkpoint latest."
                         )
-                        return 130
+                        return interrupt.exit_code
                     if global_step >= args.max_train_steps:
                         stop = True
                         break

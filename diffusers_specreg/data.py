@@ -394,5 +394,7 @@ def build_image_dataset(
     else:
         raise DataError(f"Unknown built-in dataset {builtin_dataset!r}; choose one of {BUILTIN_DATASETS}.")
     return TrainingData(
-        TensorImageDataset(images, random_flip, seed=seed), ch, f"built-in {builtin_dataset} ({images.shape[0]} images)"
+        TensorImageDataset(images, random_flip, seed=seed),
+        ch,
+        f"built-in {builtin_dataset} ({images.shape[0]} images)",
     )

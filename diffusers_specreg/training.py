@@ -537,26 +537,46 @@ def apply_optimizer_settings(optimizer, lr_scheduler, learning_rate: float, **hy
 # ---------------------------------------------------------------------------------------------------------------
 
 
+# What the kernel sends when the launcher dies (`stop_when_launcher_dies`); a signal of its own, so that the
+# launcher's death right after a Ctrl-C or SIGTERM that reached the whole process group is not a second signal.
+LAUNCHER_DIED_SIGNAL = signal.SIGUSR1
+
+
 class InterruptFlag:
-    """Turns SIGINT / SIGTERM into a flag the training loop polls, so it can save a checkpoint and exit cleanly.
+    """Turns SIGINT / SIGTERM (and SIGUSR1, e.g. Slurm's `--signal=USR1` or the launcher's death) into a flag the
+    training loop polls, so it can save a checkpoint and exit cleanly.
 
     A second signal while the flag is set restores the default behaviour (so a double Ctrl-C still kills).
     """
 
     def __init__(self):
         self.signal_name: str | None = None
+        self.signum: int | None = None
         self._previous = {}
+        self._parent = os.getppid()
 
     def install(self) -> InterruptFlag:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        self._parent = os.getppid()
+        for sig in (signal.SIGINT, signal.SIGTERM, LAUNCHER_DIED_SIGNAL):
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame):
+        if signum == LAUNCHER_DIED_SIGNAL and os.getppid() != self._parent:  # the launcher is gone
+            if self.signal_name is None:  # it was stopped alone (`kill <launcher pid>`): stop as for a SIGTERM
+                self.signal_name, self.signum = "SIGTERM to the launcher", signal.SIGTERM
+            return
         if self.signal_name is not None:
             signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
             raise KeyboardInterrupt
         self.signal_name = signal.Signals(signum).name
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal number, as a shell reports a process ended by it (SIGINT 130, SIGTERM 143); 143 when
+        the signal reached another process of the run."""
+        return 128 + (self.signum if self.signum is not None else signal.SIGTERM)
 
     def uninstall(self):
         for sig, handler in self._previous.items():
@@ -587,6 +607,32 @@ class CheckpointedGenerator:
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["state"])
+
+
+def stop_when_launcher_dies(environ=os.environ) -> bool:
+    """Under `accelerate launch` with one process, get `LAUNCHER_DIED_SIGNAL` when the launcher dies (Linux
+    `PR_SET_PDEATHSIG`).
+
+    Accelerate's single-process launcher forwards no signal: `kill <launcher pid>` ended the launcher and left the
+    training running, orphaned. With this, `InterruptFlag` treats the launcher's death as a SIGTERM: the training
+    saves a checkpoint and exits with 143. Multi-process launches go through torchrun, which forwards signals
+    itself. Returns True when it was set up.
+    """
+    launched = any(key.startswith("ACCELERATE_") for key in environ) and "LOCAL_RANK" not in environ
+    if not launched or not hasattr(os, "getppid") or not os.uname().sysname == "Linux":
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        parent = os.getppid()
+        if libc.prctl(1, int(LAUNCHER_DIED_SIGNAL), 0, 0, 0) != 0:  # 1 = PR_SET_PDEATHSIG
+            return False
+    except (OSError, AttributeError):
+        return False
+    if os.getppid() != parent:  # the launcher died before the call
+        os.kill(os.getpid(), LAUNCHER_DIED_SIGNAL)
+    return True
 
 
 def ignore_interrupts_in_worker(worker_id: int) -> None:

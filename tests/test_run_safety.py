@@ -276,3 +276,70 @@ def test_mid_epoch_resume_with_random_flip_and_crop_is_bit_identical(tmp_path):
     resume = ["--resume_from_checkpoint", "latest"]
     assert run(images, config, tmp_path / "resumed", *resume, max_train_steps=6, **options) == 0
     assert_identical(tmp_path / "straight", tmp_path / "resumed")
+
+
+# --- 10, 12. the Hub token, signals, bad learning rates ---------------------------------------------------------
+
+
+def test_hub_token_is_never_written_and_its_flag_is_discouraged(tmp_path, image_folder, tiny_config, caplog):
+    secret = "hf_NeverPrintThisToken123"
+    out = tmp_path / "out"
+    with caplog.at_level(logging.INFO):
+        assert (
+            run(image_folder, tiny_config, out, "--hub_token", secret, max_train_steps=2, checkpointing_steps=2) == 0
+        )
+    assert "set HF_TOKEN instead" in caplog.text and secret not in caplog.text
+    leaked = [p for p in out.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert not leaked
+
+
+def test_interrupts_exit_with_the_shell_code_of_their_signal():
+    import os
+    import signal
+
+    flag = training.InterruptFlag().install()
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+    finally:
+        flag.uninstall()
+    assert flag.exit_code == 143  # 128 + 15, not 130 (Ctrl-C's)
+
+
+@pytest.mark.parametrize("value", ["inf", "nan"])
+def test_non_finite_learning_rate_is_refused_up_front(tmp_path, value):
+    with pytest.raises(ValueError, match="--learning_rate must be a finite number"):
+        train_spectral.main([*FAST, "--output_dir", str(tmp_path / "x"), "--learning_rate", value])
+
+
+def test_sigterm_to_the_launcher_alone_stops_the_training_with_a_checkpoint(tmp_path, image_folder, tiny_config):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    out = tmp_path / "out"
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu"]
+    launcher += ["--num_machines", "1", "--dynamo_backend", "no", "--mixed_precision", "no"]
+    args = tiny_run(image_folder, tiny_config, out, max_train_steps=100000, checkpointing_steps=100000)
+    process = subprocess.Popen(
+        [*launcher, str(REPO / "train_spectral.py"), *args],
+        cwd=REPO,
+        env=dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # only to clean up below if the training outlives the test
+    )
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not any(p.stat().st_size > 200 for p in (out / "logs").rglob("events.*")):
+            time.sleep(1)  # training has started once the first scalars are flushed
+        process.send_signal(signal.SIGTERM)  # the launcher only, as `kill <pid>` or a job scheduler does
+        _, stderr = process.communicate(timeout=300)  # the pipes close when the orphaned training exits too
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert "Interrupted (SIGTERM to the launcher)" in stderr, stderr[-3000:]
+    assert len(list(out.glob("checkpoint-*"))) == 1
