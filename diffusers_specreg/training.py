@@ -524,11 +524,14 @@ def apply_optimizer_settings(optimizer, lr_scheduler, learning_rate: float, **hy
         for group in inner_optimizer.param_groups:
             group["lr"] = learning_rate
         return
+    old_base_lrs = list(scheduler.base_lrs)
     scheduler.base_lrs = [learning_rate] * len(inner_optimizer.param_groups)
-    lambdas = getattr(scheduler, "lr_lambdas", None)
+    lambdas = getattr(scheduler, "lr_lambdas", None)  # Diffusers' get_scheduler: always a LambdaLR
     for i, group in enumerate(inner_optimizer.param_groups):
-        factor = lambdas[i](scheduler.last_epoch) if lambdas is not None else 1.0
-        group["lr"] = learning_rate * factor
+        if lambdas is not None:
+            group["lr"] = learning_rate * lambdas[i](scheduler.last_epoch)
+        elif old_base_lrs[i]:
+            group["lr"] = group["lr"] * learning_rate / old_base_lrs[i]
     scheduler._last_lr = [group["lr"] for group in inner_optimizer.param_groups]
 
 
