@@ -136,7 +136,9 @@ def check_resume_settings(checkpoint: str, current: dict) -> None:
     saved = training.read_run_settings(checkpoint)
     name = os.path.basename(os.path.normpath(checkpoint))
     if saved is None:
-        logger.warning("%s has no %s (an older version wrote it): the settings cannot be compared.", name, "settings")
+        logger.warning(
+            "%s has no %s (an older version wrote it): the settings cannot be compared.", name, "run_settings.json"
+        )
         return
     errors, warnings = compare_settings(saved, current)
     if errors:

@@ -234,8 +234,7 @@ def _load_extra_state(obj, folder: str, name: str, device) -> None:
         obj.load_state_dict(loaded.state_dict())
         obj.to(device)
     else:
-        state = load_file(os.path.join(folder, f"{name}.safetensors"), device=str(device))
-        obj.load_state_dict(state)
+        obj.load_state_dict(load_file(os.path.join(folder, f"{name}.safetensors")))  # copied onto the buffers' device
 
 
 def _file_sizes(folder: str) -> dict[str, int]:

@@ -269,7 +269,9 @@ def test_sixteen_bit_png_is_scaled_not_clipped_to_white(tmp_path):
 def test_mid_epoch_resume_with_random_flip_and_crop_is_bit_identical(tmp_path):
     images = write_image_folder(tmp_path / "images", count=12, size=20)  # 20 px, --resolution 16: random crops
     config = write_unet_config(tmp_path / "config")
-    options = dict(QUIET, random_flip=True, checkpointing_steps=4, lr_scheduler="cosine", lr_warmup_steps=2)
+    options = dict(
+        QUIET, random_flip=True, checkpointing_steps=4, lr_scheduler="constant_with_warmup", lr_warmup_steps=5
+    )
     # 12 images / batch 4 = 3 steps an epoch: checkpoint-4 is one batch into the second epoch
     assert run(images, config, tmp_path / "straight", max_train_steps=6, **options) == 0
     assert run(images, config, tmp_path / "resumed", max_train_steps=4, **options) == 0
@@ -343,3 +345,24 @@ def test_sigterm_to_the_launcher_alone_stops_the_training_with_a_checkpoint(tmp_
             pass
     assert "Interrupted (SIGTERM to the launcher)" in stderr, stderr[-3000:]
     assert len(list(out.glob("checkpoint-*"))) == 1
+
+
+def test_two_process_mid_epoch_resume_is_bit_identical(tmp_path):
+    from conftest import launch
+
+    images = write_image_folder(tmp_path / "images", count=12, size=20)
+    config = write_unet_config(tmp_path / "config")
+    options = dict(QUIET, random_flip=True, use_ema=True, spectral_loss="amplitude", checkpointing_steps=2)
+    options.update(train_batch_size=2)  # 12 images / (2 x 2 processes) = 3 steps an epoch: checkpoint-2 is mid-epoch
+    launch(tiny_run(images, config, tmp_path / "straight", max_train_steps=4, **options), num_processes=2)
+    launch(tiny_run(images, config, tmp_path / "resumed", max_train_steps=2, **options), num_processes=2)
+    assert {"rank_state_0.safetensors", "rank_state_1.safetensors"} <= {
+        p.name for p in (tmp_path / "resumed" / "checkpoint-2").iterdir()
+    }
+    resume = [
+        *tiny_run(images, config, tmp_path / "resumed", max_train_steps=4, **options),
+        "--resume_from_checkpoint",
+    ]
+    result = launch([*resume, "latest"], num_processes=2)
+    assert "at step 2" in result.stderr
+    assert_identical(tmp_path / "straight", tmp_path / "resumed")
