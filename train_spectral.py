@@ -760,7 +760,7 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = training.resolve_resume(args.output_dir, args.resume_from_checkpoint)
     if args.resume_from_checkpoint and checkpoint is None:
         logger.info(f"No checkpoint in {args.output_dir} to resume from; starting a new training run.")
-    settings = run_settings.settings_of(args, accelerator.num_processes)
+    settings = run_settings.settings_of(args, accelerator.num_processes, accelerator.unwrap_model(model).config)
     if checkpoint is not None:
         run_settings.check_resume_settings(checkpoint, settings)
         resumed = training.load_checkpoint(accelerator, checkpoint, checkpointed)

@@ -44,9 +44,7 @@ INCOMPATIBLE = (
     "prediction_type",
     "modality",
     "resolution",
-    "model_config_name_or_path",
-    "model_preset",
-    "pretrained_model_name_or_path",
+    "unet_config",  # the UNet's config (from --model_config_name_or_path, --model_preset or the pretrained model)
     "use_ema",
     "spectral_loss",
     "noise_spectrum",
@@ -101,24 +99,38 @@ def _jsonable(value):
     return str(value)
 
 
-def settings_of(args, num_processes: int) -> dict:
-    """The run's settings as JSON: every flag but the token and derived values, plus the number of processes."""
+def settings_of(args, num_processes: int, unet_config: dict | None = None) -> dict:
+    """The run's settings as JSON: every flag but the token and derived values, the number of processes and the
+    UNet's config (compared by content: the config file or pretrained model may have moved)."""
     settings = {
         key: _jsonable(value)
         for key, value in sorted(vars(args).items())
         if key not in NOT_SETTINGS and not key.endswith("_parsed")
     }
     settings["num_processes"] = num_processes
+    if unet_config is not None:
+        settings["unet_config"] = {k: _jsonable(v) for k, v in sorted(unet_config.items()) if not k.startswith("_")}
     return settings
 
 
 def _flag(key: str) -> str:
-    return "accelerate launch --num_processes" if key == "num_processes" else f"--{key}"
+    if key == "num_processes":
+        return "accelerate launch --num_processes"
+    if key.startswith("unet_config."):
+        return f"the UNet config's {key.split('.', 1)[1]}"
+    return f"--{key}"
+
+
+def _flatten(settings: dict) -> dict:
+    flat = {k: v for k, v in settings.items() if k != "unet_config"}
+    flat.update({f"unet_config.{k}": v for k, v in (settings.get("unet_config") or {}).items()})
+    return flat
 
 
 def compare_settings(saved: dict, current: dict) -> tuple[list[str], list[str]]:
     """(errors, warnings): one line per changed flag, `INCOMPATIBLE` ones in errors, `UNCHECKED` ones left out."""
     errors, warnings = [], []
+    saved, current = _flatten(saved), _flatten(current)
     for key in sorted(set(saved) | set(current)):
         if key in UNCHECKED or key in NOT_SETTINGS:
             continue
@@ -126,7 +138,8 @@ def compare_settings(saved: dict, current: dict) -> tuple[list[str], list[str]]:
         if json.dumps(old) == json.dumps(new):
             continue
         line = f"{_flag(key)}: {json.dumps(old)} in the checkpoint, {json.dumps(new)} now"
-        (errors if key in INCOMPATIBLE else warnings).append(line)
+        incompatible = key in INCOMPATIBLE or key.split(".")[0] == "unet_config"
+        (errors if incompatible else warnings).append(line)
     return errors, warnings
 
 

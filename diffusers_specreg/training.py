@@ -229,12 +229,19 @@ def _save_extra_state(obj, folder: str, name: str) -> None:
 def _load_extra_state(obj, folder: str, name: str, device) -> None:
     from safetensors.torch import load_file
 
-    if _is_ema(obj):
-        loaded = type(obj).from_pretrained(os.path.join(folder, name), model_cls=obj.model_cls)
-        obj.load_state_dict(loaded.state_dict())
+    if _is_ema(obj):  # the folder EMAModel.save_pretrained writes: weights, and the EMA's counters in config.json
+        path = os.path.join(folder, name)
+        config = obj.model_cls.load_config(path)
+        state = {key: config[key] for key in obj.state_dict() if key != "shadow_params" and key in config}
+        state["shadow_params"] = [p.detach() for p in obj.model_cls.from_pretrained(path).parameters()]
+        obj.load_state_dict(state)
         obj.to(device)
     else:
-        obj.load_state_dict(load_file(os.path.join(folder, f"{name}.safetensors")))  # copied onto the buffers' device
+        path = os.path.join(folder, f"{name}.safetensors")
+        try:
+            obj.load_state_dict(load_file(path))  # copied onto the buffers' device
+        except RuntimeError as error:  # other keys or shapes: written by another version or settings
+            raise CheckpointError(f"{path} does not fit this run's {name}: {error}") from error
 
 
 def _file_sizes(folder: str) -> dict[str, int]:

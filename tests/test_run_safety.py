@@ -222,6 +222,15 @@ def test_resume_names_changed_flags_and_a_new_learning_rate_takes_effect(two_che
     for changed, message in incompatible:
         with pytest.raises(ValueError, match=message):
             run(images, config, out, *resume, *changed, max_train_steps=5, **QUIET)
+    wider = tmp_path / "wider"  # another config file: compared by content, so a moved file would not matter
+    wider.mkdir()
+    (wider / "config.json").write_text(
+        (config / "config.json")
+        .read_text()
+        .replace('"block_out_channels": [16, 32]', '"block_out_channels": [16, 48]')
+    )
+    with pytest.raises(ValueError, match=r"the UNet config's block_out_channels: \[16, 32\] in the checkpoint"):
+        run(images, wider, out, *resume, max_train_steps=5, **QUIET)
     with caplog.at_level(logging.WARNING):
         assert run(images, config, out, *resume, "--learning_rate", "0.003", max_train_steps=5, **QUIET) == 0
     assert "--learning_rate: 0.0001 in the checkpoint, 0.003 now" in caplog.text
