@@ -217,13 +217,24 @@ def _is_ema(obj) -> bool:
 
 def _save_extra_state(obj, folder: str, name: str) -> None:
     """An EMA model as a `UNet2DModel` folder (`save_pretrained`, as Diffusers' training scripts); any other
-    object with a `state_dict()` of tensors (e.g. the spectral regularizer's buffers) as `{name}.safetensors`."""
+    object's `state_dict()` (e.g. the spectral regularizer's buffers, whichever it has) as `{name}.safetensors`,
+    with its non-tensor entries (a module's `get_extra_state`, numbers) in `{name}.json`."""
     from safetensors.torch import save_file
 
     if _is_ema(obj):
         obj.save_pretrained(os.path.join(folder, name))
-    else:
-        save_file(_flatten_tensors(obj.state_dict()), os.path.join(folder, f"{name}.safetensors"))
+        return
+    state = obj.state_dict()
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    others = {k: v for k, v in state.items() if not isinstance(v, torch.Tensor)}
+    save_file(_flatten_tensors(tensors), os.path.join(folder, f"{name}.safetensors"))
+    if others:
+        try:
+            text = json.dumps(others, indent=2)
+        except TypeError as error:
+            raise TypeError(f"The {name} state holds values that are neither tensors nor JSON: {error}") from error
+        with open(os.path.join(folder, f"{name}.json"), "w") as f:
+            f.write(text)
 
 
 def _load_extra_state(obj, folder: str, name: str, device) -> None:
@@ -238,8 +249,11 @@ def _load_extra_state(obj, folder: str, name: str, device) -> None:
         obj.to(device)
     else:
         path = os.path.join(folder, f"{name}.safetensors")
+        state = load_file(path)
+        if os.path.isfile(os.path.join(folder, f"{name}.json")):
+            state.update(_read_json(os.path.join(folder, f"{name}.json")))
         try:
-            obj.load_state_dict(load_file(path))  # copied onto the buffers' device
+            obj.load_state_dict(state)  # copied onto the buffers' device
         except RuntimeError as error:  # other keys or shapes: written by another version or settings
             raise CheckpointError(f"{path} does not fit this run's {name}: {error}") from error
 

@@ -95,3 +95,29 @@ def test_fp16_on_cpu_is_refused_up_front():
     assert "bf16" in training.mixed_precision_error("fp16")
     assert training.mixed_precision_error("bf16") is None
     assert training.mixed_precision_error("no") is None
+
+
+def test_extra_state_round_trips_tensors_and_json_without_pickle(tmp_path):
+    class Counter(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("ema", torch.zeros(3))
+            self.count = 0
+
+        def get_extra_state(self):
+            return {"count": self.count}
+
+        def set_extra_state(self, state):
+            self.count = state["count"]
+
+    saved = Counter()
+    saved.ema += torch.tensor([1.0, 2.0, 3.0])
+    saved.count = 7
+    training._save_extra_state(saved, str(tmp_path), "regularizer")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["regularizer.json", "regularizer.safetensors"]
+    loaded = Counter()
+    training._load_extra_state(loaded, str(tmp_path), "regularizer", "cpu")
+    assert torch.equal(loaded.ema, saved.ema) and loaded.count == 7
+    torch.nn.Module.register_buffer(loaded, "added_later", torch.zeros(1))
+    with pytest.raises(training.CheckpointError, match="regularizer.safetensors does not fit"):
+        training._load_extra_state(loaded, str(tmp_path), "regularizer", "cpu")
