@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import sys
 
 import numpy as np
@@ -32,7 +31,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from diffusers_specreg import training
+from diffusers_specreg import run_settings, training
 from diffusers_specreg.data import BUILTIN_DATASETS, DataError, build_image_dataset
 from diffusers_specreg.losses import LOSS_NAMES
 from diffusers_specreg.noise import NoiseSpectrum, corrupt_band
@@ -118,7 +117,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ema.add_argument("--ema_max_decay", type=float, default=0.9999)
     hub = parser.add_argument_group("Hub (as train_unconditional.py)")
     hub.add_argument("--push_to_hub", action="store_true")
-    hub.add_argument("--hub_token", type=str, default=None)
+    hub.add_argument(
+        "--hub_token",
+        type=str,
+        default=None,
+        help="Avoid: a token on the command line shows in `ps`, and `accelerate launch` prints the whole command "
+        "when a run fails. By default the token of `hf auth login` or HF_TOKEN is used.",
+    )
     hub.add_argument("--hub_model_id", type=str, default=None)
     hub.add_argument("--hub_private_repo", action="store_true")
     log = parser.add_argument_group("logging (as train_unconditional.py)")
@@ -383,21 +388,25 @@ def validate_args(args) -> None:
     problem = training.mixed_precision_error(args.mixed_precision)
     if problem:
         raise ValueError(problem)
+    if args.hub_token:  # the value is never printed or saved by this script (hparams, card, checkpoints leave it out)
+        logging.getLogger(__name__).warning(
+            "--hub_token on the command line shows in `ps`, and `accelerate launch` prints the whole command when a "
+            "run fails. Log in with `hf auth login` or set HF_TOKEN instead; they are used by default."
+        )
     if args.push_to_hub and not args.hub_model_id and not args.output_dir:
         raise ValueError("--push_to_hub needs --hub_model_id or an --output_dir name.")
 
 
 def check_output_dir(args) -> None:
-    """Refuse to overwrite a trained pipeline or checkpoints unless asked to; never delete on resume."""
-    existing = os.path.isdir(args.output_dir) and (
-        os.path.isfile(os.path.join(args.output_dir, "model_index.json")) or training.list_checkpoints(args.output_dir)
+    """Refuse to overwrite a trained pipeline, checkpoints or user files unless asked to; never delete on resume."""
+    run_settings.check_output_dir(
+        args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir, args.logging_dir
     )
-    if existing and not args.resume_from_checkpoint and not args.overwrite_output_dir:
-        raise ValueError(
-            f"--output_dir {args.output_dir!r} already holds a trained pipeline or checkpoints. Pass "
-            "--resume_from_checkpoint latest to continue that run, --overwrite_output_dir to replace it, or "
-            "another --output_dir."
-        )
+
+
+def optimizer_settings(args) -> dict:
+    """AdamW's settings besides the learning rate (also re-applied on resume, so changed flags take effect)."""
+    return dict(betas=(args.adam_beta1, args.adam_beta2), weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)
 
 
 def build_model(args, channels: int, pretrained) -> UNet2DModel:
@@ -600,6 +609,7 @@ def push_to_hub(args, commit_message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = fill_defaults(parse_args(argv))
+    training.stop_when_launcher_dies()
     validate_args(args)
     check_output_dir(args)
 
@@ -629,6 +639,9 @@ def main(argv: list[str] | None = None) -> int:
         logger.info(f"Fine-tuning {args.pretrained_model_name_or_path} with prediction_type {args.prediction_type}.")
     elif args.model_config_name_or_path:  # the config decides the channels; the data are converted to them
         model_channels = UNet2DModel.load_config(args.model_config_name_or_path)["in_channels"]
+        args.resolution = training.resolution_for_config(
+            UNet2DModel.load_config(args.model_config_name_or_path), args.resolution, args.resolution_from_user
+        )
     if args.modality == "audio":
         from diffusers_specreg.audio import build_audio_dataset
 
@@ -727,13 +740,7 @@ def main(argv: list[str] | None = None) -> int:
             model_config=model.config,
         )
 
-    optimizer = torch.optim.AdamW(
-        model.parameters(),
-        lr=args.learning_rate,
-        betas=(args.adam_beta1, args.adam_beta2),
-        weight_decay=args.adam_weight_decay,
-        eps=args.adam_epsilon,
-    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, **optimizer_settings(args))
     sampler = EpochShuffleSampler(len(data.dataset), args.seed or 0)
     train_dataloader = torch.utils.data.DataLoader(
         data.dataset,
@@ -760,18 +767,17 @@ def main(argv: list[str] | None = None) -> int:
         model, optimizer, train_dataloader, lr_scheduler
     )
     regularizer.to(accelerator.device)
-    accelerator.register_for_checkpointing(regularizer)
     noise_seed = args.seed if args.seed is not None else int(torch.randint(0, 2**31 - 1, ()))
     noise_rng = training.CheckpointedGenerator(accelerator.device, noise_seed * 1000 + accelerator.process_index)
     if ema_model is not None:
         ema_model.to(accelerator.device)
-        accelerator.register_for_checkpointing(ema_model)
+    # saved with each checkpoint as safetensors (EMA: save_pretrained), never pickled (training.save_checkpoint)
+    checkpointed = {"ema_unet": ema_model, "regularizer": regularizer}
 
     if accelerator.is_main_process:
-        os.makedirs(args.output_dir, exist_ok=True)
-        if args.overwrite_output_dir and not args.resume_from_checkpoint:
-            for _, path in training.list_checkpoints(args.output_dir):
-                shutil.rmtree(path)
+        run_settings.claim_output_dir(
+            args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir, args.logging_dir
+        )
         hparams = {
             k: (v if isinstance(v, (int, float, str, bool)) else str(v))
             for k, v in vars(args).items()
@@ -787,14 +793,14 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = training.resolve_resume(args.output_dir, args.resume_from_checkpoint)
     if args.resume_from_checkpoint and checkpoint is None:
         logger.info(f"No checkpoint in {args.output_dir} to resume from; starting a new training run.")
+    settings = run_settings.settings_of(args, accelerator.num_processes, accelerator.unwrap_model(model).config)
     if checkpoint is not None:
-        accelerator.load_state(checkpoint)
-        if ema_model is not None:
-            ema_model.to(accelerator.device)  # Accelerate restores custom state on the CPU
-        rank_state = training.load_rank_state(checkpoint, accelerator.process_index)
-        if rank_state is not None:
-            noise_rng.load_state_dict(rank_state["noise_rng"])
-        global_step = training.read_training_state(checkpoint)["global_step"]
+        run_settings.check_resume_settings(checkpoint, settings)
+        resumed = training.load_checkpoint(accelerator, checkpoint, checkpointed)
+        training.apply_optimizer_settings(optimizer, lr_scheduler, args.learning_rate, **optimizer_settings(args))
+        if resumed.rank_state is not None:
+            noise_rng.load_state_dict(resumed.rank_state["noise_rng"])
+        global_step = resumed.global_step
         first_epoch = global_step // updates_per_epoch
         resume_batches = (global_step % updates_per_epoch) * args.gradient_accumulation_steps
         logger.info(f"Resumed from {checkpoint} at step {global_step} (epoch {first_epoch}).")
@@ -820,6 +826,8 @@ def main(argv: list[str] | None = None) -> int:
             {"global_step": global_step},
             args.checkpoints_total_limit,
             rank_state={"noise_rng": noise_rng.state_dict()},
+            extra_state=checkpointed,
+            settings=settings,
         )
 
     if global_step >= args.max_train_steps:
@@ -837,6 +845,7 @@ def main(argv: list[str] | None = None) -> int:
             # also calls `sampler.set_epoch(loader.iteration)` as iteration starts (single process): keep them equal.
             sampler.set_epoch(epoch)
             loader.iteration = epoch
+            getattr(data.dataset, "set_epoch", lambda epoch: None)(epoch)  # augmentations: seeded per epoch/sample
             for batch in loader:
                 clean = batch["input"].to(accelerator.device)
                 if args.corrupt_band_parsed is not None:  # selective omission: the data carry band-limited noise
@@ -881,7 +890,7 @@ def main(argv: list[str] | None = None) -> int:
                             f"Interrupted ({interrupt.signal_name or 'signal on another process'}): saved "
                             f"checkpoint-{global_step}. Resume with --resume_from_checkpoint latest."
                         )
-                        return 130
+                        return interrupt.exit_code
                     if global_step >= args.max_train_steps:
                         stop = True
                         break

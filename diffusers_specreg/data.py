@@ -119,19 +119,39 @@ def make_photo_crops(
     return torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous()
 
 
-class TensorImageDataset(torch.utils.data.Dataset):
+class AugmentationSeeds:
+    """Random augmentations that are a function of (seed, epoch, index): no global RNG, no state to save.
+
+    Drawing crops and flips from the global RNG broke exact resume: Accelerate restores it from the checkpoint and
+    then advances it again while it skips the batches already consumed. A generator per sample, seeded from the
+    run's seed, the epoch (`set_epoch`, called by the training loop) and the sample's index, gives every sample the
+    augmentation it had in the uninterrupted run, on every process and in every data-loader worker.
+    """
+
+    seed: int = 0
+    epoch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def augmentation_rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed % 2**63, self.epoch, int(index)])
+
+
+class TensorImageDataset(AugmentationSeeds, torch.utils.data.Dataset):
     """A dataset over a `[N, C, H, W]` tensor in [-1, 1], with an optional horizontal flip."""
 
-    def __init__(self, images: torch.Tensor, random_flip: bool = False):
+    def __init__(self, images: torch.Tensor, random_flip: bool = False, seed: int = 0):
         self.images = images
         self.random_flip = random_flip
+        self.seed = seed
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def __getitem__(self, index: int) -> dict:
         image = self.images[index]
-        if self.random_flip and torch.rand(()) < 0.5:
+        if self.random_flip and self.augmentation_rng(index).random() < 0.5:
             image = image.flip(-1)
         return {"input": image}
 
@@ -160,7 +180,9 @@ class ImageTransform:
     random_flip: bool = False
     preserve_input_precision: bool = False
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
+    def __call__(self, image: Image.Image, rng: np.random.Generator | None = None) -> torch.Tensor:
+        """`rng` draws the crop and flip (`AugmentationSeeds.augmentation_rng`); a fresh unseeded one by default."""
+        rng = rng if rng is not None else np.random.default_rng()
         array = self._to_array(image)  # [H, W, C] float32 in [0, 1]
         tensor = torch.from_numpy(array).permute(2, 0, 1)[None]
         h, w = tensor.shape[-2:]
@@ -171,17 +193,20 @@ class ImageTransform:
         if self.center_crop:
             top, left = (new_h - self.resolution) // 2, (new_w - self.resolution) // 2
         else:
-            top = int(torch.randint(0, new_h - self.resolution + 1, ()))
-            left = int(torch.randint(0, new_w - self.resolution + 1, ()))
+            top = int(rng.integers(0, new_h - self.resolution + 1))
+            left = int(rng.integers(0, new_w - self.resolution + 1))
         tensor = tensor[0, :, top : top + self.resolution, left : left + self.resolution]
-        if self.random_flip and torch.rand(()) < 0.5:
+        if self.random_flip and rng.random() < 0.5:
             tensor = tensor.flip(-1)
         return (tensor.clamp(0, 1) * 2 - 1).contiguous()
 
     def _to_array(self, image: Image.Image) -> np.ndarray:
-        if self.preserve_input_precision and image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+            # PIL's convert("L") clips 16-bit values at 255 (nearly every pixel white): scale them instead
             array = np.asarray(image, dtype=np.float32)
-            array = array / (65535.0 if image.mode != "F" else max(float(array.max()), 1.0))
+            array = np.clip(array / (65535.0 if image.mode != "F" else max(float(array.max()), 1.0)), 0, 1)
+            if not self.preserve_input_precision:  # what an 8-bit image of the same picture would hold
+                array = np.round(array * 255.0) / 255.0
             array = array[..., None]
             return np.repeat(array, self.channels, axis=-1) if self.channels == 3 else array
         mode = "L" if self.channels == 1 else "RGB"
@@ -234,9 +259,11 @@ def scan_image_folder(folder: str, max_check: int | None = None) -> FolderScan:
             readable.append(path)
             continue
         try:
-            with Image.open(path) as image:  # header, mode and checksums, without decoding every pixel
+            with Image.open(path) as image:  # header, mode and (PNG) checksums
                 modes.add(image_channels(image))
                 image.verify()
+            with Image.open(path) as image:  # verify() does not decode JPEGs: a truncated one only fails here
+                image.load()
             readable.append(path)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
             unreadable.append(path)
@@ -258,19 +285,24 @@ def scan_image_folder(folder: str, max_check: int | None = None) -> FolderScan:
     return FolderScan(files=readable, unreadable=unreadable, channels=max(modes) if modes else 3)
 
 
-class ImageFolderDataset(torch.utils.data.Dataset):
+class ImageFolderDataset(AugmentationSeeds, torch.utils.data.Dataset):
     """The images of a folder (recursively), transformed with an `ImageTransform`."""
 
-    def __init__(self, files: Sequence[str], transform: ImageTransform):
+    def __init__(self, files: Sequence[str], transform: ImageTransform, seed: int = 0):
         self.files = list(files)
         self.transform = transform
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, index: int) -> dict:
-        with Image.open(self.files[index]) as image:
-            return {"input": self.transform(image)}
+        path = self.files[index]
+        try:
+            with Image.open(path) as image:
+                return {"input": self.transform(image, self.augmentation_rng(index))}
+        except (OSError, ValueError, SyntaxError) as error:  # changed after the scan: name the file
+            raise DataError(f"Cannot read training image {path!r}: {error}. Remove or replace it.") from error
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -293,19 +325,20 @@ def _image_column(dataset) -> str:
     )
 
 
-class HFImageDataset(torch.utils.data.Dataset):
+class HFImageDataset(AugmentationSeeds, torch.utils.data.Dataset):
     """A `datasets.Dataset` with an image column, transformed with an `ImageTransform`."""
 
-    def __init__(self, dataset, column: str, transform: ImageTransform):
+    def __init__(self, dataset, column: str, transform: ImageTransform, seed: int = 0):
         self.dataset = dataset
         self.column = column
         self.transform = transform
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict:
-        return {"input": self.transform(self.dataset[index][self.column])}
+        return {"input": self.transform(self.dataset[index][self.column], self.augmentation_rng(index))}
 
 
 def load_hf_dataset(name: str, config_name: str | None = None, cache_dir: str | None = None):
@@ -375,7 +408,7 @@ def build_image_dataset(
         ch = channels or scan.channels
         skipped = f", {len(scan.unreadable)} unreadable skipped" if scan.unreadable else ""
         return TrainingData(
-            ImageFolderDataset(scan.files, transform(ch)),
+            ImageFolderDataset(scan.files, transform(ch), seed=seed),
             ch,
             f"{len(scan.files)} images from {train_data_dir}{skipped}",
         )
@@ -386,7 +419,7 @@ def build_image_dataset(
             first = [dataset[i][column] for i in range(min(64, len(dataset)))]
             channels = max(image_channels(image) for image in first)
         return TrainingData(
-            HFImageDataset(dataset, column, transform(channels)),
+            HFImageDataset(dataset, column, transform(channels), seed=seed),
             channels,
             f"{len(dataset)} images from dataset {dataset_name}",
             name=dataset_name,
@@ -401,5 +434,7 @@ def build_image_dataset(
     else:
         raise DataError(f"Unknown built-in dataset {builtin_dataset!r}; choose one of {BUILTIN_DATASETS}.")
     return TrainingData(
-        TensorImageDataset(images, random_flip), ch, f"built-in {builtin_dataset} ({images.shape[0]} images)"
+        TensorImageDataset(images, random_flip, seed=seed),
+        ch,
+        f"built-in {builtin_dataset} ({images.shape[0]} images)",
     )

@@ -31,6 +31,7 @@ DROPPED = [
     "checkpoint-500/model.safetensors",
     "checkpoint-500/random_states_0.pkl",
     ".tmp-checkpoint-1000/optimizer.bin",
+    ".train_spectral_outputs.json",
     "logs/train_spectral/events.out.tfevents.1.host",
     "sub/checkpoint-3/weights.bin",
     "upload.tmp",

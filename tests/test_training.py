@@ -7,6 +7,7 @@ import signal
 import pytest
 import torch
 from diffusers import UNet2DModel
+from safetensors.torch import save_file
 
 from diffusers_specreg import training
 
@@ -14,7 +15,7 @@ from diffusers_specreg import training
 def make_checkpoint(root, step, complete=True):
     path = root / f"checkpoint-{step}"
     path.mkdir()
-    (path / "model.safetensors").write_bytes(b"x")
+    save_file({"weight": torch.zeros(2)}, str(path / "model.safetensors"))  # a damaged one is skipped
     if complete:
         (path / "training_state.json").write_text(json.dumps({"global_step": step}))
     return path
@@ -149,3 +150,29 @@ def test_gradient_guard_skips_a_nan_gradient_and_leaves_everything_bit_identical
         else:
             with pytest.raises(training.NonFiniteLossError, match="gradient was not finite for 2 batches"):
                 training.clip_and_step(accelerator, model, optimizer, scheduler, guard, step=step)
+
+
+def test_extra_state_round_trips_tensors_and_json_without_pickle(tmp_path):
+    class Counter(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("ema", torch.zeros(3))
+            self.count = 0
+
+        def get_extra_state(self):
+            return {"count": self.count}
+
+        def set_extra_state(self, state):
+            self.count = state["count"]
+
+    saved = Counter()
+    saved.ema += torch.tensor([1.0, 2.0, 3.0])
+    saved.count = 7
+    training._save_extra_state(saved, str(tmp_path), "regularizer")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["regularizer.json", "regularizer.safetensors"]
+    loaded = Counter()
+    training._load_extra_state(loaded, str(tmp_path), "regularizer", "cpu")
+    assert torch.equal(loaded.ema, saved.ema) and loaded.count == 7
+    torch.nn.Module.register_buffer(loaded, "added_later", torch.zeros(1))
+    with pytest.raises(training.CheckpointError, match="regularizer.safetensors does not fit"):
+        training._load_extra_state(loaded, str(tmp_path), "regularizer", "cpu")

@@ -1,0 +1,330 @@
+"""What a training run owns and what it was asked to do: the output folder's ownership record and the settings
+manifest that checkpoints carry.
+
+Output folder (`check_output_dir` before anything is built, `claim_output_dir` on the main process before the first
+file is written):
+
+- a run records the top-level names it writes (pipeline files, `README.md`, `training_args.json`, `evaluation/`,
+  the logging folder) in `.train_spectral_outputs.json`;
+- a second run into a folder with a finished pipeline or checkpoints stops, unless `--resume_from_checkpoint`
+  finds a checkpoint to continue or `--overwrite_output_dir` is given; `--resume_from_checkpoint latest` into a
+  folder with a pipeline but no checkpoint stops too (it would start over and replace the pipeline);
+- `--overwrite_output_dir` removes everything the previous run wrote (its record, or for folders of older
+  versions the pipeline named by `model_index.json`, card, evaluation, logs and checkpoints) and nothing else;
+- a file the run would replace that no run wrote (a user's `README.md`, `training_args.json`, `pipeline.py` or
+  `evaluation/`) stops the run, with or without `--overwrite_output_dir`.
+
+Settings (`settings_of` when saving a checkpoint, `check_resume_settings` when resuming): each flag is
+`INCOMPATIBLE` (resuming with another value cannot work or would silently mean something else: an error naming
+the flag), `UNCHECKED` (where the run writes, how long it runs, what it logs: no message) or anything else (a
+warning naming the flag; the new value takes effect, e.g. `--learning_rate`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+
+from diffusers_specreg import training
+
+logger = logging.getLogger(__name__)
+
+OUTPUTS_FILE = ".train_spectral_outputs.json"
+CARD_MARKER = "diffusers-specreg"  # a tag of every model card we write
+# names a run writes (besides the logging folder) that could also be a user's own file: never replaced unless ours
+REPLACED_FILES = ("README.md", "training_args.json", "pipeline.py", "evaluation")
+PIPELINE_FILES = ("model_index.json", "unet", "scheduler", "mel")
+
+# Flags that cannot change on resume: the model's shapes or meaning, the state the checkpoint holds, or the mapping
+# from optimiser steps to data position.
+INCOMPATIBLE = (
+    "formulation",
+    "prediction_type",
+    "modality",
+    "resolution",
+    "unet_config",  # the UNet's config (from --model_config_name_or_path, --model_preset or the pretrained model)
+    "use_ema",
+    "spectral_loss",
+    "noise_spectrum",
+    "train_batch_size",
+    "gradient_accumulation_steps",
+    "num_processes",
+    "ddpm_num_steps",
+    "ddpm_beta_schedule",
+    "edm_sigma_data",
+    "sample_rate",
+    "n_fft",
+    "hop_length",
+    "top_db",
+)
+# Flags that may change silently: where the run writes, how long it runs, what and how often it logs or samples.
+UNCHECKED = (
+    "output_dir",
+    "overwrite_output_dir",
+    "resume_from_checkpoint",
+    "max_train_steps",
+    "num_epochs",
+    "checkpointing_steps",
+    "checkpoints_total_limit",
+    "save_images_epochs",
+    "save_model_epochs",
+    "eval_batch_size",
+    "eval_num_samples",
+    "ddpm_num_inference_steps",
+    "logger",
+    "logging_dir",
+    "push_to_hub",
+    "hub_model_id",
+    "hub_private_repo",
+    "dataloader_num_workers",
+    "cache_dir",
+    "max_nonfinite_steps",
+)
+# Not settings: the secret, the launcher's rank, and values `fill_defaults` derives.
+NOT_SETTINGS = ("hub_token", "local_rank", "resolution_from_user", "prediction_type_from_user", "builtin")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Settings manifest
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _jsonable(value):
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return str(value)
+
+
+def settings_of(args, num_processes: int, unet_config: dict | None = None) -> dict:
+    """The run's settings as JSON: every flag but the token and derived values, the number of processes and the
+    UNet's config (compared by content: the config file or pretrained model may have moved)."""
+    settings = {
+        key: _jsonable(value)
+        for key, value in sorted(vars(args).items())
+        if key not in NOT_SETTINGS and not key.endswith("_parsed")
+    }
+    settings["num_processes"] = num_processes
+    if unet_config is not None:
+        settings["unet_config"] = {k: _jsonable(v) for k, v in sorted(unet_config.items()) if not k.startswith("_")}
+    return settings
+
+
+def _flag(key: str) -> str:
+    if key == "num_processes":
+        return "accelerate launch --num_processes"
+    if key.startswith("unet_config."):
+        return f"the UNet config's {key.split('.', 1)[1]}"
+    return f"--{key}"
+
+
+def _flatten(settings: dict) -> dict:
+    flat = {k: v for k, v in settings.items() if k != "unet_config"}
+    flat.update({f"unet_config.{k}": v for k, v in (settings.get("unet_config") or {}).items()})
+    return flat
+
+
+def compare_settings(saved: dict, current: dict) -> tuple[list[str], list[str]]:
+    """(errors, warnings): one line per changed flag, `INCOMPATIBLE` ones in errors, `UNCHECKED` ones left out."""
+    errors, warnings = [], []
+    saved, current = _flatten(saved), _flatten(current)
+    for key in sorted(set(saved) | set(current)):
+        if key in UNCHECKED or key in NOT_SETTINGS:
+            continue
+        old, new = saved.get(key), current.get(key)
+        if json.dumps(old) == json.dumps(new):
+            continue
+        line = f"{_flag(key)}: {json.dumps(old)} in the checkpoint, {json.dumps(new)} now"
+        incompatible = key in INCOMPATIBLE or key.split(".")[0] == "unet_config"
+        (errors if incompatible else warnings).append(line)
+    return errors, warnings
+
+
+def check_resume_settings(checkpoint: str, current: dict) -> None:
+    """Compare this run's settings with the checkpoint's; raise `ValueError` naming every incompatible change, log a
+    warning naming every other change (which takes effect from the resumed step)."""
+    saved = training.read_run_settings(checkpoint)
+    name = os.path.basename(os.path.normpath(checkpoint))
+    if saved is None:
+        logger.warning(
+            "%s has no %s (an older version wrote it): the settings cannot be compared.", name, "run_settings.json"
+        )
+        return
+    errors, warnings = compare_settings(saved, current)
+    if errors:
+        raise ValueError(
+            f"Cannot resume from {name} with changed settings: {'; '.join(errors)}. Resume with the checkpoint's "
+            "values, or start a new run in another --output_dir (--pretrained_model_name_or_path can start it from a "
+            "saved pipeline)."
+        )
+    if warnings:
+        logger.warning("Resuming from %s with changed settings, which take effect now: %s.", name, "; ".join(warnings))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Output folder ownership
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _top_name(output_dir: str, logging_dir: str | None) -> str | None:
+    """The top-level name of the logging folder inside `output_dir`, None when it is elsewhere."""
+    if not logging_dir:
+        return None
+    path = os.path.relpath(os.path.abspath(os.path.join(output_dir, logging_dir)), os.path.abspath(output_dir))
+    if path.startswith(os.pardir) or path == os.curdir:
+        return None
+    return path.split(os.sep)[0]
+
+
+def run_outputs(output_dir: str, logging_dir: str | None) -> list[str]:
+    """The top-level names in `output_dir` that a run writes."""
+    names = [*PIPELINE_FILES, *REPLACED_FILES]
+    logs = _top_name(output_dir, logging_dir)
+    return names + ([logs] if logs else [])
+
+
+def read_outputs(output_dir: str) -> list[str] | None:
+    """The names a previous run recorded as its own, None when no run recorded any (an older version or none)."""
+    path = os.path.join(output_dir, OUTPUTS_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            return list(json.load(f)["outputs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _is_our_card(path: str) -> bool:
+    try:
+        with open(path, encoding="utf-8") as f:
+            head = f.read(4096)
+    except (OSError, UnicodeDecodeError):
+        return False
+    return head.startswith("---") and CARD_MARKER in head
+
+
+def _is_our_training_args(path: str) -> bool:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "spectral_loss" in data and "formulation" in data
+
+
+def _previous_outputs(output_dir: str, logging_dir: str | None) -> list[str]:
+    """What the previous run in `output_dir` wrote: its record, or (older versions) what its files show."""
+    recorded = read_outputs(output_dir)
+    if recorded is not None:  # only plain names inside the folder, whatever the file says
+        return [n for n in recorded if isinstance(n, str) and n and n == os.path.basename(n) and n not in (".", "..")]
+    names = []
+    index = os.path.join(output_dir, "model_index.json")
+    if os.path.isfile(index):
+        try:
+            with open(index) as f:
+                names += ["model_index.json"] + [k for k in json.load(f) if not k.startswith("_")]
+        except (OSError, ValueError):
+            names.append("model_index.json")
+    if names or training.list_checkpoints(output_dir):
+        names += ["pipeline.py", "evaluation"]
+        logs = _top_name(output_dir, logging_dir)
+        names += [logs] if logs else []
+    if _is_our_card(os.path.join(output_dir, "README.md")):
+        names.append("README.md")
+    if _is_our_training_args(os.path.join(output_dir, "training_args.json")):
+        names.append("training_args.json")
+    return names
+
+
+def _resuming(output_dir: str, resume_from_checkpoint: str | None) -> bool:
+    if not resume_from_checkpoint:
+        return False
+    return resume_from_checkpoint != "latest" or bool(training.list_checkpoints(output_dir))
+
+
+def check_output_dir(
+    output_dir: str, resume_from_checkpoint: str | None, overwrite_output_dir: bool, logging_dir: str | None = "logs"
+) -> None:
+    """Refuse, before anything is built, a run that would replace a finished pipeline, checkpoints or user files.
+
+    Raises `ValueError` naming what is in the way and the flag or folder that resolves it. Reads only.
+    """
+    if not os.path.isdir(output_dir):
+        return
+    has_pipeline = os.path.isfile(os.path.join(output_dir, "model_index.json"))
+    has_checkpoints = bool(training.list_checkpoints(output_dir))
+    if _resuming(output_dir, resume_from_checkpoint):
+        return
+    if resume_from_checkpoint and has_pipeline and not overwrite_output_dir:
+        raise ValueError(
+            f"--resume_from_checkpoint {resume_from_checkpoint}: {output_dir!r} holds a trained pipeline but no "
+            "checkpoint-N/ folder to resume from, so the run would start over and replace it. Pass "
+            "--overwrite_output_dir to replace it, fine-tune it with --pretrained_model_name_or_path "
+            f"{output_dir} and another --output_dir, or pick another --output_dir."
+        )
+    if (has_pipeline or has_checkpoints) and not overwrite_output_dir:
+        raise ValueError(
+            f"--output_dir {output_dir!r} already holds a trained pipeline or checkpoints. Pass "
+            "--resume_from_checkpoint latest to continue that run, --overwrite_output_dir to replace it, or "
+            "another --output_dir."
+        )
+    ours = set(_previous_outputs(output_dir, logging_dir))
+    foreign = [name for name in REPLACED_FILES if os.path.exists(os.path.join(output_dir, name)) and name not in ours]
+    if foreign:
+        raise ValueError(
+            f"--output_dir {output_dir!r} holds {', '.join(foreign)}, which no training run wrote there; this run "
+            "would replace it (--overwrite_output_dir only replaces a previous run's outputs). Move it elsewhere, "
+            "or pick another --output_dir."
+        )
+
+
+def claim_output_dir(
+    output_dir: str, resume_from_checkpoint: str | None, overwrite_output_dir: bool, logging_dir: str | None = "logs"
+) -> list[str]:
+    """Create `output_dir` and record this run's outputs; with `overwrite_output_dir` (and nothing to resume), first
+    delete everything the previous run wrote there, checkpoints included, and nothing else. Call on the main
+    process after `check_output_dir`, before the first file is written. Returns the deleted paths."""
+    os.makedirs(output_dir, exist_ok=True)
+    resuming = _resuming(output_dir, resume_from_checkpoint)
+    previous = _previous_outputs(output_dir, logging_dir)
+    removed = []
+    if overwrite_output_dir and not resuming:
+        doomed = [os.path.join(output_dir, name) for name in previous]
+        doomed += [path for _, path in training.list_checkpoints(output_dir)]
+        doomed += [os.path.join(output_dir, n) for n in os.listdir(output_dir) if n.startswith(".tmp-checkpoint-")]
+        for path in doomed:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            elif os.path.lexists(path):
+                os.remove(path)
+            else:
+                continue
+            removed.append(path)
+        if removed:
+            logger.info(
+                "--overwrite_output_dir: removed the previous run's outputs: %s",
+                ", ".join(os.path.relpath(p, output_dir) for p in removed),
+            )
+        previous = []
+    names = list(dict.fromkeys([*previous, *run_outputs(output_dir, logging_dir)]))
+    with open(os.path.join(output_dir, OUTPUTS_FILE), "w") as f:
+        json.dump({"outputs": names}, f, indent=2)
+    return removed
+
+
+__all__ = [
+    "INCOMPATIBLE",
+    "OUTPUTS_FILE",
+    "UNCHECKED",
+    "check_output_dir",
+    "check_resume_settings",
+    "claim_output_dir",
+    "compare_settings",
+    "read_outputs",
+    "run_outputs",
+    "settings_of",
+]
