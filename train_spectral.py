@@ -27,7 +27,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, set_seed
-from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler, EDMEulerScheduler, UNet2DModel
+from diffusers import UNet2DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
@@ -38,9 +38,10 @@ from diffusers_specreg.losses import LOSS_NAMES
 from diffusers_specreg.noise import NoiseSpectrum, corrupt_band
 
 try:  # the pipelines/ folder is installed as diffusers_specreg.pipelines: fail now, not when saving
-    from diffusers_specreg.pipelines import EDMPipeline, SAGDPipeline
+    import diffusers_specreg.pipelines  # noqa: F401
 except ImportError as error:
     raise ImportError(f"{error}. Install the project first: pip install -e . (see README).") from error
+from diffusers_specreg.formulations import Formulation, SchedulerSettings, select_formulation
 from diffusers_specreg.objectives import build_objective
 from diffusers_specreg.regularizer import SpectralRegularizer
 from diffusers_specreg.weighting import WEIGHTINGS
@@ -375,34 +376,27 @@ def build_model(args, channels: int, pretrained) -> UNet2DModel:
     return UNet2DModel(**training.unet_config(args.model_preset, args.resolution, channels))
 
 
+def formulation_of(args) -> Formulation:
+    """The registry entry of this run (DDPM, EDM, SAGD or audio), see `diffusers_specreg.formulations`."""
+    return select_formulation(args.formulation, args.modality, not args.noise_spectrum_parsed.is_white)
+
+
 def build_noise_scheduler(args, pretrained):
-    if args.formulation == "edm":
-        return EDMEulerScheduler(sigma_data=args.edm_sigma_data, prediction_type=args.prediction_type)
-    if pretrained is not None and pretrained.scheduler_config is not None:
-        config = dict(pretrained.scheduler_config)
-        config["prediction_type"] = args.prediction_type
-        return DDPMScheduler.from_config(config)
-    return DDPMScheduler(
+    settings = SchedulerSettings(
+        prediction_type=args.prediction_type,
         num_train_timesteps=args.ddpm_num_steps,
         beta_schedule=args.ddpm_beta_schedule,
-        prediction_type=args.prediction_type,
+        sigma_data=args.edm_sigma_data,
+        pretrained_config=pretrained.scheduler_config if pretrained is not None else None,
     )
+    return formulation_of(args).build_scheduler(settings)
 
 
 def make_pipeline(args, unet, noise_scheduler, for_sampling: bool, mel=None):
     """The pipeline saved (DDPM, EDM, SAGD or audio) or used to draw logged samples (DDIM for speed)."""
-    scheduler = DDIMScheduler.from_config(noise_scheduler.config) if for_sampling else noise_scheduler
-    if args.modality == "audio":
-        from diffusers_specreg.audio import make_audio_pipeline
-
-        return make_audio_pipeline(unet, mel, scheduler if args.formulation != "edm" else noise_scheduler)
-    if not args.noise_spectrum_parsed.is_white:
-        return SAGDPipeline(unet=unet, scheduler=scheduler, noise_spectrum=args.noise_spectrum_parsed.to_string())
-    if args.formulation == "edm":
-        return EDMPipeline(unet=unet, scheduler=noise_scheduler)
-    if for_sampling:
-        return DDIMPipeline(unet=unet, scheduler=DDIMScheduler.from_config(noise_scheduler.config))
-    return DDPMPipeline(unet=unet, scheduler=noise_scheduler)
+    entry = formulation_of(args)
+    pipeline = entry.build_pipeline(unet, noise_scheduler, spectrum=args.noise_spectrum_parsed, mel=mel)
+    return entry.fast_pipeline(pipeline) if for_sampling else pipeline
 
 
 class EpochShuffleSampler(torch.utils.data.Sampler):
@@ -498,13 +492,10 @@ def log_samples(args, accelerator, unet, noise_scheduler, ema_model, data_batch,
 
 def save_pipeline(args, unet, noise_scheduler, ema_model, mel=None):
     """Save the pipeline (EMA weights if any) to output_dir as safetensors; custom pipelines get pipeline.py."""
-    with ema_weights(unet, ema_model):
-        pipeline = make_pipeline(args, unet, noise_scheduler, for_sampling=False, mel=mel)
-        pipeline.save_pretrained(args.output_dir, safe_serialization=True)
-    if type(pipeline).__module__.startswith("diffusers_specreg."):
-        from diffusers_specreg.pipelines_io import write_custom_pipeline_file
+    from diffusers_specreg.pipelines_io import save_pipeline as save
 
-        write_custom_pipeline_file(type(pipeline), args.output_dir)
+    with ema_weights(unet, ema_model):
+        save(make_pipeline(args, unet, noise_scheduler, for_sampling=False, mel=mel), args.output_dir)
 
 
 def evaluate_and_write_card(args, accelerator, data, regularizer) -> dict | None:
@@ -665,7 +656,11 @@ def main(argv: list[str] | None = None) -> int:
         else (lambda shape, gen, device: spectrum.sample(shape, generator=gen, device=device))
     )
     objective = build_objective(
-        args.formulation, noise_scheduler, noise_fn=noise_fn, edm_p_mean=args.edm_p_mean, edm_p_std=args.edm_p_std
+        formulation_of(args).objective,
+        noise_scheduler,
+        noise_fn=noise_fn,
+        edm_p_mean=args.edm_p_mean,
+        edm_p_std=args.edm_p_std,
     )
     regularizer = SpectralRegularizer.from_names(
         args.spectral_loss,

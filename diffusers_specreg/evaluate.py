@@ -77,6 +77,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
+from .formulations import default_sampler, formulation_of
 from .metrics import (
     RAPSD,
     FrechetWaveletDistance,
@@ -86,12 +87,11 @@ from .metrics import (
     log_rapsd_distance,
     spectral_slope,
 )
+from .pipelines_io import DYNAMIC_PIPELINE_MODULE
 from .plots import REFERENCE_NAMES, _new_figure, _save, plot_band_errors, plot_rapsd, save_image_grid
 
 logger = logging.getLogger(__name__)
 
-DYNAMIC_PIPELINE_MODULE = "diffusers_modules.local.pipeline"
-CUSTOM_PIPELINE_FILE = "pipeline.py"
 BANDS = ("all", "low", "mid", "high")
 # FWD packets of about 16x16 pixels, as the paper's Haar level 4 on 256x256 images (arXiv 2312.15289).
 FWD_PACKET_SIZE = 16
@@ -116,11 +116,10 @@ ImageBatches = torch.Tensor | np.ndarray | Iterable
 
 def load_pipeline(name_or_path: str, device: str | torch.device | None = None, cache_dir: str | None = None):
     r"""
-    Load a saved pipeline (local folder or Hub id) the way its model card says.
-
-    A folder with `pipeline.py`, or a config naming a class Diffusers does not ship, loads with
-    `DiffusionPipeline.from_pretrained(path, custom_pipeline=path, trust_remote_code=True)`; a local folder of a
-    `diffusers_specreg.pipelines` class without `pipeline.py` loads with that class directly.
+    Load a saved pipeline (local folder or Hub id) the way its model card says: `DiffusionPipeline.from_pretrained`,
+    with `trust_remote_code=True` for a folder that carries its own `pipeline.py` (`_class_name` such as
+    `["pipeline", "SAGDPipeline"]`, see `diffusers_specreg.pipelines_io.save_pipeline`). Folders written before that
+    convention (`_class_name` a class Diffusers does not ship) load with `custom_pipeline=name_or_path`.
 
     Args:
         name_or_path (`str`): folder written by `save_pretrained`, or a Hub repo id.
@@ -133,32 +132,18 @@ def load_pipeline(name_or_path: str, device: str | torch.device | None = None, c
     import diffusers
     from diffusers import DiffusionPipeline
 
-    config = DiffusionPipeline.load_config(name_or_path, cache_dir=cache_dir)
-    class_name = config.get("_class_name", "")
-    has_file = os.path.isfile(os.path.join(name_or_path, CUSTOM_PIPELINE_FILE))
-    if has_file or not hasattr(diffusers, class_name):
-        pipeline_cls = _own_pipeline_class(class_name) if not has_file and os.path.isdir(name_or_path) else None
-        if pipeline_cls is not None:
-            pipeline = pipeline_cls.from_pretrained(name_or_path, cache_dir=cache_dir)
-        else:
-            # every local pipeline.py is imported as the same module: forget the previous one (pipelines_io docs)
-            sys.modules.pop(DYNAMIC_PIPELINE_MODULE, None)
-            pipeline = DiffusionPipeline.from_pretrained(
-                name_or_path, custom_pipeline=name_or_path, trust_remote_code=True, cache_dir=cache_dir
-            )
-    else:
-        pipeline = DiffusionPipeline.from_pretrained(name_or_path, cache_dir=cache_dir)
+    name = DiffusionPipeline.load_config(name_or_path, cache_dir=cache_dir).get("_class_name", "")
+    kwargs = {}
+    if isinstance(name, (list, tuple)) or not hasattr(diffusers, name):
+        # every local pipeline.py is imported as the same module: forget the previous one (pipelines_io docs)
+        sys.modules.pop(DYNAMIC_PIPELINE_MODULE, None)
+        kwargs["trust_remote_code"] = True
+        if isinstance(name, str):
+            kwargs["custom_pipeline"] = name_or_path
+    pipeline = DiffusionPipeline.from_pretrained(name_or_path, cache_dir=cache_dir, **kwargs)
     if device is not None:
         pipeline.to(device)
     return pipeline
-
-
-def _own_pipeline_class(class_name: str):
-    try:
-        from diffusers_specreg import pipelines
-    except ImportError:  # a plain checkout: pipelines/ is mapped into the package only when installed
-        return None
-    return getattr(pipelines, class_name, None)
 
 
 def _unet_of(pipeline):
@@ -177,10 +162,10 @@ def image_shape(pipeline) -> tuple[int, int, int]:
 
 
 def is_audio_pipeline(pipeline) -> bool:
-    """`True` for an `AudioDiffusionPipeline` (mel-spectrogram images turned into audio by its `mel`)."""
-    from diffusers import AudioDiffusionPipeline
-
-    return isinstance(pipeline, AudioDiffusionPipeline)
+    """`True` for a pipeline of an audio formulation, an `AudioDiffusionPipeline` (mel-spectrogram images turned
+    into audio by its `mel`)."""
+    entry = formulation_of(pipeline)
+    return entry is not None and entry.modality == "audio"
 
 
 def mel_settings(mel) -> dict[str, int]:
@@ -201,7 +186,9 @@ def mel_settings(mel) -> dict[str, int]:
 
 def make_sampler(pipeline, num_inference_steps: int) -> tuple[Callable[[list[torch.Generator]], torch.Tensor], str]:
     r"""
-    A function drawing a batch of images, and a description of the sampler (see the module docstring).
+    A function drawing a batch of images, and a description of the sampler: the fast sampler of the pipeline's
+    formulation (`diffusers_specreg.formulations`; DDIM with eta 0 for DDPM, SAGD and audio), else the pipeline
+    itself.
 
     Args:
         pipeline (`DiffusionPipeline`): the loaded pipeline.
@@ -211,71 +198,12 @@ def make_sampler(pipeline, num_inference_steps: int) -> tuple[Callable[[list[tor
         `tuple`: `sample(generators) -> torch.Tensor` of shape `[len(generators), C, H, W]` in `[-1, 1]` on the CPU
         (one generator per image), and a one-line description such as `"DDIM (eta 0), 50 steps"`.
     """
-    from diffusers import AudioDiffusionPipeline, DDIMPipeline, DDIMScheduler, DDPMPipeline
-
     if num_inference_steps < 1:
         raise ValueError(f"`num_inference_steps` must be >= 1, got {num_inference_steps}.")
-    name = type(pipeline).__name__
-
-    def ddim_sampler(sampler, quantise: bool = False):
-        """`sample(generators)` of a DDIM-scheduled pipeline, deterministic (eta 0); uint8 levels if `quantise`."""
-        sampler.set_progress_bar_config(disable=True)
-
-        def sample(generators):
-            images = sampler(
-                batch_size=len(generators),
-                generator=generators,
-                num_inference_steps=num_inference_steps,
-                eta=0.0,
-                output_type="np",
-            ).images
-            return np.round(images * 255.0) / 255.0 if quantise else images
-
-        return _to_tensor(sample)
-
-    ddim_scheduler = DDIMScheduler.from_config(pipeline.scheduler.config) if hasattr(pipeline, "scheduler") else None
-    if isinstance(pipeline, (DDPMPipeline, DDIMPipeline)):
-        sampler = DDIMPipeline(unet=pipeline.unet, scheduler=ddim_scheduler)
-        return ddim_sampler(sampler), f"DDIM (eta 0), {num_inference_steps} steps"
-    if name == "SAGDPipeline":
-        spectrum = pipeline.config.noise_spectrum
-        sampler = type(pipeline)(unet=pipeline.unet, scheduler=ddim_scheduler, noise_spectrum=spectrum)
-        return ddim_sampler(sampler), f"SAGD DDIM (eta 0, noise {spectrum}), {num_inference_steps} steps"
-    if isinstance(pipeline, AudioDiffusionPipeline) and pipeline.vqvae is None:
-        # AudioDiffusionPipeline.__call__ also inverts every image with an unseeded Griffin-Lim (seconds per image at
-        # the default Mel) that the metrics never use. Without a VQ-VAE its images are exactly those of DDIMPipeline
-        # on the same UNet and DDIM schedule (same initial noise, same steps), quantised to uint8 as it does.
-        sampler = DDIMPipeline(unet=pipeline.unet, scheduler=ddim_scheduler)
-        return ddim_sampler(sampler, quantise=True), (
-            f"AudioDiffusion DDIM (eta 0), {num_inference_steps} steps (mel images)"
-        )
-    if isinstance(pipeline, AudioDiffusionPipeline):
-        sampler = AudioDiffusionPipeline(
-            vqvae=pipeline.vqvae, unet=pipeline.unet, mel=pipeline.mel, scheduler=ddim_scheduler
-        )
-        sampler.set_progress_bar_config(disable=True)
-
-        def sample(generators):
-            images = sampler(batch_size=len(generators), generator=generators, steps=num_inference_steps, eta=0.0)
-            array = np.stack([np.asarray(image, dtype=np.float32) / 255.0 for image in images.images])
-            return array[..., None] if array.ndim == 3 else array
-
-        return _to_tensor(sample), f"AudioDiffusion DDIM (eta 0), {num_inference_steps} steps (mel images)"
-
-    def sample(generators):
-        previous = dict(getattr(pipeline, "_progress_bar_config", {}))
-        pipeline.set_progress_bar_config(disable=True)
-        try:
-            return pipeline(
-                batch_size=len(generators),
-                generator=generators,
-                num_inference_steps=num_inference_steps,
-                output_type="np",
-            ).images
-        finally:
-            pipeline._progress_bar_config = previous
-
-    return _to_tensor(sample), f"{name}, {num_inference_steps} steps"
+    entry = formulation_of(pipeline)
+    sampler = entry.make_sampler if entry is not None else default_sampler
+    sample, description = sampler(pipeline, num_inference_steps)
+    return _to_tensor(sample), description
 
 
 def _to_tensor(sample: Callable) -> Callable[[list[torch.Generator]], torch.Tensor]:

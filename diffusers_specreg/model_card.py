@@ -38,7 +38,8 @@ import posixpath
 import re
 import string
 from collections.abc import Mapping, Sequence
-from importlib import resources
+
+from .formulations import class_name, formulation_of, read_card_file, render_usage
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,6 @@ TEMPLATE_NAME = "template.md"
 TRAINING_ARGS_FILE = "training_args.json"
 IMAGE_TASK = "unconditional-image-generation"
 AUDIO_TASK = "other"  # no Hub task fits unconditional audio generation, see the module docstring
-AUDIO_PIPELINES = ("AudioDiffusionPipeline",)
 BASE_TAGS = ("diffusers", "diffusers-specreg", "spectral-regularization")
 MODALITIES = ("image", "audio")
 
@@ -265,9 +265,11 @@ def _cell(value) -> str:
     return f"`{text}`" if text != "—" else text
 
 
-def modality_of(pipeline_class: str) -> str:
-    """`"audio"` for `AudioDiffusionPipeline`, else `"image"`."""
-    return "audio" if pipeline_class in AUDIO_PIPELINES else "image"
+def modality_of(pipeline_class: str | list) -> str:
+    """The modality of a saved pipeline class's formulation (`"audio"` for `AudioDiffusionPipeline`), else
+    `"image"`."""
+    entry = formulation_of(pipeline_class)
+    return entry.modality if entry is not None else "image"
 
 
 def _is_coloured(noise_spectrum) -> bool:
@@ -282,25 +284,11 @@ def _uses_spectrum_matching(config: Mapping) -> bool:
 
 
 def load_template(template_path: str | os.PathLike | None = None) -> string.Template:
-    """The card template: `template_path`, else the installed `diffusers_specreg.model_cards/template.md`, else the
-    checkout's `model_cards/template.md`."""
+    """The card template: `template_path`, else `model_cards/template.md` (installed or in the checkout)."""
     if template_path is not None:
         with open(template_path, encoding="utf-8") as f:
             return string.Template(f.read())
-    try:
-        return string.Template(
-            resources.files("diffusers_specreg.model_cards").joinpath(TEMPLATE_NAME).read_text("utf-8")
-        )
-    except (ModuleNotFoundError, FileNotFoundError):
-        pass
-    checkout = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "model_cards", TEMPLATE_NAME)
-    if not os.path.isfile(checkout):
-        raise FileNotFoundError(
-            f"Model card template {TEMPLATE_NAME!r} not found (looked in diffusers_specreg.model_cards and {checkout}); "
-            "pass template_path."
-        )
-    with open(checkout, encoding="utf-8") as f:
-        return string.Template(f.read())
+    return string.Template(read_card_file(TEMPLATE_NAME))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -309,18 +297,15 @@ def load_template(template_path: str | os.PathLike | None = None) -> string.Temp
 
 
 def card_tags(config: Mapping, pipeline_class: str) -> list[str]:
-    """The card's tags: library, project, task, one `spectral-loss-<name>` per loss, `edm` / `sagd` where used."""
+    """The card's tags: library, project, task, one `spectral-loss-<name>` per loss, the formulation's tags
+    (`edm`, `sagd`, `audio`, ...)."""
+    entry = formulation_of(pipeline_class)
     tags = list(BASE_TAGS)
-    if modality_of(pipeline_class) == "audio":
-        tags += ["audio", "mel-spectrogram", "unconditional-audio-generation"]
-    else:
+    if modality_of(pipeline_class) != "audio":
         tags.append(IMAGE_TASK)
     for name in config.get("spectral_loss") or []:
         tags.append("spectral-loss-" + str(name).replace("_", "-"))
-    if config.get("formulation") == "edm":
-        tags.append("edm")
-    if _is_coloured(config.get("noise_spectrum")):
-        tags.append("sagd")
+    tags += list(entry.tags) if entry is not None else []
     if _uses_spectrum_matching(config):
         tags.append("spectrum-matching")
     return list(dict.fromkeys(tags))
@@ -410,87 +395,6 @@ def model_card_data(
 # ---------------------------------------------------------------------------------------------------------------
 # Body sections
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def render_usage(
-    pipeline_class: str,
-    repo_id: str,
-    num_inference_steps: int | None = None,
-    num_train_timesteps: int | None = None,
-) -> str:
-    r"""
-    A usage snippet that loads and samples the model.
-
-    Args:
-        pipeline_class (`str`): the saved pipeline class (`model_index.json` `_class_name`).
-        repo_id (`str`): Hub repo id or local folder of the model.
-        num_inference_steps (`int`, *optional*, defaults to `None`): steps of the reference (slow) sampler.
-        num_train_timesteps (`int`, *optional*, defaults to `None`): the noise schedule's length; the fast DDIM
-            snippets use `min(50, num_train_timesteps)` steps (DDIM cannot take more steps than the schedule has).
-
-    Returns:
-        `str`: markdown with one or two python code blocks; the first one runs as it is.
-    """
-    repo = json.dumps(repo_id)
-    fast = min(50, num_train_timesteps) if num_train_timesteps else 50
-    if pipeline_class in AUDIO_PIPELINES:
-        return (
-            "```python\n"
-            "import numpy as np\n"
-            "import soundfile\n"
-            "import torch\n"
-            "from diffusers import DDIMScheduler, DiffusionPipeline\n\n"
-            f"pipe = DiffusionPipeline.from_pretrained({repo})  # an AudioDiffusionPipeline: UNet, Mel, scheduler\n"
-            f"pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)  # {fast} deterministic DDIM steps\n"
-            'pipe.to("cuda" if torch.cuda.is_available() else "cpu")\n'
-            f"output = pipe(batch_size=1, steps={fast}, eta=0.0, generator=torch.Generator().manual_seed(0))\n"
-            'output.images[0].save("mel.png")  # the generated mel spectrogram\n'
-            "audio, sample_rate = output.audios[0, 0], pipe.mel.get_sample_rate()  # Griffin-Lim waveform\n"
-            'soundfile.write("sample.wav", 0.9 * audio / max(np.abs(audio).max(), 1e-9), sample_rate)\n'
-            "```"
-        )
-    if pipeline_class.startswith(("DDPM", "DDIM")) and pipeline_class.endswith("Pipeline"):
-        steps = num_inference_steps or 1000
-        return (
-            "```python\n"
-            "import torch\n"
-            "from diffusers import DDIMPipeline\n\n"
-            f"# fast: {fast} deterministic DDIM steps with the saved UNet and noise schedule\n"
-            f"pipe = DDIMPipeline.from_pretrained({repo})\n"
-            'pipe.to("cuda" if torch.cuda.is_available() else "cpu")\n'
-            f"images = pipe(batch_size=4, num_inference_steps={fast}, generator=torch.Generator().manual_seed(0))"
-            ".images\n"
-            'images[0].save("sample.png")\n'
-            "```\n\n"
-            f"The saved pipeline is a `{pipeline_class}`; ancestral sampling as in training:\n\n"
-            "```python\n"
-            f"from diffusers import {pipeline_class}\n\n"
-            f"pipe = {pipeline_class}.from_pretrained({repo})\n"
-            f"images = pipe(batch_size=4, num_inference_steps={steps}).images\n"
-            "```"
-        )
-    requirement = ""
-    if pipeline_class == "SAGDPipeline":
-        requirement = (
-            "The pipeline draws coloured noise (SAGD): stock `DDPMPipeline` / `DDIMPipeline` would sample it wrongly. "
-            "Its `pipeline.py` imports `diffusers_specreg`: `pip install diffusers-specreg` first.\n\n"
-        )
-    elif pipeline_class == "EDMPipeline":
-        requirement = (
-            "The model uses EDM preconditioning, which stock `DDPMPipeline` / `DDIMPipeline` do not apply; the "
-            "repo's `pipeline.py` does (it needs only `torch` and `diffusers`).\n\n"
-        )
-    steps = 40 if pipeline_class == "EDMPipeline" else 50
-    return (
-        requirement + "```python\n"
-        "import torch\n"
-        "from diffusers import DiffusionPipeline\n\n"
-        f"pipe = DiffusionPipeline.from_pretrained({repo}, custom_pipeline={repo}, trust_remote_code=True)\n"
-        'pipe.to("cuda" if torch.cuda.is_available() else "cpu")\n'
-        f"images = pipe(batch_size=4, num_inference_steps={steps}, generator=torch.Generator().manual_seed(0)).images\n"
-        'images[0].save("sample.png")\n'
-        "```"
-    )
 
 
 def _lambda_text(config: Mapping) -> str:
@@ -650,7 +554,7 @@ def render_config_table(config: Mapping) -> str:
 def _is_audio_evaluation(metrics: Mapping, pipeline_class: str | None) -> bool:
     if pipeline_class is not None:
         return modality_of(pipeline_class) == "audio"
-    return isinstance(metrics.get("audio"), Mapping) or metrics.get("pipeline_class") in AUDIO_PIPELINES
+    return isinstance(metrics.get("audio"), Mapping) or modality_of(metrics.get("pipeline_class") or "") == "audio"
 
 
 def evaluation_command(
@@ -812,16 +716,13 @@ def render_audio(files: Mapping) -> str:
     return "## Audio samples\n\n" + "\n\n".join(parts) + "\n\n*WAV files are peak-normalised to 0.9 for listening.*"
 
 
-def render_citations(config: Mapping, metrics: Mapping | None) -> str:
-    """BibTeX of the papers this model used: always arXiv 2603.02447, plus SAGD, spectrum matching, EDM, FWD, and
-    MR-STFT and NDB for audio metrics."""
-    keys = ["2603.02447"]
-    if _is_coloured(config.get("noise_spectrum")):
-        keys.append("2510.09660")
+def render_citations(config: Mapping, metrics: Mapping | None, pipeline_class: str | list = "DDPMPipeline") -> str:
+    """BibTeX of the papers this model used: always arXiv 2603.02447, plus the formulation's (SAGD, EDM), spectrum
+    matching, FWD, and MR-STFT and NDB for audio metrics."""
+    entry = formulation_of(pipeline_class)
+    keys = ["2603.02447", *(entry.citations if entry is not None else ())]
     if _uses_spectrum_matching(config):
         keys.append("2603.14645")
-    if config.get("formulation") == "edm":
-        keys.append("2206.00364")
     if metrics and _finite(_lookup(metrics, "fwd")):
         keys.append("2312.15289")
     if metrics and _finite(_lookup(metrics, "audio.mrstft")):
@@ -866,8 +767,10 @@ def write_model_card(
             `config["pretrained_model_name_or_path"]`. Only Hub ids go into the metadata.
         dataset_name (`str`, *optional*, defaults to `None`): the training dataset; `None` uses
             `config["dataset_name"]`. Only Hub ids go into the `datasets` metadata.
-        pipeline_class (`str`, defaults to `"DDPMPipeline"`): the saved pipeline class, e.g. `"EDMPipeline"`,
-            `"SAGDPipeline"`, `"AudioDiffusionPipeline"`.
+        pipeline_class (`str` or `list`, defaults to `"DDPMPipeline"`): the saved pipeline class, e.g.
+            `"EDMPipeline"`, `["pipeline", "SAGDPipeline"]` (a `model_index.json` `_class_name`),
+            `"AudioDiffusionPipeline"`; its formulation (`diffusers_specreg.formulations`) gives the usage snippet,
+            tags and citations.
         sample_grid (`str`, *optional*, defaults to `None`): path of a sample grid image, relative to `output_dir`.
         spectrum_plot (`str`, *optional*, defaults to `None`): path of a RAPSD plot, relative to `output_dir`.
         usage (`str`, *optional*, defaults to `None`): markdown replacing the generated usage snippet.
@@ -886,6 +789,7 @@ def write_model_card(
     from huggingface_hub import ModelCard
 
     output_dir = os.fspath(output_dir)
+    pipeline_class = class_name(pipeline_class)
     if evaluation_dir is None:
         evaluation_dir = posixpath.dirname(sample_grid.replace("\\", "/")) if sample_grid else ""
     for name, value in (
@@ -925,7 +829,7 @@ def write_model_card(
         training=render_training(config),
         config_table=render_config_table(config),
         evaluation=render_evaluation(metrics, repo_id, pipeline_class, config),
-        citations=render_citations(config, metrics),
+        citations=render_citations(config, metrics, pipeline_class),
     )
     card = ModelCard(body)  # parses and checks the YAML metadata
     os.makedirs(output_dir, exist_ok=True)

@@ -36,14 +36,14 @@ String forms (parsed by [`NoiseSpectrum.parse`], written by [`NoiseSpectrum.to_s
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 from collections.abc import Sequence
 from typing import Any
 
 import torch
-from diffusers.utils.torch_utils import randn_tensor
+
+from diffusers_specreg.pipelines.pipeline_sagd import ColouredNoise, band_profile, spectrum_weights
 
 __all__ = ["NoiseSpectrum", "corrupt_band"]
 
@@ -106,23 +106,6 @@ def _signal_dims(shape: Sequence[int]) -> tuple[int, ...]:
     if math.prod(shape) < 2:
         raise ValueError(f"Signal shape {shape} has a single element, so it has no nonzero frequency.")
     return shape
-
-
-@functools.lru_cache(maxsize=32)
-def _radius(shape: tuple[int, ...]) -> torch.Tensor:
-    """Normalised radial frequency over the full FFT grid, float64 on CPU, shape `shape`, max 1 (do not mutate)."""
-    freqs = [torch.fft.fftfreq(n, dtype=torch.float64) for n in shape]
-    grids = torch.meshgrid(*freqs, indexing="ij")
-    radius = torch.sqrt(sum(g**2 for g in grids))
-    return radius / radius.max()
-
-
-def _band_mask(radius: torch.Tensor, band: tuple[float, float]) -> torch.Tensor:
-    low, high = band
-    mask = (radius >= low) & (radius < high)
-    if high >= 1.0:
-        mask |= radius >= 1.0
-    return mask
 
 
 def _mirror(weights: torch.Tensor) -> torch.Tensor:
@@ -545,36 +528,13 @@ class NoiseSpectrum:
         return torch.tensor(sorted({0.0, 1.0, *(edge for band in self._bands for edge in band)}), dtype=torch.float64)
 
     def _band_profile(self, radius: torch.Tensor) -> torch.Tensor:
-        weight = torch.zeros_like(radius)
-        for band, gamma in zip(self._bands, self._gammas):
-            weight = weight + gamma * _band_mask(radius, band).to(radius.dtype)
-        return weight
+        return band_profile(radius, self._spec())
 
-    def _raw_weights(self, shape: tuple[int, ...]) -> torch.Tensor:
-        """Unnormalised float64 weights over the full FFT grid of `shape`."""
+    def _spec(self) -> dict[str, Any]:
+        """The dict form that `spectrum_weights` reads (user weights as the tensor itself, not a list)."""
         if self._kind == "weights":
-            if shape != self.signal_shape:
-                raise ValueError(
-                    f"These noise weights were given for signal shape {self.signal_shape}, got signal shape {shape}."
-                )
-            return self._user_weights
-        radius = _radius(shape)
-        if self._kind == "white" or self.is_white:
-            return torch.ones(shape, dtype=torch.float64)
-        if self._kind == "powerlaw":
-            # 1. w_α(f) = (r(f) + ε)^α, SAGD power-law weights (arXiv 2510.09660), computed in the log domain so that
-            #    a large |α| cannot overflow before the normalisation.
-            eps = self._eps if self._eps is not None else float(radius[radius > 0].min())
-            log_w = self._alpha * torch.log(radius + eps)
-            return torch.exp(log_w - log_w.max())
-        # 2. band masks M_[a,b] and the mix w = γ_l M_low + γ_h M_high of ε_w = γ_l ε_low + γ_h ε_high.
-        for band in self._bands:
-            if not _band_mask(radius, band).any():
-                raise _error(
-                    f"Band {band} contains no frequency of the grid for signal shape {shape} (its nonzero normalised "
-                    f"radii start at {float(radius[radius > 0].min()):.4g}); widen the band"
-                )
-        return self._band_profile(radius)
+            return {"kind": "weights", "weights": self._user_weights}
+        return self.to_dict()
 
     def weights(
         self,
@@ -601,12 +561,13 @@ class NoiseSpectrum:
         device = torch.device(device) if device is not None else torch.device("cpu")
         key = ("w", shape, str(device), dtype)
         if key not in self._cache:
-            weights = self._raw_weights(shape)
-            power = (weights**2).mean()
-            if not torch.isfinite(weights).all() or not power > 0:
-                raise _error(f"{self!r} gives non-finite or all-zero weights on signal shape {shape}")
-            # 3. unit variance per element: diag(Σ_w) = mean |w|² = 1 ("Our decisions", papers.md §2).
-            weights = weights / power.sqrt()
+            if self.is_white and self._kind != "weights":
+                weights = torch.ones(shape, dtype=torch.float64)
+            else:
+                try:
+                    weights = spectrum_weights(self._spec(), shape)
+                except ValueError as error:
+                    raise _error(str(error).rstrip(".")) from None
             self._cache[key] = weights.to(device=device, dtype=dtype)
         return self._cache[key]
 
@@ -627,40 +588,22 @@ class NoiseSpectrum:
             )
         return signal
 
+    def operator(self, signal_shape: Sequence[int]) -> ColouredNoise:
+        """The coloured-noise operator T_w (colour, sample, covariance, inverse) on one signal grid; cached."""
+        signal_shape = _signal_dims(signal_shape)
+        key = ("operator", signal_shape)
+        if key not in self._cache:
+            self._cache[key] = ColouredNoise(self.weights(signal_shape, dtype=torch.float64))
+        return self._cache[key]
+
     def _spectral_multiply(self, x: torch.Tensor, which: str, pseudo_inverse: bool = False) -> torch.Tensor:
         """Apply F⁻¹ Diag(m) F to `x` over its signal dims, m = w, |w|² or |w|⁻² (`which`: "w", "cov", "inv")."""
-        signal = self._check_input(x)
-        if self.is_white:
-            # w = 1 after normalisation: T_w = Σ_w = Σ_w⁻¹ = I, and the input comes back unchanged.
-            return x
-        # FFTs run in float32 under fp16/bf16 (cuFFT has no bf16; "Our decisions", papers.md §1).
-        compute_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-        key = (which, pseudo_inverse, signal, str(x.device), compute_dtype)
-        if key not in self._cache:
-            weights = self.weights(signal, device=x.device, dtype=compute_dtype)
-            if which == "w":
-                multiplier = weights
-            elif which == "cov":
-                multiplier = weights**2
-            else:
-                power = weights**2
-                zero = power == 0
-                if zero.any() and not pseudo_inverse:
-                    raise ValueError(
-                        f"Σ_w of {self!r} is singular on signal shape {signal}: {int(zero.sum())} of {zero.numel()} "
-                        "frequencies have |w|² = 0 (a band mix with gaps, or eps = 0 with alpha > 0), so Σ_w⁻¹ does "
-                        "not exist. Use a powerlaw spectrum (eps > 0) or a band mix covering [0, 1] such as "
-                        "'bandpass:low=0-0.5,high=0.5-1,gamma_low=0.7', or pass `pseudo_inverse=True` for the "
-                        "Moore-Penrose inverse (the score projected onto range(Σ_w), arXiv 2510.09660)."
-                    )
-                multiplier = torch.where(zero, torch.zeros_like(power), 1.0 / torch.where(zero, 1.0, power))
-            # Real, symmetric multipliers: the half spectrum of rfftn holds all the information.
-            self._cache[key] = multiplier[..., : signal[-1] // 2 + 1].contiguous()
-        multiplier = self._cache[key]
-        dims = tuple(range(2, x.ndim))
-        spectrum = torch.fft.rfftn(x.to(compute_dtype), dim=dims, norm="ortho")
-        out = torch.fft.irfftn(spectrum * multiplier, s=signal, dim=dims, norm="ortho")
-        return out.to(x.dtype)
+        operator = self.operator(self._check_input(x))
+        if which == "w":
+            return operator.color(x)
+        if which == "cov":
+            return operator.covariance(x)
+        return operator.inverse_covariance(x, pseudo_inverse=pseudo_inverse)
 
     # ------------------------------------------------------------------ noise and covariance
 
@@ -704,11 +647,12 @@ class NoiseSpectrum:
         shape = tuple(int(s) for s in shape)
         if len(shape) not in (3, 4):
             raise ValueError(f"Expected a noise shape [B, C, H, W] (images) or [B, C, T] (waveforms), got {shape}.")
-        if device is None:
-            first = generator[0] if isinstance(generator, list) and generator else generator
-            device = first.device if isinstance(first, torch.Generator) else torch.device("cpu")
-        xi = randn_tensor(shape, generator=generator, device=torch.device(device), dtype=dtype)
-        return self.color(xi)
+        if self.signal_shape is not None and shape[2:] != self.signal_shape:
+            raise ValueError(
+                f"These noise weights fit signals of shape {self.signal_shape}: expected a tensor of shape "
+                f"[B, C, {', '.join(map(str, self.signal_shape))}], got {shape}."
+            )
+        return self.operator(shape[2:]).sample(shape, generator=generator, device=device, dtype=dtype)
 
     def apply_covariance(self, x: torch.Tensor) -> torch.Tensor:
         r"""

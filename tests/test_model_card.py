@@ -163,7 +163,7 @@ def test_sagd_edm_and_audio_variants(tmp_path):
         )
     )
     assert "sagd" in sagd.data.tags and "arXiv:2510.09660" in sagd.text
-    assert 'custom_pipeline="me/specreg-tiny", trust_remote_code=True' in sagd.text
+    assert 'DiffusionPipeline.from_pretrained("me/specreg-tiny", trust_remote_code=True)' in sagd.text
     edm = ModelCard.load(
         write_model_card(tmp_path / "edm", config=training_config(formulation="edm"), pipeline_class="EDMPipeline")
     )
@@ -190,7 +190,7 @@ def test_usage_snippet_runs(tiny_pipeline_dir, tmp_path, monkeypatch):
     )
     text = open(path, encoding="utf-8").read()
     snippet = re.search(r"```python\n(.*?)```", text, flags=re.S).group(1)
-    assert f'DDIMPipeline.from_pretrained("{tiny_pipeline_dir}")' in snippet
+    assert f'DiffusionPipeline.from_pretrained("{tiny_pipeline_dir}")' in snippet
     monkeypatch.chdir(tmp_path)
     torch.set_num_threads(1)
     exec(compile(snippet, "usage", "exec"), {})
@@ -201,10 +201,15 @@ def test_usage_snippet_runs(tiny_pipeline_dir, tmp_path, monkeypatch):
 
 
 def test_usage_override_and_snippets_for_every_class():
-    assert "DDPMPipeline.from_pretrained" in render_usage("DDPMPipeline", "me/x", 1000)
+    assert 'DiffusionPipeline.from_pretrained("me/x")  # the saved DDPMPipeline' in render_usage(
+        "DDPMPipeline", "me/x", 1000
+    )
     assert "num_inference_steps=1000" in render_usage("DDPMPipeline", "me/x", 1000)
-    assert 'custom_pipeline="me/x"' in render_usage("EDMPipeline", "me/x")
-    assert "pip install diffusers-specreg" in render_usage("SAGDPipeline", "me/x")
+    for kind in ("EDMPipeline", ["pipeline", "SAGDPipeline"], "SomeOtherPipeline"):
+        usage = render_usage(kind, "me/x")
+        assert 'DiffusionPipeline.from_pretrained("me/x", trust_remote_code=True)' in usage
+        assert "custom_pipeline" not in usage and "$" not in usage
+    assert "coloured noise" in render_usage("SAGDPipeline", "me/x")
 
 
 def test_update_model_card_keeps_config_and_metadata(tiny_pipeline_dir):
@@ -216,7 +221,7 @@ def test_update_model_card_keeps_config_and_metadata(tiny_pipeline_dir):
     assert values["fwd"] == 1.5 and values["log-rapsd-distance"] == 0.0625
     assert card.data.base_model == "google/ddpm-cifar10-32" and card.data.datasets == ["me/checkers"]
     assert "| `wavelet` | `bior1.3` |" in card.text and "evaluation/samples.png" in card.text
-    assert "DDIMPipeline.from_pretrained" in card.text  # pipeline class read from model_index.json
+    assert "# the saved DDPMPipeline" in card.text  # pipeline class read from model_index.json
 
 
 def test_metric_rows_cover_the_evaluation_keys():

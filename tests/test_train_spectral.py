@@ -143,7 +143,7 @@ def test_edm_run_samples_through_its_pipeline(tmp_path, image_folder, tiny_confi
     options = dict(max_train_steps=2, formulation="edm", spectral_loss="amplitude", spectral_weighting="edm")
     launch(tiny_run(image_folder, tiny_config, out, **options, eval_num_samples=4))
     assert (out / "pipeline.py").is_file()
-    pipeline = DiffusionPipeline.from_pretrained(out, custom_pipeline=str(out), trust_remote_code=True)
+    pipeline = DiffusionPipeline.from_pretrained(out, trust_remote_code=True)
     assert type(pipeline).__name__ == "EDMPipeline"
     images = pipeline(batch_size=2, num_inference_steps=3, output_type="np").images
     assert images.shape == (2, 16, 16, 1)
