@@ -126,11 +126,11 @@ def test_edm_euler_matches_hand_computed_preconditioning():
     scheduler = EDMEulerScheduler(sigma_min=0.02, sigma_max=3.0, sigma_data=0.5)
     steps, sigma_data = 3, 0.5
     pipe = EDMPipeline(unet, scheduler)
-    images = run(pipe, seed=3, batch_size=2, num_inference_steps=steps, output_type="pt")
+    images = run(pipe, seed=3, batch_size=2, num_inference_steps=steps, output_type="pt", second_order=False)
 
     sigmas = karras_sigmas(steps, 0.02, 3.0, 7.0)
     generator = torch.Generator().manual_seed(3)
-    x = torch.randn((2, 1, 16, 16), generator=generator) * math.sqrt(3.0**2 + 1)
+    x = torch.randn((2, 1, 16, 16), generator=generator) * 3.0  # x_0 ~ N(0, σ_0² I), Algorithm 2 line 2
     with torch.no_grad():
         for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
             # Table 1 of arXiv 2206.00364.
@@ -185,6 +185,53 @@ def test_edm_perfect_denoiser_samples_the_data_point(scheduler_cls):
     images = run(pipe, batch_size=3, num_inference_steps=6, output_type="pt")
     expected = (unet.target / 2 + 0.5).expand(3, 1, 8, 8)
     torch.testing.assert_close(images, expected, rtol=0, atol=1e-4)
+
+
+class GaussianDenoiserUNet(DiracDenoiserUNet):
+    """The ideal F for data x ~ N(mean, std² I): D(x; σ) = mean + std² / (std² + σ²) (x − mean)."""
+
+    mean: float = 0.1
+    std: float = 0.3
+
+    def forward(self, sample, timestep, class_labels=None, return_dict=True):
+        sigma = torch.exp(4 * timestep.double())
+        x = sample.double() * torch.sqrt(sigma**2 + self.sigma_data**2)
+        self.target = self.mean + self.std**2 / (self.std**2 + sigma**2) * (x - self.mean)
+        return super().forward(sample, timestep, class_labels, return_dict)
+
+
+def gaussian_edm_pipeline() -> EDMPipeline:
+    config = dict(block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=8)
+    config.update(down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"))
+    unet = GaussianDenoiserUNet(sample_size=8, in_channels=1, out_channels=1, **config)
+    return EDMPipeline(unet, EDMEulerScheduler(sigma_min=0.002, sigma_max=80.0))
+
+
+def test_edm_heun_is_closer_to_the_ode_solution_than_euler_on_a_gaussian():
+    pipe = gaussian_edm_pipeline()
+    kwargs = {"seed": 4, "batch_size": 4, "output_type": "pt"}
+    reference = run(pipe, num_inference_steps=500, **kwargs)
+    # the exact flow maps x_0 = σ_max ξ to mean + std ξ (σ_min and float32 aside): the reference is that solution
+    xi = torch.randn((4, 1, 8, 8), generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(reference, ((0.1 + 0.3 * xi) / 2 + 0.5).clamp(0, 1), rtol=0, atol=2e-3)
+    # second order pays off once the steps resolve the curvature near σ ≈ std (Karras et al. use N = 18)
+    for steps in (18, 32):
+        heun = (run(pipe, num_inference_steps=steps, **kwargs) - reference).abs().max()
+        euler = (run(pipe, num_inference_steps=steps, second_order=False, **kwargs) - reference).abs().max()
+        assert heun < euler / 2, (steps, float(heun), float(euler))
+
+
+def test_edm_churn_adds_seeded_noise_only_in_its_sigma_range():
+    pipe = gaussian_edm_pipeline()
+    kwargs = {"seed": 5, "batch_size": 2, "num_inference_steps": 8, "output_type": "pt"}
+    deterministic = run(pipe, **kwargs)
+    churned = run(pipe, S_churn=20.0, **kwargs)
+    assert torch.equal(churned, run(pipe, S_churn=20.0, **kwargs))
+    assert (churned - deterministic).abs().max() > 1e-3
+    # a σ range that holds none of the levels: Algorithm 1 again
+    assert torch.equal(run(pipe, S_churn=20.0, S_tmin=100.0, S_tmax=200.0, **kwargs), deterministic)
+    with pytest.raises(ValueError, match="S_churn"):
+        EDMPipeline(tiny_unet(), EDMDPMSolverMultistepScheduler())(num_inference_steps=2, S_churn=1.0)
 
 
 def test_edm_output_types_range_and_determinism():
