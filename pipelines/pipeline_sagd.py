@@ -252,6 +252,36 @@ class ColouredNoise:
         return self._apply(x, "inv", pseudo_inverse)
 
 
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+
+
+def predicted_original_sample(
+    sample: torch.Tensor, model_output: torch.Tensor, alpha_prod_t: torch.Tensor, prediction_type: str
+) -> torch.Tensor:
+    r"""
+    The clean sample x̂_0 a variance-preserving model predicts at x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε (white or coloured ε).
+
+    Args:
+        sample (`torch.Tensor` of shape `[B, C, ...]`): x_t.
+        model_output (`torch.Tensor` of shape `[B, C, ...]`): ε̂, x̂_0 or v̂.
+        alpha_prod_t (`torch.Tensor`, broadcastable to `sample`): ᾱ_t (one per sample, or a scalar).
+        prediction_type (`str`): `"epsilon"`, `"sample"` or `"v_prediction"`.
+
+    Returns:
+        `torch.Tensor` of the sample's shape (the operations and their order are those of `DDPMScheduler.step`).
+    """
+    beta_prod_t = 1 - alpha_prod_t
+    if prediction_type == "epsilon":
+        # x̂_0 = (x_t − √(1 − ᾱ_t) ε̂) / √ᾱ_t, Eq. 15 of arXiv 2006.11239
+        return (sample - beta_prod_t ** (0.5) * model_output) / alpha_prod_t ** (0.5)
+    if prediction_type == "v_prediction":
+        # x̂_0 = √ᾱ_t x_t − √(1 − ᾱ_t) v̂, v-parametrisation of arXiv 2202.00512
+        return (alpha_prod_t**0.5) * sample - (beta_prod_t**0.5) * model_output
+    if prediction_type == "sample":
+        return model_output
+    raise ValueError(f"prediction_type must be one of {list(PREDICTION_TYPES)}, got {prediction_type!r}.")
+
+
 def ddpm_step_with_noise(
     scheduler: DDPMScheduler,
     model_output: torch.Tensor,
@@ -304,17 +334,9 @@ def ddpm_step_with_noise(
     current_beta_t = 1 - current_alpha_t
 
     # 2. predicted x_0, Eq. 15 of arXiv 2006.11239 (x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε_w holds for coloured ε_w too).
-    prediction_type = scheduler.config.prediction_type
-    if prediction_type == "epsilon":
-        pred_original_sample = (sample - beta_prod_t ** (0.5) * model_output) / alpha_prod_t ** (0.5)
-    elif prediction_type == "sample":
-        pred_original_sample = model_output
-    elif prediction_type == "v_prediction":
-        pred_original_sample = (alpha_prod_t**0.5) * sample - (beta_prod_t**0.5) * model_output
-    else:
-        raise ValueError(
-            f"prediction_type must be one of ['epsilon', 'sample', 'v_prediction'], got {prediction_type!r}."
-        )
+    pred_original_sample = predicted_original_sample(
+        sample, model_output, alpha_prod_t, scheduler.config.prediction_type
+    )
     if scheduler.config.thresholding:
         pred_original_sample = scheduler._threshold_sample(pred_original_sample)
     elif scheduler.config.clip_sample:
