@@ -61,12 +61,12 @@ SPECTRUM_KINDS = ("white", "powerlaw", "band", "bandpass", "weights")
 SPECTRUM_EXAMPLE = "{'kind': 'powerlaw', 'alpha': -0.5, 'eps': None}"
 
 
-@functools.lru_cache(maxsize=32)
-def spectrum_radius(shape: tuple[int, ...]) -> torch.Tensor:
+@functools.lru_cache(maxsize=64)
+def radial_frequency_grid(shape: tuple[int, ...]) -> torch.Tensor:
     r"""
-    Normalised radial frequency over the full FFT grid of a signal shape (`torch.fft.fftn` order, DC at index 0):
-    r = √(Σ_d f_d²) / max, f_d = `fftfreq(n_d)`, so the grid corner ((0.5, 0.5) for even sizes) is 1. The band edges
-    and the power law of SAGD spectra live on this `[0, 1]` scale.
+    Radial frequency r = √(Σ_d f_d²) of every bin of the full FFT grid (`torch.fft.fftn` order, DC at index 0), with
+    f_d = `fftfreq(n_d)` in cycles per sample (an axis' Nyquist frequency is 0.5). The one implementation of the
+    radial grid: `diffusers_specreg.transforms.radial_frequency` serves it to the library.
 
     Args:
         shape (`tuple[int, ...]`): `(H, W)` or `(T,)`.
@@ -75,7 +75,14 @@ def spectrum_radius(shape: tuple[int, ...]) -> torch.Tensor:
         `torch.Tensor` of shape `shape`, float64 on the CPU (cached: do not modify it in place).
     """
     freqs = [torch.fft.fftfreq(n, dtype=torch.float64) for n in shape]
-    radius = torch.sqrt(sum(grid**2 for grid in torch.meshgrid(*freqs, indexing="ij")))
+    return torch.sqrt(sum(grid**2 for grid in torch.meshgrid(*freqs, indexing="ij")))
+
+
+@functools.lru_cache(maxsize=32)
+def spectrum_radius(shape: tuple[int, ...]) -> torch.Tensor:
+    """The radial grid normalised to max 1 (the grid corner, (0.5, 0.5) for even sizes): the scale of the band edges
+    and the power law of SAGD spectra. Float64 on the CPU, cached."""
+    radius = radial_frequency_grid(shape)
     return radius / radius.max()
 
 
