@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -41,7 +42,7 @@ from scipy import linalg
 from scipy.stats import norm as normal_distribution
 
 from .losses import MRSTFT_FFT_SIZES, MRSTFT_HOP_SIZES, MRSTFT_WIN_LENGTHS, MultiResolutionSTFTLoss
-from .transforms import radial_frequency, stft
+from .transforms import dwt, radial_frequency, stft
 
 ArrayLike = torch.Tensor | np.ndarray
 
@@ -475,36 +476,29 @@ def _frechet_from_moments(a: _RunningMoments, b: _RunningMoments, method: str, w
 # ----------------------------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=16)
-def _analysis_filters(wavelet: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _check_wavelet(wavelet: str) -> int:
+    """The filter length of a discrete PyWavelets wavelet; ValueError naming some for an unknown one."""
     try:
-        w = pywt.Wavelet(wavelet)
+        return pywt.Wavelet(wavelet).dec_len
     except ValueError as error:
         raise ValueError(
             f"Unknown wavelet {wavelet!r}; expected a discrete PyWavelets name such as {pywt.wavelist(kind='discrete')[:8]}."
         ) from error
-    return torch.tensor(w.dec_lo, dtype=torch.float64), torch.tensor(w.dec_hi, dtype=torch.float64)
-
-
-def _dwt_last_axis(x: torch.Tensor, wavelet: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Periodised one-level DWT along the last axis, coefficients equal to `pywt.dwt(mode="periodization")`."""
-    dec_lo, dec_hi = _analysis_filters(wavelet)
-    length, size = dec_lo.shape[0], x.shape[-1]
-    # c[n] = sum_k h[k] x[(2n + L//2 - k) mod N]: the alignment PyWavelets uses for mode="periodization"
-    n = torch.arange(size // 2)
-    k = torch.arange(length)
-    index = (2 * n[:, None] + length // 2 - k[None, :]) % size
-    taps = x[..., index.to(x.device)]  # [..., N/2, L]
-    return taps @ dec_lo.to(x), taps @ dec_hi.to(x)
 
 
 def _dwt2(x: torch.Tensor, wavelet: str) -> torch.Tensor:
-    """One level of the separable 2-D DWT of `[..., H, W]` -> `[..., 4, H/2, W/2]`, ordered a, h, v, d as pywt."""
-    low_w, high_w = _dwt_last_axis(x, wavelet)  # along W
-    # then along H; pywt names: "h" = highpass along H and lowpass along W, "v" = lowpass along H, highpass along W
-    a, h = (c.transpose(-1, -2) for c in _dwt_last_axis(low_w.transpose(-1, -2), wavelet))
-    v, d = (c.transpose(-1, -2) for c in _dwt_last_axis(high_w.transpose(-1, -2), wavelet))
-    return torch.stack([a, h, v, d], dim=-3)
+    """One level of the periodised 2-D DWT of `[..., H, W]` -> `[..., 4, H/2, W/2]`, ordered a, h, v, d as pywt.
+
+    `transforms.dwt` (pytorch_wavelets, mode "periodization") does the work. A grid shorter than twice the filter is
+    tiled first: the periodised transform of a periodically tiled signal is the tiled transform, so cropping gives
+    `pywt`'s coefficients for any size, as `pywt.WaveletPacket2D(mode="periodization")` computes them."""
+    *lead, height, width = x.shape
+    need = 2 * (_check_wavelet(wavelet) - 1)
+    reps = (max(1, math.ceil(need / height)), max(1, math.ceil(need / width)))
+    tiled = x.reshape(-1, 1, height, width).repeat(1, 1, *reps)
+    bands = dwt(tiled, wavelet, levels=1, mode="periodization")  # LL, LH (pywt h), HL (pywt v), HH (pywt d)
+    coefficients = torch.stack([band for _, _, band in bands], dim=-3)[..., : height // 2, : width // 2]
+    return coefficients.reshape(*lead, 4, height // 2, width // 2)
 
 
 def packet_paths(level: int) -> list[str]:
@@ -595,7 +589,7 @@ class FrechetWaveletDistance:
         max_features: int = 4096,
         method: Literal["eigh", "sqrtm"] = "eigh",
     ) -> None:
-        _analysis_filters(wavelet)
+        _check_wavelet(wavelet)
         _check_choice(method, FRECHET_METHODS, "method")
         if level < 1:
             raise ValueError(f"`level` must be >= 1, got {level}.")
