@@ -649,36 +649,21 @@ def load_pretrained(args, settings: RunSettings):
 
 def build_data(args, settings: RunSettings, channels: int | None):
     """The training data: mel-spectrogram slices of audio (audio kinds) or images."""
-    if settings.formulation.modality == "audio":
-        from diffusers_specreg.audio import build_audio_dataset
-
-        return build_audio_dataset(
-            dataset_name=args.dataset_name,
-            dataset_config_name=args.dataset_config_name,
-            train_data_dir=args.train_data_dir,
-            cache_dir=args.cache_dir,
-            resolution=settings.resolution,
-            sample_rate=args.sample_rate,
-            n_fft=args.n_fft,
-            hop_length=args.hop_length,
-            top_db=args.top_db,
-            builtin_num_clips=args.builtin_num_clips,
-            seed=args.seed or 0,
-        )
-    return build_image_dataset(
+    common = dict(
         dataset_name=args.dataset_name,
         dataset_config_name=args.dataset_config_name,
         train_data_dir=args.train_data_dir,
         cache_dir=args.cache_dir,
         resolution=settings.resolution,
-        center_crop=args.center_crop,
-        random_flip=args.random_flip,
-        preserve_input_precision=args.preserve_input_precision,
-        builtin_dataset=args.builtin_dataset,
-        builtin_num_samples=args.builtin_num_samples,
-        channels=channels,
         seed=args.seed or 0,
     )
+    if settings.formulation.modality == "audio":
+        from diffusers_specreg.audio import build_audio_dataset
+
+        audio = ("sample_rate", "n_fft", "hop_length", "top_db", "builtin_num_clips")
+        return build_audio_dataset(**common, **{key: getattr(args, key) for key in audio})
+    image = ("center_crop", "random_flip", "preserve_input_precision", "builtin_dataset", "builtin_num_samples")
+    return build_image_dataset(**common, **{key: getattr(args, key) for key in image}, channels=channels)
 
 
 def check_model_and_grid(args, settings: RunSettings, model: UNet2DModel, channels: int) -> None:

@@ -10,13 +10,11 @@ Adding a kind is one entry in `FORMULATIONS` (plus its pipeline file and usage t
 
 ```py
 FORMULATIONS["mykind"] = Formulation(
-    name="mykind",
-    pipeline_class="MyPipeline",
-    objective="ddpm",
-    build_scheduler=_ddpm_scheduler,
-    build_pipeline=lambda unet, scheduler, spectrum=None, mel=None: MyPipeline(unet=unet, scheduler=scheduler),
-    fast_pipeline=lambda pipeline: pipeline,
-    usage_template="usage_custom.md",
+    "mykind",                                    # model_cards/usage_mykind.md holds the card's snippet
+    "MyPipeline",                                # defined in pipelines/pipeline_mykind.py
+    lambda unet, scheduler, spectrum=None, mel=None: MyPipeline(unet=unet, scheduler=scheduler),
+    lambda pipeline: pipeline,                   # the fast sampler for logged samples
+    pipeline_file="pipeline_mykind.py",
 )
 ```
 """
@@ -77,41 +75,50 @@ class Formulation:
     One pipeline kind: how it trains, what it saves, how it samples and how its card reads.
 
     Args:
-        name (`str`): registry key, e.g. `"sagd"`.
+        name (`str`): registry key, e.g. `"sagd"`; the card's usage snippet is `model_cards/usage_<name>.md`
+            (`string.Template` fields `$repo`, `$steps`, `$fast`, `$sample_steps`, `$pipeline_class`).
         pipeline_class (`str`): class of the saved pipeline (`model_index.json` `_class_name`).
-        objective (`Literal["ddpm", "edm"]`): the training objective (`diffusers_specreg.objectives.build_objective`).
-        build_scheduler (`Callable[[SchedulerSettings], SchedulerMixin]`): the training noise scheduler.
         build_pipeline (`Callable`): `(unet, scheduler, spectrum=None, mel=None) -> DiffusionPipeline`, the pipeline
             saved with the model.
         fast_pipeline (`Callable`): `(saved pipeline) -> DiffusionPipeline` that samples quickly (DDIM where the
             saved one is ancestral), for logged samples.
-        usage_template (`str`): file in `model_cards/` with the card's usage snippet (`string.Template` fields
-            `$repo`, `$steps`, `$fast`, `$pipeline_class`).
+        sampler (`Callable`, *optional*): `(pipeline, steps) -> (sample(generators) -> [B, H, W, C] in [0, 1],
+            description)` for evaluation; defaults to calling the pipeline itself (`default_sampler`).
         pipeline_file (`str`, *optional*): the file of `pipelines/` that defines `pipeline_class`; `None` for classes
             Diffusers ships.
+        objective (`Literal["ddpm", "edm"]`, defaults to `"ddpm"`): the training objective
+            (`diffusers_specreg.objectives.build_objective`).
+        scheduler_builder (`Callable[[SchedulerSettings], SchedulerMixin]`, *optional*): the training noise scheduler;
+            defaults to a `DDPMScheduler`.
         modality (`Literal["image", "audio"]`, defaults to `"image"`).
         sample_steps (`int`, defaults to `50`): steps of the card's custom-pipeline snippet.
         tags (`tuple[str, ...]`): extra model-card tags.
         citations (`tuple[str, ...]`): arXiv ids cited by the model card (keys of `model_card.CITATIONS`).
         aliases (`tuple[str, ...]`): other saved classes that belong to this kind (e.g. `DDIMPipeline`).
-        sampler (`Callable`, *optional*): `(pipeline, steps) -> (sample(generators) -> [B, H, W, C] in [0, 1],
-            description)` for evaluation; defaults to calling `fast_pipeline(pipeline)` with `eta=0` where it takes one.
     """
 
     name: str
     pipeline_class: str
-    objective: Literal["ddpm", "edm"]
-    build_scheduler: Callable[[SchedulerSettings], Any]
     build_pipeline: Callable[..., Any]
     fast_pipeline: Callable[[Any], Any]
-    usage_template: str
+    sampler: Callable[[Any, int], tuple[Sampler, str]] | None = field(default=None, repr=False)
     pipeline_file: str | None = None
+    objective: Literal["ddpm", "edm"] = "ddpm"
+    scheduler_builder: Callable[[SchedulerSettings], Any] | None = field(default=None, repr=False)
     modality: Literal["image", "audio"] = "image"
     sample_steps: int = 50
     tags: tuple[str, ...] = ()
     citations: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
-    sampler: Callable[[Any, int], tuple[Sampler, str]] | None = field(default=None, repr=False)
+
+    @property
+    def usage_template(self) -> str:
+        """The file of `model_cards/` with this kind's usage snippet."""
+        return f"usage_{self.name}.md"
+
+    def build_scheduler(self, settings: SchedulerSettings):
+        """The training noise scheduler of this kind."""
+        return (self.scheduler_builder or _ddpm_scheduler)(settings)
 
     @property
     def is_custom(self) -> bool:
@@ -275,54 +282,44 @@ def _audio_sampler(pipeline, steps: int) -> tuple[Sampler, str]:
 # The registry
 # ---------------------------------------------------------------------------------------------------------------
 
+
+def _same(pipeline):
+    return pipeline
+
+
 FORMULATIONS: dict[str, Formulation] = {
     "ddpm": Formulation(
-        name="ddpm",
-        pipeline_class="DDPMPipeline",
-        aliases=("DDIMPipeline",),
-        objective="ddpm",
-        build_scheduler=_ddpm_scheduler,
-        build_pipeline=_ddpm_pipeline,
-        fast_pipeline=_ddim_pipeline,
-        sampler=_ddim_sampler,
-        usage_template="usage_ddpm.md",
+        "ddpm", "DDPMPipeline", _ddpm_pipeline, _ddim_pipeline, _ddim_sampler, aliases=("DDIMPipeline",)
     ),
     "edm": Formulation(
-        name="edm",
-        pipeline_class="EDMPipeline",
+        "edm",
+        "EDMPipeline",
+        _edm_pipeline,
+        _same,
         pipeline_file="pipeline_edm.py",
         objective="edm",
-        build_scheduler=_edm_scheduler,
-        build_pipeline=_edm_pipeline,
-        fast_pipeline=lambda pipeline: pipeline,
-        usage_template="usage_edm.md",
+        scheduler_builder=_edm_scheduler,
         sample_steps=40,
         tags=("edm",),
         citations=("2206.00364",),
     ),
     "sagd": Formulation(
-        name="sagd",
-        pipeline_class="SAGDPipeline",
+        "sagd",
+        "SAGDPipeline",
+        _sagd_pipeline,
+        _sagd_ddim_pipeline,
+        _sagd_sampler,
         pipeline_file="pipeline_sagd.py",
-        objective="ddpm",
-        build_scheduler=_ddpm_scheduler,
-        build_pipeline=_sagd_pipeline,
-        fast_pipeline=_sagd_ddim_pipeline,
-        sampler=_sagd_sampler,
-        usage_template="usage_sagd.md",
         tags=("sagd",),
         citations=("2510.09660",),
     ),
     "audio": Formulation(
-        name="audio",
-        pipeline_class="AudioDiffusionPipeline",
-        objective="ddpm",
+        "audio",
+        "AudioDiffusionPipeline",
+        _audio_pipeline,
+        _audio_ddim_pipeline,
+        _audio_sampler,
         modality="audio",
-        build_scheduler=_ddpm_scheduler,
-        build_pipeline=_audio_pipeline,
-        fast_pipeline=_audio_ddim_pipeline,
-        sampler=_audio_sampler,
-        usage_template="usage_audio.md",
         tags=("audio", "mel-spectrogram", "unconditional-audio-generation"),
     ),
 }
