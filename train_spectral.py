@@ -534,7 +534,7 @@ def save_pipeline(args, settings, unet, noise_scheduler, ema_model, mel=None):
         save(make_pipeline(settings, unet, noise_scheduler, for_sampling=False, mel=mel), args.output_dir)
 
 
-def evaluate_and_write_card(args, settings, accelerator, data, regularizer) -> dict | None:
+def evaluate_and_write_card(args, settings, accelerator, data, regularizer):
     """Quick evaluation of the saved pipeline (metrics in the card), then the model card itself."""
     from diffusers_specreg.evaluate import dataset_info, evaluate_pipeline, load_pipeline
     from diffusers_specreg.model_card import write_model_card
@@ -557,7 +557,7 @@ def evaluate_and_write_card(args, settings, accelerator, data, regularizer) -> d
             ),
         )
         grid, plot = "evaluation/samples.png", "evaluation/rapsd.png"
-        logger.info(f"Spectral metrics of {args.eval_num_samples} samples: {metrics.get('log_rapsd_distance')}")
+        logger.info(f"Spectral metrics of {args.eval_num_samples} samples: {metrics.log_rapsd_distance}")
     config = settings.config(args)
     config["noise_spectrum"] = args.noise_spectrum
     config["final_spectral_weights"] = regularizer.current_weights()

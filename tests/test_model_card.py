@@ -4,6 +4,7 @@ model-index and body, spectrogram figure, links to existing WAVs only, an audio 
 models."""
 
 import json
+import math
 import os
 import re
 
@@ -15,6 +16,7 @@ from conftest import tiny_unet
 from diffusers import DDPMPipeline, DDPMScheduler
 from huggingface_hub import ModelCard
 
+from diffusers_specreg.evaluate import EvaluationResult
 from diffusers_specreg.model_card import (
     AUDIO_METRIC_ROWS,
     AUDIO_TASK,
@@ -224,10 +226,14 @@ def test_update_model_card_keeps_config_and_metadata(tiny_pipeline_dir):
     assert "# the saved DDPMPipeline" in card.text  # pipeline class read from model_index.json
 
 
-def test_metric_rows_cover_the_evaluation_keys():
-    paths = {row[0] for row in METRIC_ROWS}
-    assert {"log_rapsd_distance.all", "slope.gap", "fwd", "fid"} <= paths
-    assert len({row[1] for row in METRIC_ROWS}) == len(METRIC_ROWS)  # metric types are unique in the model-index
+def test_metric_rows_read_the_typed_evaluation_result():
+    result = EvaluationResult.from_dict(dict(METRICS, fid=7.5))
+    values = {row[1]: row[0](result) for row in METRIC_ROWS}
+    assert values["log-rapsd-distance"] == 0.25 and values["log-rapsd-distance-low"] == 0.125
+    assert values["spectral-slope"] == -2.0 and values["spectral-slope-gap"] == 0.5
+    assert values["fwd"] == 3.75 and values["fid"] == 7.5
+    assert len(values) == len(METRIC_ROWS)  # metric types are unique in the model-index
+    assert EvaluationResult.from_dict(result.to_dict()) == result and result["slope"]["gap"] == 0.5
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -360,10 +366,6 @@ def test_audio_usage_snippet_runs(tmp_path, monkeypatch):
 def test_audio_metric_types_are_unique_and_distinct_from_the_image_ones():
     types = [row[1] for row in METRIC_ROWS + AUDIO_METRIC_ROWS]
     assert len(set(types)) == len(types)
-    assert {row[0] for row in AUDIO_METRIC_ROWS} == {
-        "audio.mrstft",
-        "audio.log_spectral_distance",
-        "audio.frechet_log_mel",
-        "audio.ndb_k",
-        "audio.ndb_js",
-    }
+    result = EvaluationResult.from_dict(AUDIO_METRICS)
+    assert [row[0](result) for row in AUDIO_METRIC_ROWS] == [1.25, 6.5, 42.0, 0.25, result.audio.ndb_js]
+    assert math.isnan(result.audio.ndb_js) and all(row[0](EvaluationResult()) is None for row in AUDIO_METRIC_ROWS)

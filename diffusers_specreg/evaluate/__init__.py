@@ -63,8 +63,16 @@ typed result), `run` (one pipeline's evaluation), `report` (tables, plots, files
 from ..pipelines_io import DYNAMIC_PIPELINE_MODULE
 from .cli import main
 from .report import audio_comparison_table, comparison_table, plot_mel_images, write_report, write_wav
-from .result import BANDS, PipelineResult, library_versions
-from .run import evaluate_pipeline
+from .result import (
+    BANDS,
+    AudioScores,
+    BandDistances,
+    EvaluationResult,
+    PipelineResult,
+    SpectralSlopes,
+    library_versions,
+)
+from .run import evaluate_against, evaluate_pipeline
 from .sampling import (
     generate_images,
     image_generators,
@@ -85,6 +93,10 @@ from .statistics import (
 )
 
 __all__ = [
+    "AudioScores",
+    "BandDistances",
+    "EvaluationResult",
+    "SpectralSlopes",
     "BANDS",
     "DYNAMIC_PIPELINE_MODULE",
     "InceptionFeatures",
@@ -95,6 +107,7 @@ __all__ = [
     "comparison_table",
     "dataset_info",
     "default_fwd_level",
+    "evaluate_against",
     "evaluate_pipeline",
     "generate_images",
     "image_shape",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import os
@@ -13,7 +14,7 @@ import torch
 from ..plots import REFERENCE_NAMES
 from .report import _update_card, audio_comparison_table, comparison_table, write_report
 from .result import AUDIO_FILES
-from .run import _evaluate
+from .run import evaluate_against
 from .sampling import image_shape, is_audio_pipeline, load_pipeline, mel_settings
 from .statistics import (
     AUDIO_METRIC_SAMPLES,
@@ -254,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     results = []
     for path, name, pipeline in zip(args.pipeline, names, pipelines):
-        result = _evaluate(
+        result = evaluate_against(
             pipeline,
             reference,
             name,
@@ -268,10 +269,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.audio_num_samples,
             args.num_audio_files,
         )
-        result.metrics["pipeline"] = path
+        result.metrics = dataclasses.replace(result.metrics, pipeline=path)
         results.append(result)
     write_report(args.output_dir, results, reference)
-    print(comparison_table([r.metrics for r in results], data_slope=results[0].metrics["slope"]["data"]))
+    print(comparison_table([r.metrics for r in results], data_slope=results[0].metrics.slope.data))
     if audio:
         print("\n" + audio_comparison_table([r.metrics for r in results]))
     print(f"\nWrote {os.path.join(args.output_dir, 'metrics.json')} and the plots.")

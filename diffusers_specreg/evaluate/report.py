@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -11,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ..plots import _new_figure, _save, plot_band_errors, plot_rapsd, save_image_grid
-from .result import AUDIO_FILES, PipelineResult, library_versions
+from .result import AUDIO_FILES, EvaluationResult, PipelineResult, library_versions
 from .statistics import ReferenceStatistics
 
 SPECTROGRAM_FIGURE = "spectrograms.png"
@@ -43,29 +44,29 @@ def _json_ready(value):
     return value
 
 
-def comparison_table(results: Sequence[Mapping], data_slope: float | None = None) -> str:
+def comparison_table(results: Sequence[EvaluationResult | Mapping], data_slope: float | None = None) -> str:
     r"""
     Markdown table comparing pipelines; the best value of each metric column is in bold.
 
     Args:
-        results (`Sequence[Mapping]`): metric dicts of `evaluate_pipeline` (with `"name"`).
+        results (`Sequence[EvaluationResult]`): results of `evaluate_pipeline` (or their `metrics.json` dicts).
         data_slope (`float`, *optional*, defaults to `None`): adds a "data" row with the data's spectral slope.
 
     Returns:
         `str`: the table, one row per pipeline.
     """
-    with_fid = any("fid" in r for r in results)
+    results = [EvaluationResult.from_dict(r) for r in results]
     columns = [
-        ("log-RAPSD all", lambda r: r["log_rapsd_distance"]["all"], abs),
-        ("low", lambda r: r["log_rapsd_distance"]["low"], abs),
-        ("mid", lambda r: r["log_rapsd_distance"]["mid"], abs),
-        ("high", lambda r: r["log_rapsd_distance"]["high"], abs),
-        ("slope", lambda r: r["slope"]["model"], None),
-        ("slope gap", lambda r: r["slope"]["gap"], abs),
-        ("FWD", lambda r: r["fwd"], abs),
+        ("log-RAPSD all", lambda r: r.log_rapsd_distance.all, abs),
+        ("low", lambda r: r.log_rapsd_distance.low, abs),
+        ("mid", lambda r: r.log_rapsd_distance.mid, abs),
+        ("high", lambda r: r.log_rapsd_distance.high, abs),
+        ("slope", lambda r: r.slope.model, None),
+        ("slope gap", lambda r: r.slope.gap, abs),
+        ("FWD", lambda r: r.fwd, abs),
     ]
-    if with_fid:
-        columns.append(("FID", lambda r: r.get("fid", float("nan")), abs))
+    if any(r.fid is not None for r in results):
+        columns.append(("FID", lambda r: r.fid, abs))
     header = "| model | " + " | ".join(c[0] for c in columns) + " | samples | steps |"
     lines = [header, "|" + " --- |" * (len(columns) + 3)]
     values = [[_finite_or_nan(getter(r)) for _, getter, _ in columns] for r in results]
@@ -81,7 +82,7 @@ def comparison_table(results: Sequence[Mapping], data_slope: float | None = None
             if best[j] is not None and key is not None and math.isfinite(row[j]) and key(row[j]) == best[j]:
                 text = f"**{text}**"
             cells.append(text)
-        lines.append(f"| {r['name']} | " + " | ".join(cells) + f" | {r['num_samples']} | {r['num_inference_steps']} |")
+        lines.append(f"| {r.name} | " + " | ".join(cells) + f" | {r.num_samples} | {r.num_inference_steps} |")
     if data_slope is not None and math.isfinite(data_slope):
         cells = ["—"] * len(columns)
         cells[4] = f"{data_slope:.4g}"
@@ -89,23 +90,23 @@ def comparison_table(results: Sequence[Mapping], data_slope: float | None = None
     return "\n".join(lines)
 
 
-def audio_comparison_table(results: Sequence[Mapping]) -> str:
+def audio_comparison_table(results: Sequence[EvaluationResult | Mapping]) -> str:
     r"""
     Markdown table of the audio metrics (`"audio"` of `evaluate_pipeline`), lower is better, the best in bold.
 
     Args:
-        results (`Sequence[Mapping]`): metric dicts of `evaluate_pipeline` (with `"name"`); those without `"audio"`
-            are left out.
+        results (`Sequence[EvaluationResult]`): results of `evaluate_pipeline` (or their `metrics.json` dicts); those
+            without audio metrics are left out.
 
     Returns:
         `str`: the table, or `""` when no result has audio metrics.
     """
-    rows = [r for r in results if isinstance(r.get("audio"), Mapping)]
+    rows = [r for r in map(EvaluationResult.from_dict, results) if r.audio is not None]
     if not rows:
         return ""
     lines = ["| model | " + " | ".join(c[0] for c in AUDIO_COLUMNS) + " | clips | s per clip |"]
     lines.append("|" + " --- |" * (len(AUDIO_COLUMNS) + 3))
-    values = [[_finite_or_nan(r["audio"].get(key)) for _, key in AUDIO_COLUMNS] for r in rows]
+    values = [[_finite_or_nan(getattr(r.audio, key)) for _, key in AUDIO_COLUMNS] for r in rows]
     best = []
     for j in range(len(AUDIO_COLUMNS)):
         finite = [row[j] for row in values if math.isfinite(row[j])]
@@ -115,10 +116,10 @@ def audio_comparison_table(results: Sequence[Mapping]) -> str:
         for j, value in enumerate(row):
             text = f"{value:.4g}" if math.isfinite(value) else "n/a"
             cells.append(f"**{text}**" if best[j] is not None and value == best[j] else text)
-        audio = r["audio"]
-        clips = f"{audio.get('num_fake', '?')} vs {audio.get('num_real', '?')}"
-        seconds = _finite_or_nan(audio.get("clip_seconds"))
-        lines.append(f"| {r['name']} | " + " | ".join(cells) + f" | {clips} | {seconds:.3g} |")
+        clips = f"{r.audio.num_fake if r.audio.num_fake is not None else '?'} vs "
+        clips += f"{r.audio.num_real if r.audio.num_real is not None else '?'}"
+        seconds = _finite_or_nan(r.audio.clip_seconds)
+        lines.append(f"| {r.name} | " + " | ".join(cells) + f" | {clips} | {seconds:.3g} |")
     return "\n".join(lines)
 
 
@@ -216,12 +217,11 @@ def _write_audio_files(
 ) -> dict[str, str | list[str]]:
     """Write the spectrogram figure and the WAVs of one audio result; returns their paths relative to `output_dir`
     (`spectrogram_figure`, `samples`, `data_samples`)."""
-    audio = result.metrics["audio"]
-    sample_rate = audio["sample_rate"]
+    sample_rate = result.metrics.audio.sample_rate
     plot_mel_images(
         result.mel_images,
         reference.mel_images[:AUDIO_FILES] if reference.mel_images is not None else None,
-        audio.get("mel"),
+        result.metrics.audio.mel,
         os.path.join(output_dir, figure),
         title=f"Mel spectrograms: {result.name} (top) and data (bottom)",
     )
@@ -265,22 +265,22 @@ def write_report(
     for result in results:
         grid_name = "samples.png" if single else f"samples_{_safe_name(result.name)}.png"
         save_image_grid(result.grid, os.path.join(output_dir, grid_name))
-        result.metrics["sample_grid"] = grid_name
-        result.metrics["spectrum_plot"] = "rapsd.png"
+        files = {"sample_grid": grid_name, "spectrum_plot": "rapsd.png"}
         curves[result.name] = result.spectrum
         if result.audio is not None and reference.audio is not None:
             figure = SPECTROGRAM_FIGURE if single else f"spectrograms_{_safe_name(result.name)}.png"
             folder = AUDIO_FOLDER if single else f"{AUDIO_FOLDER}/{_safe_name(result.name)}"
-            result.metrics["audio"].update(_write_audio_files(output_dir, result, reference, figure, folder))
+            files.update(_write_audio_files(output_dir, result, reference, figure, folder))
+        result.metrics = result.metrics.with_files(**files)
     plot_rapsd(
         curves, os.path.join(output_dir, "rapsd.png"), reference="data", title="Radially averaged power spectra"
     )
     plot_band_errors(
-        {r.name: r.metrics["log_rapsd_distance"] for r in results},
+        {r.name: dataclasses.asdict(r.metrics.log_rapsd_distance) for r in results},
         os.path.join(output_dir, "band_errors.png"),
         title="log-RAPSD distance to the data, per band",
     )
-    table = comparison_table([r.metrics for r in results], data_slope=results[0].metrics["slope"]["data"])
+    table = comparison_table([r.metrics for r in results], data_slope=results[0].metrics.slope.data)
     audio_table = audio_comparison_table([r.metrics for r in results])
     with open(os.path.join(output_dir, "comparison.md"), "w", encoding="utf-8") as f:
         f.write(table + "\n")
@@ -291,9 +291,9 @@ def write_report(
             **reference.dataset,
             "num_samples": reference.num_samples,
             "shape": list(reference.shape),
-            "slope": results[0].metrics["slope"]["data"],
+            "slope": results[0].metrics.slope.data,
         },
-        "pipelines": {r.name: r.metrics for r in results},
+        "pipelines": {r.name: r.metrics.to_dict() for r in results},
         "spectra": {
             "frequencies": reference.spectrum.frequencies,
             "data": reference.spectrum.power,
@@ -322,12 +322,12 @@ def _update_card(path: str, result: PipelineResult, reference: ReferenceStatisti
         title="Radially averaged power spectra",
     )
     # paths inside metrics.json are relative to its folder, as evaluate_pipeline(output_dir=...) writes them
-    metrics = dict(result.metrics, sample_grid="samples.png", spectrum_plot="rapsd.png")
+    files = {"sample_grid": "samples.png", "spectrum_plot": "rapsd.png"}
     if result.audio is not None and reference.audio is not None:
-        files = _write_audio_files(folder, result, reference, SPECTROGRAM_FIGURE, AUDIO_FOLDER)
-        metrics["audio"] = dict(metrics["audio"], **files)
+        files.update(_write_audio_files(folder, result, reference, SPECTROGRAM_FIGURE, AUDIO_FOLDER))
+    metrics = result.metrics.with_files(**files)
     with open(os.path.join(folder, "metrics.json"), "w", encoding="utf-8") as f:
-        json.dump(_json_ready(metrics), f, indent=2)
+        json.dump(_json_ready(metrics.to_dict()), f, indent=2)
     return update_model_card(
         path,
         metrics,

@@ -7,7 +7,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
@@ -20,7 +20,16 @@ from ..metrics import (
     spectral_slope,
 )
 from .report import write_report
-from .result import AUDIO_FILES, BANDS, PipelineResult, library_versions
+from .result import (
+    AUDIO_FILES,
+    BANDS,
+    AudioScores,
+    BandDistances,
+    EvaluationResult,
+    PipelineResult,
+    SpectralSlopes,
+    library_versions,
+)
 from .sampling import generate_images, image_shape, is_audio_pipeline, make_sampler, mel_settings
 from .statistics import (
     ImageBatches,
@@ -34,20 +43,31 @@ from .statistics import (
 logger = logging.getLogger("diffusers_specreg.evaluate")
 
 
-def _evaluate(
+def evaluate_against(
     pipeline,
     reference: ReferenceStatistics,
-    name: str,
-    num_samples: int,
-    batch_size: int,
-    num_inference_steps: int,
-    seed: int,
-    grid_size: int,
-    fid_extractor: InceptionFeatures | None,
-    progress: bool,
+    name: str = "model",
+    num_samples: int = 1000,
+    batch_size: int = 16,
+    num_inference_steps: int = 50,
+    seed: int = 0,
+    grid_size: int = 64,
+    fid_extractor: InceptionFeatures | None = None,
+    progress: bool = True,
     audio_num_samples: int | None = None,
     num_audio_files: int = AUDIO_FILES,
+    on_samples: Callable[[torch.Tensor], None] | None = None,
 ) -> PipelineResult:
+    r"""
+    Evaluate one pipeline against reference statistics computed before, in one streaming pass over its samples.
+
+    Args are those of [`evaluate_pipeline`] (`reference` from `ReferenceStatistics.from_images`), plus:
+        on_samples (`Callable[[torch.Tensor], None]`, *optional*): called with every batch of samples `[B, C, H, W]`
+            in `[-1, 1]`, for statistics of the caller's own (the benchmarks count saturated pixels with it).
+
+    Returns:
+        [`PipelineResult`]: the typed metrics ([`EvaluationResult`]), the sample spectrum, the grid (and audio).
+    """
     shape = image_shape(pipeline)
     if shape != reference.shape:
         raise ValueError(
@@ -83,6 +103,8 @@ def _evaluate(
         if not torch.isfinite(images).all():
             raise ValueError(f"Pipeline {name!r} produced non-finite samples.")
         spectrum.update(images)
+        if on_samples is not None:
+            on_samples(images)
         if fwd is not None:
             fwd.update(images, real=False)
         if fid_moments is not None:
@@ -101,27 +123,28 @@ def _evaluate(
     # 3. power-law exponents; gap < 0 means the samples lack high frequencies (the blur of MSE training)
     slope_data = spectral_slope(reference.spectrum.frequencies, reference.spectrum)
     slope_model = spectral_slope(psd.frequencies, psd)
-    metrics: dict = {
-        "name": name,
-        "pipeline_class": type(pipeline).__name__,
-        "sampler": sampler_description,
-        "num_samples": num_samples,
-        "num_real": reference.num_samples,
-        "num_inference_steps": num_inference_steps,
-        "batch_size": batch_size,
-        "seed": seed,
-        "log_rapsd_distance": {band: distances[band] for band in BANDS},
-        "slope": {"data": slope_data, "model": slope_model, "gap": slope_model - slope_data},
-        "fwd": float(fwd.compute()) if fwd is not None else float("nan"),
-        "fwd_wavelet": fwd.wavelet if fwd is not None else None,
-        "fwd_level": fwd.level if fwd is not None else None,
-        "sampling_seconds": seconds,
-        "dataset": dict(reference.dataset),
-        "versions": library_versions(),
-    }
+    metrics = EvaluationResult(
+        name=name,
+        pipeline_class=type(pipeline).__name__,
+        sampler=sampler_description,
+        num_samples=num_samples,
+        num_real=reference.num_samples,
+        num_inference_steps=num_inference_steps,
+        batch_size=batch_size,
+        seed=seed,
+        log_rapsd_distance=BandDistances(**{band: distances[band] for band in BANDS}),
+        slope=SpectralSlopes(data=slope_data, model=slope_model, gap=slope_model - slope_data),
+        fwd=float(fwd.compute()) if fwd is not None else float("nan"),
+        fwd_wavelet=fwd.wavelet if fwd is not None else None,
+        fwd_level=fwd.level if fwd is not None else None,
+        sampling_seconds=seconds,
+        dataset=dict(reference.dataset),
+        versions=library_versions(),
+    )
     # 4. Fréchet distances: per wavelet packet averaged (FWD, arXiv 2312.15289), Inception features (FID)
     if fid_moments is not None:
-        metrics["fid"] = float(_frechet_from_moments(reference.fid_moments, fid_moments, "eigh", "FID"))
+        fid = float(_frechet_from_moments(reference.fid_moments, fid_moments, "eigh", "FID"))
+        metrics = dataclasses.replace(metrics, fid=fid)
     if fwd is not None:
         features = int(np.prod(reference.shape)) // 4**fwd.level
         if min(num_samples, reference.num_samples) < 2 * features:
@@ -142,14 +165,15 @@ def _evaluate(
     mel_images = np.concatenate(mel_kept)
     clips = mel_images_to_audio(mel_images, pipeline.mel, seed=seed)
     sample_rate = int(pipeline.mel.get_sample_rate())
-    metrics["audio"] = {
+    scores = AudioScores(
         **audio_metrics(reference.audio, clips, sample_rate, seed=seed),
-        "sample_rate": sample_rate,
-        "clip_seconds": clips.shape[1] / sample_rate,
-        "vocoder": f"Griffin-Lim, {pipeline.mel.n_iter} iterations, phases seeded with {seed}, on both sets",
-        "mel": mel_settings(pipeline.mel),
-        "seconds": time.perf_counter() - start,
-    }
+        sample_rate=sample_rate,
+        clip_seconds=clips.shape[1] / sample_rate,
+        vocoder=f"Griffin-Lim, {pipeline.mel.n_iter} iterations, phases seeded with {seed}, on both sets",
+        mel=mel_settings(pipeline.mel),
+        seconds=time.perf_counter() - start,
+    )
+    metrics = dataclasses.replace(metrics, audio=scores)
     return PipelineResult(
         name, metrics, psd, torch.cat(grid)[:grid_size], clips[:num_audio_files], mel_images[:AUDIO_FILES]
     )
@@ -173,7 +197,7 @@ def evaluate_pipeline(
     progress: bool = True,
     audio_num_samples: int | None = None,
     num_audio_files: int = AUDIO_FILES,
-) -> dict:
+) -> EvaluationResult:
     r"""
     Sample a pipeline and compare its samples with data images using network-free spectral metrics.
 
@@ -211,13 +235,11 @@ def evaluate_pipeline(
         num_audio_files (`int`, defaults to `4`): generated (and data) clips written as WAV files.
 
     Returns:
-        `dict`: `"log_rapsd_distance"` (`{"all", "low", "mid", "high"}`), `"slope"` (`{"data", "model", "gap"}`),
-        `"fwd"`, `"fid"` (with an extractor), `"num_samples"`, `"num_real"`, `"num_inference_steps"`, `"seed"`,
-        `"sampler"`, `"dataset"`, `"versions"`, and `"sample_grid"` / `"spectrum_plot"` (file names in
-        `output_dir`) when files were written. For audio also `"audio"`: `"mrstft"`, `"log_spectral_distance"`,
-        `"frechet_log_mel"`, `"ndb_k"`, `"ndb_js"`, `"num_real"`, `"num_fake"`, `"sample_rate"`, `"clip_seconds"`,
-        `"vocoder"`, `"mel"`, and when files were written `"spectrogram_figure"`, `"samples"` and `"data_samples"`
-        (paths in `output_dir`). This dict is what `model_card.write_model_card(metrics=...)` takes.
+        [`EvaluationResult`]: `log_rapsd_distance` (all, low, mid, high), `slope` (data, model, gap), `fwd`, `fid`
+        (with an extractor), `num_samples`, `num_real`, `num_inference_steps`, `seed`, `sampler`, `dataset`,
+        `versions`, and `sample_grid` / `spectrum_plot` (file names in `output_dir`) when files were written; for
+        audio also `audio` ([`AudioScores`], with the file names when written). It is what
+        `model_card.write_model_card(metrics=...)` takes; `to_dict()` is its `metrics.json` form.
     """
     audio = is_audio_pipeline(pipeline)
     if num_audio_files < 0:
@@ -242,7 +264,7 @@ def evaluate_pipeline(
             mel=pipeline.mel if audio else None,
             audio_num_samples=audio_num_samples,
         )
-    result = _evaluate(
+    result = evaluate_against(
         pipeline,
         reference,
         name,
