@@ -43,7 +43,7 @@ try:  # the pipelines/ folder is installed as diffusers_specreg.pipelines: fail 
     import diffusers_specreg.pipelines  # noqa: F401
 except ImportError as error:
     raise ImportError(f"{error}. Install the project first: pip install -e . (see README).") from error
-from diffusers_specreg.formulations import Formulation, SchedulerSettings, select_formulation
+from diffusers_specreg.formulations import Formulation, SchedulerSettings, formulation_choices, select_formulation
 from diffusers_specreg.objectives import build_objective
 from diffusers_specreg.regularizer import SpectralRegularizer
 from diffusers_specreg.weighting import WEIGHTINGS
@@ -183,7 +183,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     spec.add_argument("--wavelet_levels", type=int, default=3)
     # --- formulation ------------------------------------------------------------------------------------------
     form = parser.add_argument_group("formulation")
-    form.add_argument("--formulation", type=str, default="ddpm", choices=["ddpm", "edm"])
+    form.add_argument("--formulation", type=str, default="ddpm", choices=formulation_choices())
     form.add_argument("--edm_sigma_data", type=float, default=0.5)
     form.add_argument("--edm_p_mean", type=float, default=-1.2)
     form.add_argument("--edm_p_std", type=float, default=1.2)

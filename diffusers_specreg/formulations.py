@@ -38,6 +38,7 @@ __all__ = [
     "SchedulerSettings",
     "class_name",
     "default_sampler",
+    "formulation_choices",
     "formulation_of",
     "read_card_file",
     "render_usage",
@@ -95,6 +96,8 @@ class Formulation:
         tags (`tuple[str, ...]`): extra model-card tags.
         citations (`tuple[str, ...]`): arXiv ids cited by the model card (keys of `model_card.CITATIONS`).
         aliases (`tuple[str, ...]`): other saved classes that belong to this kind (e.g. `DDIMPipeline`).
+        selected_by (`Literal["flag", "noise", "modality"]`, defaults to `"flag"`): how a training run picks the kind:
+            named by `--formulation`, implied by a coloured `--noise_spectrum`, or by its `--modality`.
     """
 
     name: str
@@ -110,6 +113,7 @@ class Formulation:
     tags: tuple[str, ...] = ()
     citations: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
+    selected_by: Literal["flag", "noise", "modality"] = "flag"
 
     @property
     def usage_template(self) -> str:
@@ -310,6 +314,7 @@ FORMULATIONS: dict[str, Formulation] = {
         _sagd_ddim_pipeline,
         _sagd_sampler,
         pipeline_file="pipeline_sagd.py",
+        selected_by="noise",
         tags=("sagd",),
         citations=("2510.09660",),
     ),
@@ -320,9 +325,15 @@ FORMULATIONS: dict[str, Formulation] = {
         _audio_ddim_pipeline,
         _audio_sampler,
         modality="audio",
+        selected_by="modality",
         tags=("audio", "mel-spectrogram", "unconditional-audio-generation"),
     ),
 }
+
+
+def formulation_choices() -> list[str]:
+    """The kinds `--formulation` names; the others follow from a coloured `--noise_spectrum` or from `--modality`."""
+    return [name for name, entry in FORMULATIONS.items() if entry.selected_by == "flag"]
 
 
 def select_formulation(
@@ -332,22 +343,23 @@ def select_formulation(
     The registry entry a training run uses.
 
     Args:
-        formulation (`str`, defaults to `"ddpm"`): `--formulation`, `"ddpm"` or `"edm"`.
-        modality (`str`, defaults to `"image"`): `--modality`, `"image"` or `"audio"` (audio saves an
-            `AudioDiffusionPipeline`, whatever the noise).
+        formulation (`str`, defaults to `"ddpm"`): `--formulation`, one of `formulation_choices()`.
+        modality (`str`, defaults to `"image"`): `--modality`; a kind selected by its modality (audio saves an
+            `AudioDiffusionPipeline`, whatever the noise) wins.
         coloured_noise (`bool`, defaults to `False`): whether `--noise_spectrum` is coloured (SAGD).
 
     Returns:
         [`Formulation`]
     """
-    if formulation not in ("ddpm", "edm"):
-        raise ValueError(f"formulation must be one of ['ddpm', 'edm'], got {formulation!r}.")
-    if modality not in ("image", "audio"):
+    if formulation not in formulation_choices():
+        raise ValueError(f"formulation must be one of {formulation_choices()}, got {formulation!r}.")
+    by_modality = [e for e in FORMULATIONS.values() if e.selected_by == "modality" and e.modality == modality]
+    if modality not in ("image", *(e.modality for e in FORMULATIONS.values())):
         raise ValueError(f"modality must be one of ['image', 'audio'], got {modality!r}.")
-    if modality == "audio":
-        return FORMULATIONS["audio"]
+    if by_modality:
+        return by_modality[0]
     if coloured_noise:
-        return FORMULATIONS["sagd"]
+        return next(e for e in FORMULATIONS.values() if e.selected_by == "noise")
     return FORMULATIONS[formulation]
 
 

@@ -102,8 +102,10 @@ def test_every_kind_has_its_flags_and_a_usage_template():
             assert (REPO / "pipelines" / entry.pipeline_file).is_file()
     assert select_formulation("ddpm", "image", coloured_noise=True).name == "sagd"
     assert select_formulation("edm", "audio").name == "audio"
-    with pytest.raises(ValueError, match="'ddpm', 'edm'"):
+    with pytest.raises(ValueError, match=r"\['ddpm', 'edm'\]"):
         select_formulation("flow")
+    with pytest.raises(ValueError, match="modality"):
+        select_formulation("ddpm", "video")
 
 
 def test_every_kind_trains_saves_and_loads_without_this_package(saved, tmp_path):
