@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import platform
 import shlex
@@ -35,6 +34,7 @@ SHARPNESS_THRESHOLD = 0.9
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from diffusers_specreg.evaluate.report import json_ready  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------------------------
 # Machine and record keeping
@@ -94,27 +94,11 @@ def summarize(values: Sequence[float]) -> dict:
     }
 
 
-def _json_ready(value):
-    if isinstance(value, Mapping):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _json_ready(value.tolist())
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def write_json(path: str | os.PathLike, record: Mapping) -> Path:
     """Write `record` as indented JSON (NaN -> null), creating the folder; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_json_ready(record), indent=2) + "\n")
+    path.write_text(json.dumps(json_ready(record), indent=2) + "\n")
     return path
 
 
@@ -353,15 +337,16 @@ def evaluate_models(
     results, curves, grids, sampler = {}, {"data": reference.spectrum}, {"data": real[:grid_size]}, None
     for name, path in models.items():
         sharp = _SharpCounter(SHARPNESS_THRESHOLD)
+        pipeline = load_pipeline(str(path))
         run = evaluate_against(
-            load_pipeline(str(path)),
+            pipeline,
             reference,
-            name,
-            num_samples,
-            batch_size,
-            num_inference_steps,
-            seed,
-            grid_size,
+            name=name,
+            num_samples=num_samples,
+            batch_size=batch_size,
+            num_inference_steps=num_inference_steps,
+            seed=seed,
+            grid_size=grid_size,
             progress=False,
             on_samples=sharp.update,
         )

@@ -30,17 +30,21 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "model"
 
 
-def _json_ready(value):
+def json_ready(value):
+    """`value` with mappings, sequences, arrays and paths turned into JSON types and NaN / inf into `None` (JSON has no
+    NaN); used for `metrics.json` and the benchmark records."""
     if isinstance(value, Mapping):
-        return {str(k): _json_ready(v) for k, v in value.items()}
+        return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
+        return [json_ready(v) for v in value]
     if isinstance(value, np.ndarray):
-        return [_json_ready(v) for v in value.tolist()]
+        return [json_ready(v) for v in value.tolist()]
     if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(value) else None  # JSON has no NaN
+        return float(value) if math.isfinite(value) else None
     if isinstance(value, np.integer):
         return int(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
     return value
 
 
@@ -304,7 +308,7 @@ def write_report(
     if reference.audio is not None:
         report["data"]["audio"] = {"num_clips": len(reference.audio), "mel": reference.mel}
     with open(os.path.join(output_dir, "metrics.json"), "w", encoding="utf-8") as f:
-        json.dump(_json_ready(report), f, indent=2)
+        json.dump(json_ready(report), f, indent=2)
     return report
 
 
@@ -327,7 +331,7 @@ def _update_card(path: str, result: PipelineResult, reference: ReferenceStatisti
         files.update(_write_audio_files(folder, result, reference, SPECTROGRAM_FIGURE, AUDIO_FOLDER))
     metrics = result.metrics.with_files(**files)
     with open(os.path.join(folder, "metrics.json"), "w", encoding="utf-8") as f:
-        json.dump(_json_ready(metrics.to_dict()), f, indent=2)
+        json.dump(json_ready(metrics.to_dict()), f, indent=2)
     return update_model_card(
         path,
         metrics,
