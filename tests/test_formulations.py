@@ -29,7 +29,8 @@ AUDIO = "--modality audio --resolution 16 --sample_rate 8000 --n_fft 128 --hop_l
 # the command-line flags that select each registered kind; a new kind needs a line here
 KIND_FLAGS = {
     "ddpm": [],
-    "edm": ["--formulation", "edm"],
+    # EDM also runs the end-of-training evaluation through its own pipeline, with an EDM-weighted spectral loss
+    "edm": "--formulation edm --spectral_loss amplitude --spectral_weighting edm --eval_num_samples 4".split(),
     "sagd": ["--noise_spectrum", "powerlaw:alpha=-0.5"],
     "audio": AUDIO,
 }
@@ -120,6 +121,12 @@ def test_every_kind_trains_saves_and_loads_without_this_package(saved, tmp_path)
         else:
             assert index["_class_name"] == entry.pipeline_class and not (folder / "pipeline.py").exists()
         folders.append((kind, str(folder), entry.is_custom))
+        card = (folder / "README.md").read_text()
+        call = "trust_remote_code=True)" if entry.is_custom else ")"
+        assert f'DiffusionPipeline.from_pretrained("{folder.name}"' + (", " if entry.is_custom else "") in card
+        assert call in card.split(f'from_pretrained("{folder.name}"', 1)[1].split("\n", 1)[0]
+    metrics = json.loads((saved["edm"] / "evaluation" / "metrics.json").read_text())["pipelines"]["edm"]
+    assert metrics["pipeline_class"] == "EDMPipeline" and metrics["sampler"] == "EDMPipeline, 2 steps"
 
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
     result = subprocess.run(

@@ -138,17 +138,6 @@ def test_two_process_ddp_with_gradient_accumulation(tmp_path, image_folder, tiny
     DDIMPipeline.from_pretrained(out)(batch_size=1, num_inference_steps=2, output_type="np")
 
 
-def test_edm_run_samples_through_its_pipeline(tmp_path, image_folder, tiny_config):
-    out = tmp_path / "edm"
-    options = dict(max_train_steps=2, formulation="edm", spectral_loss="amplitude", spectral_weighting="edm")
-    launch(tiny_run(image_folder, tiny_config, out, **options, eval_num_samples=4))
-    assert (out / "pipeline.py").is_file()
-    pipeline = DiffusionPipeline.from_pretrained(out, trust_remote_code=True)
-    assert type(pipeline).__name__ == "EDMPipeline"
-    images = pipeline(batch_size=2, num_inference_steps=3, output_type="np").images
-    assert images.shape == (2, 16, 16, 1)
-
-
 def test_sigterm_saves_a_resumable_checkpoint(tmp_path, image_folder, tiny_config):
     out = tmp_path / "interrupted"
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu"]
