@@ -20,13 +20,15 @@ import logging
 import math
 import os
 import sys
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, set_seed
-from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler, EDMEulerScheduler, UNet2DModel
+from diffusers import UNet2DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
@@ -37,9 +39,10 @@ from diffusers_specreg.losses import LOSS_NAMES
 from diffusers_specreg.noise import NoiseSpectrum, corrupt_band
 
 try:  # the pipelines/ folder is installed as diffusers_specreg.pipelines: fail now, not when saving
-    from diffusers_specreg.pipelines import EDMPipeline, SAGDPipeline
+    import diffusers_specreg.pipelines  # noqa: F401
 except ImportError as error:
     raise ImportError(f"{error}. Install the project first: pip install -e . (see README).") from error
+from diffusers_specreg.formulations import Formulation, SchedulerSettings, formulation_choices, select_formulation
 from diffusers_specreg.objectives import build_objective
 from diffusers_specreg.regularizer import DEFAULT_WEIGHTS, SpectralRegularizer
 from diffusers_specreg.weighting import DEFAULT_WEIGHTING, WEIGHTINGS
@@ -209,7 +212,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     spec.add_argument("--wavelet_levels", type=int, default=3)
     # --- formulation ------------------------------------------------------------------------------------------
     form = parser.add_argument_group("formulation")
-    form.add_argument("--formulation", type=str, default="ddpm", choices=["ddpm", "edm"])
+    form.add_argument("--formulation", type=str, default="ddpm", choices=formulation_choices())
     form.add_argument("--edm_sigma_data", type=float, default=0.5)
     form.add_argument("--edm_p_mean", type=float, default=-1.2)
     form.add_argument("--edm_p_std", type=float, default=1.2)
@@ -263,31 +266,89 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
-    """Apply the anchor's defaults, or the quick built-in preset when no data is named."""
+@dataclass
+class RunSettings:
+    r"""
+    What a run derives from its command line; `args` itself stays exactly as parsed.
+
+    Args:
+        formulation (`Formulation`): the registry entry (DDPM, EDM, SAGD or audio), `diffusers_specreg.formulations`.
+        noise_spectrum (`NoiseSpectrum`): `--noise_spectrum`, parsed.
+        corrupt_band (`tuple[float, float]`, *optional*): `--corrupt_band`, parsed.
+        builtin (`bool`): no data named, so the quick built-in preset applies.
+        resolution (`int`): `--resolution`, else the fine-tuned model's sample size, else the preset's.
+        model_preset (`str`): `--model_preset`, else the preset's.
+        ddpm_num_inference_steps (`int`): `--ddpm_num_inference_steps`, else the preset's.
+        prediction_type (`str`): `--prediction_type`, else the fine-tuned scheduler's, else `"epsilon"`.
+        max_train_steps (`int`, *optional*): `--max_train_steps`, else the preset's; set from `num_epochs` once the
+            data size is known.
+        num_epochs (`int`, *optional*): `--num_epochs`, else 100 for named data; recomputed from `max_train_steps`.
+        learning_rate (`float`): `--learning_rate`, else the preset's (5e-4 for the built-in demo, 1e-4 otherwise).
+        lr_warmup_steps (`int`): `--lr_warmup_steps`, else the preset's (50 for the built-in demo, 500 otherwise).
+        spectral_loss (`list[str]`): `--spectral_loss` ("none" -> []), else the preset's (`amplitude_phase` for the
+            built-in demo, none otherwise).
+    """
+
+    formulation: Formulation
+    noise_spectrum: NoiseSpectrum
+    corrupt_band: tuple[float, float] | None
+    builtin: bool
+    resolution: int
+    model_preset: str
+    ddpm_num_inference_steps: int
+    prediction_type: str
+    max_train_steps: int | None
+    num_epochs: int | None
+    learning_rate: float
+    lr_warmup_steps: int
+    spectral_loss: list[str]
+
+    def config(self, args) -> dict:
+        """`vars(args)` with the derived values and without the Hub token: what the trackers and the card record."""
+        config = {k: v for k, v in vars(args).items() if k != "hub_token"}  # the token never goes into the logs
+        derived = (
+            "builtin",
+            "resolution",
+            "model_preset",
+            "ddpm_num_inference_steps",
+            "prediction_type",
+            "learning_rate",
+            "lr_warmup_steps",
+            "spectral_loss",
+        )
+        config.update({key: getattr(self, key) for key in (*derived, "max_train_steps", "num_epochs")})
+        return config
+
+
+def derive_settings(args) -> RunSettings:
+    """The anchor's defaults, or the quick built-in preset when no data is named; the parsed spectra; the kind."""
     builtin = not (args.dataset_name or args.train_data_dir)
-    args.resolution_from_user = args.resolution
     preset = BUILTIN_PRESET if builtin else ANCHOR_DEFAULTS
-    for key in ("resolution", "model_preset", "ddpm_num_inference_steps", "learning_rate", "lr_warmup_steps"):
-        if getattr(args, key) is None:
-            setattr(args, key, preset[key])
-    if args.spectral_loss is None:
-        args.spectral_loss = list(preset["spectral_loss"])
-    elif args.spectral_loss in ([], ["none"]):  # `--spectral_loss none` (or the bare flag): the MSE baseline
-        args.spectral_loss = []
-    if args.num_epochs is None and args.max_train_steps is None:
-        if builtin:
-            args.max_train_steps = BUILTIN_PRESET["max_train_steps"]
-        else:
-            args.num_epochs = 100
-    args.builtin = builtin
-    args.prediction_type_from_user = args.prediction_type
-    if args.prediction_type is None:
-        args.prediction_type = "epsilon"  # replaced by a pretrained scheduler's, see main()
-    return args
+    keys = ("resolution", "model_preset", "ddpm_num_inference_steps", "learning_rate", "lr_warmup_steps")
+    defaults = {key: preset[key] if getattr(args, key) is None else getattr(args, key) for key in keys}
+    spectral_loss = list(preset["spectral_loss"]) if args.spectral_loss is None else list(args.spectral_loss)
+    if spectral_loss == ["none"]:  # `--spectral_loss none` (or the bare flag): the MSE baseline
+        spectral_loss = []
+    max_train_steps, num_epochs = args.max_train_steps, args.num_epochs
+    if num_epochs is None and max_train_steps is None:
+        max_train_steps, num_epochs = (BUILTIN_PRESET["max_train_steps"], None) if builtin else (None, 100)
+    spectrum = NoiseSpectrum.parse(args.noise_spectrum)
+    if not spectrum.is_white and args.formulation != "ddpm":
+        raise ValueError("--noise_spectrum needs --formulation ddpm (the EDM sampler draws white noise).")
+    return RunSettings(
+        formulation=select_formulation(args.formulation, args.modality, not spectrum.is_white),
+        noise_spectrum=spectrum,
+        corrupt_band=parse_band(args.corrupt_band) if args.corrupt_band else None,
+        builtin=builtin,
+        prediction_type=args.prediction_type or "epsilon",  # a fine-tuned scheduler's replaces it, see setup()
+        max_train_steps=max_train_steps,
+        num_epochs=num_epochs,
+        spectral_loss=spectral_loss,
+        **defaults,
+    )
 
 
-def spectral_weights(args) -> list[float | None]:
+def spectral_weights(args, losses: list[str]) -> list[float | None]:
     """Parse --spectral_weight into one λ per loss (None: that loss's default), with errors that say what is allowed."""
     values = []
     for raw in args.spectral_weight if args.spectral_weight is not None else [None]:
@@ -307,11 +368,11 @@ def spectral_weights(args) -> list[float | None]:
             raise ValueError(f"--spectral_weight must be >= 0 and finite, got {raw}.")
         values.append(value)
     if len(values) == 1:
-        return values * len(args.spectral_loss)
-    if len(values) != len(args.spectral_loss):
+        return values * len(losses)
+    if len(values) != len(losses):
         raise ValueError(
-            f"--spectral_weight has {len(values)} values for {len(args.spectral_loss)} losses "
-            f"({args.spectral_loss}); give one value for all or one per loss."
+            f"--spectral_weight has {len(values)} values for {len(losses)} losses "
+            f"({losses}); give one value for all or one per loss."
         )
     return values
 
@@ -327,37 +388,39 @@ def parse_band(text: str) -> tuple[float, float]:
     return low, high
 
 
-def validate_args(args) -> None:
+def validate_args(args, settings: RunSettings) -> None:
     """Every check that can fail before training starts (ValueError with the problem and the fix)."""
-    if "none" in args.spectral_loss:
+    losses = settings.spectral_loss
+    if "none" in losses:
         raise ValueError("--spectral_loss none means no spectral term; it cannot be combined with other losses.")
-    unknown = [name for name in args.spectral_loss if name not in LOSS_NAMES]
+    unknown = [name for name in losses if name not in LOSS_NAMES]
     if unknown:
         raise ValueError(f"Unknown --spectral_loss {unknown}; choose from {list(LOSS_NAMES)}.")
-    if len(set(args.spectral_loss)) != len(args.spectral_loss):
-        raise ValueError(f"--spectral_loss names a loss twice: {args.spectral_loss}.")
-    if "mrstft" in args.spectral_loss:
+    if len(set(losses)) != len(losses):
+        raise ValueError(f"--spectral_loss names a loss twice: {losses}.")
+    if "mrstft" in losses:
         raise ValueError("--spectral_loss mrstft is a waveform loss; image / spectrogram training takes the others.")
-    spectral_weights(args)
+    spectral_weights(args, losses)
     for name in ("train_batch_size", "eval_batch_size", "gradient_accumulation_steps", "resolution", "ddpm_num_steps"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
+        value = settings.resolution if name == "resolution" else getattr(args, name)
+        if value < 1:
+            raise ValueError(f"--{name} must be >= 1, got {value}.")
     for name in ("num_epochs", "max_train_steps", "checkpointing_steps", "checkpoints_total_limit"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
-    if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
-        raise ValueError(f"--learning_rate must be a finite number > 0, got {args.learning_rate}.")
+    if not (math.isfinite(settings.learning_rate) and settings.learning_rate > 0):
+        raise ValueError(f"--learning_rate must be a finite number > 0, got {settings.learning_rate}.")
     if args.modality == "audio" and args.formulation == "edm":
         raise ValueError(
             "--modality audio saves an AudioDiffusionPipeline, which samples DDPM/DDIM: use --formulation ddpm."
         )
-    if args.formulation == "edm" and args.prediction_type == "sample":
+    if args.formulation == "edm" and settings.prediction_type == "sample":
         raise ValueError("--formulation edm supports --prediction_type epsilon or v_prediction, not sample.")
     if args.spectral_max_timestep is not None and args.formulation != "ddpm":
         raise ValueError(
             "--spectral_max_timestep gates DDPM timesteps; with --formulation edm use --spectral_max_sigma."
         )
-    if "wavelet" in args.spectral_loss:
+    if "wavelet" in losses:
         import pywt
 
         try:
@@ -366,21 +429,17 @@ def validate_args(args) -> None:
             raise ValueError(
                 f"--wavelet {args.wavelet!r} is not a PyWavelets wavelet; try haar, bior1.3 or db2."
             ) from None
-        max_level = pywt.dwt_max_level(args.resolution, wavelet.dec_len)
+        max_level = pywt.dwt_max_level(settings.resolution, wavelet.dec_len)
         if (
             args.wavelet_levels < 1
             or args.wavelet_levels > max(max_level, 1)
-            or args.resolution % 2**args.wavelet_levels
+            or settings.resolution % 2**args.wavelet_levels
         ):
             raise ValueError(
-                f"--wavelet_levels {args.wavelet_levels} does not fit --resolution {args.resolution} with wavelet "
+                f"--wavelet_levels {args.wavelet_levels} does not fit --resolution {settings.resolution} with wavelet "
                 f"{args.wavelet}: the resolution must be divisible by 2**levels and levels <= {max_level}. "
                 "Lower --wavelet_levels or change --resolution."
             )
-    args.noise_spectrum_parsed = NoiseSpectrum.parse(args.noise_spectrum)
-    if not args.noise_spectrum_parsed.is_white and args.formulation != "ddpm":
-        raise ValueError("--noise_spectrum needs --formulation ddpm (the EDM sampler draws white noise).")
-    args.corrupt_band_parsed = parse_band(args.corrupt_band) if args.corrupt_band else None
     if args.corrupt_strength < 0:
         raise ValueError(f"--corrupt_strength must be >= 0, got {args.corrupt_strength}.")
     if args.eval_num_samples < 0:
@@ -388,6 +447,8 @@ def validate_args(args) -> None:
     problem = training.mixed_precision_error(args.mixed_precision)
     if problem:
         raise ValueError(problem)
+    if args.push_to_hub and not args.hub_model_id and not args.output_dir:
+        raise ValueError("--push_to_hub needs --hub_model_id or an --output_dir name.")
     if args.hub_token:  # the value is never printed or saved by this script (hparams, card, checkpoints leave it out)
         logging.getLogger(__name__).warning(
             "--hub_token on the command line shows in `ps`, and `accelerate launch` prints the whole command when a "
@@ -409,43 +470,31 @@ def optimizer_settings(args) -> dict:
     return dict(betas=(args.adam_beta1, args.adam_beta2), weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)
 
 
-def build_model(args, channels: int, pretrained) -> UNet2DModel:
+def build_model(args, settings: RunSettings, channels: int, pretrained) -> UNet2DModel:
     if pretrained is not None:
         return pretrained.unet
     if args.model_config_name_or_path:
         config = UNet2DModel.load_config(args.model_config_name_or_path)
         return UNet2DModel.from_config(config)
-    return UNet2DModel(**training.unet_config(args.model_preset, args.resolution, channels))
+    return UNet2DModel(**training.unet_config(settings.model_preset, settings.resolution, channels))
 
 
-def build_noise_scheduler(args, pretrained):
-    if args.formulation == "edm":
-        return EDMEulerScheduler(sigma_data=args.edm_sigma_data, prediction_type=args.prediction_type)
-    if pretrained is not None and pretrained.scheduler_config is not None:
-        config = dict(pretrained.scheduler_config)
-        config["prediction_type"] = args.prediction_type
-        return DDPMScheduler.from_config(config)
-    return DDPMScheduler(
+def build_noise_scheduler(args, settings: RunSettings, pretrained):
+    scheduler_settings = SchedulerSettings(
+        prediction_type=settings.prediction_type,
         num_train_timesteps=args.ddpm_num_steps,
         beta_schedule=args.ddpm_beta_schedule,
-        prediction_type=args.prediction_type,
+        sigma_data=args.edm_sigma_data,
+        pretrained_config=pretrained.scheduler_config if pretrained is not None else None,
     )
+    return settings.formulation.build_scheduler(scheduler_settings)
 
 
-def make_pipeline(args, unet, noise_scheduler, for_sampling: bool, mel=None):
+def make_pipeline(settings: RunSettings, unet, noise_scheduler, for_sampling: bool, mel=None):
     """The pipeline saved (DDPM, EDM, SAGD or audio) or used to draw logged samples (DDIM for speed)."""
-    scheduler = DDIMScheduler.from_config(noise_scheduler.config) if for_sampling else noise_scheduler
-    if args.modality == "audio":
-        from diffusers_specreg.audio import make_audio_pipeline
-
-        return make_audio_pipeline(unet, mel, scheduler if args.formulation != "edm" else noise_scheduler)
-    if not args.noise_spectrum_parsed.is_white:
-        return SAGDPipeline(unet=unet, scheduler=scheduler, noise_spectrum=args.noise_spectrum_parsed.to_string())
-    if args.formulation == "edm":
-        return EDMPipeline(unet=unet, scheduler=noise_scheduler)
-    if for_sampling:
-        return DDIMPipeline(unet=unet, scheduler=DDIMScheduler.from_config(noise_scheduler.config))
-    return DDPMPipeline(unet=unet, scheduler=noise_scheduler)
+    entry = settings.formulation
+    pipeline = entry.build_pipeline(unet, noise_scheduler, spectrum=settings.noise_spectrum, mel=mel)
+    return entry.fast_pipeline(pipeline) if for_sampling else pipeline
 
 
 class EpochShuffleSampler(torch.utils.data.Sampler):
@@ -487,27 +536,27 @@ class ema_weights:
             self.ema_model.restore(self.unet.parameters())
 
 
-def log_samples(args, accelerator, unet, noise_scheduler, ema_model, data_batch, global_step, mel=None):
+def log_samples(args, settings, accelerator, unet, noise_scheduler, ema_model, data_batch, global_step, mel=None):
     """Sample `eval_batch_size` images (EMA weights if any); log a grid, a RAPSD plot vs the data (and audio)."""
     from diffusers_specreg import metrics, plots
 
     audios = None
     with ema_weights(unet, ema_model):
-        pipeline = make_pipeline(args, unet, noise_scheduler, for_sampling=True, mel=mel)
+        pipeline = make_pipeline(settings, unet, noise_scheduler, for_sampling=True, mel=mel)
         pipeline.set_progress_bar_config(disable=True)
         generator = torch.Generator(device=pipeline.device).manual_seed(0)
-        if args.modality == "audio":
+        if settings.formulation.modality == "audio":
             from diffusers_specreg.audio import generate_audio
 
             mel_images, audios, sample_rate = generate_audio(
-                pipeline, args.eval_batch_size, args.ddpm_num_inference_steps, generator
+                pipeline, args.eval_batch_size, settings.ddpm_num_inference_steps, generator
             )
             images = mel_images[..., None].astype(np.float32) / 255.0
         else:
             images = pipeline(
                 generator=generator,
                 batch_size=args.eval_batch_size,
-                num_inference_steps=args.ddpm_num_inference_steps,
+                num_inference_steps=settings.ddpm_num_inference_steps,
                 output_type="np",
             ).images
     samples = torch.from_numpy(images).permute(0, 3, 1, 2) * 2 - 1
@@ -539,18 +588,15 @@ def log_samples(args, accelerator, unet, noise_scheduler, ema_model, data_batch,
     accelerator.log({f"eval/log_rapsd_distance_{k}": v for k, v in distance.items()}, step=global_step)
 
 
-def save_pipeline(args, unet, noise_scheduler, ema_model, mel=None):
+def save_pipeline(args, settings, unet, noise_scheduler, ema_model, mel=None):
     """Save the pipeline (EMA weights if any) to output_dir as safetensors; custom pipelines get pipeline.py."""
+    from diffusers_specreg.pipelines_io import save_pipeline as save
+
     with ema_weights(unet, ema_model):
-        pipeline = make_pipeline(args, unet, noise_scheduler, for_sampling=False, mel=mel)
-        pipeline.save_pretrained(args.output_dir, safe_serialization=True)
-    if type(pipeline).__module__.startswith("diffusers_specreg."):
-        from diffusers_specreg.pipelines_io import write_custom_pipeline_file
-
-        write_custom_pipeline_file(type(pipeline), args.output_dir)
+        save(make_pipeline(settings, unet, noise_scheduler, for_sampling=False, mel=mel), args.output_dir)
 
 
-def evaluate_and_write_card(args, accelerator, data, regularizer) -> dict | None:
+def evaluate_and_write_card(args, settings, accelerator, data, regularizer):
     """Quick evaluation of the saved pipeline (metrics in the card), then the model card itself."""
     from diffusers_specreg.evaluate import dataset_info, evaluate_pipeline, load_pipeline
     from diffusers_specreg.model_card import write_model_card
@@ -564,15 +610,18 @@ def evaluate_and_write_card(args, accelerator, data, regularizer) -> dict | None
             data.dataset,
             args.eval_num_samples,
             args.eval_batch_size,
-            args.ddpm_num_inference_steps,
+            settings.ddpm_num_inference_steps,
             args.seed or 0,
             os.path.join(args.output_dir, "evaluation"),
             name=os.path.basename(os.path.abspath(args.output_dir)),
-            dataset=dataset_info(args.dataset_name, args.train_data_dir, args.builtin_dataset, modality=args.modality),
+            dataset=dataset_info(
+                args.dataset_name, args.train_data_dir, args.builtin_dataset, modality=settings.formulation.modality
+            ),
         )
         grid, plot = "evaluation/samples.png", "evaluation/rapsd.png"
-        logger.info(f"Spectral metrics of {args.eval_num_samples} samples: {metrics.get('log_rapsd_distance')}")
-    config = {k: v for k, v in vars(args).items() if not k.endswith("_parsed") and k != "hub_token"}
+        logger.info(f"Spectral metrics of {args.eval_num_samples} samples: {metrics.log_rapsd_distance}")
+    config = settings.config(args)
+    config["noise_spectrum"] = args.noise_spectrum
     config["final_spectral_weights"] = regularizer.current_weights()
     write_model_card(
         args.output_dir,
@@ -607,116 +656,140 @@ def push_to_hub(args, commit_message: str) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = fill_defaults(parse_args(argv))
-    training.stop_when_launcher_dies()
-    validate_args(args)
-    check_output_dir(args)
+@dataclass
+class Training:
+    """Everything the training loop uses, built by `setup` before the first step."""
 
-    logging_dir = os.path.join(args.output_dir, args.logging_dir)
+    data: Any
+    mel: Any  # audio: the Mel that turns samples back into sound, else None
+    model: UNet2DModel
+    noise_scheduler: Any
+    objective: Any
+    regularizer: SpectralRegularizer
+    ema_model: EMAModel | None
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: Any
+    sampler: EpochShuffleSampler
+    train_dataloader: torch.utils.data.DataLoader
+    updates_per_epoch: int
+    noise_rng: training.CheckpointedGenerator
+    data_preview: torch.Tensor
+    checkpointed: dict  # name -> EMA model / regularizer, saved with each checkpoint without pickle
+
+
+def make_accelerator(args) -> Accelerator:
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=args.logger,
-        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=logging_dir),
+        project_config=ProjectConfiguration(
+            project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
+        ),
     )
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     if args.seed is not None:
         set_seed(args.seed, device_specific=True)
+    return accelerator
 
-    # 1. data, model, scheduler: everything that can fail does so before the first step
-    pretrained, model_channels = None, None
-    if args.pretrained_model_name_or_path:
-        pretrained = training.load_pretrained(args.pretrained_model_name_or_path, args.cache_dir)
-        model_channels = pretrained.unet.config.in_channels
-        if args.resolution_from_user is None:
-            args.resolution = pretrained.unet.config.sample_size
-        elif pretrained.unet.config.sample_size != args.resolution:  # sample at the new size from now on
-            pretrained.unet.register_to_config(sample_size=args.resolution)
-        inherited = (pretrained.scheduler_config or {}).get("prediction_type")
-        if args.prediction_type_from_user is None and inherited:
-            args.prediction_type = inherited
-        logger.info(f"Fine-tuning {args.pretrained_model_name_or_path} with prediction_type {args.prediction_type}.")
-    elif args.model_config_name_or_path:  # the config decides the channels; the data are converted to them
-        model_channels = UNet2DModel.load_config(args.model_config_name_or_path)["in_channels"]
-        args.resolution = training.resolution_for_config(
-            UNet2DModel.load_config(args.model_config_name_or_path), args.resolution, args.resolution_from_user
-        )
-    if args.modality == "audio":
+
+def load_pretrained(args, settings: RunSettings):
+    """The model fine-tuned from (or `None`), and the settings it implies: its sample size unless `--resolution` is
+    given (then the UNet samples at the new size from now on), its scheduler's prediction type unless
+    `--prediction_type` is given."""
+    if not args.pretrained_model_name_or_path:
+        return None, settings
+    pretrained = training.load_pretrained(args.pretrained_model_name_or_path, args.cache_dir)
+    if args.resolution is None:
+        settings = replace(settings, resolution=pretrained.unet.config.sample_size)
+    elif pretrained.unet.config.sample_size != args.resolution:
+        pretrained.unet.register_to_config(sample_size=args.resolution)
+    inherited = (pretrained.scheduler_config or {}).get("prediction_type")
+    if args.prediction_type is None and inherited:
+        settings = replace(settings, prediction_type=inherited)
+    logger.info(f"Fine-tuning {args.pretrained_model_name_or_path} with prediction_type {settings.prediction_type}.")
+    return pretrained, settings
+
+
+def build_data(args, settings: RunSettings, channels: int | None):
+    """The training data: mel-spectrogram slices of audio (audio kinds) or images."""
+    common = dict(
+        dataset_name=args.dataset_name,
+        dataset_config_name=args.dataset_config_name,
+        train_data_dir=args.train_data_dir,
+        cache_dir=args.cache_dir,
+        resolution=settings.resolution,
+        seed=args.seed or 0,
+    )
+    if settings.formulation.modality == "audio":
         from diffusers_specreg.audio import build_audio_dataset
 
-        data = build_audio_dataset(
-            dataset_name=args.dataset_name,
-            dataset_config_name=args.dataset_config_name,
-            train_data_dir=args.train_data_dir,
-            cache_dir=args.cache_dir,
-            resolution=args.resolution,
-            sample_rate=args.sample_rate,
-            n_fft=args.n_fft,
-            hop_length=args.hop_length,
-            top_db=args.top_db,
-            builtin_num_clips=args.builtin_num_clips,
-            seed=args.seed or 0,
+        audio = ("sample_rate", "n_fft", "hop_length", "top_db", "builtin_num_clips")
+        return build_audio_dataset(**common, **{key: getattr(args, key) for key in audio})
+    image = ("center_crop", "random_flip", "preserve_input_precision", "builtin_dataset", "builtin_num_samples")
+    return build_image_dataset(**common, **{key: getattr(args, key) for key in image}, channels=channels)
+
+
+def check_model_and_grid(args, settings: RunSettings, model: UNet2DModel, channels: int) -> None:
+    """The UNet fits the data and resolution; the spectra hold frequencies of the training grid (checked now, not
+    at the first step)."""
+    factor = training.unet_downsampling_factor(model.config)
+    if settings.resolution % factor:
+        raise ValueError(
+            f"--resolution {settings.resolution} is not divisible by {factor}, the downsampling factor of the UNet "
+            f"({len(model.config.down_block_types)} down blocks). Use a multiple of {factor}."
         )
-    else:
-        data = build_image_dataset(
-            dataset_name=args.dataset_name,
-            dataset_config_name=args.dataset_config_name,
-            train_data_dir=args.train_data_dir,
-            cache_dir=args.cache_dir,
-            resolution=args.resolution,
-            center_crop=args.center_crop,
-            random_flip=args.random_flip,
-            preserve_input_precision=args.preserve_input_precision,
-            builtin_dataset=args.builtin_dataset,
-            builtin_num_samples=args.builtin_num_samples,
-            channels=model_channels,
-            seed=args.seed or 0,
+    if model.config.in_channels != channels:
+        raise ValueError(
+            f"The model takes {model.config.in_channels} channels but the data has {channels}; use a model "
+            "config with matching in_channels/out_channels."
         )
-    mel = getattr(data, "mel", None)  # audio: the Mel that turns samples back into sound
-    model = build_model(args, data.channels, pretrained)
+    size = settings.resolution
+    settings.noise_spectrum.weights((size, size))
+    if settings.corrupt_band is not None:
+        try:
+            corrupt_band(torch.zeros(1, channels, size, size), settings.corrupt_band, 1.0)
+        except ValueError as error:
+            raise ValueError(
+                f"--corrupt_band {args.corrupt_band} holds no frequency of the {size}x{size} "
+                "grid; widen the band (radii are normalised so the grid corner is 1)."
+            ) from error
+
+
+def setup(args, settings: RunSettings, accelerator: Accelerator) -> tuple[Training, RunSettings]:
+    """Data, model, scheduler, objective, optimiser: everything that can fail does so before the first step."""
+    pretrained, settings = load_pretrained(args, settings)
+    channels = pretrained.unet.config.in_channels if pretrained is not None else None
+    if pretrained is None and args.model_config_name_or_path:  # the config decides the channels; data follow
+        config = UNet2DModel.load_config(args.model_config_name_or_path)
+        channels = config["in_channels"]
+        resolution = training.resolution_for_config(config, settings.resolution, args.resolution)
+        settings = replace(settings, resolution=resolution)
+    data = build_data(args, settings, channels)
+    model = build_model(args, settings, data.channels, pretrained)
     if args.enable_xformers_memory_efficient_attention:
         import importlib.util
 
         if importlib.util.find_spec("xformers") is None:
             raise ValueError("--enable_xformers_memory_efficient_attention needs xformers: pip install xformers.")
         model.enable_xformers_memory_efficient_attention()
-    factor = training.unet_downsampling_factor(model.config)
-    if args.resolution % factor:
-        raise ValueError(
-            f"--resolution {args.resolution} is not divisible by {factor}, the downsampling factor of the UNet "
-            f"({len(model.config.down_block_types)} down blocks). Use a multiple of {factor}."
-        )
-    if model.config.in_channels != data.channels:
-        raise ValueError(
-            f"The model takes {model.config.in_channels} channels but the data has {data.channels}; use a model "
-            "config with matching in_channels/out_channels."
-        )
-    # the spectra are checked on the training grid now, not at the first step (a band may hold no frequency of it)
-    args.noise_spectrum_parsed.weights((args.resolution, args.resolution))
-    if args.corrupt_band_parsed is not None:
-        try:
-            corrupt_band(
-                torch.zeros(1, data.channels, args.resolution, args.resolution), args.corrupt_band_parsed, 1.0
-            )
-        except ValueError as error:
-            raise ValueError(
-                f"--corrupt_band {args.corrupt_band} holds no frequency of the {args.resolution}x{args.resolution} "
-                "grid; widen the band (radii are normalised so the grid corner is 1)."
-            ) from error
-    noise_scheduler = build_noise_scheduler(args, pretrained)
-    spectrum = args.noise_spectrum_parsed
+    check_model_and_grid(args, settings, model, data.channels)
+    noise_scheduler = build_noise_scheduler(args, settings, pretrained)
+    spectrum = settings.noise_spectrum
     noise_fn = (
         None
         if spectrum.is_white
         else (lambda shape, gen, device: spectrum.sample(shape, generator=gen, device=device))
     )
     objective = build_objective(
-        args.formulation, noise_scheduler, noise_fn=noise_fn, edm_p_mean=args.edm_p_mean, edm_p_std=args.edm_p_std
+        settings.formulation.objective,
+        noise_scheduler,
+        noise_fn=noise_fn,
+        edm_p_mean=args.edm_p_mean,
+        edm_p_std=args.edm_p_std,
     )
     regularizer = SpectralRegularizer.from_names(
-        args.spectral_loss,
-        spectral_weights(args) if args.spectral_loss else [],
+        settings.spectral_loss,
+        spectral_weights(args, settings.spectral_loss) if settings.spectral_loss else [],
         wave=args.wavelet,
         levels=args.wavelet_levels,
         weighting=args.spectral_weighting,
@@ -740,7 +813,7 @@ def main(argv: list[str] | None = None) -> int:
             model_config=model.config,
         )
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, **optimizer_settings(args))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, **optimizer_settings(args))
     sampler = EpochShuffleSampler(len(data.dataset), args.seed or 0)
     train_dataloader = torch.utils.data.DataLoader(
         data.dataset,
@@ -754,14 +827,15 @@ def main(argv: list[str] | None = None) -> int:
         math.ceil(len(data.dataset) / (args.train_batch_size * accelerator.num_processes))
         / args.gradient_accumulation_steps
     )
-    if args.max_train_steps is None:
-        args.max_train_steps = args.num_epochs * updates_per_epoch
-    args.num_epochs = math.ceil(args.max_train_steps / updates_per_epoch)
+    max_train_steps = settings.max_train_steps or settings.num_epochs * updates_per_epoch
+    settings = replace(
+        settings, max_train_steps=max_train_steps, num_epochs=math.ceil(max_train_steps / updates_per_epoch)
+    )
     lr_scheduler = get_scheduler(
         args.lr_scheduler,
         optimizer=optimizer,
-        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=args.max_train_steps * accelerator.num_processes,
+        num_warmup_steps=settings.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=settings.max_train_steps * accelerator.num_processes,
     )
     model, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
         model, optimizer, train_dataloader, lr_scheduler
@@ -779,41 +853,122 @@ def main(argv: list[str] | None = None) -> int:
             args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir, args.logging_dir
         )
         hparams = {
-            k: (v if isinstance(v, (int, float, str, bool)) else str(v))
-            for k, v in vars(args).items()
-            if k != "hub_token" and not k.endswith("_parsed")  # the token never goes into the logs
+            k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in settings.config(args).items()
         }
         accelerator.init_trackers(os.path.splitext(os.path.basename(__file__))[0], config=hparams)
 
     # a fixed data batch for the spectrum plots, drawn before any state is restored (it uses the global RNG)
     data_preview = next(iter(torch.utils.data.DataLoader(data.dataset, batch_size=args.eval_batch_size)))["input"]
+    mel = getattr(data, "mel", None)
+    parts = Training(
+        data,
+        mel,
+        model,
+        noise_scheduler,
+        objective,
+        regularizer,
+        ema_model,
+        optimizer,
+        lr_scheduler,
+        sampler,
+        train_dataloader,
+        updates_per_epoch,
+        noise_rng,
+        data_preview,
+        checkpointed,
+    )
+    return parts, settings
 
-    # 2. resume
+
+def resume(args, settings: RunSettings, accelerator: Accelerator, run: Training) -> tuple[int, int, int, dict]:
+    """Restore the latest (or named) checkpoint, if any, after comparing its settings with this run's:
+    `(global_step, first_epoch, batches to skip, this run's settings manifest)`."""
     global_step, first_epoch, resume_batches = 0, 0, 0
     checkpoint = training.resolve_resume(args.output_dir, args.resume_from_checkpoint)
     if args.resume_from_checkpoint and checkpoint is None:
         logger.info(f"No checkpoint in {args.output_dir} to resume from; starting a new training run.")
-    settings = run_settings.settings_of(args, accelerator.num_processes, accelerator.unwrap_model(model).config)
+    unet_config = accelerator.unwrap_model(run.model).config
+    manifest = run_settings.settings_of(settings.config(args), accelerator.num_processes, unet_config)
     if checkpoint is not None:
-        run_settings.check_resume_settings(checkpoint, settings)
-        resumed = training.load_checkpoint(accelerator, checkpoint, checkpointed)
-        training.apply_optimizer_settings(optimizer, lr_scheduler, args.learning_rate, **optimizer_settings(args))
+        run_settings.check_resume_settings(checkpoint, manifest)
+        resumed = training.load_checkpoint(accelerator, checkpoint, run.checkpointed)
+        training.apply_optimizer_settings(
+            run.optimizer, run.lr_scheduler, settings.learning_rate, **optimizer_settings(args)
+        )
         if resumed.rank_state is not None:
-            noise_rng.load_state_dict(resumed.rank_state["noise_rng"])
+            run.noise_rng.load_state_dict(resumed.rank_state["noise_rng"])
         global_step = resumed.global_step
-        first_epoch = global_step // updates_per_epoch
-        resume_batches = (global_step % updates_per_epoch) * args.gradient_accumulation_steps
+        first_epoch = global_step // run.updates_per_epoch
+        resume_batches = (global_step % run.updates_per_epoch) * args.gradient_accumulation_steps
         logger.info(f"Resumed from {checkpoint} at step {global_step} (epoch {first_epoch}).")
+    return global_step, first_epoch, resume_batches, manifest
+
+
+def interrupted_anywhere(accelerator: Accelerator, interrupt: training.InterruptFlag) -> bool:
+    """Whether this process or any other caught SIGINT/SIGTERM (a collective: every process calls it each step)."""
+    interrupted = interrupt.raised
+    if accelerator.num_processes > 1:
+        flag = torch.tensor(float(interrupted), device=accelerator.device)
+        interrupted = bool(accelerator.reduce(flag, "sum").item())
+    return interrupted
+
+
+def end_of_epoch(args, settings, accelerator, run: Training, epoch: int, global_step: int, last: bool) -> None:
+    """Samples and pipeline, as the anchor: every N epochs and at the end (main process)."""
+    if not accelerator.is_main_process:
+        return
+    unet = accelerator.unwrap_model(run.model)
+    if epoch % args.save_images_epochs == 0 or last:
+        unet.eval()
+        log_samples(
+            args,
+            settings,
+            accelerator,
+            unet,
+            run.noise_scheduler,
+            run.ema_model,
+            run.data_preview,
+            global_step,
+            run.mel,
+        )
+        unet.train()
+    if epoch % args.save_model_epochs == 0 or last:
+        save_pipeline(args, settings, unet, run.noise_scheduler, run.ema_model, run.mel)
+        if args.push_to_hub and not last:
+            push_to_hub(args, f"Epoch {epoch}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    training.stop_when_launcher_dies()
+    settings = derive_settings(args)
+    validate_args(args, settings)
+    check_output_dir(args)
+    accelerator = make_accelerator(args)
+
+    # 1. setup: data, model, scheduler, objective, optimiser; then the checkpoint to resume from
+    run, settings = setup(args, settings, accelerator)
+    model, optimizer, lr_scheduler, noise_rng = run.model, run.optimizer, run.lr_scheduler, run.noise_rng
+    objective, regularizer, noise_scheduler, ema_model = (
+        run.objective,
+        run.regularizer,
+        run.noise_scheduler,
+        run.ema_model,
+    )
+    global_step, first_epoch, resume_batches, manifest = resume(args, settings, accelerator, run)
 
     logger.info(
-        f"***** Training: {args.max_train_steps} steps, {args.num_epochs} epochs, batch {args.train_batch_size} x "
-        f"{accelerator.num_processes} processes x {args.gradient_accumulation_steps} accumulation; spectral: "
-        f"{args.spectral_loss or 'none'} *****"
+        f"***** Training: {settings.max_train_steps} steps, {settings.num_epochs} epochs, batch {args.train_batch_size}"
+        f" x {accelerator.num_processes} processes x {args.gradient_accumulation_steps} accumulation; spectral: "
+        f"{settings.spectral_loss or 'none'} *****"
     )
     interrupt = training.InterruptFlag().install()
     guard = training.NonFiniteGuard(args.max_nonfinite_steps)
     progress_bar = tqdm(
-        total=args.max_train_steps, initial=global_step, disable=not accelerator.is_local_main_process, desc="Steps"
+        total=settings.max_train_steps,
+        initial=global_step,
+        disable=not accelerator.is_local_main_process,
+        desc="Steps",
     )
     stop = False
     _STATE["training_started"] = True
@@ -826,30 +981,31 @@ def main(argv: list[str] | None = None) -> int:
             {"global_step": global_step},
             args.checkpoints_total_limit,
             rank_state={"noise_rng": noise_rng.state_dict()},
-            extra_state=checkpointed,
-            settings=settings,
+            extra_state=run.checkpointed,
+            settings=manifest,
         )
 
-    if global_step >= args.max_train_steps:
-        logger.info(f"The run already reached --max_train_steps {args.max_train_steps}; nothing left to train.")
-        first_epoch = args.num_epochs  # skip the loop, still write the pipeline and card below
+    if global_step >= settings.max_train_steps:
+        logger.info(f"The run already reached --max_train_steps {settings.max_train_steps}; nothing left to train.")
+        first_epoch = settings.num_epochs  # skip the loop, still write the pipeline and card below
         if accelerator.is_main_process:
-            save_pipeline(args, accelerator.unwrap_model(model), noise_scheduler, ema_model, mel)
+            save_pipeline(args, settings, accelerator.unwrap_model(model), noise_scheduler, ema_model, run.mel)
     try:
-        for epoch in range(first_epoch, args.num_epochs):
+        # 2. the training loop
+        for epoch in range(first_epoch, settings.num_epochs):
             model.train()
-            loader = train_dataloader
+            loader = run.train_dataloader
             if epoch == first_epoch and resume_batches:
-                loader = accelerator.skip_first_batches(train_dataloader, resume_batches)
+                loader = accelerator.skip_first_batches(run.train_dataloader, resume_batches)
             # The data order is a function of (seed, epoch), so a resumed run replays the uninterrupted one. Accelerate
             # also calls `sampler.set_epoch(loader.iteration)` as iteration starts (single process): keep them equal.
-            sampler.set_epoch(epoch)
+            run.sampler.set_epoch(epoch)
+            getattr(run.data.dataset, "set_epoch", lambda epoch: None)(epoch)  # augmentations: seeded per epoch/sample
             loader.iteration = epoch
-            getattr(data.dataset, "set_epoch", lambda epoch: None)(epoch)  # augmentations: seeded per epoch/sample
             for batch in loader:
                 clean = batch["input"].to(accelerator.device)
-                if args.corrupt_band_parsed is not None:  # selective omission: the data carry band-limited noise
-                    clean = corrupt_band(clean, args.corrupt_band_parsed, args.corrupt_strength, noise_rng.generator)
+                if settings.corrupt_band is not None:  # selective omission: the data carry band-limited noise
+                    clean = corrupt_band(clean, settings.corrupt_band, args.corrupt_strength, noise_rng.generator)
                 noisy = objective.noise_batch(clean, noise_rng.generator)
                 with accelerator.accumulate(model):
                     model_output = model(noisy.model_input, noisy.model_timesteps).sample
@@ -877,40 +1033,25 @@ def main(argv: list[str] | None = None) -> int:
 
                     if global_step % args.checkpointing_steps == 0:
                         checkpoint_now()
-                    interrupted = interrupt.raised
-                    if accelerator.num_processes > 1:
-                        interrupted = bool(
-                            accelerator.reduce(
-                                torch.tensor(float(interrupted), device=accelerator.device), "sum"
-                            ).item()
-                        )
-                    if interrupted:
+                    if interrupted_anywhere(accelerator, interrupt):
                         checkpoint_now()
                         logger.warning(
                             f"Interrupted ({interrupt.signal_name or 'signal on another process'}): saved "
                             f"checkpoint-{global_step}. Resume with --resume_from_checkpoint latest."
                         )
                         return interrupt.exit_code
-                    if global_step >= args.max_train_steps:
+                    if global_step >= settings.max_train_steps:
                         stop = True
                         break
             progress_bar.refresh()
-
-            # 3. samples and pipeline, as the anchor: every N epochs and at the end
-            last = stop or epoch == args.num_epochs - 1
-            if accelerator.is_main_process:
-                unet = accelerator.unwrap_model(model)
-                if epoch % args.save_images_epochs == 0 or last:
-                    unet.eval()
-                    log_samples(args, accelerator, unet, noise_scheduler, ema_model, data_preview, global_step, mel)
-                    unet.train()
-                if epoch % args.save_model_epochs == 0 or last:
-                    save_pipeline(args, unet, noise_scheduler, ema_model, mel)
-                    if args.push_to_hub and not last:
-                        push_to_hub(args, f"Epoch {epoch}")
+            end_of_epoch(
+                args, settings, accelerator, run, epoch, global_step, stop or epoch == settings.num_epochs - 1
+            )
             accelerator.wait_for_everyone()
             if stop:
                 break
+
+        # 3. finish: quick evaluation -> model card with spectral metrics -> Hub
         progress_bar.close()
         if guard.skipped:
             logger.warning(
@@ -918,8 +1059,7 @@ def main(argv: list[str] | None = None) -> int:
                 "gradient)."
             )
         if accelerator.is_main_process:
-            # 4. quick evaluation -> model card with spectral metrics -> Hub
-            evaluate_and_write_card(args, accelerator, data, regularizer)
+            evaluate_and_write_card(args, settings, accelerator, run.data, regularizer)
             if args.push_to_hub:
                 push_to_hub(args, f"Step {global_step}")
         accelerator.wait_for_everyone()

@@ -175,15 +175,13 @@ def train(command: list[str], log_path: Path, threads: int) -> float:
 
 
 def load_pipeline(folder: Path, device: str):
-    from diffusers import DDPMPipeline
+    from diffusers_specreg import evaluate
+    from diffusers_specreg.formulations import class_name
 
-    from diffusers_specreg.pipelines import SAGDPipeline
-
-    name = json.loads((folder / "model_index.json").read_text())["_class_name"]
-    cls = {"SAGDPipeline": SAGDPipeline, "DDPMPipeline": DDPMPipeline}.get(name)
-    if cls is None:
+    name = class_name(json.loads((folder / "model_index.json").read_text())["_class_name"])
+    if name not in ("SAGDPipeline", "DDPMPipeline"):
         raise ValueError(f"{folder} holds a {name}; expected DDPMPipeline or SAGDPipeline.")
-    pipeline = cls.from_pretrained(folder).to(device)
+    pipeline = evaluate.load_pipeline(str(folder), device=device)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
 

@@ -10,9 +10,8 @@ samples sit near 0).
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import json
-import math
 import os
 import platform
 import shlex
@@ -35,6 +34,7 @@ SHARPNESS_THRESHOLD = 0.9
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from diffusers_specreg.evaluate.report import json_ready  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------------------------
 # Machine and record keeping
@@ -94,27 +94,11 @@ def summarize(values: Sequence[float]) -> dict:
     }
 
 
-def _json_ready(value):
-    if isinstance(value, Mapping):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _json_ready(value.tolist())
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def write_json(path: str | os.PathLike, record: Mapping) -> Path:
     """Write `record` as indented JSON (NaN -> null), creating the folder; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_json_ready(record), indent=2) + "\n")
+    path.write_text(json.dumps(json_ready(record), indent=2) + "\n")
     return path
 
 
@@ -337,8 +321,8 @@ def evaluate_models(
         `log_rapsd_distance` {all, low, mid, high}, `slope` {model, gap}, `fwd`, `sharp_fraction`, `histogram`,
         `sampling_seconds`), `"spectra"` (frequencies, data, one curve per model) and `"files"`.
     """
-    from diffusers_specreg.evaluate import ReferenceStatistics, generate_images, load_pipeline
-    from diffusers_specreg.metrics import RAPSD, log_rapsd_distance, spectral_slope
+    from diffusers_specreg.evaluate import ReferenceStatistics, evaluate_against, load_pipeline
+    from diffusers_specreg.metrics import spectral_slope
     from diffusers_specreg.plots import plot_rapsd, save_image_grid
 
     output_dir = Path(output_dir)
@@ -350,43 +334,41 @@ def evaluate_models(
     files = {"data_grid": f"{prefix}samples_data.png", "rapsd": f"{prefix}rapsd.png"}
     save_image_grid(real[:grid_size], output_dir / files["data_grid"])
     slope_data = spectral_slope(reference.spectrum.frequencies, reference.spectrum)
-    results, curves, grids = {}, {"data": reference.spectrum}, {"data": real[:grid_size]}
+    results, curves, grids, sampler = {}, {"data": reference.spectrum}, {"data": real[:grid_size]}, None
     for name, path in models.items():
-        pipeline = load_pipeline(str(path))
-        spectrum = RAPSD()
-        fwd = copy.deepcopy(reference.fwd) if reference.fwd is not None else None
         sharp = _SharpCounter(SHARPNESS_THRESHOLD)
-        kept: list[torch.Tensor] = []
-        start = time.perf_counter()
-        for images in generate_images(pipeline, num_samples, batch_size, num_inference_steps, seed, progress=False):
-            spectrum.update(images)
-            sharp.update(images)
-            if fwd is not None:
-                fwd.update(images, real=False)
-            if sum(k.shape[0] for k in kept) < grid_size:
-                kept.append(images)
-        seconds = time.perf_counter() - start
-        psd = spectrum.compute()
-        slope_model = spectral_slope(psd.frequencies, psd)
-        grid = torch.cat(kept)[:grid_size]
+        pipeline = load_pipeline(str(path))
+        run = evaluate_against(
+            pipeline,
+            reference,
+            name=name,
+            num_samples=num_samples,
+            batch_size=batch_size,
+            num_inference_steps=num_inference_steps,
+            seed=seed,
+            grid_size=grid_size,
+            progress=False,
+            on_samples=sharp.update,
+        )
+        metrics = run.metrics  # the typed EvaluationResult
         grid_file = f"{prefix}samples_{name}.png"
-        save_image_grid(grid, output_dir / grid_file)
+        save_image_grid(run.grid, output_dir / grid_file)
         results[name] = {
             "pipeline": str(path),
-            "log_rapsd_distance": log_rapsd_distance(psd, reference.spectrum),
-            "slope": {"model": slope_model, "gap": slope_model - slope_data},
-            "fwd": float(fwd.compute()) if fwd is not None else float("nan"),
+            "log_rapsd_distance": dataclasses.asdict(metrics.log_rapsd_distance),
+            "slope": {"model": metrics.slope.model, "gap": metrics.slope.gap},
+            "fwd": metrics.fwd,
             "sharp_fraction": sharp.fraction(),
             "histogram": sharp.histogram.tolist(),
-            "sampling_seconds": seconds,
+            "sampling_seconds": metrics.sampling_seconds,
             "sample_grid": grid_file,
         }
-        curves[name], grids[name] = psd, grid
+        curves[name], grids[name], sampler = run.spectrum, run.grid, metrics.sampler
     plot_rapsd(curves, output_dir / files["rapsd"], reference="data", title=plot_title or "RAPSD: data vs models")
     return {
         "num_samples": num_samples,
         "num_inference_steps": num_inference_steps,
-        "sampler": f"DDIM (eta 0), {num_inference_steps} steps",
+        "sampler": sampler,
         "sampling_seed": seed,
         "fwd_wavelet": reference.fwd.wavelet if reference.fwd is not None else None,
         "fwd_level": reference.fwd.level if reference.fwd is not None else None,

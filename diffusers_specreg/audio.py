@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from .data import DataError, load_hf_dataset
+from .losses import MRSTFT_FFT_SIZES, MRSTFT_HOP_SIZES, MRSTFT_WIN_LENGTHS, stft_distance
 from .metrics import NDB, FrechetLogMelDistance, MeanPowerSpectrum, frechet_distance, psd_log_spectral_distance
 
 logger = logging.getLogger(__name__)
@@ -54,10 +55,6 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", "
 NOTE_KINDS = ("tone", "linear_chirp", "exponential_chirp", "vowel")
 # Slices of built-in audio per synthetic clip.
 BUILTIN_SLICES_PER_CLIP = 4
-# MR-STFT resolutions of auraloss' MultiResolutionSTFTLoss (arXiv 1910.11480), scaled down for short clips.
-MRSTFT_FFT_SIZES = (1024, 2048, 512)
-MRSTFT_HOP_SIZES = (120, 240, 50)
-MRSTFT_WIN_LENGTHS = (600, 1200, 240)
 # Shortest clip `audio_metrics` accepts (the resolutions are then 16 times smaller than auraloss').
 MIN_METRIC_SAMPLES = 128
 
@@ -906,15 +903,11 @@ def audio_metrics(
         return accumulator.compute().power
 
     # 1. MR-STFT distance (arXiv 1910.11480: spectral convergence + log STFT magnitude), on the set mean spectra
-    total, eps = 0.0, 1e-7
+    total = 0.0
     for n_fft, hop, win in zip(ffts, hops, wins):
-        magnitude_real = np.sqrt(mean_power(real_batches, n_fft, hop, win))
-        magnitude_fake = np.sqrt(mean_power(fake_batches, n_fft, hop, win))
-        convergence = np.linalg.norm(magnitude_real - magnitude_fake) / max(np.linalg.norm(magnitude_real), eps)
-        log_magnitude = np.mean(
-            np.abs(np.log(np.maximum(magnitude_real, eps)) - np.log(np.maximum(magnitude_fake, eps)))
-        )
-        total += convergence + log_magnitude
+        magnitude_real = torch.from_numpy(np.sqrt(mean_power(real_batches, n_fft, hop, win)))[None]
+        magnitude_fake = torch.from_numpy(np.sqrt(mean_power(fake_batches, n_fft, hop, win)))[None]
+        total += float(stft_distance(magnitude_fake, magnitude_real))
     # 2. log-spectral distance of the mean power spectra
     lsd_fft = max(ffts)
     lsd = psd_log_spectral_distance(

@@ -323,6 +323,35 @@ def _check_waveforms(prediction: torch.Tensor, target: torch.Tensor) -> None:
         raise ValueError(f"Expected waveform batches of shape [B, T] or [B, C, T], got {list(prediction.shape)}.")
 
 
+# Resolutions of Parallel WaveGAN (arXiv 1910.11480) and auraloss' MultiResolutionSTFTLoss; the metrics and the audio
+# evaluation use the same ones.
+MRSTFT_FFT_SIZES = (1024, 2048, 512)
+MRSTFT_HOP_SIZES = (120, 240, 50)
+MRSTFT_WIN_LENGTHS = (600, 1200, 240)
+
+
+def stft_distance(magnitude_pred: torch.Tensor, magnitude_target: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    r"""
+    The MR-STFT distance of one resolution (Yamamoto et al., arXiv 1910.11480): spectral convergence plus
+    log-magnitude L1, `‖S_y - S_x‖_F / (‖S_y‖_F + eps) + mean |log(S_y + eps) - log(S_x + eps)|`, per sample. The one
+    definition: `STFTLoss`, `metrics.mrstft_distance` and the audio evaluation call it.
+
+    Args:
+        magnitude_pred (`torch.Tensor`): `[B, ...]` STFT magnitudes S_x of the prediction.
+        magnitude_target (`torch.Tensor`): `[B, ...]` STFT magnitudes S_y of the target, same shape.
+        eps (`float`, *optional*, defaults to 1e-7): keeps silence finite, with finite gradients.
+
+    Returns:
+        `torch.Tensor`: `[B]`.
+    """
+    pred, target = magnitude_pred.flatten(1), magnitude_target.flatten(1)
+    # 1. spectral convergence ‖S_y - S_x‖_F / (‖S_y‖_F + eps)
+    convergence = _safe_norm(target - pred) / (_safe_norm(target) + eps)
+    # 2. log-magnitude L1 distance, mean over everything but the batch
+    log_distance = (torch.log(target + eps) - torch.log(pred + eps)).abs()
+    return convergence + log_distance.mean(dim=1)
+
+
 class STFTLoss(nn.Module):
     r"""
     Single-resolution STFT loss for waveforms: spectral convergence plus log-magnitude distance.
@@ -396,11 +425,8 @@ class STFTLoss(nn.Module):
                 self.window,
             )
             magnitude_pred, magnitude_target = (m.reshape(batch_size, -1) for m in magnitudes.chunk(2))
-            # 2. spectral convergence ‖S_y - S_x‖_F / (‖S_y‖_F + eps)
-            convergence = _safe_norm(magnitude_target - magnitude_pred) / (_safe_norm(magnitude_target) + self.eps)
-            # 3. log-magnitude L1 distance, mean over channels, frequencies and frames
-            log_distance = (torch.log(magnitude_target + self.eps) - torch.log(magnitude_pred + self.eps)).abs()
-            per_sample = convergence + log_distance.mean(dim=1)
+            # 2. spectral convergence + log-magnitude distance over channels, frequencies and frames
+            per_sample = stft_distance(magnitude_pred, magnitude_target, self.eps)
         return _reduce(per_sample, self.reduction)
 
 
@@ -422,9 +448,9 @@ class MultiResolutionSTFTLoss(nn.Module):
 
     def __init__(
         self,
-        fft_sizes: Sequence[int] = (1024, 2048, 512),
-        hop_sizes: Sequence[int] = (120, 240, 50),
-        win_lengths: Sequence[int] = (600, 1200, 240),
+        fft_sizes: Sequence[int] = MRSTFT_FFT_SIZES,
+        hop_sizes: Sequence[int] = MRSTFT_HOP_SIZES,
+        win_lengths: Sequence[int] = MRSTFT_WIN_LENGTHS,
         window: str = "hann",
         eps: float = 1e-7,
         reduction: str = "mean",

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -39,6 +40,9 @@ import pywt
 import torch
 from scipy import linalg
 from scipy.stats import norm as normal_distribution
+
+from .losses import MRSTFT_FFT_SIZES, MRSTFT_HOP_SIZES, MRSTFT_WIN_LENGTHS, MultiResolutionSTFTLoss
+from .transforms import dwt, radial_frequency, stft
 
 ArrayLike = torch.Tensor | np.ndarray
 
@@ -131,10 +135,8 @@ def _radial_bins(height: int, width: int) -> tuple[torch.Tensor, torch.Tensor, i
     """Integer radius of every `[H, W]` DFT index (`fftfreq` layout), the pixels kept, and the number of bins."""
     size = min(height, width)
     num_bins = size // 2 + 1
-    fy = torch.fft.fftfreq(height, dtype=torch.float64)
-    fx = torch.fft.fftfreq(width, dtype=torch.float64)
     # radius in cycles/pixel times the shorter side: integer radius in frequency-index units of the shorter axis
-    radius = torch.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2) * size
+    radius = radial_frequency((height, width), dtype=torch.float64) * size
     index = torch.round(radius).long().flatten()
     keep = torch.nonzero(index < num_bins).squeeze(1)
     return index[keep], keep, num_bins
@@ -479,36 +481,29 @@ def _frechet_from_moments(a: _RunningMoments, b: _RunningMoments, method: str, w
 # ----------------------------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=16)
-def _analysis_filters(wavelet: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _check_wavelet(wavelet: str) -> int:
+    """The filter length of a discrete PyWavelets wavelet; ValueError naming some for an unknown one."""
     try:
-        w = pywt.Wavelet(wavelet)
+        return pywt.Wavelet(wavelet).dec_len
     except ValueError as error:
         raise ValueError(
             f"Unknown wavelet {wavelet!r}; expected a discrete PyWavelets name such as {pywt.wavelist(kind='discrete')[:8]}."
         ) from error
-    return torch.tensor(w.dec_lo, dtype=torch.float64), torch.tensor(w.dec_hi, dtype=torch.float64)
-
-
-def _dwt_last_axis(x: torch.Tensor, wavelet: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Periodised one-level DWT along the last axis, coefficients equal to `pywt.dwt(mode="periodization")`."""
-    dec_lo, dec_hi = _analysis_filters(wavelet)
-    length, size = dec_lo.shape[0], x.shape[-1]
-    # c[n] = sum_k h[k] x[(2n + L//2 - k) mod N]: the alignment PyWavelets uses for mode="periodization"
-    n = torch.arange(size // 2)
-    k = torch.arange(length)
-    index = (2 * n[:, None] + length // 2 - k[None, :]) % size
-    taps = x[..., index.to(x.device)]  # [..., N/2, L]
-    return taps @ dec_lo.to(x), taps @ dec_hi.to(x)
 
 
 def _dwt2(x: torch.Tensor, wavelet: str) -> torch.Tensor:
-    """One level of the separable 2-D DWT of `[..., H, W]` -> `[..., 4, H/2, W/2]`, ordered a, h, v, d as pywt."""
-    low_w, high_w = _dwt_last_axis(x, wavelet)  # along W
-    # then along H; pywt names: "h" = highpass along H and lowpass along W, "v" = lowpass along H, highpass along W
-    a, h = (c.transpose(-1, -2) for c in _dwt_last_axis(low_w.transpose(-1, -2), wavelet))
-    v, d = (c.transpose(-1, -2) for c in _dwt_last_axis(high_w.transpose(-1, -2), wavelet))
-    return torch.stack([a, h, v, d], dim=-3)
+    """One level of the periodised 2-D DWT of `[..., H, W]` -> `[..., 4, H/2, W/2]`, ordered a, h, v, d as pywt.
+
+    `transforms.dwt` (pytorch_wavelets, mode "periodization") does the work. A grid shorter than twice the filter is
+    tiled first: the periodised transform of a periodically tiled signal is the tiled transform, so cropping gives
+    `pywt`'s coefficients for any size, as `pywt.WaveletPacket2D(mode="periodization")` computes them."""
+    *lead, height, width = x.shape
+    need = 2 * (_check_wavelet(wavelet) - 1)
+    reps = (max(1, math.ceil(need / height)), max(1, math.ceil(need / width)))
+    tiled = x.reshape(-1, 1, height, width).repeat(1, 1, *reps)
+    bands = dwt(tiled, wavelet, levels=1, mode="periodization")  # LL, LH (pywt h), HL (pywt v), HH (pywt d)
+    coefficients = torch.stack([band for _, _, band in bands], dim=-3)[..., : height // 2, : width // 2]
+    return coefficients.reshape(*lead, 4, height // 2, width // 2)
 
 
 def packet_paths(level: int) -> list[str]:
@@ -599,7 +594,7 @@ class FrechetWaveletDistance:
         max_features: int = 4096,
         method: Literal["eigh", "sqrtm"] = "eigh",
     ) -> None:
-        _analysis_filters(wavelet)
+        _check_wavelet(wavelet)
         _check_choice(method, FRECHET_METHODS, "method")
         if level < 1:
             raise ValueError(f"`level` must be >= 1, got {level}.")
@@ -908,22 +903,8 @@ class NDB:
 
 
 def _stft_power(x: torch.Tensor, n_fft: int, hop_length: int, win_length: int) -> torch.Tensor:
-    """`[N, T]` float32 -> `[N, n_fft // 2 + 1, frames]` power `|STFT|^2` (Hann window, centred, reflect pad)."""
-    if win_length > n_fft:
-        raise ValueError(f"`win_length` ({win_length}) must be <= `n_fft` ({n_fft}).")
-    if x.shape[-1] <= n_fft // 2:
-        raise ValueError(f"Signals of length {x.shape[-1]} are too short for n_fft={n_fft} (need > {n_fft // 2}).")
-    window = torch.hann_window(win_length, dtype=torch.float32, device=x.device)
-    spectrum = torch.stft(
-        x.float(),
-        n_fft=n_fft,
-        hop_length=hop_length,
-        win_length=win_length,
-        window=window,
-        center=True,
-        pad_mode="reflect",
-        return_complex=True,
-    )
+    """`[N, T]` -> float32 `[N, n_fft // 2 + 1, frames]` power `|STFT|^2` (`transforms.stft`, Hann window)."""
+    spectrum = stft(x.float(), n_fft, hop_length, win_length)
     return spectrum.real.square() + spectrum.imag.square()
 
 
@@ -937,19 +918,16 @@ def _paired_waveforms(x: ArrayLike, y: ArrayLike) -> tuple[torch.Tensor, torch.T
 def mrstft_distance(
     x: ArrayLike,
     y: ArrayLike,
-    fft_sizes: Sequence[int] = (1024, 2048, 512),
-    hop_sizes: Sequence[int] = (120, 240, 50),
-    win_lengths: Sequence[int] = (600, 1200, 240),
+    fft_sizes: Sequence[int] = MRSTFT_FFT_SIZES,
+    hop_sizes: Sequence[int] = MRSTFT_HOP_SIZES,
+    win_lengths: Sequence[int] = MRSTFT_WIN_LENGTHS,
     eps: float = 1e-7,
     reduction: Literal["none", "mean", "sum"] = "mean",
 ) -> torch.Tensor:
     r"""
-    Multi-resolution STFT distance of Parallel WaveGAN (arXiv 1910.11480), as an evaluation metric.
-
-    Per resolution, with `|X|`, `|Y|` the STFT magnitudes (Hann window) of estimate and reference: spectral
-    convergence `||Y| - |X||_F / ||Y||_F` plus log-magnitude distance `mean | log |Y| - log |X| |` (natural log,
-    magnitudes floored at `eps`); averaged over resolutions and channels. Computed in float32. The defaults are the
-    resolutions of auraloss' `MultiResolutionSTFTLoss`.
+    Multi-resolution STFT distance of Parallel WaveGAN (arXiv 1910.11480), as an evaluation metric: the training loss
+    `losses.MultiResolutionSTFTLoss` (spectral convergence plus log-magnitude L1, `losses.stft_distance`, Hann
+    window) of every channel, averaged over channels. Computed in float32; the defaults are auraloss' resolutions.
 
     Args:
         x (`torch.Tensor` or `np.ndarray`): estimate, `[B, T]` or `[B, C, T]`, `T > max(fft_sizes) // 2`.
@@ -957,7 +935,7 @@ def mrstft_distance(
         fft_sizes (`Sequence[int]`, defaults to `(1024, 2048, 512)`): FFT sizes.
         hop_sizes (`Sequence[int]`, defaults to `(120, 240, 50)`): hop lengths.
         win_lengths (`Sequence[int]`, defaults to `(600, 1200, 240)`): Hann window lengths.
-        eps (`float`, defaults to `1e-7`): magnitude floor and denominator guard.
+        eps (`float`, defaults to `1e-7`): see `losses.stft_distance`.
         reduction (`"none"`, `"mean"` or `"sum"`, defaults to `"mean"`): over the batch.
 
     Returns:
@@ -968,18 +946,9 @@ def mrstft_distance(
         raise ValueError("`fft_sizes`, `hop_sizes` and `win_lengths` must have the same length.")
     x, y = _paired_waveforms(x, y)
     batch, channels, length = x.shape
-    x, y = x.reshape(-1, length), y.reshape(-1, length)
-    total = torch.zeros(batch * channels, dtype=torch.float32, device=x.device)
-    for n_fft, hop, win in zip(fft_sizes, hop_sizes, win_lengths):
-        mag_x = _stft_power(x, n_fft, hop, win).sqrt()
-        mag_y = _stft_power(y, n_fft, hop, win).sqrt()
-        # 1. spectral convergence ||Y| - |X||_F / ||Y||_F (arXiv 1910.11480)
-        convergence = (mag_y - mag_x).flatten(1).norm(dim=1) / mag_y.flatten(1).norm(dim=1).clamp_min(eps)
-        # 2. log STFT magnitude distance, mean |log|Y| - log|X||
-        log_magnitude = (mag_y.clamp_min(eps).log() - mag_x.clamp_min(eps).log()).abs().flatten(1).mean(dim=1)
-        total = total + convergence + log_magnitude
-    per_sample = (total / len(fft_sizes)).reshape(batch, channels).mean(dim=1)
-    return _reduce(per_sample, reduction)
+    loss = MultiResolutionSTFTLoss(fft_sizes, hop_sizes, win_lengths, eps=eps, reduction="none")
+    per_channel = loss(x.float().reshape(-1, 1, length), y.float().reshape(-1, 1, length))
+    return _reduce(per_channel.reshape(batch, channels).mean(dim=1), reduction)
 
 
 def log_spectral_distance(

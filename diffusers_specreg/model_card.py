@@ -18,11 +18,11 @@ Pipeline tag of audio models: the Hub has no unconditional audio generation task
 audio model among image generators, so `AudioDiffusionPipeline` models get `pipeline_tag: other` with the tags
 `audio`, `mel-spectrogram` and `unconditional-audio-generation` to be found by.
 
-The metric dicts are those of `diffusers_specreg.evaluate.evaluate_pipeline`:
-`{"log_rapsd_distance": {"all", "low", "mid", "high"}, "slope": {"data", "model", "gap"}, "fwd", "fid" (optional),
-"num_samples", "num_inference_steps", "seed", "sampler", "dataset": {"type", "name"}}`, and for audio models
-`"audio": {"mrstft", "log_spectral_distance", "frechet_log_mel", "ndb_k", "ndb_js", "num_real", "num_fake",
-"sample_rate", "clip_seconds", "vocoder", "spectrogram_figure", "samples", "data_samples"}`. The audio metrics go
+The metrics are the typed `diffusers_specreg.evaluate.EvaluationResult` of `evaluate_pipeline` (a `metrics.json`
+dict is read into one with `EvaluationResult.from_dict`): `log_rapsd_distance` (all, low, mid, high), `slope` (data,
+model, gap), `fwd`, `fid` (optional), `num_samples`, `num_inference_steps`, `seed`, `sampler`, `dataset` ({"type",
+"name"}), and for audio models `audio` (`AudioScores`: mrstft, log_spectral_distance, frechet_log_mel, ndb_k, ndb_js,
+num_real, num_fake, sample_rate, clip_seconds, vocoder, spectrogram_figure, samples, data_samples). The audio metrics go
 into the model-index and a second table; the spectrogram figure and links to the WAV files (paths relative to the
 evaluation folder, the folder of `metrics.json`) into an "Audio samples" section. Files that do not exist in the
 model folder are left out of the card rather than linked broken.
@@ -38,7 +38,9 @@ import posixpath
 import re
 import string
 from collections.abc import Mapping, Sequence
-from importlib import resources
+
+from .evaluate.result import AudioScores, EvaluationResult
+from .formulations import class_name, formulation_of, read_card_file, render_usage
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +48,6 @@ TEMPLATE_NAME = "template.md"
 TRAINING_ARGS_FILE = "training_args.json"
 IMAGE_TASK = "unconditional-image-generation"
 AUDIO_TASK = "other"  # no Hub task fits unconditional audio generation, see the module docstring
-AUDIO_PIPELINES = ("AudioDiffusionPipeline",)
 BASE_TAGS = ("diffusers", "diffusers-specreg", "spectral-regularization")
 MODALITIES = ("image", "audio")
 
@@ -71,62 +72,77 @@ SPECTRAL_KEYS = (
 # A configuration key containing one of these is never written (e.g. `hub_token`).
 SECRET_KEY_PARTS = ("token", "password", "secret", "api_key", "apikey", "credential")
 
-# (key path in the metrics dict, model-index metric type, display name, meaning); slope.data is a property of the data
-# and goes into the table only.
+# (the value in an `EvaluationResult`, model-index metric type, display name, meaning); the data's slope is a property of
+# the data and goes into the table only.
 METRIC_ROWS = (
     (
-        "log_rapsd_distance.all",
+        lambda r: r.log_rapsd_distance.all,
         "log-rapsd-distance",
         "log-RAPSD distance (all)",
         "mean abs. log10 power gap, lower is better",
     ),
-    ("log_rapsd_distance.low", "log-rapsd-distance-low", "log-RAPSD distance (low)", "lowest third of frequencies"),
-    ("log_rapsd_distance.mid", "log-rapsd-distance-mid", "log-RAPSD distance (mid)", "middle third"),
     (
-        "log_rapsd_distance.high",
+        lambda r: r.log_rapsd_distance.low,
+        "log-rapsd-distance-low",
+        "log-RAPSD distance (low)",
+        "lowest third of frequencies",
+    ),
+    (lambda r: r.log_rapsd_distance.mid, "log-rapsd-distance-mid", "log-RAPSD distance (mid)", "middle third"),
+    (
+        lambda r: r.log_rapsd_distance.high,
         "log-rapsd-distance-high",
         "log-RAPSD distance (high)",
         "highest third, up to Nyquist",
     ),
-    ("slope.model", "spectral-slope", "Spectral slope (samples)", "power-law exponent of the samples' spectrum"),
     (
-        "slope.gap",
+        lambda r: r.slope.model,
+        "spectral-slope",
+        "Spectral slope (samples)",
+        "power-law exponent of the samples' spectrum",
+    ),
+    (
+        lambda r: r.slope.gap,
         "spectral-slope-gap",
         "Spectral slope gap",
         "samples - data; 0 is best, < 0: missing high frequencies",
     ),
-    ("fwd", "fwd", "Fréchet Wavelet Distance", "arXiv 2312.15289, lower is better"),
-    ("fid", "fid", "FID", "Inception features (user-supplied weights), lower is better"),
+    (lambda r: r.fwd, "fwd", "Fréchet Wavelet Distance", "arXiv 2312.15289, lower is better"),
+    (lambda r: r.fid, "fid", "FID", "Inception features (user-supplied weights), lower is better"),
 )
-DATA_ROWS = (("slope.data", "Spectral slope (data)", "power-law exponent of the data's spectrum"),)
+DATA_ROWS = ((lambda r: r.slope.data, "Spectral slope (data)", "power-law exponent of the data's spectrum"),)
 # Audio metrics of `evaluate_pipeline` for an AudioDiffusionPipeline (`diffusers_specreg.audio.audio_metrics`): set
 # distances between Griffin-Lim clips of generated and of data mel images, all lower is better.
 AUDIO_METRIC_ROWS = (
     (
-        "audio.mrstft",
+        lambda r: r.audio.mrstft if r.audio else None,
         "mr-stft-distance",
         "MR-STFT distance",
         "spectral convergence + log-magnitude distance of the mean spectra, 3 resolutions (arXiv 1910.11480)",
     ),
     (
-        "audio.log_spectral_distance",
+        lambda r: r.audio.log_spectral_distance if r.audio else None,
         "log-spectral-distance",
         "Log-spectral distance (dB)",
         "RMS dB gap between the mean power spectra",
     ),
     (
-        "audio.frechet_log_mel",
+        lambda r: r.audio.frechet_log_mel if r.audio else None,
         "frechet-log-mel-distance",
         "Fréchet log-mel distance",
         "Fréchet distance of log-mel frame statistics (no pretrained network)",
     ),
     (
-        "audio.ndb_k",
+        lambda r: r.audio.ndb_k if r.audio else None,
         "ndb-k",
         "NDB/K",
         "share of k-means bins of log-mel frames with a significantly different proportion (arXiv 1805.12462)",
     ),
-    ("audio.ndb_js", "ndb-js", "NDB JS divergence", "Jensen-Shannon divergence of the bin histograms"),
+    (
+        lambda r: r.audio.ndb_js if r.audio else None,
+        "ndb-js",
+        "NDB JS divergence",
+        "Jensen-Shannon divergence of the bin histograms",
+    ),
 )
 
 CITATIONS = {
@@ -232,15 +248,6 @@ def redact_config(config: Mapping) -> dict:
     return clean
 
 
-def _lookup(metrics: Mapping, path: str):
-    value = metrics
-    for part in path.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
 def _finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -264,9 +271,11 @@ def _cell(value) -> str:
     return f"`{text}`" if text != "—" else text
 
 
-def modality_of(pipeline_class: str) -> str:
-    """`"audio"` for `AudioDiffusionPipeline`, else `"image"`."""
-    return "audio" if pipeline_class in AUDIO_PIPELINES else "image"
+def modality_of(pipeline_class: str | list) -> str:
+    """The modality of a saved pipeline class's formulation (`"audio"` for `AudioDiffusionPipeline`), else
+    `"image"`."""
+    entry = formulation_of(pipeline_class)
+    return entry.modality if entry is not None else "image"
 
 
 def _is_coloured(noise_spectrum) -> bool:
@@ -281,25 +290,11 @@ def _uses_spectrum_matching(config: Mapping) -> bool:
 
 
 def load_template(template_path: str | os.PathLike | None = None) -> string.Template:
-    """The card template: `template_path`, else the installed `diffusers_specreg.model_cards/template.md`, else the
-    checkout's `model_cards/template.md`."""
+    """The card template: `template_path`, else `model_cards/template.md` (installed or in the checkout)."""
     if template_path is not None:
         with open(template_path, encoding="utf-8") as f:
             return string.Template(f.read())
-    try:
-        return string.Template(
-            resources.files("diffusers_specreg.model_cards").joinpath(TEMPLATE_NAME).read_text("utf-8")
-        )
-    except (ModuleNotFoundError, FileNotFoundError):
-        pass
-    checkout = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "model_cards", TEMPLATE_NAME)
-    if not os.path.isfile(checkout):
-        raise FileNotFoundError(
-            f"Model card template {TEMPLATE_NAME!r} not found (looked in diffusers_specreg.model_cards and {checkout}); "
-            "pass template_path."
-        )
-    with open(checkout, encoding="utf-8") as f:
-        return string.Template(f.read())
+    return string.Template(read_card_file(TEMPLATE_NAME))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -308,28 +303,25 @@ def load_template(template_path: str | os.PathLike | None = None) -> string.Temp
 
 
 def card_tags(config: Mapping, pipeline_class: str) -> list[str]:
-    """The card's tags: library, project, task, one `spectral-loss-<name>` per loss, `edm` / `sagd` where used."""
+    """The card's tags: library, project, task, one `spectral-loss-<name>` per loss, the formulation's tags
+    (`edm`, `sagd`, `audio`, ...)."""
+    entry = formulation_of(pipeline_class)
     tags = list(BASE_TAGS)
-    if modality_of(pipeline_class) == "audio":
-        tags += ["audio", "mel-spectrogram", "unconditional-audio-generation"]
-    else:
+    if modality_of(pipeline_class) != "audio":
         tags.append(IMAGE_TASK)
     for name in config.get("spectral_loss") or []:
         tags.append("spectral-loss-" + str(name).replace("_", "-"))
-    if config.get("formulation") == "edm":
-        tags.append("edm")
-    if _is_coloured(config.get("noise_spectrum")):
-        tags.append("sagd")
+    tags += list(entry.tags) if entry is not None else []
     if _uses_spectrum_matching(config):
         tags.append("spectrum-matching")
     return list(dict.fromkeys(tags))
 
 
 def _dataset_of(
-    metrics: Mapping | None, dataset_name: str | None, config: Mapping, audio: bool = False
+    metrics: EvaluationResult | None, dataset_name: str | None, config: Mapping, audio: bool = False
 ) -> tuple[str, str]:
     """(`dataset_type`, `dataset_name`) for the model-index."""
-    recorded = (metrics or {}).get("dataset")
+    recorded = metrics.dataset if metrics is not None else None
     if isinstance(recorded, Mapping) and recorded.get("type"):
         return str(recorded["type"]), str(recorded.get("name") or recorded["type"])
     if dataset_name:
@@ -343,12 +335,13 @@ def _dataset_of(
     return builtin, f"built-in {builtin}"
 
 
-def eval_results(metrics: Mapping, task_type: str, dataset_type: str, dataset_name: str) -> list:
+def eval_results(metrics: EvaluationResult | Mapping, task_type: str, dataset_type: str, dataset_name: str) -> list:
     r"""
     The finite metrics of an evaluation as `huggingface_hub.EvalResult`s (the card's `model-index`).
 
     Args:
-        metrics (`Mapping`): one pipeline's metrics, as returned by `evaluate_pipeline`.
+        metrics (`EvaluationResult` or `Mapping`): one pipeline's result of `evaluate_pipeline` (or its
+            `metrics.json` dict).
         task_type (`str`): the Hub task, e.g. `"unconditional-image-generation"`.
         dataset_type (`str`): Hub dataset id or a short name (`"imagefolder"`, `"checkerboards"`).
         dataset_name (`str`): display name of the dataset.
@@ -358,9 +351,10 @@ def eval_results(metrics: Mapping, task_type: str, dataset_type: str, dataset_na
     """
     from huggingface_hub import EvalResult
 
+    metrics = EvaluationResult.from_dict(metrics)
     results = []
-    for path, metric_type, metric_name, _ in METRIC_ROWS + AUDIO_METRIC_ROWS:
-        value = _lookup(metrics, path)
+    for value_of, metric_type, metric_name, _ in METRIC_ROWS + AUDIO_METRIC_ROWS:
+        value = value_of(metrics)
         if _finite(value):
             results.append(
                 EvalResult(
@@ -378,7 +372,7 @@ def eval_results(metrics: Mapping, task_type: str, dataset_type: str, dataset_na
 def model_card_data(
     *,
     config: Mapping,
-    metrics: Mapping | None,
+    metrics: EvaluationResult | None,
     base_model: str | None,
     dataset_name: str | None,
     pipeline_class: str,
@@ -409,87 +403,6 @@ def model_card_data(
 # ---------------------------------------------------------------------------------------------------------------
 # Body sections
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def render_usage(
-    pipeline_class: str,
-    repo_id: str,
-    num_inference_steps: int | None = None,
-    num_train_timesteps: int | None = None,
-) -> str:
-    r"""
-    A usage snippet that loads and samples the model.
-
-    Args:
-        pipeline_class (`str`): the saved pipeline class (`model_index.json` `_class_name`).
-        repo_id (`str`): Hub repo id or local folder of the model.
-        num_inference_steps (`int`, *optional*, defaults to `None`): steps of the reference (slow) sampler.
-        num_train_timesteps (`int`, *optional*, defaults to `None`): the noise schedule's length; the fast DDIM
-            snippets use `min(50, num_train_timesteps)` steps (DDIM cannot take more steps than the schedule has).
-
-    Returns:
-        `str`: markdown with one or two python code blocks; the first one runs as it is.
-    """
-    repo = json.dumps(repo_id)
-    fast = min(50, num_train_timesteps) if num_train_timesteps else 50
-    if pipeline_class in AUDIO_PIPELINES:
-        return (
-            "```python\n"
-            "import numpy as np\n"
-            "import soundfile\n"
-            "import torch\n"
-            "from diffusers import DDIMScheduler, DiffusionPipeline\n\n"
-            f"pipe = DiffusionPipeline.from_pretrained({repo})  # an AudioDiffusionPipeline: UNet, Mel, scheduler\n"
-            f"pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)  # {fast} deterministic DDIM steps\n"
-            'pipe.to("cuda" if torch.cuda.is_available() else "cpu")\n'
-            f"output = pipe(batch_size=1, steps={fast}, eta=0.0, generator=torch.Generator().manual_seed(0))\n"
-            'output.images[0].save("mel.png")  # the generated mel spectrogram\n'
-            "audio, sample_rate = output.audios[0, 0], pipe.mel.get_sample_rate()  # Griffin-Lim waveform\n"
-            'soundfile.write("sample.wav", 0.9 * audio / max(np.abs(audio).max(), 1e-9), sample_rate)\n'
-            "```"
-        )
-    if pipeline_class.startswith(("DDPM", "DDIM")) and pipeline_class.endswith("Pipeline"):
-        steps = num_inference_steps or 1000
-        return (
-            "```python\n"
-            "import torch\n"
-            "from diffusers import DDIMPipeline\n\n"
-            f"# fast: {fast} deterministic DDIM steps with the saved UNet and noise schedule\n"
-            f"pipe = DDIMPipeline.from_pretrained({repo})\n"
-            'pipe.to("cuda" if torch.cuda.is_available() else "cpu")\n'
-            f"images = pipe(batch_size=4, num_inference_steps={fast}, generator=torch.Generator().manual_seed(0))"
-            ".images\n"
-            'images[0].save("sample.png")\n'
-            "```\n\n"
-            f"The saved pipeline is a `{pipeline_class}`; ancestral sampling as in training:\n\n"
-            "```python\n"
-            f"from diffusers import {pipeline_class}\n\n"
-            f"pipe = {pipeline_class}.from_pretrained({repo})\n"
-            f"images = pipe(batch_size=4, num_inference_steps={steps}).images\n"
-            "```"
-        )
-    requirement = ""
-    if pipeline_class == "SAGDPipeline":
-        requirement = (
-            "The pipeline draws coloured noise (SAGD): stock `DDPMPipeline` / `DDIMPipeline` would sample it wrongly. "
-            "Its `pipeline.py` imports `diffusers_specreg`: `pip install diffusers-specreg` first.\n\n"
-        )
-    elif pipeline_class == "EDMPipeline":
-        requirement = (
-            "The model uses EDM preconditioning, which stock `DDPMPipeline` / `DDIMPipeline` do not apply; the "
-            "repo's `pipeline.py` does (it needs only `torch` and `diffusers`).\n\n"
-        )
-    steps = 40 if pipeline_class == "EDMPipeline" else 50
-    return (
-        requirement + "```python\n"
-        "import torch\n"
-        "from diffusers import DiffusionPipeline\n\n"
-        f"pipe = DiffusionPipeline.from_pretrained({repo}, custom_pipeline={repo}, trust_remote_code=True)\n"
-        'pipe.to("cuda" if torch.cuda.is_available() else "cpu")\n'
-        f"images = pipe(batch_size=4, num_inference_steps={steps}, generator=torch.Generator().manual_seed(0)).images\n"
-        'images[0].save("sample.png")\n'
-        "```"
-    )
 
 
 def _lambda_text(config: Mapping) -> str:
@@ -645,20 +558,23 @@ def render_config_table(config: Mapping) -> str:
     return "\n".join(rows)
 
 
-def _is_audio_evaluation(metrics: Mapping, pipeline_class: str | None) -> bool:
+def _is_audio_evaluation(metrics: EvaluationResult, pipeline_class: str | None) -> bool:
     if pipeline_class is not None:
         return modality_of(pipeline_class) == "audio"
-    return isinstance(metrics.get("audio"), Mapping) or metrics.get("pipeline_class") in AUDIO_PIPELINES
+    return metrics.audio is not None or modality_of(metrics.pipeline_class or "") == "audio"
 
 
 def evaluation_command(
-    metrics: Mapping | None, repo_id: str, pipeline_class: str | None = None, config: Mapping | None = None
+    metrics: EvaluationResult | Mapping | None,
+    repo_id: str,
+    pipeline_class: str | None = None,
+    config: Mapping | None = None,
 ) -> str:
     """The `python -m diffusers_specreg.evaluate` command that (re)produces the card's metrics (for built-in
     synthetic audio with the training run's `builtin_num_clips` from `config`, so that the data are the same)."""
-    metrics, config = metrics or {}, config or {}
+    metrics, config = EvaluationResult.from_dict(metrics or {}), config or {}
     audio = _is_audio_evaluation(metrics, pipeline_class)
-    dataset = metrics.get("dataset") if isinstance(metrics.get("dataset"), Mapping) else {}
+    dataset = metrics.dataset if isinstance(metrics.dataset, Mapping) else {}
     kind = dataset.get("type")
     if kind in ("checkerboards", "digits", "synthetic_audio"):
         source = f"--builtin_dataset {kind}"
@@ -670,34 +586,39 @@ def evaluation_command(
         source = "--modality audio " + (source if kind else "--builtin_dataset synthetic_audio")
         if "synthetic_audio" in source and config.get("builtin_num_clips"):
             source += f" --builtin_num_clips {config['builtin_num_clips']}"
-    clips = metrics.get("audio", {}).get("num_fake") if isinstance(metrics.get("audio"), Mapping) else None
+    clips = metrics.audio.num_fake if metrics.audio is not None else None
+    num_samples = metrics.num_samples if metrics.num_samples is not None else 1000
+    steps = metrics.num_inference_steps if metrics.num_inference_steps is not None else 50
     return (
         f"python -m diffusers_specreg.evaluate --pipeline {repo_id} {source} "
-        f"--num_samples {metrics.get('num_samples', 1000)} --num_inference_steps {metrics.get('num_inference_steps', 50)} "
+        f"--num_samples {num_samples} --num_inference_steps {steps} "
         + (f"--audio_num_samples {clips} " if clips else "")
-        + f"--seed {metrics.get('seed', 0)} --output_dir eval --update_model_card"
+        + f"--seed {metrics.seed if metrics.seed is not None else 0} --output_dir eval --update_model_card"
     )
 
 
-def _metric_table(metrics: Mapping, rows_spec: Sequence) -> list[str]:
+def _metric_table(metrics: EvaluationResult, rows_spec: Sequence) -> list[str]:
     rows = ["| Metric | Value | Meaning |", "| --- | --- | --- |"]
-    for path, _, name, meaning in rows_spec:
-        value = _lookup(metrics, path)
+    for value_of, _, name, meaning in rows_spec:
+        value = value_of(metrics)
         if value is not None:
             rows.append(f"| {name} | {_format_value(float(value)) if _finite(value) else 'n/a'} | {meaning} |")
     return rows
 
 
-def render_audio_metrics(metrics: Mapping) -> str:
+def render_audio_metrics(metrics: EvaluationResult | Mapping) -> str:
     """The audio metrics table with how the clips were made, or `""` without audio metrics."""
-    audio = metrics.get("audio")
-    if not isinstance(audio, Mapping):
+    metrics = EvaluationResult.from_dict(metrics)
+    audio = metrics.audio
+    if audio is None:
         return ""
-    rate, seconds = audio.get("sample_rate"), audio.get("clip_seconds")
+    rate, seconds = audio.sample_rate, audio.clip_seconds
     clip = f"{seconds:.3g} s clips at {rate} Hz" if _finite(seconds) and rate else "clips"
-    vocoder = f" ({audio['vocoder']})" if audio.get("vocoder") else " (Griffin-Lim)"
+    vocoder = f" ({audio.vocoder})" if audio.vocoder else " (Griffin-Lim)"
+    fake = audio.num_fake if audio.num_fake is not None else "?"
+    real = audio.num_real if audio.num_real is not None else "?"
     return (
-        f"Audio metrics: {audio.get('num_fake', '?')} generated and {audio.get('num_real', '?')} data mel images were "
+        f"Audio metrics: {fake} generated and {real} data mel images were "
         f"turned into {clip} by the same vocoder{vocoder}, so that its artefacts are common to both sets, "
         "and the two sets of clips compared with distances that need no pretrained network "
         "(`diffusers_specreg.audio.audio_metrics`; lower is better, 0 for a set against itself). No FAD: no VGGish "
@@ -706,29 +627,31 @@ def render_audio_metrics(metrics: Mapping) -> str:
 
 
 def render_evaluation(
-    metrics: Mapping | None, repo_id: str, pipeline_class: str | None = None, config: Mapping | None = None
+    metrics: EvaluationResult | Mapping | None,
+    repo_id: str,
+    pipeline_class: str | None = None,
+    config: Mapping | None = None,
 ) -> str:
     """The metrics tables (spectral, and audio for audio models) with the evaluation settings, or how to produce
     them."""
     command = evaluation_command(metrics, repo_id, pipeline_class, config)
     if not metrics:
         return f"Not evaluated yet. To add spectral metrics to this card:\n\n```bash\n{command}\n```"
+    metrics = EvaluationResult.from_dict(metrics)
     audio = _is_audio_evaluation(metrics, pipeline_class)
     rows = _metric_table(metrics, METRIC_ROWS)
-    for path, name, meaning in DATA_ROWS:
-        value = _lookup(metrics, path)
+    for value_of, name, meaning in DATA_ROWS:
+        value = value_of(metrics)
         if _finite(value):
             rows.append(f"| {name} | {_format_value(float(value))} | {meaning} |")
-    dataset = metrics.get("dataset") if isinstance(metrics.get("dataset"), Mapping) else {}
+    dataset = metrics.dataset if isinstance(metrics.dataset, Mapping) else {}
     settings = [
-        f"{metrics['num_samples']} generated samples" if metrics.get("num_samples") else None,
-        f"{metrics['num_real']} data images" if metrics.get("num_real") else None,
+        f"{metrics.num_samples} generated samples" if metrics.num_samples else None,
+        f"{metrics.num_real} data images" if metrics.num_real else None,
         f"data: {dataset['name']}" if dataset.get("name") else None,
-        f"sampler: {metrics['sampler']}" if metrics.get("sampler") else None,
-        f"{metrics['num_inference_steps']} steps"
-        if metrics.get("num_inference_steps") and not metrics.get("sampler")
-        else None,
-        f"seed {metrics['seed']}" if metrics.get("seed") is not None else None,
+        f"sampler: {metrics.sampler}" if metrics.sampler else None,
+        f"{metrics.num_inference_steps} steps" if metrics.num_inference_steps and not metrics.sampler else None,
+        f"seed {metrics.seed}" if metrics.seed is not None else None,
     ]
     settings_text = ", ".join(s for s in settings if s)
     audio_text = render_audio_metrics(metrics)
@@ -752,23 +675,25 @@ def _card_path(evaluation_dir: str, name) -> str | None:
     return posixpath.join(evaluation_dir, name) if evaluation_dir else name
 
 
-def audio_files(metrics: Mapping | None, output_dir: str | os.PathLike, evaluation_dir: str = "") -> dict:
+def audio_files(
+    metrics: EvaluationResult | Mapping | None, output_dir: str | os.PathLike, evaluation_dir: str = ""
+) -> dict:
     r"""
-    The audio evaluation files named in `metrics["audio"]` that exist in `output_dir`, as card paths.
+    The audio evaluation files named in `metrics.audio` that exist in `output_dir`, as card paths.
 
     Args:
         metrics (`Mapping`, *optional*): one pipeline's metrics from `evaluate_pipeline`.
         output_dir (`str` or `os.PathLike`): the model folder the card is written to.
         evaluation_dir (`str`, defaults to `""`): folder of `metrics.json` relative to `output_dir`; the file names in
-            `metrics["audio"]` are relative to it.
+            `metrics.audio` are relative to it.
 
     Returns:
         `dict`: `spectrogram_figure` (`str` or `None`), `samples` and `data_samples` (`list[str]`), paths relative to
         `output_dir`; missing files are left out (with a warning).
     """
-    audio = (metrics or {}).get("audio")
+    audio = EvaluationResult.from_dict(metrics or {}).audio
     found: dict = {"spectrogram_figure": None, "samples": [], "data_samples": []}
-    if not isinstance(audio, Mapping):
+    if audio is None:
         return found
     missing = []
 
@@ -779,10 +704,10 @@ def audio_files(metrics: Mapping | None, output_dir: str | os.PathLike, evaluati
         missing.append(str(name))
         return None
 
-    if audio.get("spectrogram_figure"):
-        found["spectrogram_figure"] = existing(audio["spectrogram_figure"])
-    for key in ("samples", "data_samples"):
-        found[key] = [path for path in map(existing, audio.get(key) or []) if path]
+    if audio.spectrogram_figure:
+        found["spectrogram_figure"] = existing(audio.spectrogram_figure)
+    found["samples"] = [path for path in map(existing, audio.samples) if path]
+    found["data_samples"] = [path for path in map(existing, audio.data_samples) if path]
     if missing:
         logger.warning(
             "Left out of the model card, not found in %s: %s", os.fspath(output_dir), ", ".join(missing[:5])
@@ -810,21 +735,22 @@ def render_audio(files: Mapping) -> str:
     return "## Audio samples\n\n" + "\n\n".join(parts) + "\n\n*WAV files are peak-normalised to 0.9 for listening.*"
 
 
-def render_citations(config: Mapping, metrics: Mapping | None) -> str:
-    """BibTeX of the papers this model used: always arXiv 2603.02447, plus SAGD, spectrum matching, EDM, FWD, and
-    MR-STFT and NDB for audio metrics."""
-    keys = ["2603.02447"]
-    if _is_coloured(config.get("noise_spectrum")):
-        keys.append("2510.09660")
+def render_citations(
+    config: Mapping, metrics: EvaluationResult | Mapping | None, pipeline_class: str | list = "DDPMPipeline"
+) -> str:
+    """BibTeX of the papers this model used: always arXiv 2603.02447, plus the formulation's (SAGD, EDM), spectrum
+    matching, FWD, and MR-STFT and NDB for audio metrics."""
+    entry = formulation_of(pipeline_class)
+    keys = ["2603.02447", *(entry.citations if entry is not None else ())]
     if _uses_spectrum_matching(config):
         keys.append("2603.14645")
-    if config.get("formulation") == "edm":
-        keys.append("2206.00364")
-    if metrics and _finite(_lookup(metrics, "fwd")):
+    metrics = EvaluationResult.from_dict(metrics or {})
+    audio = metrics.audio or AudioScores()
+    if _finite(metrics.fwd):
         keys.append("2312.15289")
-    if metrics and _finite(_lookup(metrics, "audio.mrstft")):
+    if _finite(audio.mrstft):
         keys.append("1910.11480")
-    if metrics and _finite(_lookup(metrics, "audio.ndb_k")):
+    if _finite(audio.ndb_k):
         keys.append("1805.12462")
     blocks = [f"{CITATIONS[key][0]} (arXiv {key}):\n\n```bibtex\n{CITATIONS[key][1]}\n```" for key in keys]
     return "\n\n".join(blocks)
@@ -839,7 +765,7 @@ def write_model_card(
     output_dir: str | os.PathLike,
     *,
     config: Mapping,
-    metrics: Mapping | None = None,
+    metrics: EvaluationResult | Mapping | None = None,
     base_model: str | None = None,
     dataset_name: str | None = None,
     pipeline_class: str = "DDPMPipeline",
@@ -859,13 +785,16 @@ def write_model_card(
         config (`Mapping`): the full training arguments (`vars(args)`); keys containing "token", "password",
             "secret", "api_key" or "credential" are dropped. Optional extra key `final_spectral_weights`
             (`{loss name: λ}`) shows the λ reached with `--spectral_weight auto`.
-        metrics (`Mapping`, *optional*, defaults to `None`): one pipeline's metrics from `evaluate_pipeline`.
+        metrics (`EvaluationResult` or `Mapping`, *optional*, defaults to `None`): one pipeline's result of
+            `evaluate_pipeline` (or its `metrics.json` dict).
         base_model (`str`, *optional*, defaults to `None`): the model fine-tuned from; `None` uses
             `config["pretrained_model_name_or_path"]`. Only Hub ids go into the metadata.
         dataset_name (`str`, *optional*, defaults to `None`): the training dataset; `None` uses
             `config["dataset_name"]`. Only Hub ids go into the `datasets` metadata.
-        pipeline_class (`str`, defaults to `"DDPMPipeline"`): the saved pipeline class, e.g. `"EDMPipeline"`,
-            `"SAGDPipeline"`, `"AudioDiffusionPipeline"`.
+        pipeline_class (`str` or `list`, defaults to `"DDPMPipeline"`): the saved pipeline class, e.g.
+            `"EDMPipeline"`, `["pipeline", "SAGDPipeline"]` (a `model_index.json` `_class_name`),
+            `"AudioDiffusionPipeline"`; its formulation (`diffusers_specreg.formulations`) gives the usage snippet,
+            tags and citations.
         sample_grid (`str`, *optional*, defaults to `None`): path of a sample grid image, relative to `output_dir`.
         spectrum_plot (`str`, *optional*, defaults to `None`): path of a RAPSD plot, relative to `output_dir`.
         usage (`str`, *optional*, defaults to `None`): markdown replacing the generated usage snippet.
@@ -875,7 +804,7 @@ def write_model_card(
         template_path (`str` or `os.PathLike`, *optional*, defaults to `None`): another `string.Template` file with
             the placeholders of `model_cards/template.md`.
         evaluation_dir (`str`, *optional*, defaults to `None`): the folder, relative to `output_dir`, of the
-            evaluation's `metrics.json`; the audio files named in `metrics["audio"]` (spectrogram figure, WAVs) are
+            evaluation's `metrics.json`; the audio files named in `metrics.audio` (spectrogram figure, WAVs) are
             relative to it. `None` takes the folder of `sample_grid` (`"evaluation"` for `"evaluation/samples.png"`).
 
     Returns:
@@ -884,6 +813,7 @@ def write_model_card(
     from huggingface_hub import ModelCard
 
     output_dir = os.fspath(output_dir)
+    pipeline_class = class_name(pipeline_class)
     if evaluation_dir is None:
         evaluation_dir = posixpath.dirname(sample_grid.replace("\\", "/")) if sample_grid else ""
     for name, value in (
@@ -894,6 +824,7 @@ def write_model_card(
         if value is not None and (os.path.isabs(value) or value.startswith("..")):
             raise ValueError(f"`{name}` must be a path relative to output_dir (a Hub repo file), got {value!r}.")
     config = redact_config(dict(config))
+    metrics = EvaluationResult.from_dict(metrics) if metrics else None
     if base_model is None:
         base_model = config.get("pretrained_model_name_or_path") or None
     if dataset_name is None:
@@ -923,7 +854,7 @@ def write_model_card(
         training=render_training(config),
         config_table=render_config_table(config),
         evaluation=render_evaluation(metrics, repo_id, pipeline_class, config),
-        citations=render_citations(config, metrics),
+        citations=render_citations(config, metrics, pipeline_class),
     )
     card = ModelCard(body)  # parses and checks the YAML metadata
     os.makedirs(output_dir, exist_ok=True)
@@ -936,7 +867,7 @@ def write_model_card(
 
 def update_model_card(
     output_dir: str | os.PathLike,
-    metrics: Mapping,
+    metrics: EvaluationResult | Mapping,
     *,
     sample_grid: str | None = None,
     spectrum_plot: str | None = None,
@@ -950,11 +881,11 @@ def update_model_card(
 
     Args:
         output_dir (`str` or `os.PathLike`): the saved pipeline folder.
-        metrics (`Mapping`): one pipeline's metrics from `evaluate_pipeline`.
+        metrics (`EvaluationResult` or `Mapping`): one pipeline's result of `evaluate_pipeline`.
         sample_grid (`str`, *optional*, defaults to `None`): sample grid path relative to `output_dir`.
         spectrum_plot (`str`, *optional*, defaults to `None`): RAPSD plot path relative to `output_dir`.
         evaluation_dir (`str`, *optional*, defaults to `None`): folder of the evaluation files named in
-            `metrics["audio"]`, relative to `output_dir` (see `write_model_card`).
+            `metrics.audio`, relative to `output_dir` (see `write_model_card`).
 
     Returns:
         `str`: the path of the rewritten `README.md`.

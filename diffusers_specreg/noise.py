@@ -36,18 +36,25 @@ String forms (parsed by [`NoiseSpectrum.parse`], written by [`NoiseSpectrum.to_s
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
-from diffusers.utils.torch_utils import randn_tensor
 
-__all__ = ["NoiseSpectrum", "corrupt_band"]
+from diffusers_specreg.pipelines.pipeline_sagd import ColouredNoise, band_profile, spectrum_weights
 
-KINDS = ("white", "powerlaw", "band", "bandpass", "weights")
+__all__ = [
+    "SPECTRA",
+    "BandSpectrum",
+    "BandpassSpectrum",
+    "NoiseSpectrum",
+    "PowerLawSpectrum",
+    "WeightsSpectrum",
+    "WhiteSpectrum",
+    "corrupt_band",
+]
 
 VALID_FORMS = (
     "'white', 'powerlaw:alpha=A[,eps=E]' (e.g. 'powerlaw:alpha=-0.5' or 'powerlaw:alpha=0.5,eps=0.01'), "
@@ -70,6 +77,10 @@ def _format_float(value: float) -> str:
     return text[:-2] if text.endswith(".0") else text
 
 
+def _format_band(band: tuple[float, float]) -> str:
+    return f"{_format_float(band[0])}-{_format_float(band[1])}"
+
+
 def _parse_float(text: str, name: str, form: str) -> float:
     try:
         value = float(text)
@@ -83,6 +94,23 @@ def _parse_range(text: str, name: str, form: str) -> tuple[float, float]:
     if match is None:
         raise _error(f"{name}={text!r} in {form!r} is not a band 'a-b' such as '0-0.5'")
     return float(match.group(1)), float(match.group(2))
+
+
+def _parse_params(body: str, kind: str, allowed: tuple[str, ...], form: str) -> dict[str, str]:
+    """`"key=value,key=value"` -> `{key: value}`, keys lower-cased, each at most once and in `allowed`."""
+    params: dict[str, str] = {}
+    for item in body.split(","):
+        key, eq, value = item.partition("=")
+        key, value = key.strip().lower(), value.strip()
+        if not eq or not key or not value:
+            raise _error(f"{item.strip()!r} in {form!r} is not a 'key=value' pair")
+        if key in params:
+            raise _error(f"{key!r} is given twice in {form!r}")
+        params[key] = value
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise _error(f"Unknown keys {unknown} for {kind!r} in {form!r}; allowed keys are {list(allowed)}")
+    return params
 
 
 def _check_band(band: Sequence[float], name: str) -> tuple[float, float]:
@@ -108,219 +136,86 @@ def _signal_dims(shape: Sequence[int]) -> tuple[int, ...]:
     return shape
 
 
-@functools.lru_cache(maxsize=32)
-def _radius(shape: tuple[int, ...]) -> torch.Tensor:
-    """Normalised radial frequency over the full FFT grid, float64 on CPU, shape `shape`, max 1 (do not mutate)."""
-    freqs = [torch.fft.fftfreq(n, dtype=torch.float64) for n in shape]
-    grids = torch.meshgrid(*freqs, indexing="ij")
-    radius = torch.sqrt(sum(g**2 for g in grids))
-    return radius / radius.max()
-
-
-def _band_mask(radius: torch.Tensor, band: tuple[float, float]) -> torch.Tensor:
-    low, high = band
-    mask = (radius >= low) & (radius < high)
-    if high >= 1.0:
-        mask |= radius >= 1.0
-    return mask
-
-
 def _mirror(weights: torch.Tensor) -> torch.Tensor:
     """w(−f) on the full FFT grid: index k goes to (−k) mod n along every dim."""
     dims = tuple(range(weights.ndim))
     return torch.roll(torch.flip(weights, dims=dims), shifts=(1,) * weights.ndim, dims=dims)
 
 
+# The parse registry: kind -> class, filled by `NoiseSpectrum.__init_subclass__`.
+SPECTRA: dict[str, type[NoiseSpectrum]] = {}
+
+
 class NoiseSpectrum:
     r"""
     The spectrum w of spectrally anisotropic forward noise ε_w = F⁻¹ Diag(w) F ξ (SAGD, arXiv 2510.09660).
 
-    An immutable value object: it holds only the spectrum's parameters (plus a per-shape cache of weight tensors), is
-    JSON-serialisable with [`~NoiseSpectrum.to_dict`] and has a one-line string form ([`~NoiseSpectrum.to_string`],
-    [`~NoiseSpectrum.parse`]) for command lines. Prefer the constructors [`~NoiseSpectrum.white`],
-    [`~NoiseSpectrum.powerlaw`], [`~NoiseSpectrum.band`], [`~NoiseSpectrum.bandpass`] and
-    [`~NoiseSpectrum.from_weights`] over `__init__`.
-
-    Args:
-        kind (`str`, defaults to `"white"`):
-            One of `"white"`, `"powerlaw"`, `"band"`, `"bandpass"`, `"weights"`.
-        alpha (`float`, *optional*):
-            Power-law exponent (kind `"powerlaw"`): w(f) = (r(f) + eps)^alpha. alpha < 0 puts the noise energy in low
-            frequencies, alpha > 0 in high ones, alpha = 0 is white noise. The power spectrum |w|² then falls off
-            as r^(2 alpha): its RAPSD slope in log-log is 2 alpha (for r >> eps).
-        eps (`float`, *optional*):
-            Offset of the power law, >= 0. `None` (the default) uses the smallest nonzero normalised radius of the
-            grid, so the DC weight stays finite for alpha < 0 and positive for alpha > 0 (Σ_w positive definite).
-            eps = 0 is allowed only for alpha >= 0 (it then zeroes the DC weight for alpha > 0: Σ_w singular).
-        band (`tuple[float, float]`, *optional*):
-            Radial band (a, b), 0 <= a < b <= 1, of kind `"band"`: w = M_[a,b].
-        low (`tuple[float, float]`, *optional*):
-            Low band (a_l, b_l) of kind `"bandpass"`.
-        high (`tuple[float, float]`, *optional*):
-            High band (a_h, b_h) of kind `"bandpass"`.
-        gamma_low (`float`, *optional*):
-            Mixing weight γ_l in [0, 1] of kind `"bandpass"`; γ_h = 1 − γ_l. The noise is
-            ε_w = γ_l ε_[a_l,b_l] + γ_h ε_[a_h,b_h] with both band noises coloured from the same ξ, i.e.
-            w = γ_l M_low + γ_h M_high before normalisation (so γ sets the amplitude per frequency; a band's share of
-            the energy also depends on how many frequencies it holds, and γ_l = 0.5 with complementary bands is white).
-        weights (`torch.Tensor`, *optional*):
-            Kind `"weights"`: user-supplied amplitudes over the full FFT grid of one signal shape, see
-            [`~NoiseSpectrum.from_weights`].
+    One small immutable class per kind ([`WhiteSpectrum`], [`PowerLawSpectrum`], [`BandSpectrum`],
+    [`BandpassSpectrum`], [`WeightsSpectrum`]), registered in `SPECTRA` under its `kind`. Each holds only its
+    parameters and knows its string form ([`~NoiseSpectrum.parse`], [`~NoiseSpectrum.to_string`]), its dict form
+    ([`~NoiseSpectrum.from_dict`], [`~NoiseSpectrum.to_dict`], which the saved `SAGDPipeline` reads) and whether it is
+    white or singular. The weights come from `spectrum_weights` and the noise from the coloured-noise operator
+    `ColouredNoise` of `pipelines/pipeline_sagd.py` (colour, sample, covariance, inverse), cached per signal shape.
+    Build spectra with the constructors [`~NoiseSpectrum.white`], [`~NoiseSpectrum.powerlaw`],
+    [`~NoiseSpectrum.band`], [`~NoiseSpectrum.bandpass`] and [`~NoiseSpectrum.from_weights`].
 
     Every spectrum is normalised to mean |w|² = 1 over the grid, so the noise has unit variance per element.
     """
 
-    __slots__ = ("_kind", "_alpha", "_eps", "_bands", "_gammas", "_user_weights", "_cache")
+    kind: ClassVar[str] = ""
+    keys: ClassVar[tuple[str, ...]] = ()  # the parameters of the dict form
 
-    def __init__(
-        self,
-        kind: str = "white",
-        alpha: float | None = None,
-        eps: float | None = None,
-        band: tuple[float, float] | None = None,
-        low: tuple[float, float] | None = None,
-        high: tuple[float, float] | None = None,
-        gamma_low: float | None = None,
-        weights: torch.Tensor | None = None,
-    ) -> None:
-        if kind not in KINDS:
-            raise _error(f"Unknown noise spectrum kind {kind!r}; allowed kinds are {list(KINDS)}")
-        given = {
-            name
-            for name, value in {
-                "alpha": alpha,
-                "eps": eps,
-                "band": band,
-                "low": low,
-                "high": high,
-                "gamma_low": gamma_low,
-                "weights": weights,
-            }.items()
-            if value is not None
-        }
-        allowed = {
-            "white": set(),
-            "powerlaw": {"alpha", "eps"},
-            "band": {"band"},
-            "bandpass": {"low", "high", "gamma_low"},
-            "weights": {"weights"},
-        }[kind]
-        required = {"powerlaw": {"alpha"}, "band": {"band"}, "bandpass": allowed, "weights": allowed}.get(kind, set())
-        if given - allowed:
-            raise _error(f"Kind {kind!r} does not take {sorted(given - allowed)}; it takes {sorted(allowed)}")
-        if required - given:
-            raise _error(f"Kind {kind!r} needs {sorted(required - given)}")
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "kind" in cls.__dict__:  # a kind of its own, not a shared base such as `_BandMix`
+            SPECTRA[cls.kind] = cls
 
-        bands: tuple[tuple[float, float], ...] = ()
-        gammas: tuple[float, ...] = ()
-        user_weights = None
-        if kind == "powerlaw":
-            alpha = float(alpha)
-            if not math.isfinite(alpha):
-                raise _error(f"alpha={alpha} is not finite in 'powerlaw:alpha=A[,eps=E]'")
-            if eps is not None:
-                eps = float(eps)
-                if not math.isfinite(eps) or eps < 0.0:
-                    raise _error(f"eps={eps} must be a finite number >= 0 in 'powerlaw:alpha=A[,eps=E]'")
-                if eps == 0.0 and alpha < 0.0:
-                    raise _error(
-                        f"alpha={alpha} < 0 with eps=0 makes the DC weight (0 + eps)^alpha infinite; "
-                        "use eps > 0 or leave eps out (default: the smallest nonzero radius)"
-                    )
-        elif kind == "band":
-            bands, gammas = (_check_band(band, "band"),), (1.0,)
-        elif kind == "bandpass":
-            try:
-                gamma_low = float(gamma_low)
-            except (TypeError, ValueError):
-                raise _error(f"gamma_low={gamma_low!r} is not a number") from None
-            if not math.isfinite(gamma_low) or not 0.0 <= gamma_low <= 1.0:
-                raise _error(f"gamma_low={gamma_low} lies outside [0, 1] (gamma_high = 1 - gamma_low)")
-            bands = (_check_band(low, "low"), _check_band(high, "high"))
-            gammas = (gamma_low, 1.0 - gamma_low)
-        elif kind == "weights":
-            user_weights = self._check_user_weights(weights)
+    def __new__(cls, *args, **kwargs):
+        if cls is NoiseSpectrum:
+            raise TypeError(
+                "NoiseSpectrum is the base of the spectrum kinds; build one with NoiseSpectrum.parse(...), .white(), "
+                ".powerlaw(...), .band(...), .bandpass(...), .from_weights(...) or .from_dict(...)."
+            )
+        return super().__new__(cls)
 
-        self._kind = kind
-        self._alpha: float | None = alpha if kind == "powerlaw" else None
-        self._eps: float | None = eps if kind == "powerlaw" else None
-        self._bands = bands
-        self._gammas = gammas
-        self._user_weights: torch.Tensor | None = user_weights
+    def _freeze(self) -> None:
         # Set last: once `_cache` exists, `__setattr__` refuses changes.
-        self._cache: dict[tuple, torch.Tensor] = {}
+        object.__setattr__(self, "_cache", {})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if hasattr(self, "_cache"):
+            raise AttributeError("NoiseSpectrum is immutable.")
+        object.__setattr__(self, name, value)
 
     # ------------------------------------------------------------------ constructors
 
-    @classmethod
-    def white(cls) -> NoiseSpectrum:
+    @staticmethod
+    def white() -> WhiteSpectrum:
         """White noise, w = 1 (the ordinary DDPM noise)."""
-        return cls("white")
-
-    @classmethod
-    def powerlaw(cls, alpha: float, eps: float | None = None) -> NoiseSpectrum:
-        """Power-law spectrum w(f) = (r(f) + eps)^alpha; see the class docstring for `alpha` and `eps`."""
-        return cls("powerlaw", alpha=alpha, eps=eps)
-
-    @classmethod
-    def band(cls, low: float, high: float) -> NoiseSpectrum:
-        """Noise confined to the radial band [low, high) of the normalised radius (w = M_[low,high])."""
-        return cls("band", band=(low, high))
-
-    @classmethod
-    def bandpass(cls, low: tuple[float, float], high: tuple[float, float], gamma_low: float) -> NoiseSpectrum:
-        """Band mix ε_w = γ_l ε_low + (1 − γ_l) ε_high; see the class docstring."""
-        return cls("bandpass", low=low, high=high, gamma_low=gamma_low)
-
-    @classmethod
-    def from_weights(cls, weights: torch.Tensor | Sequence, symmetrize: bool = False) -> NoiseSpectrum:
-        r"""
-        A spectrum from user-supplied amplitudes over the full FFT grid of one signal shape.
-
-        Args:
-            weights (`torch.Tensor` or nested list):
-                Real, finite, non-negative amplitudes w of shape `[H, W]` (images) or `[T]` (waveforms), in
-                `torch.fft.fftn` order (DC at index 0, not shifted). They are rescaled to mean |w|² = 1. The spectrum
-                then only fits signals of exactly that shape.
-            symmetrize (`bool`, defaults to `False`):
-                Real noise needs w(f) = w(−f). With `False` asymmetric weights raise ValueError; with `True` they are
-                replaced by sqrt((w(f)² + w(−f)²) / 2), which keeps the mean power.
-        """
-        tensor = torch.as_tensor(weights)
-        if tensor.is_complex():
-            raise ValueError("Noise weights must be real amplitudes |w| >= 0, got a complex tensor.")
-        tensor = tensor.detach().to(device="cpu", dtype=torch.float64)
-        if symmetrize and tensor.ndim in (1, 2):
-            tensor = torch.sqrt((tensor**2 + _mirror(tensor) ** 2) / 2)
-        return cls("weights", weights=tensor)
+        return WhiteSpectrum()
 
     @staticmethod
-    def _check_user_weights(weights: torch.Tensor) -> torch.Tensor:
-        tensor = torch.as_tensor(weights)
-        if tensor.is_complex():
-            raise ValueError("Noise weights must be real amplitudes |w| >= 0, got a complex tensor.")
-        tensor = tensor.detach().to(device="cpu", dtype=torch.float64).clone()
-        if tensor.ndim not in (1, 2):
-            raise ValueError(
-                f"Noise weights must have shape [H, W] (images) or [T] (waveforms), got {tuple(tensor.shape)}."
-            )
-        _signal_dims(tensor.shape)
-        if not torch.isfinite(tensor).all():
-            raise ValueError("Noise weights must be finite.")
-        if (tensor < 0).any():
-            raise ValueError("Noise weights must be non-negative amplitudes |w|.")
-        if not (tensor > 0).any():
-            raise ValueError("Noise weights are all zero: the noise would vanish.")
-        if not torch.allclose(tensor, _mirror(tensor), rtol=1e-6, atol=1e-12 * float(tensor.abs().max())):
-            raise ValueError(
-                "Noise weights must be symmetric in frequency, w(f) = w(-f) (index k and (-k) mod n along every "
-                "dim), or the coloured noise would not be real; pass `symmetrize=True` to symmetrise them."
-            )
-        tensor.requires_grad_(False)
-        return tensor
+    def powerlaw(alpha: float, eps: float | None = None) -> PowerLawSpectrum:
+        """Power-law spectrum w(f) = (r(f) + eps)^alpha; see [`PowerLawSpectrum`]."""
+        return PowerLawSpectrum(alpha, eps)
 
-    @classmethod
-    def parse(cls, text: str) -> NoiseSpectrum:
+    @staticmethod
+    def band(low: float, high: float) -> BandSpectrum:
+        """Noise confined to the radial band [low, high) of the normalised radius (w = M_[low,high])."""
+        return BandSpectrum((low, high))
+
+    @staticmethod
+    def bandpass(low: tuple[float, float], high: tuple[float, float], gamma_low: float) -> BandpassSpectrum:
+        """Band mix ε_w = γ_l ε_low + (1 − γ_l) ε_high; see [`BandpassSpectrum`]."""
+        return BandpassSpectrum(low, high, gamma_low)
+
+    @staticmethod
+    def from_weights(weights: torch.Tensor | Sequence, symmetrize: bool = False) -> WeightsSpectrum:
+        """User-supplied amplitudes over the full FFT grid of one signal shape; see [`WeightsSpectrum`]."""
+        return WeightsSpectrum(weights, symmetrize=symmetrize)
+
+    @staticmethod
+    def parse(text: str) -> NoiseSpectrum:
         """
         Parse the string form, e.g. `"white"`, `"powerlaw:alpha=-0.5"`, `"powerlaw:alpha=0.5,eps=0.01"`,
         `"band:0-0.5"` or `"bandpass:low=0-0.25,high=0.5-1,gamma_low=0.7"`. Kinds and keys are case-insensitive;
@@ -328,253 +223,95 @@ class NoiseSpectrum:
         """
         if not isinstance(text, str):
             raise _error(f"Expected a noise spectrum string, got {type(text).__name__}")
-        form = text
-        text = text.strip()
-        kind, sep, body = text.partition(":")
-        kind = kind.strip().lower()
-        body = body.strip()
-        if kind not in KINDS or kind == "weights":
-            raise _error(f"Unknown noise spectrum kind {kind!r} in {form!r}")
-        if kind == "white":
-            if sep and body:
-                raise _error(f"'white' takes no parameters, got {form!r}")
-            return cls.white()
-        if not body:
-            raise _error(f"{form!r} is missing the parameters of {kind!r}")
-        if kind == "band":
-            return cls.band(*_parse_range(body, "band", form))
+        kind, sep, body = text.strip().partition(":")
+        kind, body = kind.strip().lower(), body.strip()
+        cls = SPECTRA.get(kind)
+        if cls is None or cls is WeightsSpectrum:
+            raise _error(f"Unknown noise spectrum kind {kind!r} in {text!r}")
+        if cls is not WhiteSpectrum and not body:
+            raise _error(f"{text!r} is missing the parameters of {kind!r}")
+        return cls._parse(body if sep else "", text)
 
-        params: dict[str, str] = {}
-        for item in body.split(","):
-            key, eq, value = item.partition("=")
-            key, value = key.strip().lower(), value.strip()
-            if not eq or not key or not value:
-                raise _error(f"{item.strip()!r} in {form!r} is not a 'key=value' pair")
-            if key in params:
-                raise _error(f"{key!r} is given twice in {form!r}")
-            params[key] = value
-        allowed = {"powerlaw": ("alpha", "eps"), "bandpass": ("low", "high", "gamma_low")}[kind]
-        unknown = sorted(set(params) - set(allowed))
-        if unknown:
-            raise _error(f"Unknown keys {unknown} for {kind!r} in {form!r}; allowed keys are {list(allowed)}")
-        if kind == "powerlaw":
-            if "alpha" not in params:
-                raise _error(f"{form!r} is missing alpha")
-            alpha = _parse_float(params["alpha"], "alpha", form)
-            eps = _parse_float(params["eps"], "eps", form) if "eps" in params else None
-            return cls.powerlaw(alpha, eps)
-        missing = [key for key in allowed if key not in params]
-        if missing:
-            raise _error(f"{form!r} is missing {missing}")
-        return cls.bandpass(
-            low=_parse_range(params["low"], "low", form),
-            high=_parse_range(params["high"], "high", form),
-            gamma_low=_parse_float(params["gamma_low"], "gamma_low", form),
-        )
-
-    @classmethod
-    def from_dict(cls, config: dict[str, Any]) -> NoiseSpectrum:
+    @staticmethod
+    def from_dict(config: dict[str, Any]) -> NoiseSpectrum:
         """Inverse of [`~NoiseSpectrum.to_dict`]. Unknown or missing keys raise ValueError."""
         if not isinstance(config, dict) or "kind" not in config:
             raise _error(f"Expected a dict with a 'kind' key, got {config!r}")
         kind = config["kind"]
-        keys = {
-            "white": (),
-            "powerlaw": ("alpha", "eps"),
-            "band": ("band",),
-            "bandpass": ("low", "high", "gamma_low"),
-            "weights": ("weights",),
-        }
-        if kind not in keys:
-            raise _error(f"Unknown noise spectrum kind {kind!r}; allowed kinds are {list(KINDS)}")
-        unknown = sorted(set(config) - {"kind", *keys[kind]})
+        cls = SPECTRA.get(kind)
+        if cls is None:
+            raise _error(f"Unknown noise spectrum kind {kind!r}; allowed kinds are {list(SPECTRA)}")
+        unknown = sorted(set(config) - {"kind", *cls.keys})
         if unknown:
-            raise _error(f"Unknown keys {unknown} for kind {kind!r}; allowed keys are {['kind', *keys[kind]]}")
-        kwargs = {key: config.get(key) for key in keys[kind]}
-        for key in ("band", "low", "high"):
-            if kwargs.get(key) is not None:
-                kwargs[key] = tuple(kwargs[key])
-        if kind == "weights" and kwargs["weights"] is not None:
-            kwargs["weights"] = torch.tensor(kwargs["weights"], dtype=torch.float64)
-        return cls(kind, **kwargs)
+            raise _error(f"Unknown keys {unknown} for kind {kind!r}; allowed keys are {['kind', *cls.keys]}")
+        return cls(**{key: config.get(key) for key in cls.keys})
 
-    @classmethod
-    def resolve(cls, spectrum: NoiseSpectrum | str | dict[str, Any] | None) -> NoiseSpectrum:
+    @staticmethod
+    def resolve(spectrum: NoiseSpectrum | str | dict[str, Any] | None) -> NoiseSpectrum:
         """Accept a `NoiseSpectrum`, its string form, its dict form or `None` (white); return a `NoiseSpectrum`."""
         if spectrum is None:
-            return cls.white()
+            return WhiteSpectrum()
         if isinstance(spectrum, NoiseSpectrum):
             return spectrum
         if isinstance(spectrum, str):
-            return cls.parse(spectrum)
+            return NoiseSpectrum.parse(spectrum)
         if isinstance(spectrum, dict):
-            return cls.from_dict(spectrum)
+            return NoiseSpectrum.from_dict(spectrum)
         raise _error(f"Cannot make a noise spectrum from {type(spectrum).__name__}")
+
+    # ------------------------------------------------------------------ per kind
+
+    @classmethod
+    def _parse(cls, body: str, form: str) -> NoiseSpectrum:
+        """The spectrum of the string form `form` whose parameters (after `kind:`) are `body`."""
+        raise NotImplementedError
+
+    def _params(self) -> dict[str, Any]:
+        """The parameters of the dict form (JSON-serialisable)."""
+        return {}
+
+    def to_string(self) -> str:
+        """The string form read by [`~NoiseSpectrum.parse`]."""
+        raise NotImplementedError
+
+    @property
+    def is_white(self) -> bool:
+        """Whether w is constant, so ε_w = ξ exactly on every grid (`sample` and `color` then return white noise)."""
+        raise NotImplementedError
+
+    @property
+    def is_singular(self) -> bool:
+        """Whether w vanishes somewhere on [0, 1], so Σ_w is singular on grids with a frequency there and
+        `apply_inverse_covariance` needs `pseudo_inverse=True`."""
+        raise NotImplementedError
+
+    @property
+    def signal_shape(self) -> tuple[int, ...] | None:
+        """The only signal shape the spectrum fits (user weights), else `None` (radial spectra fit any shape)."""
+        return None
 
     # ------------------------------------------------------------------ serialisation
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict, e.g. `{"kind": "powerlaw", "alpha": -0.5, "eps": None}`."""
-        if self._kind == "white":
-            return {"kind": "white"}
-        if self._kind == "powerlaw":
-            return {"kind": "powerlaw", "alpha": self._alpha, "eps": self._eps}
-        if self._kind == "band":
-            return {"kind": "band", "band": list(self._bands[0])}
-        if self._kind == "bandpass":
-            return {
-                "kind": "bandpass",
-                "low": list(self._bands[0]),
-                "high": list(self._bands[1]),
-                "gamma_low": self._gammas[0],
-            }
-        return {"kind": "weights", "weights": self._user_weights.tolist()}
+        return {"kind": self.kind, **self._params()}
 
-    def to_string(self) -> str:
-        """The string form read by [`~NoiseSpectrum.parse`]. User weights have none: use `to_dict()` for them."""
-        if self._kind == "white":
-            return "white"
-        if self._kind == "powerlaw":
-            text = f"powerlaw:alpha={_format_float(self._alpha)}"
-            return text if self._eps is None else f"{text},eps={_format_float(self._eps)}"
-
-        def fmt(band: tuple[float, float]) -> str:
-            return f"{_format_float(band[0])}-{_format_float(band[1])}"
-
-        if self._kind == "band":
-            return f"band:{fmt(self._bands[0])}"
-        if self._kind == "bandpass":
-            low, high = fmt(self._bands[0]), fmt(self._bands[1])
-            return f"bandpass:low={low},high={high},gamma_low={_format_float(self._gammas[0])}"
-        raise ValueError("A spectrum from user weights has no string form; store `to_dict()` instead.")
+    def _spec(self) -> dict[str, Any]:
+        """The dict form that `spectrum_weights` reads."""
+        return self.to_dict()
 
     def __repr__(self) -> str:
-        if self._kind == "weights":
-            return f"NoiseSpectrum(weights of shape {tuple(self._user_weights.shape)})"
         return f"NoiseSpectrum({self.to_string()!r})"
-
-    def _key(self) -> tuple:
-        return (self._kind, self._alpha, self._eps, self._bands, self._gammas)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, NoiseSpectrum):
             return NotImplemented
-        if self._key() != other._key():
-            return False
-        if self._kind == "weights":
-            return torch.equal(self._user_weights, other._user_weights)
-        return True
+        return type(self) is type(other) and self.to_dict() == other.to_dict()
 
     def __hash__(self) -> int:
-        shape = None if self._user_weights is None else tuple(self._user_weights.shape)
-        return hash((self._key(), shape))
+        return hash(self.to_string())
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        if hasattr(self, "_cache"):
-            raise AttributeError("NoiseSpectrum is immutable.")
-        object.__setattr__(self, name, value)
-
-    # ------------------------------------------------------------------ properties
-
-    @property
-    def kind(self) -> str:
-        """One of `"white"`, `"powerlaw"`, `"band"`, `"bandpass"`, `"weights"`."""
-        return self._kind
-
-    @property
-    def alpha(self) -> float | None:
-        """Power-law exponent (kind `"powerlaw"`), else `None`."""
-        return self._alpha
-
-    @property
-    def eps(self) -> float | None:
-        """Power-law offset as given (`None`: the smallest nonzero radius of the grid)."""
-        return self._eps
-
-    @property
-    def bands(self) -> tuple[tuple[float, float], ...]:
-        """Radial bands (kinds `"band"` and `"bandpass"`), else `()`."""
-        return self._bands
-
-    @property
-    def gammas(self) -> tuple[float, ...]:
-        """Mixing weights of `bands` ((γ_l, γ_h) for `"bandpass"`, (1,) for `"band"`), else `()`."""
-        return self._gammas
-
-    @property
-    def signal_shape(self) -> tuple[int, ...] | None:
-        """The only signal shape user weights fit, else `None` (radial spectra fit any shape)."""
-        return None if self._user_weights is None else tuple(self._user_weights.shape)
-
-    @property
-    def is_white(self) -> bool:
-        """
-        Whether w is constant (so ε_w = ξ exactly, on every grid). True for `"white"`, `"powerlaw"` with alpha = 0,
-        band mixes whose weight is the same nonzero constant over all of [0, 1] (e.g. `"band:0-1"`) and constant
-        user weights. `sample` and `color` then return the white noise unchanged.
-        """
-        if self._kind == "white":
-            return True
-        if self._kind == "powerlaw":
-            return self._alpha == 0.0
-        if self._kind == "weights":
-            return bool((self._user_weights == self._user_weights.flatten()[0]).all())
-        profile = self._band_profile(self._breakpoints())
-        return bool(profile[0] > 0) and bool((profile == profile[0]).all())
-
-    @property
-    def is_singular(self) -> bool:
-        """
-        Whether w vanishes somewhere on [0, 1] (so Σ_w is singular on grids with a frequency there and
-        `apply_inverse_covariance` needs `pseudo_inverse=True`): band mixes that leave a gap or give a band γ = 0,
-        and powerlaw with eps = 0 and alpha > 0 (zero DC weight). User weights: whether any weight is zero.
-        """
-        if self._kind == "white":
-            return False
-        if self._kind == "powerlaw":
-            return self._eps == 0.0 and self._alpha > 0.0
-        if self._kind == "weights":
-            return bool((self._user_weights == 0).any())
-        return bool((self._band_profile(self._breakpoints()) == 0).any())
-
-    # ------------------------------------------------------------------ weights
-
-    def _breakpoints(self) -> torch.Tensor:
-        """Radii where the band weight can change: it is piecewise constant and right-continuous in r, with jumps only
-        at band edges (and at r = 1, which the last band includes), so its values there are all the values it takes."""
-        return torch.tensor(sorted({0.0, 1.0, *(edge for band in self._bands for edge in band)}), dtype=torch.float64)
-
-    def _band_profile(self, radius: torch.Tensor) -> torch.Tensor:
-        weight = torch.zeros_like(radius)
-        for band, gamma in zip(self._bands, self._gammas):
-            weight = weight + gamma * _band_mask(radius, band).to(radius.dtype)
-        return weight
-
-    def _raw_weights(self, shape: tuple[int, ...]) -> torch.Tensor:
-        """Unnormalised float64 weights over the full FFT grid of `shape`."""
-        if self._kind == "weights":
-            if shape != self.signal_shape:
-                raise ValueError(
-                    f"These noise weights were given for signal shape {self.signal_shape}, got signal shape {shape}."
-                )
-            return self._user_weights
-        radius = _radius(shape)
-        if self._kind == "white" or self.is_white:
-            return torch.ones(shape, dtype=torch.float64)
-        if self._kind == "powerlaw":
-            # 1. w_α(f) = (r(f) + ε)^α, SAGD power-law weights (arXiv 2510.09660), computed in the log domain so that
-            #    a large |α| cannot overflow before the normalisation.
-            eps = self._eps if self._eps is not None else float(radius[radius > 0].min())
-            log_w = self._alpha * torch.log(radius + eps)
-            return torch.exp(log_w - log_w.max())
-        # 2. band masks M_[a,b] and the mix w = γ_l M_low + γ_h M_high of ε_w = γ_l ε_low + γ_h ε_high.
-        for band in self._bands:
-            if not _band_mask(radius, band).any():
-                raise _error(
-                    f"Band {band} contains no frequency of the grid for signal shape {shape} (its nonzero normalised "
-                    f"radii start at {float(radius[radius > 0].min()):.4g}); widen the band"
-                )
-        return self._band_profile(radius)
+    # ------------------------------------------------------------------ weights and noise
 
     def weights(
         self,
@@ -601,13 +338,19 @@ class NoiseSpectrum:
         device = torch.device(device) if device is not None else torch.device("cpu")
         key = ("w", shape, str(device), dtype)
         if key not in self._cache:
-            weights = self._raw_weights(shape)
-            power = (weights**2).mean()
-            if not torch.isfinite(weights).all() or not power > 0:
-                raise _error(f"{self!r} gives non-finite or all-zero weights on signal shape {shape}")
-            # 3. unit variance per element: diag(Σ_w) = mean |w|² = 1 ("Our decisions", papers.md §2).
-            weights = weights / power.sqrt()
+            try:
+                weights = spectrum_weights(self._spec(), shape)
+            except ValueError as error:
+                raise _error(str(error).rstrip(".")) from None
             self._cache[key] = weights.to(device=device, dtype=dtype)
+        return self._cache[key]
+
+    def operator(self, signal_shape: Sequence[int]) -> ColouredNoise:
+        """The coloured-noise operator T_w (colour, sample, covariance, inverse) on one signal grid; cached."""
+        signal_shape = _signal_dims(signal_shape)
+        key = ("operator", signal_shape)
+        if key not in self._cache:
+            self._cache[key] = ColouredNoise(self.weights(signal_shape, dtype=torch.float64))
         return self._cache[key]
 
     def _check_input(self, x: torch.Tensor) -> tuple[int, ...]:
@@ -629,38 +372,12 @@ class NoiseSpectrum:
 
     def _spectral_multiply(self, x: torch.Tensor, which: str, pseudo_inverse: bool = False) -> torch.Tensor:
         """Apply F⁻¹ Diag(m) F to `x` over its signal dims, m = w, |w|² or |w|⁻² (`which`: "w", "cov", "inv")."""
-        signal = self._check_input(x)
-        if self.is_white:
-            # w = 1 after normalisation: T_w = Σ_w = Σ_w⁻¹ = I, and the input comes back unchanged.
-            return x
-        # FFTs run in float32 under fp16/bf16 (cuFFT has no bf16; "Our decisions", papers.md §1).
-        compute_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-        key = (which, pseudo_inverse, signal, str(x.device), compute_dtype)
-        if key not in self._cache:
-            weights = self.weights(signal, device=x.device, dtype=compute_dtype)
-            if which == "w":
-                multiplier = weights
-            elif which == "cov":
-                multiplier = weights**2
-            else:
-                power = weights**2
-                zero = power == 0
-                if zero.any() and not pseudo_inverse:
-                    raise ValueError(
-                        f"Σ_w of {self!r} is singular on signal shape {signal}: {int(zero.sum())} of {zero.numel()} "
-                        "frequencies have |w|² = 0 (a band mix with gaps, or eps = 0 with alpha > 0), so Σ_w⁻¹ does "
-                        "not exist. Use a powerlaw spectrum (eps > 0) or a band mix covering [0, 1] such as "
-                        "'bandpass:low=0-0.5,high=0.5-1,gamma_low=0.7', or pass `pseudo_inverse=True` for the "
-                        "Moore-Penrose inverse (the score projected onto range(Σ_w), arXiv 2510.09660)."
-                    )
-                multiplier = torch.where(zero, torch.zeros_like(power), 1.0 / torch.where(zero, 1.0, power))
-            # Real, symmetric multipliers: the half spectrum of rfftn holds all the information.
-            self._cache[key] = multiplier[..., : signal[-1] // 2 + 1].contiguous()
-        multiplier = self._cache[key]
-        dims = tuple(range(2, x.ndim))
-        spectrum = torch.fft.rfftn(x.to(compute_dtype), dim=dims, norm="ortho")
-        out = torch.fft.irfftn(spectrum * multiplier, s=signal, dim=dims, norm="ortho")
-        return out.to(x.dtype)
+        operator = self.operator(self._check_input(x))
+        if which == "w":
+            return operator.color(x)
+        if which == "cov":
+            return operator.covariance(x)
+        return operator.inverse_covariance(x, pseudo_inverse=pseudo_inverse)
 
     # ------------------------------------------------------------------ noise and covariance
 
@@ -704,11 +421,12 @@ class NoiseSpectrum:
         shape = tuple(int(s) for s in shape)
         if len(shape) not in (3, 4):
             raise ValueError(f"Expected a noise shape [B, C, H, W] (images) or [B, C, T] (waveforms), got {shape}.")
-        if device is None:
-            first = generator[0] if isinstance(generator, list) and generator else generator
-            device = first.device if isinstance(first, torch.Generator) else torch.device("cpu")
-        xi = randn_tensor(shape, generator=generator, device=torch.device(device), dtype=dtype)
-        return self.color(xi)
+        if self.signal_shape is not None and shape[2:] != self.signal_shape:
+            raise ValueError(
+                f"These noise weights fit signals of shape {self.signal_shape}: expected a tensor of shape "
+                f"[B, C, {', '.join(map(str, self.signal_shape))}], got {shape}."
+            )
+        return self.operator(shape[2:]).sample(shape, generator=generator, device=device, dtype=dtype)
 
     def apply_covariance(self, x: torch.Tensor) -> torch.Tensor:
         r"""
@@ -768,6 +486,261 @@ class NoiseSpectrum:
         return -self.apply_inverse_covariance(eps_hat, pseudo_inverse=pseudo_inverse) / sigma
 
 
+class WhiteSpectrum(NoiseSpectrum):
+    """White noise, w = 1: ε_w = ξ (the default; identical to `torch.randn`). String form `"white"`."""
+
+    kind = "white"
+
+    def __init__(self) -> None:
+        self._freeze()
+
+    @classmethod
+    def _parse(cls, body: str, form: str) -> WhiteSpectrum:
+        if body:
+            raise _error(f"'white' takes no parameters, got {form!r}")
+        return cls()
+
+    def to_string(self) -> str:
+        return "white"
+
+    is_white = True
+    is_singular = False
+
+
+class PowerLawSpectrum(NoiseSpectrum):
+    r"""
+    Power-law spectrum w(f) = (r(f) + eps)^alpha, SAGD's w_α (arXiv 2510.09660). String form
+    `"powerlaw:alpha=A[,eps=E]"`.
+
+    Args:
+        alpha (`float`):
+            Exponent. alpha < 0 puts the noise energy in low frequencies, alpha > 0 in high ones, alpha = 0 is white
+            noise. The power spectrum |w|² then falls off as r^(2 alpha): its RAPSD slope in log-log is 2 alpha
+            (for r >> eps).
+        eps (`float`, *optional*):
+            Offset, >= 0. `None` (the default) uses the smallest nonzero normalised radius of the grid, so the DC
+            weight stays finite for alpha < 0 and positive for alpha > 0 (Σ_w positive definite). eps = 0 is allowed
+            only for alpha >= 0 (it then zeroes the DC weight for alpha > 0: Σ_w singular).
+    """
+
+    kind = "powerlaw"
+    keys = ("alpha", "eps")
+
+    def __init__(self, alpha: float, eps: float | None = None) -> None:
+        if alpha is None:
+            raise _error("Kind 'powerlaw' needs ['alpha']")
+        alpha = float(alpha)
+        if not math.isfinite(alpha):
+            raise _error(f"alpha={alpha} is not finite in 'powerlaw:alpha=A[,eps=E]'")
+        if eps is not None:
+            eps = float(eps)
+            if not math.isfinite(eps) or eps < 0.0:
+                raise _error(f"eps={eps} must be a finite number >= 0 in 'powerlaw:alpha=A[,eps=E]'")
+            if eps == 0.0 and alpha < 0.0:
+                raise _error(
+                    f"alpha={alpha} < 0 with eps=0 makes the DC weight (0 + eps)^alpha infinite; "
+                    "use eps > 0 or leave eps out (default: the smallest nonzero radius)"
+                )
+        self.alpha, self.eps = alpha, eps
+        self._freeze()
+
+    @classmethod
+    def _parse(cls, body: str, form: str) -> PowerLawSpectrum:
+        params = _parse_params(body, cls.kind, cls.keys, form)
+        if "alpha" not in params:
+            raise _error(f"{form!r} is missing alpha")
+        eps = _parse_float(params["eps"], "eps", form) if "eps" in params else None
+        return cls(_parse_float(params["alpha"], "alpha", form), eps)
+
+    def _params(self) -> dict[str, Any]:
+        return {"alpha": self.alpha, "eps": self.eps}
+
+    def to_string(self) -> str:
+        text = f"powerlaw:alpha={_format_float(self.alpha)}"
+        return text if self.eps is None else f"{text},eps={_format_float(self.eps)}"
+
+    @property
+    def is_white(self) -> bool:
+        return self.alpha == 0.0
+
+    @property
+    def is_singular(self) -> bool:
+        return self.eps == 0.0 and self.alpha > 0.0
+
+
+class _BandMix(NoiseSpectrum):
+    """A mix w = Σ γ_k M_[a_k,b_k] of radial band masks (`bands`, `gammas`)."""
+
+    bands: tuple[tuple[float, float], ...]
+    gammas: tuple[float, ...]
+
+    def _profile_values(self) -> torch.Tensor:
+        """The weight at every radius where it can change: it is piecewise constant and right-continuous in r,
+        with jumps only at band edges (and at r = 1, which the last band includes), so these are all its values."""
+        edges = sorted({0.0, 1.0, *(edge for band in self.bands for edge in band)})
+        return band_profile(torch.tensor(edges, dtype=torch.float64), self._spec())
+
+    @property
+    def is_white(self) -> bool:
+        profile = self._profile_values()
+        return bool(profile[0] > 0) and bool((profile == profile[0]).all())
+
+    @property
+    def is_singular(self) -> bool:
+        return bool((self._profile_values() == 0).any())
+
+
+class BandSpectrum(_BandMix):
+    """Noise confined to a radial band (a, b), 0 <= a < b <= 1: w = M_[a,b]. String form `"band:a-b"`."""
+
+    kind = "band"
+    keys = ("band",)
+
+    def __init__(self, band: tuple[float, float]) -> None:
+        if band is None:
+            raise _error("Kind 'band' needs ['band']")
+        self.bands, self.gammas = (_check_band(band, "band"),), (1.0,)
+        self._freeze()
+
+    @classmethod
+    def _parse(cls, body: str, form: str) -> BandSpectrum:
+        return cls(_parse_range(body, "band", form))
+
+    def _params(self) -> dict[str, Any]:
+        return {"band": list(self.bands[0])}
+
+    def to_string(self) -> str:
+        return f"band:{_format_band(self.bands[0])}"
+
+
+class BandpassSpectrum(_BandMix):
+    r"""
+    Band mix ε_w = γ_l ε_[a_l,b_l] + γ_h ε_[a_h,b_h], γ_h = 1 − γ_l, both band noises coloured from the same ξ, i.e.
+    w = γ_l M_low + γ_h M_high before normalisation (γ sets the amplitude per frequency; a band's share of the energy
+    also depends on how many frequencies it holds, and γ_l = 0.5 with complementary bands is white). String form
+    `"bandpass:low=a-b,high=c-d,gamma_low=g"`.
+
+    Args:
+        low (`tuple[float, float]`): low band (a_l, b_l).
+        high (`tuple[float, float]`): high band (a_h, b_h).
+        gamma_low (`float`): mixing weight γ_l in [0, 1].
+    """
+
+    kind = "bandpass"
+    keys = ("low", "high", "gamma_low")
+
+    def __init__(self, low: tuple[float, float], high: tuple[float, float], gamma_low: float) -> None:
+        missing = [key for key, value in zip(self.keys, (low, high, gamma_low)) if value is None]
+        if missing:
+            raise _error(f"Kind 'bandpass' needs {missing}")
+        try:
+            gamma_low = float(gamma_low)
+        except (TypeError, ValueError):
+            raise _error(f"gamma_low={gamma_low!r} is not a number") from None
+        if not math.isfinite(gamma_low) or not 0.0 <= gamma_low <= 1.0:
+            raise _error(f"gamma_low={gamma_low} lies outside [0, 1] (gamma_high = 1 - gamma_low)")
+        self.bands = (_check_band(low, "low"), _check_band(high, "high"))
+        self.gammas = (gamma_low, 1.0 - gamma_low)
+        self._freeze()
+
+    @classmethod
+    def _parse(cls, body: str, form: str) -> BandpassSpectrum:
+        params = _parse_params(body, cls.kind, cls.keys, form)
+        missing = [key for key in cls.keys if key not in params]
+        if missing:
+            raise _error(f"{form!r} is missing {missing}")
+        return cls(
+            low=_parse_range(params["low"], "low", form),
+            high=_parse_range(params["high"], "high", form),
+            gamma_low=_parse_float(params["gamma_low"], "gamma_low", form),
+        )
+
+    def _params(self) -> dict[str, Any]:
+        return {"low": list(self.bands[0]), "high": list(self.bands[1]), "gamma_low": self.gammas[0]}
+
+    def to_string(self) -> str:
+        low, high = _format_band(self.bands[0]), _format_band(self.bands[1])
+        return f"bandpass:low={low},high={high},gamma_low={_format_float(self.gammas[0])}"
+
+
+class WeightsSpectrum(NoiseSpectrum):
+    r"""
+    User-supplied amplitudes over the full FFT grid of one signal shape. It has no string form: store `to_dict()`.
+
+    Args:
+        weights (`torch.Tensor` or nested list):
+            Real, finite, non-negative amplitudes w of shape `[H, W]` (images) or `[T]` (waveforms), in
+            `torch.fft.fftn` order (DC at index 0, not shifted). They are rescaled to mean |w|² = 1. The spectrum then
+            only fits signals of exactly that shape.
+        symmetrize (`bool`, defaults to `False`):
+            Real noise needs w(f) = w(−f). With `False` asymmetric weights raise ValueError; with `True` they are
+            replaced by sqrt((w(f)² + w(−f)²) / 2), which keeps the mean power.
+    """
+
+    kind = "weights"
+    keys = ("weights",)
+
+    def __init__(self, weights: torch.Tensor | Sequence, symmetrize: bool = False) -> None:
+        if weights is None:
+            raise _error("Kind 'weights' needs ['weights']")
+        tensor = weights if isinstance(weights, torch.Tensor) else torch.tensor(weights, dtype=torch.float64)
+        if tensor.is_complex():
+            raise ValueError("Noise weights must be real amplitudes |w| >= 0, got a complex tensor.")
+        tensor = tensor.detach().to(device="cpu", dtype=torch.float64).clone()
+        if tensor.ndim not in (1, 2):
+            raise ValueError(
+                f"Noise weights must have shape [H, W] (images) or [T] (waveforms), got {tuple(tensor.shape)}."
+            )
+        if symmetrize:
+            tensor = torch.sqrt((tensor**2 + _mirror(tensor) ** 2) / 2)
+        _signal_dims(tensor.shape)
+        if not torch.isfinite(tensor).all():
+            raise ValueError("Noise weights must be finite.")
+        if (tensor < 0).any():
+            raise ValueError("Noise weights must be non-negative amplitudes |w|.")
+        if not (tensor > 0).any():
+            raise ValueError("Noise weights are all zero: the noise would vanish.")
+        if not torch.allclose(tensor, _mirror(tensor), rtol=1e-6, atol=1e-12 * float(tensor.abs().max())):
+            raise ValueError(
+                "Noise weights must be symmetric in frequency, w(f) = w(-f) (index k and (-k) mod n along every "
+                "dim), or the coloured noise would not be real; pass `symmetrize=True` to symmetrise them."
+            )
+        self.user_weights = tensor
+        self._freeze()
+
+    def _params(self) -> dict[str, Any]:
+        return {"weights": self.user_weights.tolist()}
+
+    def _spec(self) -> dict[str, Any]:
+        return {"kind": self.kind, "weights": self.user_weights}
+
+    def to_string(self) -> str:
+        raise ValueError("A spectrum from user weights has no string form; store `to_dict()` instead.")
+
+    def __repr__(self) -> str:
+        return f"NoiseSpectrum(weights of shape {tuple(self.user_weights.shape)})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, NoiseSpectrum):
+            return NotImplemented
+        return isinstance(other, WeightsSpectrum) and torch.equal(self.user_weights, other.user_weights)
+
+    def __hash__(self) -> int:
+        return hash((self.kind, tuple(self.user_weights.shape)))
+
+    @property
+    def signal_shape(self) -> tuple[int, ...]:
+        return tuple(self.user_weights.shape)
+
+    @property
+    def is_white(self) -> bool:
+        return bool((self.user_weights == self.user_weights.flatten()[0]).all())
+
+    @property
+    def is_singular(self) -> bool:
+        return bool((self.user_weights == 0).any())
+
+
 def corrupt_band(
     x: torch.Tensor,
     band: tuple[float, float],
@@ -799,6 +772,6 @@ def corrupt_band(
         raise ValueError(
             f"Expected a tensor of shape [B, C, H, W] (images) or [B, C, T] (waveforms), got {tuple(x.shape)}."
         )
-    spectrum = NoiseSpectrum("band", band=band)
+    spectrum = BandSpectrum(band)
     noise = spectrum.sample(tuple(x.shape), generator=generator, device=x.device, dtype=x.dtype)
     return x + strength * noise

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler, EDMEulerScheduler
 
-from .reconstruction import predict_original_sample
+from .reconstruction import edm_loss_weight, predict_original_sample
 
 NoiseFn = Callable[[tuple, torch.Generator | None, torch.device], torch.Tensor]
 
@@ -149,8 +149,7 @@ class EDMObjective:
         """λ(σ)·mean((D - x0)²) per sample `[B]`."""
         denoised = predict_original_sample(self.scheduler, model_output, batch.noisy, batch.timesteps)
         sigma = batch.timesteps.float()
-        weight = (sigma**2 + self.sigma_data**2) / (sigma * self.sigma_data) ** 2
-        return weight * per_sample_mse(denoised, batch.clean)
+        return edm_loss_weight(sigma, self.sigma_data) * per_sample_mse(denoised, batch.clean)
 
 
 def build_objective(

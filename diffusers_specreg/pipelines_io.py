@@ -1,31 +1,29 @@
-"""Make a saved pipeline folder loadable without this package's import path: copy the pipeline's file into it.
+"""Save a pipeline so that its folder loads the stock way, with or without this package installed.
 
-Diffusers (0.42) loads a pipeline class from a file named `pipeline.py` in a local folder or Hub repo:
+Stock pipelines (`DDPMPipeline`, `AudioDiffusionPipeline`) load with `DiffusionPipeline.from_pretrained(folder)`.
+A custom one (`EDMPipeline`, `SAGDPipeline`) follows Diffusers' convention for a pipeline saved with its model:
+[`save_pipeline`] copies the file that defines the class beside the weights as `pipeline.py` and writes
+`"_class_name": ["pipeline", "SAGDPipeline"]` into `model_index.json`, so that
 
 ```py
 from diffusers import DiffusionPipeline
 
-# local folder written by `pipe.save_pretrained(folder)` plus `write_custom_pipeline_file(type(pipe), folder)`
-pipe = DiffusionPipeline.from_pretrained(folder, custom_pipeline=folder, trust_remote_code=True)
-# the same folder uploaded to the Hub as "user/repo"
-pipe = DiffusionPipeline.from_pretrained("user/repo", custom_pipeline="user/repo", trust_remote_code=True)
+pipe = DiffusionPipeline.from_pretrained(folder_or_repo_id, trust_remote_code=True)
 ```
 
-How Diffusers resolves it (`diffusers/pipelines/pipeline_loading_utils.py::_get_custom_pipeline_class` and
-`diffusers/utils/dynamic_modules_utils.py::get_cached_module_file`): a `custom_pipeline` that is neither a `.py`
-path nor a file `<folder>/<custom_pipeline>.py` is a folder or repo id, from which `pipeline.py` is read (a local
-file if `<custom_pipeline>/pipeline.py` exists, else `hf_hub_download(custom_pipeline, "pipeline.py")`); it is
-copied into `HF_MODULES_CACHE/diffusers_modules/...` and the single `DiffusionPipeline` subclass defined in it is
-used. `trust_remote_code=True` is required for local folders too. The file must not use relative imports; it may
-import installed packages (the SAGD pipeline imports `diffusers_specreg`, so that package must be installed).
+needs no other argument, locally and from the Hub (`diffusers/pipelines/pipeline_loading_utils.py::
+_resolve_custom_pipeline_and_cls` reads `<folder>/pipeline.py` and the class name from that list; on the Hub
+`DiffusionPipeline.download` fetches `pipeline.py` too). `trust_remote_code=True` is required for local folders
+too. The pipeline files import only `torch` and `diffusers`, so a user without this package can sample a pushed
+model.
 
 Known Diffusers quirk: every local folder's file is imported as the same module `diffusers_modules.local.pipeline`,
-so loading two *different* local custom pipelines in one process fails with "Multiple classes that inherit from
-DiffusionPipeline have been found"; `sys.modules.pop("diffusers_modules.local.pipeline", None)` between the loads
-avoids it.
+so loading two *different* local custom pipelines in one process can pick the first file's module;
+`sys.modules.pop("diffusers_modules.local.pipeline", None)` between the loads avoids it.
 """
 
 import inspect
+import json
 import os
 import re
 import shutil
@@ -33,9 +31,10 @@ import sys
 
 from diffusers import DiffusionPipeline
 
-__all__ = ["CUSTOM_PIPELINE_FILE_NAME", "write_custom_pipeline_file"]
+__all__ = ["CUSTOM_PIPELINE_FILE_NAME", "DYNAMIC_PIPELINE_MODULE", "save_pipeline", "write_custom_pipeline_file"]
 
 CUSTOM_PIPELINE_FILE_NAME = "pipeline.py"
+DYNAMIC_PIPELINE_MODULE = "diffusers_modules.local.pipeline"
 
 _RELATIVE_IMPORT = re.compile(r"^\s*from\s+\.", flags=re.MULTILINE)
 
@@ -44,9 +43,8 @@ def write_custom_pipeline_file(
     pipeline_cls: type[DiffusionPipeline] | DiffusionPipeline, folder: str | os.PathLike
 ) -> str:
     r"""
-    Copy the source file that defines a pipeline class into `folder/pipeline.py`, so that the folder (and a Hub repo
-    made from it) loads with `DiffusionPipeline.from_pretrained(folder, custom_pipeline=folder,
-    trust_remote_code=True)` (`custom_pipeline="user/repo"` on the Hub).
+    Copy the source file that defines a pipeline class into `folder/pipeline.py` (see [`save_pipeline`], which also
+    names the file in `model_index.json`).
 
     Args:
         pipeline_cls (`type[DiffusionPipeline]` or `DiffusionPipeline`):
@@ -97,3 +95,33 @@ def write_custom_pipeline_file(
     target = os.path.join(os.fspath(folder), CUSTOM_PIPELINE_FILE_NAME)
     shutil.copyfile(source_file, target)
     return target
+
+
+def is_custom_pipeline(pipeline_cls: type[DiffusionPipeline] | DiffusionPipeline) -> bool:
+    """Whether a pipeline class (or instance) is defined outside `diffusers`, so its folder needs `pipeline.py`."""
+    if isinstance(pipeline_cls, DiffusionPipeline):
+        pipeline_cls = type(pipeline_cls)
+    return pipeline_cls.__module__.split(".")[0] != "diffusers"
+
+
+def save_pipeline(pipeline: DiffusionPipeline, folder: str | os.PathLike) -> None:
+    r"""
+    `pipeline.save_pretrained(folder)` (safetensors), plus, for a pipeline class defined outside `diffusers`, its file
+    as `folder/pipeline.py` and `"_class_name": ["pipeline", "<Class>"]` in `model_index.json`: the folder then loads
+    with `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` and nothing else.
+
+    Args:
+        pipeline (`DiffusionPipeline`): the pipeline to save.
+        folder (`str` or `os.PathLike`): the output folder (created if missing).
+    """
+    pipeline.save_pretrained(folder, safe_serialization=True)
+    if not is_custom_pipeline(pipeline):
+        return
+    write_custom_pipeline_file(type(pipeline), folder)
+    index_path = os.path.join(os.fspath(folder), "model_index.json")
+    with open(index_path, encoding="utf-8") as f:
+        index = json.load(f)
+    index["_class_name"] = [os.path.splitext(CUSTOM_PIPELINE_FILE_NAME)[0], type(pipeline).__name__]
+    with open(index_path, "w", encoding="utf-8") as f:
+        json.dump(index, f, indent=2, sort_keys=True)
+        f.write("\n")

@@ -3,8 +3,7 @@
 The spectral losses of arXiv 2603.02447 compare the clean training sample x₀ with the sample x̂₀ that the network
 predicts at the sampled noise level ("Formulations": DDPM / DDIM use Eq. 15 of arXiv 2006.11239, EDM uses the
 preconditioned denoiser D_θ = c_skip·x + c_out·F_θ of arXiv 2206.00364). This module puts that parametrisation in
-one place, together with the per-sample noise-level helpers the training script needs (σ, SNR, EDM
-preconditioning, EDM loss weight and the EDM log-normal σ distribution).
+one place, together with the per-sample noise-level helpers the training needs (σ, SNR, the EDM loss weight).
 
 Two scheduler families are supported:
 
@@ -21,6 +20,8 @@ from __future__ import annotations
 
 import torch
 from diffusers import EDMDPMSolverMultistepScheduler, EDMEulerScheduler
+
+from diffusers_specreg.pipelines.pipeline_sagd import predicted_original_sample
 
 SUPPORTED_SCHEDULERS = (
     "DDPMScheduler",
@@ -190,16 +191,11 @@ def predict_original_sample(
     # 3. VP: ᾱ_t per sample, broadcast to the sample's rank
     timesteps = _per_sample(timesteps, batch_size, device)
     alpha_prod_t = _broadcast(_alphas_cumprod(scheduler, timesteps, device, dtype), ndim)
-    beta_prod_t = 1 - alpha_prod_t
-    if prediction_type == "epsilon":
-        # 4. x̂₀ = (x_t − √(1−ᾱ_t)·ε̂) / √ᾱ_t, Eq. 15 of arXiv 2006.11239
-        return (sample - beta_prod_t**0.5 * model_output) / alpha_prod_t**0.5
-    if prediction_type == "v_prediction":
-        # 5. x̂₀ = √ᾱ_t·x_t − √(1−ᾱ_t)·v̂, v-parametrisation of arXiv 2202.00512
-        return alpha_prod_t**0.5 * sample - beta_prod_t**0.5 * model_output
-    if prediction_type == "sample":
-        return model_output
-    raise _unsupported(scheduler)
+    if prediction_type not in VP_PREDICTION_TYPES:
+        raise _unsupported(scheduler)
+    # 4. x̂₀ from ε̂ (Eq. 15 of arXiv 2006.11239), v̂ (arXiv 2202.00512) or x̂₀ itself: the one function that the SAGD
+    #    sampler uses too (it lives in its self-contained pipeline file)
+    return predicted_original_sample(sample, model_output, alpha_prod_t, prediction_type)
 
 
 def sigma_from_timesteps(scheduler, timesteps: torch.Tensor | int | float) -> torch.Tensor:
@@ -242,47 +238,6 @@ def snr(scheduler, timesteps: torch.Tensor | int | float) -> torch.Tensor:
     return alpha_prod_t / (1 - alpha_prod_t)
 
 
-def _check_edm(scheduler) -> float:
-    if not is_edm_scheduler(scheduler):
-        raise ValueError(
-            f"Expected an EDM scheduler (EDMEulerScheduler or EDMDPMSolverMultistepScheduler), got"
-            f" {type(scheduler).__name__}."
-        )
-    return float(scheduler.config.sigma_data)
-
-
-def edm_precondition_inputs(scheduler, noisy_sample: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
-    """Network input c_in·x with c_in = 1/√(σ²+σ_data²), one σ per sample (Table 1 of arXiv 2206.00364).
-
-    Args:
-        scheduler (`EDMEulerScheduler` or `EDMDPMSolverMultistepScheduler`): provides `config.sigma_data`.
-        noisy_sample (`torch.Tensor` of shape `[B, C, ...]`): x = x₀ + σ·ε.
-        sigma (`torch.Tensor` of shape `[B]`, or a scalar): noise levels.
-
-    Returns:
-        `torch.Tensor` of shape `[B, C, ...]`, the dtype of `noisy_sample`.
-    """
-    sigma_data = _check_edm(scheduler)
-    sigma = _per_sample(sigma, noisy_sample.shape[0], noisy_sample.device, _compute_dtype(noisy_sample))
-    c_in = 1 / (sigma**2 + sigma_data**2) ** 0.5
-    return (noisy_sample * _broadcast(c_in, noisy_sample.ndim)).to(noisy_sample.dtype)
-
-
-def edm_noise_conditioning(scheduler, sigma: torch.Tensor | float) -> torch.Tensor:
-    """Timestep input of the network, c_noise = `scheduler.precondition_noise(σ)` (¼·log σ), per sample.
-
-    Args:
-        scheduler (`EDMEulerScheduler` or `EDMDPMSolverMultistepScheduler`): the EDM scheduler.
-        sigma (`torch.Tensor` of shape `[B]`, or a scalar): noise levels.
-
-    Returns:
-        `torch.Tensor`, same shape as `sigma` (0-d for a Python scalar).
-    """
-    _check_edm(scheduler)
-    sigma = torch.as_tensor(sigma, dtype=torch.float32) if not isinstance(sigma, torch.Tensor) else sigma
-    return scheduler.precondition_noise(sigma)
-
-
 def edm_loss_weight(sigma: torch.Tensor | float, sigma_data: float = 0.5) -> torch.Tensor:
     """EDM loss weight λ(σ) = (σ²+σ_data²)/(σ·σ_data)², Table 1 of arXiv 2206.00364 (NVlabs `EDMLoss`).
 
@@ -297,33 +252,3 @@ def edm_loss_weight(sigma: torch.Tensor | float, sigma_data: float = 0.5) -> tor
     if not sigma.is_floating_point():
         sigma = sigma.float()
     return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
-
-
-def edm_sample_sigmas(
-    scheduler,
-    batch_size: int,
-    generator: torch.Generator | None = None,
-    P_mean: float = -1.2,
-    P_std: float = 1.2,
-    device: torch.device | str | None = None,
-) -> torch.Tensor:
-    """Training noise levels ln σ ~ N(P_mean, P_std²), Table 1 of arXiv 2206.00364.
-
-    Not clipped to the scheduler's [sigma_min, sigma_max] (NVlabs EDM does not clip either).
-
-    Args:
-        scheduler (`EDMEulerScheduler` or `EDMDPMSolverMultistepScheduler`): the EDM scheduler (checked only).
-        batch_size (`int`): number of σ to draw.
-        generator (`torch.Generator`, *optional*): random generator; σ is drawn on its device.
-        P_mean (`float`, defaults to -1.2): mean of ln σ.
-        P_std (`float`, defaults to 1.2): standard deviation of ln σ.
-        device (`torch.device` or `str`, *optional*): device of the result (defaults to the generator's device).
-
-    Returns:
-        `torch.Tensor` of shape `[B]`, float32.
-    """
-    _check_edm(scheduler)
-    draw_device = generator.device if generator is not None else (device or "cpu")
-    normal = torch.randn(batch_size, generator=generator, device=draw_device, dtype=torch.float32)
-    sigma = (normal * P_std + P_mean).exp()
-    return sigma.to(device) if device is not None else sigma

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Mapping
 
 from diffusers_specreg import training
 
@@ -99,12 +100,14 @@ def _jsonable(value):
     return str(value)
 
 
-def settings_of(args, num_processes: int, unet_config: dict | None = None) -> dict:
-    """The run's settings as JSON: every flag but the token and derived values, the number of processes and the
+def settings_of(config, num_processes: int, unet_config: dict | None = None) -> dict:
+    """The run's settings as JSON: every flag (a parsed `argparse.Namespace`, or a mapping such as
+    `RunSettings.config(args)` with the derived values filled in) but the token, the number of processes and the
     UNet's config (compared by content: the config file or pretrained model may have moved)."""
+    items = config.items() if isinstance(config, Mapping) else vars(config).items()
     settings = {
         key: _jsonable(value)
-        for key, value in sorted(vars(args).items())
+        for key, value in sorted(items)
         if key not in NOT_SETTINGS and not key.endswith("_parsed")
     }
     settings["num_processes"] = num_processes

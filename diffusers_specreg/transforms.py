@@ -16,6 +16,8 @@ import warnings
 
 import torch
 
+from diffusers_specreg.pipelines.pipeline_sagd import radial_frequency_grid
+
 _SHAPES_MESSAGE = "an image batch of shape [B, C, H, W] or a waveform batch of shape [B, C, T]"
 
 # Padding modes of pytorch_wavelets whose coefficients equal PyWavelets' `wavedec`/`wavedec2` for the same name
@@ -72,13 +74,6 @@ def fourier(x: torch.Tensor) -> torch.Tensor:
         return torch.fft.fftn(x.to(_compute_dtype(x.dtype)), dim=dims, norm="ortho")
 
 
-@functools.lru_cache(maxsize=64)
-def _radial_frequency_cpu(shape: tuple[int, ...]) -> torch.Tensor:
-    axes = [torch.fft.fftfreq(n, dtype=torch.float64) for n in shape]
-    grids = torch.meshgrid(*axes, indexing="ij")
-    return torch.sqrt(sum(g**2 for g in grids))
-
-
 def radial_frequency(
     shape: tuple[int, ...], device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
@@ -87,7 +82,8 @@ def radial_frequency(
 
     `f_i` comes from `torch.fft.fftfreq` (cycles per sample), so the Nyquist frequency of an axis is 0.5 and the
     largest radius of a 2-D grid is `sqrt(0.5)`. Cached per shape on the CPU in float64, then cast and moved (a
-    float64 CPU result is the cached tensor itself: do not modify it in place).
+    float64 CPU result is the cached tensor itself: do not modify it in place). The grid is computed by
+    `pipelines/pipeline_sagd.py::radial_frequency_grid`, which must stay self-contained for saved SAGD folders.
 
     Args:
         shape (`tuple[int, ...]`): the signal shape, `(H, W)` or `(T,)`.
@@ -100,7 +96,7 @@ def radial_frequency(
     shape = tuple(int(n) for n in shape)
     if len(shape) not in (1, 2) or any(n < 1 for n in shape):
         raise ValueError(f"Expected a signal shape (H, W) or (T,) of positive sizes, got {shape}.")
-    return _radial_frequency_cpu(shape).to(device=device, dtype=dtype)
+    return radial_frequency_grid(shape).to(device=device, dtype=dtype)
 
 
 def _import_pytorch_wavelets():
@@ -227,14 +223,12 @@ def _window_cpu(window: str, win_length: int) -> torch.Tensor:
     return functions[window](win_length, periodic=True, dtype=torch.float64)
 
 
-def stft_magnitude(
-    x: torch.Tensor, n_fft: int, hop_length: int, win_length: int, window: str = "hann"
-) -> torch.Tensor:
+def stft(x: torch.Tensor, n_fft: int, hop_length: int, win_length: int, window: str = "hann") -> torch.Tensor:
     r"""
-    Magnitude of the short-time Fourier transform of waveforms, `|STFT(x)|`.
+    Short-time Fourier transform of waveforms, the one STFT of this package (losses and metrics call it).
 
-    Centered frames with reflect padding (`torch.stft(center=True)`), computed in float32 (float64 for float64
-    input) with autocast disabled. The magnitude has a zero gradient (not NaN) where a bin is exactly zero.
+    Centered frames with reflect padding (`torch.stft(center=True)`), a periodic window, computed in float32 (float64
+    for float64 input) with autocast disabled.
 
     Args:
         x (`torch.Tensor`): `[B, T]` or `[B, C, T]`; channels are folded into the batch.
@@ -244,7 +238,7 @@ def stft_magnitude(
         window (`str`, *optional*, defaults to `"hann"`): one of `STFT_WINDOWS` (periodic windows).
 
     Returns:
-        `torch.Tensor`: `[B', n_fft // 2 + 1, frames]` with `B' = B` or `B * C`.
+        `torch.Tensor`: complex `[B', n_fft // 2 + 1, frames]` with `B' = B` or `B * C`.
     """
     if x.ndim not in (2, 3):
         raise ValueError(f"Expected a waveform batch of shape [B, T] or [B, C, T], got {list(x.shape)}.")
@@ -262,10 +256,21 @@ def stft_magnitude(
     frames = x.reshape(-1, length).to(dtype)
     win = _window_cpu(window, win_length).to(device=x.device, dtype=dtype)
     with torch.autocast(device_type=x.device.type, enabled=False):
-        spec = torch.stft(
+        return torch.stft(
             frames, n_fft=n_fft, hop_length=hop_length, win_length=win_length, window=win, return_complex=True
         )
-    return safe_abs(spec)
+
+
+def stft_magnitude(
+    x: torch.Tensor, n_fft: int, hop_length: int, win_length: int, window: str = "hann"
+) -> torch.Tensor:
+    r"""
+    Magnitude `|STFT(x)|` of [`stft`], with a zero gradient (not NaN) where a bin is exactly zero.
+
+    Returns:
+        `torch.Tensor`: real `[B', n_fft // 2 + 1, frames]` with `B' = B` or `B * C`.
+    """
+    return safe_abs(stft(x, n_fft, hop_length, win_length, window))
 
 
 def safe_abs(z: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,8 @@ coloured process is N(μ̃_t, β̃_t Σ_w) with the same mean μ̃_t (Eq. 7 of a
 changes: prev = μ̃_t + σ_t T_w ξ.
 
 Stock `DDPMPipeline` / `DDIMPipeline` draw white noise and so sample such a model wrongly. The noise spectrum is
-therefore part of the pipeline config: `SAGDPipeline(unet, scheduler, noise_spectrum="powerlaw:alpha=-0.5")` writes
+therefore part of the pipeline config: `SAGDPipeline(unet, scheduler, noise_spectrum={"kind": "powerlaw", "alpha": -0.5,
+"eps": None})` writes
 `"noise_spectrum"` and a `"sagd_note"` into `model_index.json`, `from_pretrained` passes them back, and a stock
 `DDPMPipeline.from_pretrained` / `DDIMPipeline.from_pretrained` of the folder logs Diffusers' own warning
 "The config attributes {...} were passed to DDPMPipeline, but are not expected and will be ignored", whose text
@@ -15,27 +16,24 @@ includes the note ("... Stock DDPMPipeline/DDIMPipeline draw white noise and sam
 `model_index.json` and not in the scheduler config on purpose: `DDPMScheduler` itself would warn about unknown keys
 whenever it loads, also inside this pipeline, while only the pipeline class reads `model_index.json`.
 
-How to load a saved folder (written by `SAGDPipeline.save_pretrained`):
+How to load a saved folder (written by `diffusers_specreg.pipelines_io.save_pipeline`, which copies this file
+beside the weights as `pipeline.py` and writes `"_class_name": ["pipeline", "SAGDPipeline"]` into `model_index.json`):
 
 ```py
-# with diffusers-specreg installed
-from diffusers_specreg.pipelines import SAGDPipeline
-
-pipe = SAGDPipeline.from_pretrained("path/to/folder")  # or a Hub repo id "user/repo"
-
-# this file copied into the folder / Hub repo as `pipeline.py`
-# (`diffusers_specreg.pipelines_io.write_custom_pipeline_file(SAGDPipeline, folder)` does that)
 from diffusers import DiffusionPipeline
 
-pipe = DiffusionPipeline.from_pretrained("path/to/folder", custom_pipeline="path/to/folder", trust_remote_code=True)
-pipe = DiffusionPipeline.from_pretrained("user/repo", custom_pipeline="user/repo", trust_remote_code=True)
+pipe = DiffusionPipeline.from_pretrained("path/to/folder", trust_remote_code=True)  # or a Hub repo id "user/repo"
 images = pipe(batch_size=4, num_inference_steps=1000).images
 ```
 
-Unlike the EDM pipeline this file is not fully self-contained: it imports `diffusers_specreg.noise.NoiseSpectrum`, so
-the `diffusers-specreg` package must be installed wherever it is loaded (also with `custom_pipeline`). Diffusers
-(0.42) refuses custom code without `trust_remote_code=True`, even from a local folder.
+This file imports only `torch` and `diffusers`: the spectrum is stored in `model_index.json` in its dict form
+(`{"kind": "powerlaw", "alpha": -0.5, "eps": null}`), from which `spectrum_weights` computes w, and
+[`ColouredNoise`] applies it. `diffusers_specreg.noise.NoiseSpectrum` (parsing, validation, string forms) imports both
+from here, so each formula has one home. Diffusers (0.42) refuses custom code without `trust_remote_code=True`, even
+from a local folder.
 """
+
+import functools
 
 import torch
 from diffusers import (
@@ -46,18 +44,249 @@ from diffusers import (
     UNet2DModel,
 )
 from diffusers.schedulers.scheduling_ddpm import DDPMSchedulerOutput
-
-from diffusers_specreg.noise import NoiseSpectrum
+from diffusers.utils.torch_utils import randn_tensor
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 DDPM_VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large", "learned_range")
 
 SAGD_NOTE = (
     "This model was trained with spectrally anisotropic (coloured) forward noise, SAGD arXiv 2510.09660, see "
-    "noise_spectrum. Sample it with SAGDPipeline (pip install diffusers-specreg; or DiffusionPipeline.from_pretrained("
-    "..., custom_pipeline=<folder or repo id>, trust_remote_code=True)). Stock DDPMPipeline/DDIMPipeline draw white "
-    "noise and sample it wrongly."
+    "noise_spectrum. Sample it with DiffusionPipeline.from_pretrained(<folder or repo id>, trust_remote_code=True), "
+    "which loads the SAGDPipeline of the folder's pipeline.py. Stock DDPMPipeline/DDIMPipeline draw white noise and "
+    "sample it wrongly."
 )
+
+
+SPECTRUM_KINDS = ("white", "powerlaw", "band", "bandpass", "weights")
+SPECTRUM_EXAMPLE = "{'kind': 'powerlaw', 'alpha': -0.5, 'eps': None}"
+
+
+@functools.lru_cache(maxsize=64)
+def radial_frequency_grid(shape: tuple[int, ...]) -> torch.Tensor:
+    r"""
+    Radial frequency r = √(Σ_d f_d²) of every bin of the full FFT grid (`torch.fft.fftn` order, DC at index 0), with
+    f_d = `fftfreq(n_d)` in cycles per sample (an axis' Nyquist frequency is 0.5). The one implementation of the
+    radial grid: `diffusers_specreg.transforms.radial_frequency` serves it to the library.
+
+    Args:
+        shape (`tuple[int, ...]`): `(H, W)` or `(T,)`.
+
+    Returns:
+        `torch.Tensor` of shape `shape`, float64 on the CPU (cached: do not modify it in place).
+    """
+    freqs = [torch.fft.fftfreq(n, dtype=torch.float64) for n in shape]
+    return torch.sqrt(sum(grid**2 for grid in torch.meshgrid(*freqs, indexing="ij")))
+
+
+@functools.lru_cache(maxsize=32)
+def spectrum_radius(shape: tuple[int, ...]) -> torch.Tensor:
+    """The radial grid normalised to max 1 (the grid corner, (0.5, 0.5) for even sizes): the scale of the band edges
+    and the power law of SAGD spectra. Float64 on the CPU, cached."""
+    radius = radial_frequency_grid(shape)
+    return radius / radius.max()
+
+
+def band_mask(radius: torch.Tensor, band: tuple[float, float]) -> torch.Tensor:
+    """M_[a,b]: `a <= r < b`, and r = 1 itself when b = 1, so adjacent bands partition the grid exactly."""
+    low, high = band
+    mask = (radius >= low) & (radius < high)
+    if high >= 1.0:
+        mask |= radius >= 1.0
+    return mask
+
+
+def band_profile(radius: torch.Tensor, spectrum: dict) -> torch.Tensor:
+    """w = Σ γ_k M_[a_k,b_k] of a `"band"` (γ = 1) or `"bandpass"` (γ_l, 1 − γ_l) spectrum, unnormalised."""
+    if spectrum["kind"] == "band":
+        bands = [(spectrum["band"], 1.0)]
+    else:
+        bands = [(spectrum["low"], spectrum["gamma_low"]), (spectrum["high"], 1.0 - spectrum["gamma_low"])]
+    weight = torch.zeros_like(radius)
+    for band, gamma in bands:
+        weight = weight + gamma * band_mask(radius, tuple(band)).to(radius.dtype)
+    return weight
+
+
+def spectrum_weights(spectrum: dict, shape: tuple[int, ...]) -> torch.Tensor:
+    r"""
+    The SAGD amplitudes w over the full FFT grid of `shape`, normalised to mean |w|² = 1 (unit variance per element,
+    so DDPM/DDIM schedules keep their meaning).
+
+    Args:
+        spectrum (`dict`):
+            The dict form of a spectrum (`diffusers_specreg.noise.NoiseSpectrum.to_dict`): `{"kind": "white"}`,
+            `{"kind": "powerlaw", "alpha": α, "eps": ε or None}` (w = (r + ε)^α, ε defaults to the smallest nonzero
+            radius), `{"kind": "band", "band": [a, b]}` (w = M_[a,b]), `{"kind": "bandpass", "low": [a, b],
+            "high": [c, d], "gamma_low": γ}` (w = γ M_low + (1 − γ) M_high) or `{"kind": "weights", "weights": w}`.
+        shape (`tuple[int, ...]`): signal shape `(H, W)` or `(T,)`.
+
+    Returns:
+        `torch.Tensor` of shape `shape`, float64 on the CPU.
+    """
+    kind = spectrum.get("kind") if isinstance(spectrum, dict) else None
+    if kind not in SPECTRUM_KINDS:
+        raise ValueError(f"Expected a noise spectrum dict such as {SPECTRUM_EXAMPLE}, kinds {list(SPECTRUM_KINDS)}.")
+    shape = tuple(int(n) for n in shape)
+    if kind == "white":
+        return torch.ones(shape, dtype=torch.float64)
+    if kind == "weights":
+        weights = torch.as_tensor(spectrum["weights"], dtype=torch.float64)
+        if tuple(weights.shape) != shape:
+            raise ValueError(
+                f"These noise weights were given for signal shape {tuple(weights.shape)}, got signal shape {shape}."
+            )
+    else:
+        radius = spectrum_radius(shape)
+        if kind == "powerlaw":
+            # 1. w_α(f) = (r(f) + ε)^α, SAGD power-law weights (arXiv 2510.09660), in the log domain so that a large
+            #    |α| cannot overflow before the normalisation.
+            eps = spectrum.get("eps")
+            eps = float(radius[radius > 0].min()) if eps is None else eps
+            log_w = spectrum["alpha"] * torch.log(radius + eps)
+            weights = torch.exp(log_w - log_w.max())
+        else:
+            # 2. band masks M_[a,b] and the mix w = γ_l M_low + γ_h M_high of ε_w = γ_l ε_low + γ_h ε_high.
+            for key in ("band", "low", "high"):
+                if key in spectrum and not band_mask(radius, tuple(spectrum[key])).any():
+                    raise ValueError(
+                        f"Band {tuple(spectrum[key])} contains no frequency of the grid for signal shape {shape} (its "
+                        f"nonzero normalised radii start at {float(radius[radius > 0].min()):.4g}); widen the band"
+                    )
+            weights = band_profile(radius, spectrum)
+    power = (weights**2).mean()
+    if not torch.isfinite(weights).all() or not power > 0:
+        raise ValueError(f"The noise spectrum {spectrum} gives non-finite or all-zero weights on signal shape {shape}")
+    # 3. unit variance per element: diag(Σ_w) = mean |w|² = 1 (Σ_w is circulant).
+    return weights / power.sqrt()
+
+
+class ColouredNoise:
+    r"""
+    The coloured-noise operator of SAGD (arXiv 2510.09660) for one signal shape: T_w = F⁻¹ Diag(w) F with the
+    orthonormal DFT F over the signal dims, its covariance Σ_w = T_w² = F⁻¹ Diag(|w|²) F and inverse.
+
+    Args:
+        weights (`torch.Tensor` of shape `[H, W]` or `[T]`):
+            Real, non-negative amplitudes w, symmetric in frequency, in `torch.fft.fftn` order (see
+            [`spectrum_weights`]). Constant weights (white noise) make every method return its input unchanged.
+    """
+
+    def __init__(self, weights: torch.Tensor):
+        self.weights = torch.as_tensor(weights).detach().to(device="cpu", dtype=torch.float64)
+        self.signal_shape = tuple(self.weights.shape)
+        self.is_white = bool((self.weights == self.weights.flatten()[0]).all())
+        self._multipliers: dict[tuple, torch.Tensor] = {}
+
+    def _multiplier(self, which: str, pseudo_inverse: bool, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        key = (which, pseudo_inverse, str(device), dtype)
+        if key not in self._multipliers:
+            weights = self.weights.to(device=device, dtype=dtype)
+            if which == "w":
+                multiplier = weights
+            elif which == "cov":
+                multiplier = weights**2
+            else:
+                power = weights**2
+                zero = power == 0
+                if zero.any() and not pseudo_inverse:
+                    raise ValueError(
+                        f"Σ_w is singular on signal shape {self.signal_shape}: {int(zero.sum())} of {zero.numel()} "
+                        "frequencies have |w|² = 0 (a band mix with gaps, or eps = 0 with alpha > 0), so Σ_w⁻¹ does "
+                        "not exist. Use a powerlaw spectrum (eps > 0) or a band mix covering [0, 1] such as "
+                        "'bandpass:low=0-0.5,high=0.5-1,gamma_low=0.7', or pass `pseudo_inverse=True` for the "
+                        "Moore-Penrose inverse (the score projected onto range(Σ_w), arXiv 2510.09660)."
+                    )
+                multiplier = torch.where(zero, torch.zeros_like(power), 1.0 / torch.where(zero, 1.0, power))
+            # Real, symmetric multipliers: the half spectrum of rfftn holds all the information.
+            self._multipliers[key] = multiplier[..., : self.signal_shape[-1] // 2 + 1].contiguous()
+        return self._multipliers[key]
+
+    def _apply(self, x: torch.Tensor, which: str, pseudo_inverse: bool = False) -> torch.Tensor:
+        """F⁻¹ Diag(m) F x over the signal dims of `x` `[B, C, *signal_shape]`, m = w, |w|² or |w|⁻²."""
+        if not isinstance(x, torch.Tensor) or x.ndim != 2 + len(self.signal_shape):
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(
+                f"Expected a tensor of shape [B, C, {', '.join(map(str, self.signal_shape))}], got {got}."
+            )
+        if tuple(x.shape[2:]) != self.signal_shape:
+            raise ValueError(
+                f"These noise weights fit signals of shape {self.signal_shape}: expected a tensor of shape "
+                f"[B, C, {', '.join(map(str, self.signal_shape))}], got {tuple(x.shape)}."
+            )
+        if self.is_white:
+            return x
+        # FFTs run in float32 under fp16/bf16 (cuFFT has no bf16).
+        compute_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        multiplier = self._multiplier(which, pseudo_inverse, x.device, compute_dtype)
+        dims = tuple(range(2, x.ndim))
+        spectrum = torch.fft.rfftn(x.to(compute_dtype), dim=dims, norm="ortho")
+        return torch.fft.irfftn(spectrum * multiplier, s=self.signal_shape, dim=dims, norm="ortho").to(x.dtype)
+
+    def color(self, xi: torch.Tensor) -> torch.Tensor:
+        """ε_w = T_w ξ for white noise ξ `[B, C, *signal_shape]` (same shape and dtype)."""
+        return self._apply(xi, "w")
+
+    def sample(
+        self,
+        shape: tuple[int, ...],
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> torch.Tensor:
+        r"""
+        Draw ε_w = T_w ξ ~ N(0, Σ_w), ξ drawn by Diffusers' `randn_tensor` (a list of generators seeds each batch
+        element); with white weights the result equals `randn_tensor(shape, generator=generator, dtype=dtype)`.
+
+        Args:
+            shape (`tuple[int, ...]`): `[B, C, *signal_shape]`.
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*): draws ξ.
+            device (`str` or `torch.device`, *optional*): defaults to the generator's device, else the CPU.
+            dtype (`torch.dtype`, defaults to `torch.float32`): dtype of ξ and of the result.
+        """
+        if device is None:
+            first = generator[0] if isinstance(generator, list) and generator else generator
+            device = first.device if isinstance(first, torch.Generator) else torch.device("cpu")
+        xi = randn_tensor(tuple(shape), generator=generator, device=torch.device(device), dtype=dtype)
+        return self.color(xi)
+
+    def covariance(self, x: torch.Tensor) -> torch.Tensor:
+        """Σ_w x = F⁻¹ Diag(|w|²) F x over the signal dims (same shape and dtype)."""
+        return self._apply(x, "cov")
+
+    def inverse_covariance(self, x: torch.Tensor, pseudo_inverse: bool = False) -> torch.Tensor:
+        """Σ_w⁻¹ x; where some |w|² = 0, `pseudo_inverse=False` raises ValueError and `True` uses the Moore-Penrose
+        inverse (zero on the null space of Σ_w)."""
+        return self._apply(x, "inv", pseudo_inverse)
+
+
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+
+
+def predicted_original_sample(
+    sample: torch.Tensor, model_output: torch.Tensor, alpha_prod_t: torch.Tensor, prediction_type: str
+) -> torch.Tensor:
+    r"""
+    The clean sample x̂_0 a variance-preserving model predicts at x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε (white or coloured ε).
+
+    Args:
+        sample (`torch.Tensor` of shape `[B, C, ...]`): x_t.
+        model_output (`torch.Tensor` of shape `[B, C, ...]`): ε̂, x̂_0 or v̂.
+        alpha_prod_t (`torch.Tensor`, broadcastable to `sample`): ᾱ_t (one per sample, or a scalar).
+        prediction_type (`str`): `"epsilon"`, `"sample"` or `"v_prediction"`.
+
+    Returns:
+        `torch.Tensor` of the sample's shape (the operations and their order are those of `DDPMScheduler.step`).
+    """
+    beta_prod_t = 1 - alpha_prod_t
+    if prediction_type == "epsilon":
+        # x̂_0 = (x_t − √(1 − ᾱ_t) ε̂) / √ᾱ_t, Eq. 15 of arXiv 2006.11239
+        return (sample - beta_prod_t ** (0.5) * model_output) / alpha_prod_t ** (0.5)
+    if prediction_type == "v_prediction":
+        # x̂_0 = √ᾱ_t x_t − √(1 − ᾱ_t) v̂, v-parametrisation of arXiv 2202.00512
+        return (alpha_prod_t**0.5) * sample - (beta_prod_t**0.5) * model_output
+    if prediction_type == "sample":
+        return model_output
+    raise ValueError(f"prediction_type must be one of {list(PREDICTION_TYPES)}, got {prediction_type!r}.")
 
 
 def ddpm_step_with_noise(
@@ -112,17 +341,9 @@ def ddpm_step_with_noise(
     current_beta_t = 1 - current_alpha_t
 
     # 2. predicted x_0, Eq. 15 of arXiv 2006.11239 (x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε_w holds for coloured ε_w too).
-    prediction_type = scheduler.config.prediction_type
-    if prediction_type == "epsilon":
-        pred_original_sample = (sample - beta_prod_t ** (0.5) * model_output) / alpha_prod_t ** (0.5)
-    elif prediction_type == "sample":
-        pred_original_sample = model_output
-    elif prediction_type == "v_prediction":
-        pred_original_sample = (alpha_prod_t**0.5) * sample - (beta_prod_t**0.5) * model_output
-    else:
-        raise ValueError(
-            f"prediction_type must be one of ['epsilon', 'sample', 'v_prediction'], got {prediction_type!r}."
-        )
+    pred_original_sample = predicted_original_sample(
+        sample, model_output, alpha_prod_t, scheduler.config.prediction_type
+    )
     if scheduler.config.thresholding:
         pred_original_sample = scheduler._threshold_sample(pred_original_sample)
     elif scheduler.config.clip_sample:
@@ -165,10 +386,11 @@ class SAGDPipeline(DiffusionPipeline):
         scheduler ([`DDPMScheduler`] or [`DDIMScheduler`]):
             DDPM: ancestral sampling with coloured noise in every step. DDIM: coloured `variance_noise` in every
             step when `eta > 0` (with `eta = 0` only x_T is coloured).
-        noise_spectrum (`str`, `dict` or `NoiseSpectrum`, defaults to `"white"`):
-            The training noise spectrum w, e.g. `"powerlaw:alpha=-0.5"` (see `diffusers_specreg.noise`). Stored in
-            the pipeline config (`model_index.json`) as its string form (`to_dict()` for user weights). `"white"`
-            makes this pipeline sample exactly like `DDPMPipeline` / `DDIMPipeline`.
+        noise_spectrum (`dict`, defaults to `{"kind": "white"}`):
+            The training noise spectrum w in its dict form, e.g. `{"kind": "powerlaw", "alpha": -0.5, "eps": None}`
+            (see [`spectrum_weights`]; `diffusers_specreg.noise.NoiseSpectrum.parse("powerlaw:alpha=-0.5")` makes
+            one from the command-line form, and is accepted here too). Stored in the pipeline config
+            (`model_index.json`). White noise makes this pipeline sample exactly like `DDPMPipeline` / `DDIMPipeline`.
         sagd_note (`str`, *optional*):
             Ignored. For a coloured spectrum the pipeline writes a fixed explanatory note under this key so that
             stock pipelines print it when they load the folder; the argument exists so that loading it back with this
@@ -181,7 +403,7 @@ class SAGDPipeline(DiffusionPipeline):
         self,
         unet: UNet2DModel,
         scheduler: DDPMScheduler | DDIMScheduler,
-        noise_spectrum: str | dict | NoiseSpectrum = "white",
+        noise_spectrum: dict | None = None,
         sagd_note: str | None = None,
     ):
         super().__init__()
@@ -189,18 +411,23 @@ class SAGDPipeline(DiffusionPipeline):
             raise ValueError(
                 f"SAGDPipeline supports the schedulers DDPMScheduler, DDIMScheduler, got {type(scheduler).__name__}."
             )
-        spectrum = NoiseSpectrum.resolve(noise_spectrum)
+        if hasattr(noise_spectrum, "to_dict"):  # a diffusers_specreg NoiseSpectrum
+            noise_spectrum = noise_spectrum.to_dict()
+        if noise_spectrum is None or noise_spectrum == "white":
+            noise_spectrum = {"kind": "white"}
+        sample_size = unet.config.sample_size
+        signal_shape = (sample_size, sample_size) if isinstance(sample_size, int) else tuple(sample_size)
+        # the weights are checked on the UNet's grid now, not at the first sample
+        self._noise = ColouredNoise(spectrum_weights(noise_spectrum, signal_shape))
         self.register_modules(unet=unet, scheduler=scheduler)
-        stored = spectrum.to_dict() if spectrum.kind == "weights" else spectrum.to_string()
-        self.register_to_config(noise_spectrum=stored)
-        if not spectrum.is_white:
+        self.register_to_config(noise_spectrum=noise_spectrum)
+        if not self._noise.is_white:
             self.register_to_config(sagd_note=SAGD_NOTE)
-        self._spectrum = spectrum
 
     @property
-    def spectrum(self) -> NoiseSpectrum:
-        """The noise spectrum (parsed from `self.config.noise_spectrum`)."""
-        return self._spectrum
+    def noise(self) -> ColouredNoise:
+        """The coloured-noise operator of `self.config.noise_spectrum` on the UNet's grid."""
+        return self._noise
 
     @torch.no_grad()
     def __call__(
@@ -255,7 +482,7 @@ class SAGDPipeline(DiffusionPipeline):
         is_ddim = isinstance(self.scheduler, DDIMScheduler)
 
         # 1. x_T ~ N(0, Σ_w) instead of N(0, I) (SAGD sampling, arXiv 2510.09660).
-        image = self._spectrum.sample(shape, generator=generator, device=device, dtype=self.unet.dtype)
+        image = self._noise.sample(shape, generator=generator, device=device, dtype=self.unet.dtype)
 
         self.scheduler.set_timesteps(num_inference_steps)
         for t in self.progress_bar(self.scheduler.timesteps):
@@ -264,7 +491,7 @@ class SAGDPipeline(DiffusionPipeline):
                 # 2. DDIM, Eq. 12 of arXiv 2010.02502, with the σ_t-scaled noise drawn from N(0, Σ_w).
                 noise = None
                 if eta > 0:
-                    noise = self._spectrum.sample(
+                    noise = self._noise.sample(
                         model_output.shape, generator=generator, device=model_output.device, dtype=model_output.dtype
                     )
                 image = self.scheduler.step(model_output, t, image, eta=eta, variance_noise=noise).prev_sample
@@ -272,7 +499,7 @@ class SAGDPipeline(DiffusionPipeline):
                 # 3. ancestral DDPM step, Eq. 7 of arXiv 2006.11239, posterior noise drawn from N(0, Σ_w).
                 noise = None
                 if t > 0:
-                    noise = self._spectrum.sample(
+                    noise = self._noise.sample(
                         image.shape, generator=generator, device=model_output.device, dtype=model_output.dtype
                     )
                 image = ddpm_step_with_noise(self.scheduler, model_output, t, image, noise).prev_sample

@@ -33,6 +33,7 @@ from diffusers_specreg.evaluate import (
 )
 from diffusers_specreg.metrics import compare_image_sets
 from diffusers_specreg.model_card import write_model_card
+from diffusers_specreg.noise import NoiseSpectrum
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 COMMON = ["--builtin_dataset", "checkerboards", "--num_samples", "8", "--num_inference_steps", "3"]
@@ -224,12 +225,11 @@ def _own_pipelines():
 
 
 def test_custom_edm_pipeline_folder(tmp_path):
-    from diffusers_specreg.pipelines_io import write_custom_pipeline_file
+    from diffusers_specreg.pipelines_io import save_pipeline
 
     EDMPipeline = _own_pipelines().EDMPipeline
     folder = tmp_path / "edm"
-    EDMPipeline(unet=tiny_unet(2), scheduler=EDMEulerScheduler()).save_pretrained(folder)
-    write_custom_pipeline_file(EDMPipeline, folder)
+    save_pipeline(EDMPipeline(unet=tiny_unet(2), scheduler=EDMEulerScheduler()), folder)
     sys.modules.pop(evaluate.DYNAMIC_PIPELINE_MODULE, None)
     try:
         assert main(["--pipeline", str(folder), "--output_dir", str(tmp_path / "eval"), *COMMON]) == 0
@@ -245,7 +245,9 @@ def test_sagd_and_audio_pipelines_in_process():
 
     real = make_checkerboards(8, 16, seed=3)
     SAGDPipeline = _own_pipelines().SAGDPipeline
-    sagd = SAGDPipeline(tiny_unet(3), DDPMScheduler(num_train_timesteps=50), noise_spectrum="powerlaw:alpha=-0.5")
+    sagd = SAGDPipeline(
+        tiny_unet(3), DDPMScheduler(num_train_timesteps=50), noise_spectrum=NoiseSpectrum.powerlaw(-0.5)
+    )
     metrics = evaluate_pipeline(sagd, real, 8, 4, 3, 0, progress=False)
     assert metrics["sampler"] == "SAGD DDIM (eta 0, noise powerlaw:alpha=-0.5), 3 steps"
     assert isinstance(sagd.scheduler, DDPMScheduler)  # the evaluated pipeline is left as it was

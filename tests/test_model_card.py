@@ -4,6 +4,7 @@ model-index and body, spectrogram figure, links to existing WAVs only, an audio 
 models."""
 
 import json
+import math
 import os
 import re
 
@@ -15,6 +16,7 @@ from conftest import tiny_unet
 from diffusers import DDPMPipeline, DDPMScheduler
 from huggingface_hub import ModelCard
 
+from diffusers_specreg.evaluate import EvaluationResult
 from diffusers_specreg.model_card import (
     AUDIO_METRIC_ROWS,
     AUDIO_TASK,
@@ -164,7 +166,7 @@ def test_sagd_edm_and_audio_variants(tmp_path):
         )
     )
     assert "sagd" in sagd.data.tags and "arXiv:2510.09660" in sagd.text
-    assert 'custom_pipeline="me/specreg-tiny", trust_remote_code=True' in sagd.text
+    assert 'DiffusionPipeline.from_pretrained("me/specreg-tiny", trust_remote_code=True)' in sagd.text
     edm = ModelCard.load(
         write_model_card(tmp_path / "edm", config=training_config(formulation="edm"), pipeline_class="EDMPipeline")
     )
@@ -191,7 +193,7 @@ def test_usage_snippet_runs(tiny_pipeline_dir, tmp_path, monkeypatch):
     )
     text = open(path, encoding="utf-8").read()
     snippet = re.search(r"```python\n(.*?)```", text, flags=re.S).group(1)
-    assert f'DDIMPipeline.from_pretrained("{tiny_pipeline_dir}")' in snippet
+    assert f'DiffusionPipeline.from_pretrained("{tiny_pipeline_dir}")' in snippet
     monkeypatch.chdir(tmp_path)
     torch.set_num_threads(1)
     exec(compile(snippet, "usage", "exec"), {})
@@ -202,10 +204,15 @@ def test_usage_snippet_runs(tiny_pipeline_dir, tmp_path, monkeypatch):
 
 
 def test_usage_override_and_snippets_for_every_class():
-    assert "DDPMPipeline.from_pretrained" in render_usage("DDPMPipeline", "me/x", 1000)
+    assert 'DiffusionPipeline.from_pretrained("me/x")  # the saved DDPMPipeline' in render_usage(
+        "DDPMPipeline", "me/x", 1000
+    )
     assert "num_inference_steps=1000" in render_usage("DDPMPipeline", "me/x", 1000)
-    assert 'custom_pipeline="me/x"' in render_usage("EDMPipeline", "me/x")
-    assert "pip install diffusers-specreg" in render_usage("SAGDPipeline", "me/x")
+    for kind in ("EDMPipeline", ["pipeline", "SAGDPipeline"], "SomeOtherPipeline"):
+        usage = render_usage(kind, "me/x")
+        assert 'DiffusionPipeline.from_pretrained("me/x", trust_remote_code=True)' in usage
+        assert "custom_pipeline" not in usage and "$" not in usage
+    assert "coloured noise" in render_usage("SAGDPipeline", "me/x")
 
 
 def test_update_model_card_keeps_config_and_metadata(tiny_pipeline_dir):
@@ -217,13 +224,17 @@ def test_update_model_card_keeps_config_and_metadata(tiny_pipeline_dir):
     assert values["fwd"] == 1.5 and values["log-rapsd-distance"] == 0.0625
     assert card.data.base_model == "google/ddpm-cifar10-32" and card.data.datasets == ["me/checkers"]
     assert "| `wavelet` | `bior1.3` |" in card.text and "evaluation/samples.png" in card.text
-    assert "DDIMPipeline.from_pretrained" in card.text  # pipeline class read from model_index.json
+    assert "# the saved DDPMPipeline" in card.text  # pipeline class read from model_index.json
 
 
-def test_metric_rows_cover_the_evaluation_keys():
-    paths = {row[0] for row in METRIC_ROWS}
-    assert {"log_rapsd_distance.all", "slope.gap", "fwd", "fid"} <= paths
-    assert len({row[1] for row in METRIC_ROWS}) == len(METRIC_ROWS)  # metric types are unique in the model-index
+def test_metric_rows_read_the_typed_evaluation_result():
+    result = EvaluationResult.from_dict(dict(METRICS, fid=7.5))
+    values = {row[1]: row[0](result) for row in METRIC_ROWS}
+    assert values["log-rapsd-distance"] == 0.25 and values["log-rapsd-distance-low"] == 0.125
+    assert values["spectral-slope"] == -2.0 and values["spectral-slope-gap"] == 0.5
+    assert values["fwd"] == 3.75 and values["fid"] == 7.5
+    assert len(values) == len(METRIC_ROWS)  # metric types are unique in the model-index
+    assert EvaluationResult.from_dict(result.to_dict()) == result and result["slope"]["gap"] == 0.5
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -356,10 +367,6 @@ def test_audio_usage_snippet_runs(tmp_path, monkeypatch):
 def test_audio_metric_types_are_unique_and_distinct_from_the_image_ones():
     types = [row[1] for row in METRIC_ROWS + AUDIO_METRIC_ROWS]
     assert len(set(types)) == len(types)
-    assert {row[0] for row in AUDIO_METRIC_ROWS} == {
-        "audio.mrstft",
-        "audio.log_spectral_distance",
-        "audio.frechet_log_mel",
-        "audio.ndb_k",
-        "audio.ndb_js",
-    }
+    result = EvaluationResult.from_dict(AUDIO_METRICS)
+    assert [row[0](result) for row in AUDIO_METRIC_ROWS] == [1.25, 6.5, 42.0, 0.25, result.audio.ndb_js]
+    assert math.isnan(result.audio.ndb_js) and all(row[0](EvaluationResult()) is None for row in AUDIO_METRIC_ROWS)

@@ -7,7 +7,8 @@ import pytest
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from diffusers_specreg.noise import NoiseSpectrum, corrupt_band
+from diffusers_specreg import noise
+from diffusers_specreg.noise import NoiseSpectrum, WeightsSpectrum, corrupt_band
 
 
 def seeded(seed: int = 0) -> torch.Generator:
@@ -129,7 +130,9 @@ def test_white_spectra_equal_torch_randn_exactly(spec, shape):
 
 
 def test_default_is_white_and_resolve():
-    assert NoiseSpectrum() == NoiseSpectrum.white() == NoiseSpectrum.resolve(None)
+    assert NoiseSpectrum.white() == NoiseSpectrum.resolve(None) == NoiseSpectrum.from_dict({"kind": "white"})
+    with pytest.raises(TypeError, match="parse"):
+        NoiseSpectrum()  # the base of the kinds: built by parse / from_dict / the constructors
     assert NoiseSpectrum.resolve("powerlaw:alpha=-0.5") == NoiseSpectrum.powerlaw(-0.5)
     assert NoiseSpectrum.resolve({"kind": "band", "band": [0, 0.5]}) == NoiseSpectrum.band(0, 0.5)
     with pytest.raises(ValueError, match="powerlaw:alpha="):
@@ -318,8 +321,9 @@ def test_malformed_strings_raise_naming_the_valid_form(text):
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: NoiseSpectrum("pink"),
-        lambda: NoiseSpectrum("white", alpha=1.0),
+        lambda: NoiseSpectrum.from_dict({"kind": "pink"}),
+        lambda: NoiseSpectrum.from_dict({"kind": "white", "alpha": 1.0}),
+        lambda: NoiseSpectrum.from_dict({"kind": "powerlaw"}),
         lambda: NoiseSpectrum.powerlaw(float("inf")),
         lambda: NoiseSpectrum.band(-0.1, 0.5),
         lambda: NoiseSpectrum.band(0.4, 0.4),
@@ -340,7 +344,7 @@ def test_bad_constructor_arguments_raise(make):
 def test_from_weights_reproduces_a_radial_spectrum():
     radial = NoiseSpectrum.powerlaw(-0.5)
     custom = NoiseSpectrum.from_weights(radial.weights((8, 8), dtype=torch.float64) * 3.0)  # rescaled on input
-    assert custom.signal_shape == (8, 8) and custom.kind == "weights"
+    assert custom.signal_shape == (8, 8) and custom.kind == "weights" and isinstance(custom, WeightsSpectrum)
     a = radial.sample((4, 2, 8, 8), generator=seeded(11), dtype=torch.float64)
     b = custom.sample((4, 2, 8, 8), generator=seeded(11), dtype=torch.float64)
     torch.testing.assert_close(a, b)
@@ -464,3 +468,19 @@ def test_corrupt_band_rejects_bad_arguments():
         corrupt_band(x, band=(0.1, 0.5), strength=-1.0)
     with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
         corrupt_band(torch.randn(8, 8), band=(0.1, 0.5))
+
+
+def test_one_class_per_kind_in_the_parse_registry():
+    assert set(noise.SPECTRA) == {"white", "powerlaw", "band", "bandpass", "weights"}
+    for text in (
+        "white",
+        "powerlaw:alpha=-0.5,eps=0.01",
+        "band:0-0.5",
+        "bandpass:low=0-0.25,high=0.5-1,gamma_low=0.7",
+    ):
+        spectrum = NoiseSpectrum.parse(text)
+        assert type(spectrum) is noise.SPECTRA[spectrum.kind] and spectrum.to_string() == text
+        assert NoiseSpectrum.from_dict(spectrum.to_dict()) == spectrum and hash(spectrum) == hash(
+            NoiseSpectrum.parse(text)
+        )
+    assert NoiseSpectrum.parse("band:0-0.5") != NoiseSpectrum.parse("bandpass:low=0-0.5,high=0.5-1,gamma_low=1")

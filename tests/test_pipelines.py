@@ -48,12 +48,13 @@ except ModuleNotFoundError:
 from conftest import diffusers_log  # noqa: E402
 
 from diffusers_specreg.noise import NoiseSpectrum  # noqa: E402
-from diffusers_specreg.pipelines import EDMPipeline, SAGDPipeline, ddpm_step_with_noise  # noqa: E402
+from diffusers_specreg.pipelines import ColouredNoise, EDMPipeline, SAGDPipeline, ddpm_step_with_noise  # noqa: E402
 from diffusers_specreg.pipelines.pipeline_sagd import SAGD_NOTE  # noqa: E402
-from diffusers_specreg.pipelines_io import write_custom_pipeline_file  # noqa: E402
+from diffusers_specreg.pipelines_io import save_pipeline, write_custom_pipeline_file  # noqa: E402
 
 DYNAMIC_MODULE = "diffusers_modules.local.pipeline"
 SPECTRUM = "powerlaw:alpha=-0.5"
+COLOURED = NoiseSpectrum.parse(SPECTRUM)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -125,11 +126,11 @@ def test_edm_euler_matches_hand_computed_preconditioning():
     scheduler = EDMEulerScheduler(sigma_min=0.02, sigma_max=3.0, sigma_data=0.5)
     steps, sigma_data = 3, 0.5
     pipe = EDMPipeline(unet, scheduler)
-    images = run(pipe, seed=3, batch_size=2, num_inference_steps=steps, output_type="pt")
+    images = run(pipe, seed=3, batch_size=2, num_inference_steps=steps, output_type="pt", second_order=False)
 
     sigmas = karras_sigmas(steps, 0.02, 3.0, 7.0)
     generator = torch.Generator().manual_seed(3)
-    x = torch.randn((2, 1, 16, 16), generator=generator) * math.sqrt(3.0**2 + 1)
+    x = torch.randn((2, 1, 16, 16), generator=generator) * 3.0  # x_0 ~ N(0, σ_0² I), Algorithm 2 line 2
     with torch.no_grad():
         for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
             # Table 1 of arXiv 2206.00364.
@@ -186,6 +187,53 @@ def test_edm_perfect_denoiser_samples_the_data_point(scheduler_cls):
     torch.testing.assert_close(images, expected, rtol=0, atol=1e-4)
 
 
+class GaussianDenoiserUNet(DiracDenoiserUNet):
+    """The ideal F for data x ~ N(mean, std² I): D(x; σ) = mean + std² / (std² + σ²) (x − mean)."""
+
+    mean: float = 0.1
+    std: float = 0.3
+
+    def forward(self, sample, timestep, class_labels=None, return_dict=True):
+        sigma = torch.exp(4 * timestep.double())
+        x = sample.double() * torch.sqrt(sigma**2 + self.sigma_data**2)
+        self.target = self.mean + self.std**2 / (self.std**2 + sigma**2) * (x - self.mean)
+        return super().forward(sample, timestep, class_labels, return_dict)
+
+
+def gaussian_edm_pipeline() -> EDMPipeline:
+    config = dict(block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=8)
+    config.update(down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"))
+    unet = GaussianDenoiserUNet(sample_size=8, in_channels=1, out_channels=1, **config)
+    return EDMPipeline(unet, EDMEulerScheduler(sigma_min=0.002, sigma_max=80.0))
+
+
+def test_edm_heun_is_closer_to_the_ode_solution_than_euler_on_a_gaussian():
+    pipe = gaussian_edm_pipeline()
+    kwargs = {"seed": 4, "batch_size": 4, "output_type": "pt"}
+    reference = run(pipe, num_inference_steps=500, **kwargs)
+    # the exact flow maps x_0 = σ_max ξ to mean + std ξ (σ_min and float32 aside): the reference is that solution
+    xi = torch.randn((4, 1, 8, 8), generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(reference, ((0.1 + 0.3 * xi) / 2 + 0.5).clamp(0, 1), rtol=0, atol=2e-3)
+    # second order pays off once the steps resolve the curvature near σ ≈ std (Karras et al. use N = 18)
+    for steps in (18, 32):
+        heun = (run(pipe, num_inference_steps=steps, **kwargs) - reference).abs().max()
+        euler = (run(pipe, num_inference_steps=steps, second_order=False, **kwargs) - reference).abs().max()
+        assert heun < euler / 2, (steps, float(heun), float(euler))
+
+
+def test_edm_churn_adds_seeded_noise_only_in_its_sigma_range():
+    pipe = gaussian_edm_pipeline()
+    kwargs = {"seed": 5, "batch_size": 2, "num_inference_steps": 8, "output_type": "pt"}
+    deterministic = run(pipe, **kwargs)
+    churned = run(pipe, S_churn=20.0, **kwargs)
+    assert torch.equal(churned, run(pipe, S_churn=20.0, **kwargs))
+    assert (churned - deterministic).abs().max() > 1e-3
+    # a σ range that holds none of the levels: Algorithm 1 again
+    assert torch.equal(run(pipe, S_churn=20.0, S_tmin=100.0, S_tmax=200.0, **kwargs), deterministic)
+    with pytest.raises(ValueError, match="S_churn"):
+        EDMPipeline(tiny_unet(), EDMDPMSolverMultistepScheduler())(num_inference_steps=2, S_churn=1.0)
+
+
 def test_edm_output_types_range_and_determinism():
     pipe = EDMPipeline(tiny_unet(3), EDMEulerScheduler())
     a = run(pipe, seed=1, batch_size=2, num_inference_steps=4, output_type="np")
@@ -219,25 +267,25 @@ def test_edm_rejects_bad_components_and_arguments():
 def test_edm_save_load_round_trip(tmp_path, fresh_dynamic_module):
     pipe = EDMPipeline(tiny_unet(), EDMEulerScheduler(sigma_max=10.0))
     reference = run(pipe, batch_size=2, num_inference_steps=4, output_type="np")
-    pipe.save_pretrained(tmp_path)
-    written = write_custom_pipeline_file(EDMPipeline, tmp_path)
-    assert pathlib.Path(written) == tmp_path / "pipeline.py"
-    assert (tmp_path / "pipeline.py").read_text() == (ROOT / "pipelines" / "pipeline_edm.py").read_text()
-
-    loaded = EDMPipeline.from_pretrained(tmp_path)
+    pipe.save_pretrained(tmp_path / "plain")
+    loaded = EDMPipeline.from_pretrained(tmp_path / "plain")
     assert isinstance(loaded.scheduler, EDMEulerScheduler) and loaded.scheduler.config.sigma_max == 10.0
     assert_same_after_reload(run(loaded, batch_size=2, num_inference_steps=4, output_type="np"), reference)
 
+    folder = tmp_path / "saved"
+    save_pipeline(pipe, folder)
+    assert (folder / "pipeline.py").read_text() == (ROOT / "pipelines" / "pipeline_edm.py").read_text()
+    assert json.loads((folder / "model_index.json").read_text())["_class_name"] == ["pipeline", "EDMPipeline"]
     with pytest.raises(ValueError, match="trust_remote_code"):
-        DiffusionPipeline.from_pretrained(tmp_path, custom_pipeline=str(tmp_path))
-    custom = DiffusionPipeline.from_pretrained(tmp_path, custom_pipeline=str(tmp_path), trust_remote_code=True)
+        DiffusionPipeline.from_pretrained(folder)
+    custom = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
     assert type(custom).__name__ == "EDMPipeline" and type(custom).__module__ == DYNAMIC_MODULE
     assert_same_after_reload(run(custom, batch_size=2, num_inference_steps=4, output_type="np"), reference)
 
 
 def test_pipeline_files_import_only_what_they_document():
-    assert top_level_packages(ROOT / "pipelines" / "pipeline_edm.py") == {"torch", "diffusers"}
-    assert top_level_packages(ROOT / "pipelines" / "pipeline_sagd.py") == {"torch", "diffusers", "diffusers_specreg"}
+    for name in ("pipeline_edm.py", "pipeline_sagd.py"):
+        assert top_level_packages(ROOT / "pipelines" / name) - sys.stdlib_module_names == {"torch", "diffusers"}
 
 
 # --------------------------------------------------------------------------------------------------------- SAGD
@@ -279,7 +327,7 @@ def test_sagd_white_equals_ddpm_pipeline_exactly():
     stock = run(DDPMPipeline(unet, DDPMScheduler()), seed=5, batch_size=2, num_inference_steps=8, output_type="pt")
     ours = run(SAGDPipeline(unet, DDPMScheduler()), seed=5, batch_size=2, num_inference_steps=8, output_type="pt")
     assert torch.equal(ours, stock)
-    coloured = SAGDPipeline(unet, DDPMScheduler(), noise_spectrum=SPECTRUM)
+    coloured = SAGDPipeline(unet, DDPMScheduler(), noise_spectrum=COLOURED)
     first = run(coloured, seed=5, batch_size=2, num_inference_steps=8, output_type="pt")
     assert torch.equal(first, run(coloured, seed=5, batch_size=2, num_inference_steps=8, output_type="pt"))
     assert (first - stock).abs().max() > 1e-2
@@ -297,7 +345,7 @@ def test_sagd_white_equals_ddim_pipeline_exactly(eta):
 
 def test_sagd_ddpm_matches_hand_computed_coloured_ancestral_sampling():
     unet, spectrum, steps = tiny_unet(), NoiseSpectrum.parse(SPECTRUM), 6
-    pipe = SAGDPipeline(unet, DDPMScheduler(), noise_spectrum=SPECTRUM)
+    pipe = SAGDPipeline(unet, DDPMScheduler(), noise_spectrum=COLOURED)
     images = run(pipe, seed=2, batch_size=2, num_inference_steps=steps, output_type="pt")
 
     alphas_cumprod = DDPMScheduler().alphas_cumprod.double()
@@ -324,16 +372,17 @@ def test_sagd_ddpm_matches_hand_computed_coloured_ancestral_sampling():
 def test_sagd_ddim_colours_x_T_and_every_variance_noise(eta, monkeypatch):
     unet, spectrum, steps = tiny_unet(), NoiseSpectrum.parse(SPECTRUM), 5
     draws = []
-    original_sample = NoiseSpectrum.sample
+    original_sample = ColouredNoise.sample
 
     def recording_sample(self, shape, *args, **kwargs):
-        draws.append((self.to_string(), tuple(shape)))
+        draws.append((self, tuple(shape)))
         return original_sample(self, shape, *args, **kwargs)
 
-    monkeypatch.setattr(NoiseSpectrum, "sample", recording_sample)
-    pipe = SAGDPipeline(unet, DDIMScheduler(), noise_spectrum=SPECTRUM)
+    monkeypatch.setattr(ColouredNoise, "sample", recording_sample)
+    pipe = SAGDPipeline(unet, DDIMScheduler(), noise_spectrum=COLOURED)
     images = run(pipe, seed=4, batch_size=2, num_inference_steps=steps, eta=eta, output_type="pt")
-    assert draws == [(SPECTRUM, (2, 1, 16, 16))] * (1 + (steps if eta > 0 else 0))
+    assert draws == [(pipe.noise, (2, 1, 16, 16))] * (1 + (steps if eta > 0 else 0))
+    torch.testing.assert_close(pipe.noise.weights, spectrum.weights((16, 16), dtype=torch.float64))
 
     scheduler = DDIMScheduler()
     scheduler.set_timesteps(steps)
@@ -359,30 +408,31 @@ def test_sagd_rejects_bad_arguments():
 
 
 def test_sagd_config_round_trip_and_custom_pipeline(tmp_path, fresh_dynamic_module):
-    pipe = SAGDPipeline(tiny_unet(), DDPMScheduler(), noise_spectrum=" PowerLaw: alpha = -0.5 ")
-    assert pipe.spectrum == NoiseSpectrum.powerlaw(-0.5) and pipe.config.noise_spectrum == SPECTRUM
+    pipe = SAGDPipeline(tiny_unet(), DDPMScheduler(), noise_spectrum=NoiseSpectrum.parse(" PowerLaw: alpha = -0.5 "))
+    assert pipe.config.noise_spectrum == NoiseSpectrum.powerlaw(-0.5).to_dict()
     reference = run(pipe, batch_size=2, num_inference_steps=5, output_type="np")
-    pipe.save_pretrained(tmp_path)
-    write_custom_pipeline_file(pipe, tmp_path)
-    index = json.loads((tmp_path / "model_index.json").read_text())
-    assert index["_class_name"] == "SAGDPipeline"
-    assert index["noise_spectrum"] == SPECTRUM and index["sagd_note"] == SAGD_NOTE
-
+    pipe.save_pretrained(tmp_path / "plain")
     with diffusers_log() as records:
-        loaded = SAGDPipeline.from_pretrained(tmp_path)
+        loaded = SAGDPipeline.from_pretrained(tmp_path / "plain")
     assert not [r for r in records if r.levelno >= logging.WARNING], [r.getMessage() for r in records]
-    assert loaded.spectrum == pipe.spectrum and loaded.config.sagd_note == SAGD_NOTE
+    assert loaded.config.noise_spectrum == pipe.config.noise_spectrum and loaded.config.sagd_note == SAGD_NOTE
     assert_same_after_reload(run(loaded, batch_size=2, num_inference_steps=5, output_type="np"), reference)
 
-    custom = DiffusionPipeline.from_pretrained(tmp_path, custom_pipeline=str(tmp_path), trust_remote_code=True)
+    folder = tmp_path / "saved"
+    save_pipeline(pipe, folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["_class_name"] == ["pipeline", "SAGDPipeline"]
+    assert index["noise_spectrum"] == {"kind": "powerlaw", "alpha": -0.5, "eps": None}
+    assert index["sagd_note"] == SAGD_NOTE
+    custom = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
     assert type(custom).__name__ == "SAGDPipeline" and type(custom).__module__ == DYNAMIC_MODULE
-    assert custom.spectrum == pipe.spectrum
+    assert custom.config.noise_spectrum == pipe.config.noise_spectrum
     assert_same_after_reload(run(custom, batch_size=2, num_inference_steps=5, output_type="np"), reference)
 
 
 def test_sagd_white_spectrum_writes_no_note_and_user_weights_round_trip(tmp_path):
     white = SAGDPipeline(tiny_unet(), DDIMScheduler())
-    assert white.config.noise_spectrum == "white" and "sagd_note" not in white.config
+    assert white.config.noise_spectrum == {"kind": "white"} and "sagd_note" not in white.config
 
     weights = torch.ones(16, 16)
     weights[0, 0] = 3.0  # symmetric: only DC differs
@@ -390,7 +440,8 @@ def test_sagd_white_spectrum_writes_no_note_and_user_weights_round_trip(tmp_path
     assert pipe.config.noise_spectrum["kind"] == "weights"
     pipe.save_pretrained(tmp_path)
     loaded = SAGDPipeline.from_pretrained(tmp_path)
-    assert loaded.spectrum == pipe.spectrum and not loaded.spectrum.is_white
+    assert NoiseSpectrum.from_dict(loaded.config.noise_spectrum) == NoiseSpectrum.from_weights(weights)
+    assert not loaded.noise.is_white
     assert_same_after_reload(
         run(loaded, batch_size=1, num_inference_steps=3, output_type="np"),
         run(pipe, batch_size=1, num_inference_steps=3, output_type="np"),
@@ -399,12 +450,12 @@ def test_sagd_white_spectrum_writes_no_note_and_user_weights_round_trip(tmp_path
 
 @pytest.mark.parametrize("stock_cls", [DDPMPipeline, DDIMPipeline])
 def test_stock_pipelines_warn_that_they_sample_a_sagd_folder_wrongly(stock_cls, tmp_path):
-    SAGDPipeline(tiny_unet(), DDPMScheduler(), noise_spectrum=SPECTRUM).save_pretrained(tmp_path)
+    SAGDPipeline(tiny_unet(), DDPMScheduler(), noise_spectrum=COLOURED).save_pretrained(tmp_path)
     with diffusers_log() as records:
         stock = stock_cls.from_pretrained(tmp_path)
     assert type(stock) is stock_cls
     warnings = [r.getMessage() for r in records if r.levelno >= logging.WARNING]
-    explained = [m for m in warnings if "sample it wrongly" in m and SPECTRUM in m and stock_cls.__name__ in m]
+    explained = [m for m in warnings if "sample it wrongly" in m and "powerlaw" in m and stock_cls.__name__ in m]
     assert explained, warnings
 
 

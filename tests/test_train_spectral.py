@@ -138,17 +138,6 @@ def test_two_process_ddp_with_gradient_accumulation(tmp_path, image_folder, tiny
     DDIMPipeline.from_pretrained(out)(batch_size=1, num_inference_steps=2, output_type="np")
 
 
-def test_edm_run_samples_through_its_pipeline(tmp_path, image_folder, tiny_config):
-    out = tmp_path / "edm"
-    options = dict(max_train_steps=2, formulation="edm", spectral_loss="amplitude", spectral_weighting="edm")
-    launch(tiny_run(image_folder, tiny_config, out, **options, eval_num_samples=4))
-    assert (out / "pipeline.py").is_file()
-    pipeline = DiffusionPipeline.from_pretrained(out, custom_pipeline=str(out), trust_remote_code=True)
-    assert type(pipeline).__name__ == "EDMPipeline"
-    images = pipeline(batch_size=2, num_inference_steps=3, output_type="np").images
-    assert images.shape == (2, 16, 16, 1)
-
-
 def test_sigterm_saves_a_resumable_checkpoint(tmp_path, image_folder, tiny_config):
     out = tmp_path / "interrupted"
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu"]
@@ -271,16 +260,19 @@ def test_three_channel_config_converts_grayscale_data(tmp_path, image_folder):
 
 
 def test_builtin_demo_trains_amplitude_phase_and_named_data_keep_the_anchor_defaults():
-    demo = train_spectral.fill_defaults(train_spectral.parse_args([]))
-    assert demo.spectral_loss == ["amplitude_phase"] and demo.spectral_weighting == "alpha_bar"
+    def settings(*argv):
+        args = train_spectral.parse_args(list(argv))
+        return args, train_spectral.derive_settings(args)
+
+    args, demo = settings()
+    assert demo.spectral_loss == ["amplitude_phase"] and args.spectral_weighting == "alpha_bar"
     assert (demo.learning_rate, demo.lr_warmup_steps, demo.max_train_steps) == (5e-4, 50, 1500)
-    assert train_spectral.spectral_weights(demo) == [None]  # the loss's default λ
-    baseline = train_spectral.fill_defaults(train_spectral.parse_args(["--spectral_loss", "none"]))
+    assert train_spectral.spectral_weights(args, demo.spectral_loss) == [None]  # the loss's default λ
+    assert demo.config(args)["learning_rate"] == 5e-4  # what the card and the trackers record
+    _, baseline = settings("--spectral_loss", "none")
     assert baseline.spectral_loss == [] and baseline.learning_rate == 5e-4
-    named = train_spectral.fill_defaults(train_spectral.parse_args(["--train_data_dir", "x"]))
+    _, named = settings("--train_data_dir", "x")
     assert named.spectral_loss == [] and (named.learning_rate, named.lr_warmup_steps) == (1e-4, 500)
     assert named.resolution == 64 and named.num_epochs == 100
-    chosen = train_spectral.fill_defaults(
-        train_spectral.parse_args(["--train_data_dir", "x", "--spectral_loss", "wavelet", "--learning_rate", "2e-4"])
-    )
+    _, chosen = settings("--train_data_dir", "x", "--spectral_loss", "wavelet", "--learning_rate", "2e-4")
     assert chosen.spectral_loss == ["wavelet"] and chosen.learning_rate == 2e-4

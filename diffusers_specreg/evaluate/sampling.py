@@ -1,0 +1,179 @@
+"""Loading saved pipelines the stock way and drawing seeded images from them (the formulation's fast sampler)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..formulations import default_sampler, formulation_of
+from ..pipelines_io import DYNAMIC_PIPELINE_MODULE
+
+MEL_KEYS = ("x_res", "y_res", "sample_rate", "n_fft", "hop_length", "top_db", "n_iter")
+
+
+def load_pipeline(name_or_path: str, device: str | torch.device | None = None, cache_dir: str | None = None):
+    r"""
+    Load a saved pipeline (local folder or Hub id) the way its model card says: `DiffusionPipeline.from_pretrained`,
+    with `trust_remote_code=True` for a folder that carries its own `pipeline.py` (`_class_name` such as
+    `["pipeline", "SAGDPipeline"]`, see `diffusers_specreg.pipelines_io.save_pipeline`). Folders written before that
+    convention (`_class_name` a class Diffusers does not ship) load with `custom_pipeline=name_or_path`.
+
+    Args:
+        name_or_path (`str`): folder written by `save_pretrained`, or a Hub repo id.
+        device (`str` or `torch.device`, *optional*, defaults to `None`): moved there; `None` keeps the CPU.
+        cache_dir (`str`, *optional*, defaults to `None`): Hub cache folder.
+
+    Returns:
+        `DiffusionPipeline`: the loaded pipeline.
+    """
+    import diffusers
+    from diffusers import DiffusionPipeline
+
+    name = DiffusionPipeline.load_config(name_or_path, cache_dir=cache_dir).get("_class_name", "")
+    kwargs = {}
+    if isinstance(name, (list, tuple)) or not hasattr(diffusers, name):
+        # every local pipeline.py is imported as the same module: forget the previous one (pipelines_io docs)
+        sys.modules.pop(DYNAMIC_PIPELINE_MODULE, None)
+        kwargs["trust_remote_code"] = True
+        if isinstance(name, str):
+            kwargs["custom_pipeline"] = name_or_path
+    pipeline = DiffusionPipeline.from_pretrained(name_or_path, cache_dir=cache_dir, **kwargs)
+    if device is not None:
+        pipeline.to(device)
+    return pipeline
+
+
+def _unet_of(pipeline):
+    unet = getattr(pipeline, "unet", None)
+    if unet is None:
+        raise ValueError(f"{type(pipeline).__name__} has no `unet`; expected an unconditional UNet pipeline.")
+    return unet
+
+
+def image_shape(pipeline) -> tuple[int, int, int]:
+    """`(C, H, W)` of the images a pipeline generates (from its UNet config)."""
+    config = _unet_of(pipeline).config
+    size = config.sample_size
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    return int(config.in_channels), int(height), int(width)
+
+
+def is_audio_pipeline(pipeline) -> bool:
+    """`True` for a pipeline of an audio formulation, an `AudioDiffusionPipeline` (mel-spectrogram images turned
+    into audio by its `mel`)."""
+    entry = formulation_of(pipeline)
+    return entry is not None and entry.modality == "audio"
+
+
+def mel_settings(mel) -> dict[str, int]:
+    r"""
+    The settings of a Diffusers `Mel` that define its images and its Griffin-Lim inversion.
+
+    Args:
+        mel (`diffusers.Mel`): e.g. `pipeline.mel` of an `AudioDiffusionPipeline` (saved as `mel/mel_config.json`).
+
+    Returns:
+        `dict[str, int]`: `x_res` (frames), `y_res` (mel bands), `sample_rate`, `n_fft`, `hop_length`, `top_db`,
+        `n_iter` (Griffin-Lim iterations).
+    """
+    values = {key: getattr(mel, key, None) for key in MEL_KEYS if key != "sample_rate"}
+    values["sample_rate"] = mel.get_sample_rate()
+    return {key: int(values[key]) for key in MEL_KEYS}
+
+
+def make_sampler(pipeline, num_inference_steps: int) -> tuple[Callable[[list[torch.Generator]], torch.Tensor], str]:
+    r"""
+    A function drawing a batch of images, and a description of the sampler: the fast sampler of the pipeline's
+    formulation (`diffusers_specreg.formulations`; DDIM with eta 0 for DDPM, SAGD and audio), else the pipeline
+    itself.
+
+    Args:
+        pipeline (`DiffusionPipeline`): the loaded pipeline.
+        num_inference_steps (`int`): denoising steps.
+
+    Returns:
+        `tuple`: `sample(generators) -> torch.Tensor` of shape `[len(generators), C, H, W]` in `[-1, 1]` on the CPU
+        (one generator per image), and a one-line description such as `"DDIM (eta 0), 50 steps"`.
+    """
+    if num_inference_steps < 1:
+        raise ValueError(f"`num_inference_steps` must be >= 1, got {num_inference_steps}.")
+    entry = formulation_of(pipeline)
+    sampler = entry.make_sampler if entry is not None else default_sampler
+    sample, description = sampler(pipeline, num_inference_steps)
+    return _to_tensor(sample), description
+
+
+def _to_tensor(sample: Callable) -> Callable[[list[torch.Generator]], torch.Tensor]:
+    """Wrap a sampler returning `[B, H, W, C]` in `[0, 1]` (array or tensor) into one returning `[B, C, H, W]` in
+    `[-1, 1]` float32 on the CPU."""
+
+    def wrapped(generators: list[torch.Generator]) -> torch.Tensor:
+        images = sample(generators)
+        images = images.detach().cpu() if isinstance(images, torch.Tensor) else torch.from_numpy(np.asarray(images))
+        return images.float().permute(0, 3, 1, 2).contiguous() * 2.0 - 1.0
+
+    return wrapped
+
+
+def image_generators(seed: int, start: int, count: int) -> list[torch.Generator]:
+    """One CPU generator per image, image `i` of `seed` seeded with `numpy.random.SeedSequence([seed, i])` (the CPU
+    generator keeps 32 bits of a seed, so `seed * 2**32 + i` would collide)."""
+    if seed < 0:
+        raise ValueError(f"`seed` must be >= 0, got {seed}.")
+    seeds = [int(np.random.SeedSequence([seed, i]).generate_state(1)[0]) for i in range(start, start + count)]
+    return [torch.Generator().manual_seed(s) for s in seeds]
+
+
+def generate_images(
+    pipeline,
+    num_samples: int,
+    batch_size: int = 16,
+    num_inference_steps: int = 50,
+    seed: int = 0,
+    progress: bool = True,
+    description: str = "sampling",
+) -> Iterator[torch.Tensor]:
+    r"""
+    Draw `num_samples` images in batches; image `i` depends only on `seed` and `i`, not on `batch_size`.
+
+    Args:
+        pipeline (`DiffusionPipeline`): the pipeline (its modules are put in eval mode while sampling).
+        num_samples (`int`): number of images.
+        batch_size (`int`, defaults to `16`): images per pipeline call.
+        num_inference_steps (`int`, defaults to `50`): denoising steps.
+        seed (`int`, defaults to `0`): seed, `>= 0`.
+        progress (`bool`, defaults to `True`): show a progress bar.
+        description (`str`, defaults to `"sampling"`): progress bar label.
+
+    Yields:
+        `torch.Tensor`: `[B, C, H, W]` float32 in `[-1, 1]` on the CPU.
+    """
+    if num_samples < 1 or batch_size < 1:
+        raise ValueError(f"`num_samples` and `batch_size` must be >= 1, got {num_samples} and {batch_size}.")
+    sample, _ = make_sampler(pipeline, num_inference_steps)
+    with _eval_mode(pipeline), tqdm(total=num_samples, desc=description, unit="img", disable=not progress) as bar:
+        for start in range(0, num_samples, batch_size):
+            count = min(batch_size, num_samples - start)
+            images = sample(image_generators(seed, start, count))
+            bar.update(count)
+            yield images
+
+
+class _eval_mode:
+    """Put every `nn.Module` component in eval mode and restore the training flags afterwards."""
+
+    def __init__(self, pipeline):
+        self.modules = [m for m in getattr(pipeline, "components", {}).values() if isinstance(m, torch.nn.Module)]
+
+    def __enter__(self):
+        self.flags = [m.training for m in self.modules]
+        for module in self.modules:
+            module.eval()
+
+    def __exit__(self, *exc):
+        for module, flag in zip(self.modules, self.flags):
+            module.train(flag)
