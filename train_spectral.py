@@ -169,7 +169,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     extra.add_argument("--builtin_dataset", type=str, default="checkerboards", choices=BUILTIN_DATASETS)
     extra.add_argument("--builtin_num_samples", type=int, default=2048, help="Number of built-in checkerboards.")
     extra.add_argument(
-        "--max_nonfinite_steps", type=int, default=5, help="Stop after this many non-finite losses in a row."
+        "--max_nonfinite_steps",
+        type=int,
+        default=5,
+        help="Stop after this many skipped steps (non-finite loss or gradient) in a row.",
     )
     extra.add_argument(
         "--pretrained_model_name_or_path", type=str, default=None, help="Fine-tune this pipeline or UNet."
@@ -1013,19 +1016,23 @@ def main(argv: list[str] | None = None) -> int:
                     terms = regularizer(noise_scheduler, model_output, noisy.noisy, noisy.timesteps, clean, base)
                     loss = terms["loss"].mean()
                     finite = accelerator.reduce(torch.isfinite(loss.detach()).float(), reduction="sum")
+                    updated = False  # a skipped batch (non-finite loss or gradient) changes no weight, EMA included
                     if guard.check(bool(finite.item() == accelerator.num_processes), global_step, terms):
                         accelerator.backward(loss)
-                        training.clip_and_step(accelerator, model, optimizer, lr_scheduler, guard, global_step)
+                        updated = training.clip_and_step(
+                            accelerator, model, optimizer, lr_scheduler, guard, global_step
+                        )
                     optimizer.zero_grad()
 
                 if accelerator.sync_gradients:
-                    if ema_model is not None:
+                    if ema_model is not None and updated:
                         ema_model.step(accelerator.unwrap_model(model).parameters())
                     global_step += 1
                     progress_bar.update(1)
                     logs = {k: float(v.detach().mean()) for k, v in terms.items()}
                     logs.update({f"lambda/{k}": v for k, v in regularizer.current_weights().items()})
                     logs["lr"] = lr_scheduler.get_last_lr()[0]
+                    logs["nonfinite/skipped_steps"] = guard.skipped
                     if ema_model is not None:
                         logs["ema_decay"] = ema_model.cur_decay_value
                     progress_bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if "/" not in k})

@@ -145,7 +145,8 @@ class FourierLoss(nn.Module):
 
     The wrapped phase difference is always computed as `angle(F[x₀] conj(F[x̂₀]))` in `(-π, π]`; it is 0 (with a zero
     gradient) where either spectrum vanishes, and its gradient is bounded by `1/(2√phase_eps)` per frequency where
-    the predicted amplitude is small (`wrapped_phase_difference`). Means run over channels and all frequencies of the
+    the predicted amplitude is small (`wrapped_phase_difference`; for `"amplitude_weighted_phase"` times the target
+    amplitude `A₀` that weights it, for `"amplitude_phase"` times the amplitude factor `L_A`). Means run over channels and all frequencies of the
     full DFT, so the value does not depend on resolution (see the module docstring). Eq. 15 is taken in this means
     form: the sum form would multiply the phase factor by the number of frequencies.
 

@@ -684,9 +684,13 @@ class NonFiniteGuard:
         self.skipped_gradients = 0
 
     def check(self, finite: bool, step: int, terms: dict | None = None, what: str = "loss") -> bool:
-        """Returns True when the step may proceed; `what` ("loss" or "gradient") names the failed check."""
+        """Returns True when the step may proceed; `what` ("loss" or "gradient") names the check.
+
+        A finite loss only lets the step go on to its gradient check; the run of bad steps ends when an update is
+        actually taken (a finite gradient), so finite losses with non-finite gradients still stop the run."""
         if finite:
-            self.consecutive = 0
+            if what == "gradient":
+                self.consecutive = 0
             return True
         self.consecutive += 1
         self.skipped += 1
@@ -712,7 +716,8 @@ def clip_and_step(
     unbounded phase gradient) skips the update: weights, optimiser moments and the LR schedule stay exactly as they
     were, the skip is counted and logged by `guard`, and `guard` stops the run after too many in a row. Under fp16
     mixed precision an overflow is the loss scaler's business (it skips the step and lowers the scale), so the step
-    goes to the scaler. Between gradient-accumulation boundaries this only forwards to the (no-op) optimiser step.
+    goes to the scaler and is not counted here. Between gradient-accumulation boundaries this only forwards to the
+    (no-op) optimiser step. With DeepSpeed, which returns no norm, the gradient check does not apply.
 
     Returns:
         `bool`: whether the update was taken (True between accumulation boundaries).
@@ -720,7 +725,9 @@ def clip_and_step(
     if accelerator.sync_gradients:
         norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
         finite = norm is None or bool(torch.isfinite(torch.as_tensor(norm)).all())
-        if accelerator.mixed_precision != "fp16" and not guard.check(finite, step, {"grad_norm": norm}, "gradient"):
+        if accelerator.mixed_precision == "fp16":
+            finite = True  # the GradScaler skips overflowing steps itself
+        if not guard.check(finite, step, {"grad_norm": norm}, "gradient"):
             return False
     optimizer.step()
     lr_scheduler.step()

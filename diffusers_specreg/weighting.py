@@ -48,7 +48,8 @@ def timestep_weight(
         timesteps (`torch.Tensor` of shape `[B]`, or a scalar):
             Integer timesteps t (DDPM / DDIM) or noise levels σ (EDM).
         min_snr_gamma (`float`, defaults to 5.0):
-            The cap γ of "min_sqrt_snr" (on √SNR) and of "min_snr" (on SNR); unused by the others.
+            The cap γ of "min_sqrt_snr" (on √SNR, so γ = 5 caps SNR at 25) and of "min_snr" (on SNR); unused by the
+            others.
 
     Returns:
         `torch.Tensor`, same shape as `timesteps` (`[B]`), float32.
@@ -66,8 +67,8 @@ def timestep_weight(
         return edm_loss_weight(sigma, float(getattr(scheduler.config, "sigma_data", 0.5)))
     signal_to_noise = snr(scheduler, timesteps)
     if kind == "alpha_bar":
-        # 3. ᾱ_t = SNR / (1 + SNR) = 1 / (1 + σ²), bounded in (0, 1]
-        return signal_to_noise / (1 + signal_to_noise)
+        # 3. ᾱ_t = SNR / (1 + SNR) = 1 / (1 + σ²), bounded in [0, 1], written so that SNR = ∞ (σ = 0) gives 1
+        return 1 / (1 + signal_to_noise.reciprocal())
     if kind == "sqrt_snr":
         # 4. √SNR = 1/σ: x̂₀ − x₀ = −σ·(ε̂ − ε), so ‖x̂₀ − x₀‖₁/σ = ‖ε̂ − ε‖₁ (the L1 analogue of arXiv 2303.09556)
         return signal_to_noise.sqrt()

@@ -47,7 +47,8 @@ def test_non_finite_guard_skips_then_stops():
     guard = training.NonFiniteGuard(max_consecutive=3)
     assert guard.check(True, 0)
     assert not guard.check(False, 1) and not guard.check(False, 2)
-    assert guard.check(True, 3)  # a finite loss resets the count
+    assert guard.check(True, 3) and guard.consecutive == 2  # a finite loss alone does not end the run of bad steps
+    assert guard.check(True, 3, what="gradient") and guard.consecutive == 0  # an update taken does
     assert not guard.check(False, 4) and not guard.check(False, 5)
     with pytest.raises(training.NonFiniteLossError, match="3 batches in a row"):
         guard.check(False, 6)
@@ -176,3 +177,19 @@ def test_extra_state_round_trips_tensors_and_json_without_pickle(tmp_path):
     torch.nn.Module.register_buffer(loaded, "added_later", torch.zeros(1))
     with pytest.raises(training.CheckpointError, match="regularizer.safetensors does not fit"):
         training._load_extra_state(loaded, str(tmp_path), "regularizer", "cpu")
+
+
+def test_finite_losses_with_non_finite_gradients_still_stop_the_run():
+    # the loop checks the loss first (finite here), then the gradient: the run of bad steps must not be reset by
+    # the finite losses, or --max_nonfinite_steps would never stop a run whose gradients are all NaN
+    accelerator, model, optimizer, scheduler = _guarded_setup()
+    guard = training.NonFiniteGuard(max_consecutive=3)
+    for step in range(3):
+        assert guard.check(True, step, what="loss")
+        _backward(accelerator, model, poison=True)
+        if step < 2:
+            assert not training.clip_and_step(accelerator, model, optimizer, scheduler, guard, step=step)
+            optimizer.zero_grad()
+        else:
+            with pytest.raises(training.NonFiniteLossError, match="gradient was not finite for 3 batches"):
+                training.clip_and_step(accelerator, model, optimizer, scheduler, guard, step=step)
