@@ -76,6 +76,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def study_runs(args) -> list[dict]:
     """Each run: name, dataset, seed and the train_spectral.py options that differ from the demo run."""
+    runs = _study_runs(args)
+    if args.max_train_steps:  # another budget is another run: never mixed with the demo's results
+        for run in runs:
+            run["name"] += f"-steps{args.max_train_steps}"
+    return runs
+
+
+def _study_runs(args) -> list[dict]:
     runs = []
     if args.study == "defaults":
         for seed in args.seeds:
