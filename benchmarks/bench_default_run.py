@@ -77,8 +77,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 def study_runs(args) -> list[dict]:
     """Each run: name, dataset, seed and the train_spectral.py options that differ from the demo run."""
     runs = _study_runs(args)
-    if args.max_train_steps:  # another budget is another run: never mixed with the demo's results
-        for run in runs:
+    for run in runs:  # another budget is another run: never reused for, or summarised with, the demo's
+        run["max_train_steps"] = args.max_train_steps  # None: the demo's own 1,500 steps
+        if args.max_train_steps:
             run["name"] += f"-steps{args.max_train_steps}"
     return runs
 
@@ -185,10 +186,11 @@ def study1_equivalent(run: dict) -> str | None:
     return "default" if default else None
 
 
-def all_results(study: str) -> list[dict]:
-    """Every result of a study on disk (this invocation's and earlier ones'), in a stable order."""
+def all_results(study: str, max_train_steps: int | None = None) -> list[dict]:
+    """Every result of a study on disk at this budget (this invocation's and earlier ones'), in a stable order."""
     paths = sorted((RESULTS_DIR / "default_run" / study).glob("*.json"))
     results = [json.loads(p.read_text()) for p in paths]
+    results = [r for r in results if r.get("max_train_steps") == max_train_steps]
     order = {v: i for i, v in enumerate(VARIANTS)}
     return sorted(results, key=lambda r: (r["dataset"], order.get(r["variant"], 9), r.get("weighting", ""),
                                           r.get("weight", 0), r["seed"]))  # fmt: skip
@@ -262,7 +264,7 @@ def main(argv=None) -> dict:
     work_dir = Path(args.work_dir) if args.work_dir else ROOT / "benchmarks" / "runs" / "default_run"
     for run in study_runs(args):
         run_and_evaluate(run, args, work_dir)
-    results = all_results(args.study)
+    results = all_results(args.study, args.max_train_steps)
     summary, lines = (summary_defaults if args.study == "defaults" else summary_sweep)(results)
     print("\n" + "\n".join(lines))
     record = {
