@@ -90,7 +90,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument(
         "--model_config_name_or_path", type=str, default=None, help="UNet2DModel config to train from scratch."
     )
-    model.add_argument("--output_dir", type=str, default="ddpm-model-64")
+    model.add_argument(
+        "--output_dir",
+        type=str,
+        default=None,
+        help="Default ddpm-model-64 (as train_unconditional.py); for the built-in demo specreg-<dataset>-32.",
+    )
     model.add_argument(
         "--overwrite_output_dir",
         action="store_true",
@@ -263,6 +268,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Samples for the quick evaluation whose spectral metrics go into the model card (0: none).",
     )
     args = parser.parse_args(argv)
+    if args.output_dir is None:  # the anchor's name, unless the built-in demo runs (it is not a 64x64 model)
+        builtin = not (args.dataset_name or args.train_data_dir)
+        args.output_dir = f"specreg-{args.builtin_dataset}-{args.resolution or 32}" if builtin else "ddpm-model-64"
     env_local_rank = int(os.environ.get("LOCAL_RANK", -1))
     if env_local_rank != -1 and env_local_rank != args.local_rank:
         args.local_rank = env_local_rank
@@ -690,6 +698,9 @@ def make_accelerator(args) -> Accelerator:
         ),
     )
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    threads = training.configure_cpu_threads(int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes)))
+    if threads:
+        logger.info(threads)
     if args.seed is not None:
         set_seed(args.seed, device_specific=True)
     return accelerator
@@ -834,6 +845,9 @@ def setup(args, settings: RunSettings, accelerator: Accelerator) -> tuple[Traini
     settings = replace(
         settings, max_train_steps=max_train_steps, num_epochs=math.ceil(max_train_steps / updates_per_epoch)
     )
+    warning = training.warmup_warning(settings.lr_warmup_steps, settings.max_train_steps)
+    if warning:
+        logger.warning(warning)
     lr_scheduler = get_scheduler(
         args.lr_scheduler,
         optimizer=optimizer,

@@ -734,6 +734,55 @@ def clip_and_step(
     return True
 
 
+def choose_cpu_threads(env: dict, local_processes: int, cpu_count: int | None) -> tuple[int, str]:
+    """How many CPU threads each process should use, and why (for the log).
+
+    `accelerate launch` on a machine without a GPU sets `OMP_NUM_THREADS=1` in its children unless told otherwise, so
+    a plain `accelerate launch train_spectral.py` would train on one core of many. The order: `SPECREG_NUM_THREADS`
+    (always wins); `OMP_NUM_THREADS` when the user set it (a value other than accelerate's default 1, or any value
+    outside `accelerate launch`); otherwise the cores divided among the processes on this machine.
+
+    Args:
+        env (`dict`): the environment (`os.environ`).
+        local_processes (`int`): processes of this run on this machine.
+        cpu_count (`int`, *optional*): usable cores (`os.sched_getaffinity` / `os.cpu_count`); `None` counts as 1.
+
+    Returns:
+        `tuple[int, str]`: the thread count (>= 1) and where it came from.
+    """
+    if env.get("SPECREG_NUM_THREADS"):
+        return max(1, int(env["SPECREG_NUM_THREADS"])), "SPECREG_NUM_THREADS"
+    launched = "ACCELERATE_MIXED_PRECISION" in env  # set by `accelerate launch` for its children
+    omp = env.get("OMP_NUM_THREADS")
+    if omp and not (launched and omp.strip() == "1"):
+        return max(1, int(omp)), "OMP_NUM_THREADS"
+    threads = max(1, (cpu_count or 1) // max(1, local_processes))
+    return threads, f"{cpu_count or 1} cores / {max(1, local_processes)} process(es) on this machine"
+
+
+def configure_cpu_threads(local_processes: int = 1) -> str | None:
+    """Set torch's intra-op threads by `choose_cpu_threads` when no GPU is used; returns the line to log (or None)."""
+    if torch.cuda.is_available():
+        return None
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count()
+    threads, reason = choose_cpu_threads(dict(os.environ), local_processes, cores)
+    torch.set_num_threads(threads)
+    return f"CPU threads per process: {threads} ({reason}; set SPECREG_NUM_THREADS to choose)."
+
+
+def warmup_warning(lr_warmup_steps: int, max_train_steps: int) -> str | None:
+    """A warning when the learning-rate warm-up is as long as the run: the rate would never reach its value."""
+    if lr_warmup_steps >= max_train_steps:
+        return (
+            f"--lr_warmup_steps {lr_warmup_steps} is not shorter than the run's {max_train_steps} steps: the learning "
+            f"rate never reaches --learning_rate. Lower --lr_warmup_steps (e.g. {max(1, max_train_steps // 10)})."
+        )
+    return None
+
+
 def mixed_precision_error(mixed_precision: str) -> str | None:
     """Why this machine cannot run `mixed_precision`, or None when it can."""
     if mixed_precision == "fp16" and not (torch.cuda.is_available() or torch.backends.mps.is_available()):

@@ -271,7 +271,9 @@ def test_builtin_demo_trains_amplitude_phase_and_named_data_keep_the_anchor_defa
     assert demo.config(args)["learning_rate"] == 5e-4  # what the card and the trackers record
     _, baseline = settings("--spectral_loss", "none")
     assert baseline.spectral_loss == [] and baseline.learning_rate == 5e-4
-    _, named = settings("--train_data_dir", "x")
+    assert args.output_dir == "specreg-checkerboards-32"  # not the anchor's ddpm-model-64: it is a 32x32 model
+    named_args, named = settings("--train_data_dir", "x")
+    assert named_args.output_dir == "ddpm-model-64"
     assert named.spectral_loss == [] and (named.learning_rate, named.lr_warmup_steps) == (1e-4, 500)
     assert named.resolution == 64 and named.num_epochs == 100
     _, chosen = settings("--train_data_dir", "x", "--spectral_loss", "wavelet", "--learning_rate", "2e-4")

@@ -193,3 +193,25 @@ def test_finite_losses_with_non_finite_gradients_still_stop_the_run():
         else:
             with pytest.raises(training.NonFiniteLossError, match="gradient was not finite for 3 batches"):
                 training.clip_and_step(accelerator, model, optimizer, scheduler, guard, step=step)
+
+
+@pytest.mark.parametrize(
+    "env, processes, cores, expected",
+    [
+        ({}, 1, 8, 8),  # plain python: all cores
+        ({"ACCELERATE_MIXED_PRECISION": "no", "OMP_NUM_THREADS": "1"}, 1, 2, 2),  # accelerate's default 1: replaced
+        ({"ACCELERATE_MIXED_PRECISION": "no", "OMP_NUM_THREADS": "1"}, 2, 8, 4),  # cores shared by the processes
+        ({"ACCELERATE_MIXED_PRECISION": "no", "OMP_NUM_THREADS": "3"}, 1, 8, 3),  # --num_cpu_threads_per_process 3
+        ({"OMP_NUM_THREADS": "1"}, 1, 8, 1),  # set by the user outside accelerate: kept
+        ({"SPECREG_NUM_THREADS": "5", "OMP_NUM_THREADS": "1"}, 1, 2, 5),  # always wins
+        ({}, 4, 2, 1),  # never below one
+    ],
+)
+def test_cpu_threads_are_chosen_deliberately(env, processes, cores, expected):
+    threads, reason = training.choose_cpu_threads(env, processes, cores)
+    assert threads == expected and reason
+
+
+def test_warmup_longer_than_the_run_is_reported():
+    assert training.warmup_warning(50, 1500) is None
+    assert "never reaches --learning_rate" in training.warmup_warning(500, 300)

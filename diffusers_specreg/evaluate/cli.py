@@ -222,6 +222,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _validate(args)
     names = _names(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        from ..training import configure_cpu_threads
+
+        logger.info(configure_cpu_threads(1))
     fid_extractor = InceptionFeatures(args.fid_weights, device) if args.fid_weights else None
     progress = not args.no_progress
 
