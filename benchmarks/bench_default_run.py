@@ -71,6 +71,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="threads of the trainings and evaluation (2)")
     parser.add_argument("--work_dir", default=None, help="trained models (default: benchmarks/runs/default_run)")
     parser.add_argument("--fresh", action="store_true", help="retrain runs that already have a result")
+    parser.add_argument("--summary_only", action="store_true", help="print the tables of the results on disk")
     return parser.parse_args(argv)
 
 
@@ -94,13 +95,15 @@ def _study_runs(args) -> list[dict]:
                                  options=options))  # fmt: skip
         return runs
     seed = args.seeds[0]
+    suffix = f"-seed{seed}" if seed else ""  # seed 0 is the sweep's own seed
     for dataset in args.datasets:
-        runs.append(dict(name=f"{dataset}-none", variant="none", dataset=dataset, seed=seed,
+        runs.append(dict(name=f"{dataset}-none{suffix}", variant="none", dataset=dataset, seed=seed,
                          options=["--spectral_loss", "none"]))  # fmt: skip
         for weighting in args.weightings:
             for weight in args.weights:
                 runs.append(dict(
-                    name=f"{dataset}-{weighting}-{weight:g}", variant="amplitude_phase", dataset=dataset, seed=seed,
+                    name=f"{dataset}-{weighting}-{weight:g}{suffix}", variant="amplitude_phase", dataset=dataset,
+                    seed=seed,
                     weighting=weighting, weight=weight,
                     options=["--spectral_loss", "amplitude_phase", "--spectral_weight", f"{weight:g}",
                              "--spectral_weighting", weighting],
@@ -237,24 +240,44 @@ def summary_defaults(results: list[dict]) -> tuple[dict, list[str]]:
 
 def summary_sweep(results: list[dict]) -> tuple[dict, list[str]]:
     table, lines = {}, []
-    lines.append(f"{'dataset':<15}{'weighting':<14}{'λ':>6}{'log-RAPSD all':>15}{'high':>9}{'FWD':>10}{'|x|>0.9':>9}"
-                 f"{'high/MSE':>10}{'FWD/MSE':>9}")  # fmt: skip
-    baselines = {r["dataset"]: r for r in results if r["variant"] == "none"}
+    lines.append(f"{'dataset':<15}{'seed':>5} {'weighting':<14}{'λ':>6}{'log-RAPSD all':>15}{'high':>9}{'FWD':>10}"
+                 f"{'|x|>0.9':>9}{'high/MSE':>10}{'FWD/MSE':>9}")  # fmt: skip
+    baselines = {(r["dataset"], r["seed"]): r for r in results if r["variant"] == "none"}
     for r in results:
-        base = baselines.get(r["dataset"])
+        base = baselines.get((r["dataset"], r["seed"]))
         d = r["log_rapsd_distance"]
         high_ratio = d["high"] / base["log_rapsd_distance"]["high"] if base else float("nan")
         fwd_ratio = r["fwd"] / base["fwd"] if base else float("nan")
-        key = f"{r['dataset']}/{r.get('weighting', '-')}/{r.get('weight', 0):g}"
+        key = f"{r['dataset']}/{r.get('weighting', '-')}/{r.get('weight', 0):g}/seed{r['seed']}"
         table[key] = {"log_rapsd": d, "fwd": r["fwd"], "sharp_fraction": r["sharp_fraction"],
                       "high_ratio_to_mse": high_ratio, "fwd_ratio_to_mse": fwd_ratio}  # fmt: skip
         weighting = r.get("weighting", "MSE")
         weight = f"{r['weight']:g}" if "weight" in r else "-"
         lines.append(
-            f"{r['dataset']:<15}{weighting:<14}{weight:>6}{d['all']:>15.4f}{d['high']:>9.4f}{r['fwd']:>10.4g}"
+            f"{r['dataset']:<15}{r['seed']:>5} {weighting:<14}{weight:>6}{d['all']:>15.4f}{d['high']:>9.4f}{r['fwd']:>10.4g}"
             f"{r['sharp_fraction']:>9.3f}{high_ratio:>10.3f}{fwd_ratio:>9.3f}"
         )
-    return {"table": table}, lines
+    groups: dict[tuple, list[str]] = {}
+    for key in table:
+        dataset, weighting, weight, _ = key.split("/")
+        groups.setdefault((dataset, weighting, weight), []).append(key)
+    lines.append("")
+    lines.append(f"{'dataset':<15}{'weighting':<14}{'λ':>6}{'seeds':>6}{'high/MSE':>18}{'FWD/MSE':>18}{'|x|>0.9':>18}")
+    aggregated = {}
+    for (dataset, weighting, weight), keys in groups.items():
+        if weighting == "-":
+            continue
+        rows = [table[k] for k in keys]
+        entry = {name: summarize([r[field] for r in rows]) for name, field in
+                 (("high_ratio", "high_ratio_to_mse"), ("fwd_ratio", "fwd_ratio_to_mse"), ("sharp", "sharp_fraction"))}  # fmt: skip
+        aggregated[f"{dataset}/{weighting}/{weight}"] = entry
+        lines.append(
+            f"{dataset:<15}{weighting:<14}{weight:>6}{len(rows):>6}"
+            + "".join(
+                f"{entry[n]['mean']:>11.3f} ± {entry[n]['std']:<5.3f}" for n in ("high_ratio", "fwd_ratio", "sharp")
+            )
+        )
+    return {"table": table, "aggregated": aggregated}, lines
 
 
 def main(argv=None) -> dict:
@@ -262,7 +285,7 @@ def main(argv=None) -> dict:
     if args.threads:  # the evaluation in this process too (two single-threaded studies can share 2 cores)
         torch.set_num_threads(args.threads)
     work_dir = Path(args.work_dir) if args.work_dir else ROOT / "benchmarks" / "runs" / "default_run"
-    for run in study_runs(args):
+    for run in [] if args.summary_only else study_runs(args):
         run_and_evaluate(run, args, work_dir)
     results = all_results(args.study, args.max_train_steps)
     summary, lines = (summary_defaults if args.study == "defaults" else summary_sweep)(results)
