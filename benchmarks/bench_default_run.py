@@ -247,10 +247,11 @@ def summary_sweep(results: list[dict]) -> tuple[dict, list[str]]:
         base = baselines.get((r["dataset"], r["seed"]))
         d = r["log_rapsd_distance"]
         high_ratio = d["high"] / base["log_rapsd_distance"]["high"] if base else float("nan")
+        all_ratio = d["all"] / base["log_rapsd_distance"]["all"] if base else float("nan")
         fwd_ratio = r["fwd"] / base["fwd"] if base else float("nan")
         key = f"{r['dataset']}/{r.get('weighting', '-')}/{r.get('weight', 0):g}/seed{r['seed']}"
         table[key] = {"log_rapsd": d, "fwd": r["fwd"], "sharp_fraction": r["sharp_fraction"],
-                      "high_ratio_to_mse": high_ratio, "fwd_ratio_to_mse": fwd_ratio}  # fmt: skip
+                      "high_ratio_to_mse": high_ratio, "all_ratio_to_mse": all_ratio, "fwd_ratio_to_mse": fwd_ratio}  # fmt: skip
         weighting = r.get("weighting", "MSE")
         weight = f"{r['weight']:g}" if "weight" in r else "-"
         lines.append(
@@ -262,19 +263,24 @@ def summary_sweep(results: list[dict]) -> tuple[dict, list[str]]:
         dataset, weighting, weight, _ = key.split("/")
         groups.setdefault((dataset, weighting, weight), []).append(key)
     lines.append("")
-    lines.append(f"{'dataset':<15}{'weighting':<14}{'λ':>6}{'seeds':>6}{'high/MSE':>18}{'FWD/MSE':>18}{'|x|>0.9':>18}")
+    lines.append(
+        f"{'dataset':<15}{'weighting':<14}{'λ':>6}{'seeds':>6}{'all/MSE':>18}{'high/MSE':>18}{'FWD/MSE':>18}"
+        f"{'|x|>0.9':>18}"
+    )
     aggregated = {}
     for (dataset, weighting, weight), keys in groups.items():
         if weighting == "-":
             continue
         rows = [table[k] for k in keys]
         entry = {name: summarize([r[field] for r in rows]) for name, field in
-                 (("high_ratio", "high_ratio_to_mse"), ("fwd_ratio", "fwd_ratio_to_mse"), ("sharp", "sharp_fraction"))}  # fmt: skip
+                 (("all_ratio", "all_ratio_to_mse"), ("high_ratio", "high_ratio_to_mse"),
+                  ("fwd_ratio", "fwd_ratio_to_mse"), ("sharp", "sharp_fraction"))}  # fmt: skip
         aggregated[f"{dataset}/{weighting}/{weight}"] = entry
         lines.append(
             f"{dataset:<15}{weighting:<14}{weight:>6}{len(rows):>6}"
             + "".join(
-                f"{entry[n]['mean']:>11.3f} ± {entry[n]['std']:<5.3f}" for n in ("high_ratio", "fwd_ratio", "sharp")
+                f"{entry[n]['mean']:>11.3f} ± {entry[n]['std']:<5.3f}"
+                for n in ("all_ratio", "high_ratio", "fwd_ratio", "sharp")
             )
         )
     return {"table": table, "aggregated": aggregated}, lines
