@@ -576,19 +576,17 @@ class InterruptFlag:
         self.signal_name: str | None = None
         self.signum: int | None = None
         self._previous = {}
-        self._parent = os.getppid()
 
     def install(self) -> InterruptFlag:
-        self._parent = os.getppid()
         for sig in (signal.SIGINT, signal.SIGTERM, LAUNCHER_DIED_SIGNAL):
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame):
-        if signum == LAUNCHER_DIED_SIGNAL and os.getppid() != self._parent:  # the launcher is gone
+        if signum == LAUNCHER_DIED_SIGNAL:  # the launcher is gone (prctl PDEATHSIG; getppid() may lag behind)
             if self.signal_name is None:  # it was stopped alone (`kill <launcher pid>`): stop as for a SIGTERM
                 self.signal_name, self.signum = "SIGTERM to the launcher", signal.SIGTERM
-            return
+            return  # never a "second signal": a group SIGTERM also ends the launcher, which sends this one
         if self.signal_name is not None:
             signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
             raise KeyboardInterrupt
