@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import time
 from dataclasses import dataclass
 
 import torch
@@ -572,7 +573,10 @@ class InterruptFlag:
     A second signal while the flag is set restores the default behaviour (so a double Ctrl-C still kills).
     """
 
+    REPEAT_WINDOW_SECONDS = 1.0
+
     def __init__(self):
+        self._first_signal_time = 0.0
         self.signal_name: str | None = None
         self.signum: int | None = None
         self._previous = {}
@@ -588,10 +592,15 @@ class InterruptFlag:
                 self.signal_name, self.signum = "SIGTERM to the launcher", signal.SIGTERM
             return  # never a "second signal": a group SIGTERM also ends the launcher, which sends this one
         if self.signal_name is not None:
+            # the same stop often arrives twice within milliseconds (the group's signal and a launcher forwarding
+            # it): only a second signal a moment later is a user insisting (a double Ctrl-C), which kills at once
+            if time.monotonic() - self._first_signal_time < self.REPEAT_WINDOW_SECONDS:
+                return
             signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
             raise KeyboardInterrupt
         self.signal_name = signal.Signals(signum).name
         self.signum = signum
+        self._first_signal_time = time.monotonic()
 
     @property
     def exit_code(self) -> int:

@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import time
 
 import pytest
 import torch
@@ -64,6 +65,20 @@ def test_interrupt_flag_catches_sigterm():
     finally:
         flag.uninstall()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_duplicated_stop_signal_is_one_stop_and_a_later_one_kills(monkeypatch):
+    flag = training.InterruptFlag().install()
+    monkeypatch.setattr(training.InterruptFlag, "REPEAT_WINDOW_SECONDS", 0.2)
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)  # the group's SIGTERM and a forwarded copy: still one stop
+        assert flag.raised and flag.signal_name == "SIGTERM"
+        time.sleep(0.3)
+        with pytest.raises(KeyboardInterrupt):  # a second stop a moment later: the user insists
+            os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        flag.uninstall()
 
 
 def test_checkpointed_generator_round_trip():
