@@ -456,7 +456,8 @@ def validate_args(args, settings: RunSettings) -> None:
         raise ValueError(
             "--spectral_max_timestep gates DDPM timesteps; with --formulation edm use --spectral_max_sigma."
         )
-    check_wavelet_levels(args, losses, settings.resolution)
+    if not args.vae_name_or_path or args.spectral_space == "decoded":  # latent grids are checked in setup
+        check_wavelet_levels(args, losses, settings.resolution)
     if args.vae_name_or_path is None:
         for flag, value, default in (
             ("vae_subfolder", args.vae_subfolder, None),
@@ -653,7 +654,7 @@ def save_pipeline(args, settings, unet, noise_scheduler, ema_model, mel=None, va
         save(make_pipeline(settings, unet, noise_scheduler, for_sampling=False, mel=mel, vae=vae), args.output_dir)
 
 
-def evaluate_and_write_card(args, settings, accelerator, data, regularizer):
+def evaluate_and_write_card(args, settings, accelerator, data, regularizer, codec: LatentCodec | None = None):
     """Quick evaluation of the saved pipeline (metrics in the card), then the model card itself."""
     from diffusers_specreg.evaluate import dataset_info, evaluate_pipeline, load_pipeline
     from diffusers_specreg.model_card import write_model_card
@@ -680,6 +681,8 @@ def evaluate_and_write_card(args, settings, accelerator, data, regularizer):
     config = settings.config(args)
     config["noise_spectrum"] = args.noise_spectrum
     config["final_spectral_weights"] = regularizer.current_weights()
+    if codec is not None:
+        config["vae_scaling_factor"] = codec.scaling_factor
     write_model_card(
         args.output_dir,
         config=config,
@@ -1205,7 +1208,7 @@ def main(argv: list[str] | None = None) -> int:
                 "gradient)."
             )
         if accelerator.is_main_process:
-            evaluate_and_write_card(args, settings, accelerator, run.data, regularizer)
+            evaluate_and_write_card(args, settings, accelerator, run.data, regularizer, run.codec)
             if args.push_to_hub:
                 push_to_hub(args, f"Step {global_step}")
         accelerator.wait_for_everyone()
