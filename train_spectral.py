@@ -855,6 +855,21 @@ def load_codec(args, accelerator: Accelerator) -> tuple[LatentCodec | None, Any]
     return codec, pipeline_vae
 
 
+def warn_latent_scale(codec: LatentCodec, images: torch.Tensor) -> float:
+    """Warn when the scaled latents of a data batch are far from unit variance (the noise schedule assumes it), with
+    the scaling factor that would fix it; returns their standard deviation."""
+    generator = torch.Generator(device=codec.vae.device).manual_seed(0)
+    std = float(codec.encode(images, generator).std())
+    if not 0.5 <= std <= 2.0:
+        logger.warning(
+            f"The scaled latents of a data batch have std {std:.3g} (scaling_factor {codec.scaling_factor:.6g} of "
+            f"{codec.source}); the noise schedule assumes about 1. A scaling_factor of "
+            f"{codec.scaling_factor / max(std, 1e-12):.6g} would give unit variance on this data "
+            "(vae.register_to_config(scaling_factor=...) and save_pretrained, or train_autoencoder.py measures it)."
+        )
+    return std
+
+
 def latent_resolution(args, settings: RunSettings, codec: LatentCodec, pretrained) -> RunSettings:
     """The image resolution of latent diffusion: `--resolution`, else a `--model_config_name_or_path` UNet's
     sample_size times the autoencoder's downsampling factor (a fine-tuned UNet's was set by `load_pretrained`), else
@@ -997,6 +1012,8 @@ def setup(args, settings: RunSettings, accelerator: Accelerator) -> tuple[Traini
 
     # a fixed data batch for the spectrum plots, drawn before any state is restored (it uses the global RNG)
     data_preview = next(iter(torch.utils.data.DataLoader(data.dataset, batch_size=args.eval_batch_size)))["input"]
+    if codec is not None:
+        warn_latent_scale(codec, data_preview)
     mel = getattr(data, "mel", None)
     parts = Training(
         data,
