@@ -481,7 +481,7 @@ def _latent_text(config: Mapping) -> str:
     where = (
         "on the predicted clean latent x̂₀"
         if space == "latent"
-        else "on images decoded from the predicted clean latent x̂₀ by the frozen decoder (gradients through it)"
+        else "on images decoded from the predicted clean latent x̂₀ by the frozen decoder, with gradients through it"
     )
     losses = f"The spectral losses apply {where} (`--spectral_space {space}`). " if config.get("spectral_loss") else ""
     return (

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from accelerate import PartialState
 from conftest import REPO, launch, write_image_folder, write_unet_config, write_vae
 from diffusers import AutoencoderKL, DDPMScheduler, LDMPipeline
 
@@ -166,6 +167,8 @@ def test_default_unet_is_sized_to_the_latents_and_decoded_space_trains_with_acce
         "amplitude_phase",
         "--spectral_space",
         "decoded",
+        "--mixed_precision",
+        "bf16",  # the frozen encoder/decoder run in bf16; the saved autoencoder stays the float32 original
     ]
     result = launch(args)
     assert "spectral losses on the decoded x̂₀" in result.stderr
@@ -173,6 +176,20 @@ def test_default_unet_is_sized_to_the_latents_and_decoded_space_trains_with_acce
     assert (unet["in_channels"], unet["sample_size"]) == (4, 8)
     assert (out / "checkpoint-2").is_dir() and (out / "vqvae" / "config.json").is_file()
     assert "--spectral_space decoded" in (out / "README.md").read_text()
+    saved, source = AutoencoderKL.from_pretrained(out / "vqvae"), AutoencoderKL.from_pretrained(fixtures["vae"])
+    assert saved.dtype == torch.float32
+    assert all(torch.equal(a, b) for a, b in zip(saved.state_dict().values(), source.state_dict().values()))
+
+
+def test_latents_far_from_unit_variance_are_reported_with_the_fitting_scale(fixtures, tmp_path, caplog):
+    PartialState()  # the script logs through accelerate's logger
+    images = torch.rand(4, 3, 16, 16) * 2 - 1
+    fitting = LatentCodec(load_vae(str(fixtures["vae"])), "tiny")
+    std = train_spectral.warn_latent_scale(fitting, images)
+    wrong = LatentCodec(load_vae(str(write_vae(tmp_path / "big", scaling_factor=1.5 * 10 / std))), "big")
+    with caplog.at_level(logging.WARNING):
+        assert train_spectral.warn_latent_scale(wrong, images) == pytest.approx(10.0, rel=1e-4)
+    assert "have std 10" in caplog.text and f"A scaling_factor of {1.5 / std:.6g} would give" in caplog.text
 
 
 def test_fine_tuning_a_latent_pipeline_keeps_the_image_resolution(fixtures, tmp_path):
