@@ -764,6 +764,13 @@ def load_pretrained(args, settings: RunSettings, codec: LatentCodec | None = Non
     if not args.pretrained_model_name_or_path:
         return None, settings
     pretrained = training.load_pretrained(args.pretrained_model_name_or_path, args.cache_dir)
+    index_file = os.path.join(args.pretrained_model_name_or_path, "model_index.json")
+    if codec is None and os.path.isfile(index_file) and "vqvae" in read_json(index_file):
+        raise ValueError(
+            f"--pretrained_model_name_or_path {args.pretrained_model_name_or_path} is a latent diffusion pipeline: "
+            f"fine-tune it on its own autoencoder with --vae_name_or_path {args.pretrained_model_name_or_path} "
+            "--vae_subfolder vqvae."
+        )
     factor = codec.factor if codec is not None else 1
     if args.resolution is None:
         settings = replace(settings, resolution=pretrained.unet.config.sample_size * factor)

@@ -201,6 +201,22 @@ def test_fine_tuning_a_latent_pipeline_keeps_the_image_resolution(fixtures, tmp_
     assert train_spectral.main([*argv, "--pretrained_model_name_or_path", str(first)]) == 0
     assert json.loads((second / "unet" / "config.json").read_text())["sample_size"] == 8
     assert json.loads((second / "training_args.json").read_text())["resolution"] == 16
+    # the saved folder's own autoencoder serves as --vae_name_or_path; leaving it out is refused with that fix
+    third = [*argv[: argv.index("--vae_name_or_path")], "--output_dir", str(tmp_path / "third"), "--max_train_steps"]
+    third += ["1", "--eval_num_samples", "0", "--pretrained_model_name_or_path", str(second)]
+    with pytest.raises(ValueError, match=f"--vae_name_or_path {second} --vae_subfolder vqvae"):
+        train_spectral.main(third)
+    assert train_spectral.main([*third, "--vae_name_or_path", str(second), "--vae_subfolder", "vqvae"]) == 0
+
+
+def test_latent_run_resumes_from_its_checkpoint(fixtures, tmp_path):
+    out = tmp_path / "resumed"
+    common = ["--checkpointing_steps", "1", "--eval_num_samples", "0", "--spectral_loss", "amplitude"]
+    assert train_spectral.main(latent_args(fixtures, out, "--max_train_steps", "2", *common)) == 0
+    resumed = latent_args(fixtures, out, "--max_train_steps", "3", "--resume_from_checkpoint", "latest", *common)
+    assert train_spectral.main(resumed) == 0
+    assert (out / "checkpoint-3").is_dir()
+    assert json.loads((out / "checkpoint-3" / "training_state.json").read_text())["global_step"] == 3
 
 
 # --- bad input: clear errors before training -----------------------------------------------------------------------
