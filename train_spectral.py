@@ -808,7 +808,7 @@ def check_model_and_grid(
     """The UNet fits the data and resolution (the latents, for latent diffusion); the spectra hold frequencies of the
     training grid (checked now, not at the first step)."""
     factor = training.unet_downsampling_factor(model.config)
-    if codec is not None:
+    if codec is not None:  # the UNet sees latents (their channels were checked by check_latent_unet)
         grid = settings.resolution // codec.factor
         if grid % factor:
             raise ValueError(
@@ -817,13 +817,12 @@ def check_model_and_grid(
                 f"({len(model.config.down_block_types)} down blocks). Use --model_preset small, a UNet config with "
                 f"fewer down blocks, or a --resolution that is a multiple of {factor * codec.factor}."
             )
-        return
-    if settings.resolution % factor:
+    elif settings.resolution % factor:
         raise ValueError(
             f"--resolution {settings.resolution} is not divisible by {factor}, the downsampling factor of the UNet "
             f"({len(model.config.down_block_types)} down blocks). Use a multiple of {factor}."
         )
-    if model.config.in_channels != channels:
+    elif model.config.in_channels != channels:
         raise ValueError(
             f"The model takes {model.config.in_channels} channels but the data has {channels}; use a model "
             "config with matching in_channels/out_channels."
