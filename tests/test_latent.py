@@ -80,6 +80,33 @@ def test_codec_encodes_scaled_posterior_samples_and_decodes_differentiably(fixtu
     assert z.grad is not None and z.grad.abs().sum() > 0
 
 
+def recording(decode, record: dict, key):
+    """`decode` that first stores its input latents in `record[key]`."""
+
+    def wrapped(latents, *args, **kwargs):
+        record[key] = latents.clone()
+        return decode(latents, *args, **kwargs)
+
+    return wrapped
+
+
+def test_stock_ldm_pipeline_divides_by_the_scaling_factor_before_decoding(fixtures):
+    """The reason the latent kind saves Diffusers' LDMPipeline: it decodes `latents / vqvae.config.scaling_factor`.
+    Same UNet, scheduler and seed, autoencoders that differ only in scaling_factor: decoder inputs scale by 1 / it."""
+    from conftest import tiny_unet
+
+    unet = tiny_unet(sample_size=8, channels=4)
+    decoded = {}
+    for factor in (1.0, 4.0):
+        vae = load_vae(str(write_vae(fixtures["vae"].parent / f"vae_{factor}", scaling_factor=factor)))
+        vae.decode = recording(vae.decode, decoded, factor)
+        pipeline = LDMPipeline(vqvae=vae, unet=unet, scheduler=DDPMScheduler(num_train_timesteps=50))
+        pipeline.set_progress_bar_config(disable=True)
+        images = pipeline(batch_size=2, num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images
+        assert len(images) == 2 and images[0].size == (16, 16)
+    assert torch.allclose(decoded[4.0] * 4.0, decoded[1.0], atol=1e-6)
+
+
 def test_measure_scaling_factor_gives_unit_variance_latents(fixtures):
     vae = load_vae(str(fixtures["vae"]))
     images = torch.rand(8, 3, 16, 16) * 2 - 1
