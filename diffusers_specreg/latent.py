@@ -169,13 +169,21 @@ def check_latent_unet(config, codec: LatentCodec, resolution: int, source: str) 
         source (`str`): where the UNet came from, e.g. `"--model_config_name_or_path cfg/"`.
     """
     size = resolution // codec.factor
+    if source.startswith("--pretrained_model_name_or_path"):
+        fix = (
+            "Fine-tune a UNet trained on this autoencoder's latents, or leave out --pretrained_model_name_or_path to "
+            "train one from scratch."
+        )
+    else:
+        fix = (
+            f"Set in_channels and out_channels to {codec.latent_channels} in the UNet config, or leave out "
+            "--model_config_name_or_path for a UNet sized to the latents."
+        )
     for key in ("in_channels", "out_channels"):
         if config[key] != codec.latent_channels:
             raise ValueError(
                 f"The UNet of {source} has {key} {config[key]} but the autoencoder's latents have "
-                f"{codec.latent_channels} channels (latent_channels of {codec.source}). Set in_channels and "
-                f"out_channels to {codec.latent_channels} in the UNet config, or leave out --model_config_name_or_path "
-                "for a UNet sized to the latents."
+                f"{codec.latent_channels} channels (latent_channels of {codec.source}). {fix}"
             )
     sample_size = config["sample_size"]
     sample_size = sample_size[0] if isinstance(sample_size, (list, tuple)) else sample_size

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate import PartialState
-from conftest import REPO, launch, write_image_folder, write_unet_config, write_vae
+from conftest import REPO, launch, tiny_unet, write_image_folder, write_unet_config, write_vae
 from diffusers import AutoencoderKL, DDPMScheduler, LDMPipeline
 
 from diffusers_specreg.evaluate import image_shape
@@ -93,8 +93,6 @@ def recording(decode, record: dict, key):
 def test_stock_ldm_pipeline_divides_by_the_scaling_factor_before_decoding(fixtures):
     """The reason the latent kind saves Diffusers' LDMPipeline: it decodes `latents / vqvae.config.scaling_factor`.
     Same UNet, scheduler and seed, autoencoders that differ only in scaling_factor: decoder inputs scale by 1 / it."""
-    from conftest import tiny_unet
-
     unet = tiny_unet(sample_size=8, channels=4)
     decoded = {}
     for factor in (1.0, 4.0):
@@ -234,6 +232,18 @@ def test_fine_tuning_a_latent_pipeline_keeps_the_image_resolution(fixtures, tmp_
     with pytest.raises(ValueError, match=f"--vae_name_or_path {second} --vae_subfolder vqvae"):
         train_spectral.main(third)
     assert train_spectral.main([*third, "--vae_name_or_path", str(second), "--vae_subfolder", "vqvae"]) == 0
+
+
+def test_a_pixel_unet_cannot_be_fine_tuned_on_latents(fixtures, tmp_path):
+    pixel = tmp_path / "pixel"
+    tiny_unet(sample_size=16, channels=3).save_pretrained(pixel)
+    argv = latent_args(fixtures, tmp_path / "never", "--max_train_steps", "1")
+    i = argv.index("--model_config_name_or_path")
+    argv[i : i + 2] = ["--pretrained_model_name_or_path", str(pixel)]
+    with pytest.raises(
+        ValueError, match=r"has in_channels 3 but the autoencoder's latents have 4 .* Fine-tune a UNet"
+    ):
+        train_spectral.main(argv)
 
 
 def test_latent_run_resumes_from_its_checkpoint(fixtures, tmp_path):
