@@ -8,6 +8,7 @@ Every argument of that script works here with the same name, default and meaning
     --formulation edm                        EDM training (arXiv 2206.00364), saved with an EDMPipeline
     --noise_spectrum powerlaw:alpha=-0.04    coloured forward noise (SAGD, arXiv 2510.09660)
     --pretrained_model_name_or_path DIR      fine-tune a saved pipeline or UNet
+    --vae_name_or_path AE_DIR                latent diffusion on a frozen AutoencoderKL's scaled latents (LDMPipeline)
 
 Run `accelerate launch train_spectral.py` with no argument to train a small model on built-in checkerboards.
 """
@@ -43,6 +44,7 @@ try:  # the pipelines/ folder is installed as diffusers_specreg.pipelines: fail 
 except ImportError as error:
     raise ImportError(f"{error}. Install the project first: pip install -e . (see README).") from error
 from diffusers_specreg.formulations import Formulation, SchedulerSettings, formulation_choices, select_formulation
+from diffusers_specreg.latent import LatentCodec, check_latent_unet, load_vae
 from diffusers_specreg.objectives import build_objective
 from diffusers_specreg.regularizer import DEFAULT_WEIGHTS, SpectralRegularizer
 from diffusers_specreg.weighting import DEFAULT_WEIGHTING, WEIGHTINGS
@@ -259,6 +261,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     audio.add_argument("--hop_length", type=int, default=512)
     audio.add_argument("--top_db", type=int, default=80)
     audio.add_argument("--builtin_num_clips", type=int, default=64, help="Number of built-in synthetic audio clips.")
+    # --- latent diffusion (arXiv 2112.10752; autoencoders of train_autoencoder.py, arXiv 2603.14645) -------------
+    latent = parser.add_argument_group("latent diffusion")
+    latent.add_argument(
+        "--vae_name_or_path",
+        type=str,
+        default=None,
+        help="A frozen AutoencoderKL (local folder or Hub id; e.g. the output of train_autoencoder.py): train the UNet "
+        "on its latents, encode(x).latent_dist.sample() * scaling_factor, and save an LDMPipeline with it. "
+        "--resolution stays the image size.",
+    )
+    latent.add_argument(
+        "--vae_subfolder", type=str, default=None, help="Subfolder of --vae_name_or_path, e.g. 'vae' for an SD repo."
+    )
+    latent.add_argument(
+        "--spectral_space",
+        type=str,
+        default="latent",
+        choices=["latent", "decoded"],
+        help="Where the spectral losses compare x̂₀ with x₀ in latent diffusion: 'latent' (default) on the latents, "
+        "'decoded' on images decoded by the frozen autoencoder (gradients flow through its decoder).",
+    )
     # --- evaluation for the model card --------------------------------------------------------------------------
     evals = parser.add_argument_group("evaluation")
     evals.add_argument(
@@ -347,7 +370,9 @@ def derive_settings(args) -> RunSettings:
     if not spectrum.is_white and args.formulation != "ddpm":
         raise ValueError("--noise_spectrum needs --formulation ddpm (the EDM sampler draws white noise).")
     return RunSettings(
-        formulation=select_formulation(args.formulation, args.modality, not spectrum.is_white),
+        formulation=select_formulation(
+            args.formulation, args.modality, not spectrum.is_white, latent=bool(args.vae_name_or_path)
+        ),
         noise_spectrum=spectrum,
         corrupt_band=parse_band(args.corrupt_band) if args.corrupt_band else None,
         builtin=builtin,
@@ -431,26 +456,17 @@ def validate_args(args, settings: RunSettings) -> None:
         raise ValueError(
             "--spectral_max_timestep gates DDPM timesteps; with --formulation edm use --spectral_max_sigma."
         )
-    if "wavelet" in losses:
-        import pywt
-
-        try:
-            wavelet = pywt.Wavelet(args.wavelet)
-        except ValueError:
-            raise ValueError(
-                f"--wavelet {args.wavelet!r} is not a PyWavelets wavelet; try haar, bior1.3 or db2."
-            ) from None
-        max_level = pywt.dwt_max_level(settings.resolution, wavelet.dec_len)
-        if (
-            args.wavelet_levels < 1
-            or args.wavelet_levels > max(max_level, 1)
-            or settings.resolution % 2**args.wavelet_levels
+    if not args.vae_name_or_path or args.spectral_space == "decoded":  # latent grids are checked in setup
+        check_wavelet_levels(args, losses, settings.resolution)
+    if args.vae_name_or_path is None:
+        for flag, value, default in (
+            ("vae_subfolder", args.vae_subfolder, None),
+            ("spectral_space", args.spectral_space, "latent"),
         ):
-            raise ValueError(
-                f"--wavelet_levels {args.wavelet_levels} does not fit --resolution {settings.resolution} with wavelet "
-                f"{args.wavelet}: the resolution must be divisible by 2**levels and levels <= {max_level}. "
-                "Lower --wavelet_levels or change --resolution."
-            )
+            if value != default:
+                raise ValueError(f"--{flag} {value} applies to latent diffusion only: add --vae_name_or_path.")
+    elif args.spectral_space == "decoded" and not losses:
+        logging.getLogger(__name__).warning("--spectral_space decoded has no effect without a --spectral_loss.")
     if args.corrupt_strength < 0:
         raise ValueError(f"--corrupt_strength must be >= 0, got {args.corrupt_strength}.")
     if args.eval_num_samples < 0:
@@ -469,6 +485,27 @@ def validate_args(args, settings: RunSettings) -> None:
         raise ValueError("--push_to_hub needs --hub_model_id or an --output_dir name.")
 
 
+def check_wavelet_levels(args, losses: list[str], size: int, grid: str = "--resolution") -> None:
+    """The wavelet loss's levels fit the `size`x`size` grid it sees (the images, or the latents of latent diffusion)."""
+    if "wavelet" not in losses:
+        return
+    import pywt
+
+    try:
+        wavelet = pywt.Wavelet(args.wavelet)
+    except ValueError:
+        raise ValueError(
+            f"--wavelet {args.wavelet!r} is not a PyWavelets wavelet; try haar, bior1.3 or db2."
+        ) from None
+    max_level = pywt.dwt_max_level(size, wavelet.dec_len)
+    if args.wavelet_levels < 1 or args.wavelet_levels > max(max_level, 1) or size % 2**args.wavelet_levels:
+        raise ValueError(
+            f"--wavelet_levels {args.wavelet_levels} does not fit {grid} {size} with wavelet "
+            f"{args.wavelet}: the resolution must be divisible by 2**levels and levels <= {max_level}. "
+            "Lower --wavelet_levels or change --resolution."
+        )
+
+
 def check_output_dir(args) -> None:
     """Refuse to overwrite a trained pipeline, checkpoints or user files unless asked to; never delete on resume."""
     run_settings.check_output_dir(
@@ -481,12 +518,18 @@ def optimizer_settings(args) -> dict:
     return dict(betas=(args.adam_beta1, args.adam_beta2), weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)
 
 
-def build_model(args, settings: RunSettings, channels: int, pretrained) -> UNet2DModel:
+def build_model(
+    args, settings: RunSettings, channels: int, pretrained, codec: LatentCodec | None = None
+) -> UNet2DModel:
+    """The UNet: fine-tuned, from a config, or a preset sized to the data (the latents, for latent diffusion)."""
     if pretrained is not None:
         return pretrained.unet
     if args.model_config_name_or_path:
         config = UNet2DModel.load_config(args.model_config_name_or_path)
         return UNet2DModel.from_config(config)
+    if codec is not None:
+        size, channels = settings.resolution // codec.factor, codec.latent_channels
+        return UNet2DModel(**training.unet_config(settings.model_preset, size, channels))
     return UNet2DModel(**training.unet_config(settings.model_preset, settings.resolution, channels))
 
 
@@ -501,10 +544,10 @@ def build_noise_scheduler(args, settings: RunSettings, pretrained):
     return settings.formulation.build_scheduler(scheduler_settings)
 
 
-def make_pipeline(settings: RunSettings, unet, noise_scheduler, for_sampling: bool, mel=None):
-    """The pipeline saved (DDPM, EDM, SAGD or audio) or used to draw logged samples (DDIM for speed)."""
+def make_pipeline(settings: RunSettings, unet, noise_scheduler, for_sampling: bool, mel=None, vae=None):
+    """The pipeline saved (DDPM, EDM, SAGD, audio or latent) or used to draw logged samples (DDIM for speed)."""
     entry = settings.formulation
-    pipeline = entry.build_pipeline(unet, noise_scheduler, spectrum=settings.noise_spectrum, mel=mel)
+    pipeline = entry.build_pipeline(unet, noise_scheduler, spectrum=settings.noise_spectrum, mel=mel, vae=vae)
     return entry.fast_pipeline(pipeline) if for_sampling else pipeline
 
 
@@ -547,13 +590,16 @@ class ema_weights:
             self.ema_model.restore(self.unet.parameters())
 
 
-def log_samples(args, settings, accelerator, unet, noise_scheduler, ema_model, data_batch, global_step, mel=None):
-    """Sample `eval_batch_size` images (EMA weights if any); log a grid, a RAPSD plot vs the data (and audio)."""
+def log_samples(
+    args, settings, accelerator, unet, noise_scheduler, ema_model, data_batch, global_step, mel=None, vae=None
+):
+    """Sample `eval_batch_size` images (EMA weights if any; decoded by `vae` for latent diffusion); log a grid, a RAPSD
+    plot vs the data (and audio)."""
     from diffusers_specreg import metrics, plots
 
     audios = None
     with ema_weights(unet, ema_model):
-        pipeline = make_pipeline(settings, unet, noise_scheduler, for_sampling=True, mel=mel)
+        pipeline = make_pipeline(settings, unet, noise_scheduler, for_sampling=True, mel=mel, vae=vae)
         pipeline.set_progress_bar_config(disable=True)
         generator = torch.Generator(device=pipeline.device).manual_seed(0)
         if settings.formulation.modality == "audio":
@@ -599,15 +645,16 @@ def log_samples(args, settings, accelerator, unet, noise_scheduler, ema_model, d
     accelerator.log({f"eval/log_rapsd_distance_{k}": v for k, v in distance.items()}, step=global_step)
 
 
-def save_pipeline(args, settings, unet, noise_scheduler, ema_model, mel=None):
-    """Save the pipeline (EMA weights if any) to output_dir as safetensors; custom pipelines get pipeline.py."""
+def save_pipeline(args, settings, unet, noise_scheduler, ema_model, mel=None, vae=None):
+    """Save the pipeline (EMA weights if any) to output_dir as safetensors; custom pipelines get pipeline.py; a
+    latent model carries its autoencoder (`vqvae/`), so the folder is self-contained."""
     from diffusers_specreg.pipelines_io import save_pipeline as save
 
     with ema_weights(unet, ema_model):
-        save(make_pipeline(settings, unet, noise_scheduler, for_sampling=False, mel=mel), args.output_dir)
+        save(make_pipeline(settings, unet, noise_scheduler, for_sampling=False, mel=mel, vae=vae), args.output_dir)
 
 
-def evaluate_and_write_card(args, settings, accelerator, data, regularizer):
+def evaluate_and_write_card(args, settings, accelerator, data, regularizer, codec: LatentCodec | None = None):
     """Quick evaluation of the saved pipeline (metrics in the card), then the model card itself."""
     from diffusers_specreg.evaluate import dataset_info, evaluate_pipeline, load_pipeline
     from diffusers_specreg.model_card import write_model_card
@@ -634,6 +681,8 @@ def evaluate_and_write_card(args, settings, accelerator, data, regularizer):
     config = settings.config(args)
     config["noise_spectrum"] = args.noise_spectrum
     config["final_spectral_weights"] = regularizer.current_weights()
+    if codec is not None:
+        config["vae_scaling_factor"] = codec.scaling_factor
     write_model_card(
         args.output_dir,
         config=config,
@@ -686,6 +735,8 @@ class Training:
     noise_rng: training.CheckpointedGenerator
     data_preview: torch.Tensor
     checkpointed: dict  # name -> EMA model / regularizer, saved with each checkpoint without pickle
+    codec: LatentCodec | None = None  # latent diffusion: the frozen autoencoder that encodes each batch
+    pipeline_vae: Any = None  # the same autoencoder in float32, saved and sampled with the UNet
 
 
 def make_accelerator(args) -> Accelerator:
@@ -706,17 +757,25 @@ def make_accelerator(args) -> Accelerator:
     return accelerator
 
 
-def load_pretrained(args, settings: RunSettings):
-    """The model fine-tuned from (or `None`), and the settings it implies: its sample size unless `--resolution` is
-    given (then the UNet samples at the new size from now on), its scheduler's prediction type unless
-    `--prediction_type` is given."""
+def load_pretrained(args, settings: RunSettings, codec: LatentCodec | None = None):
+    """The model fine-tuned from (or `None`), and the settings it implies: its sample size (times the autoencoder's
+    downsampling factor, for latent diffusion) unless `--resolution` is given (then the UNet samples at the new size
+    from now on), its scheduler's prediction type unless `--prediction_type` is given."""
     if not args.pretrained_model_name_or_path:
         return None, settings
     pretrained = training.load_pretrained(args.pretrained_model_name_or_path, args.cache_dir)
+    index_file = os.path.join(args.pretrained_model_name_or_path, "model_index.json")
+    if codec is None and os.path.isfile(index_file) and "vqvae" in read_json(index_file):
+        raise ValueError(
+            f"--pretrained_model_name_or_path {args.pretrained_model_name_or_path} is a latent diffusion pipeline: "
+            f"fine-tune it on its own autoencoder with --vae_name_or_path {args.pretrained_model_name_or_path} "
+            "--vae_subfolder vqvae."
+        )
+    factor = codec.factor if codec is not None else 1
     if args.resolution is None:
-        settings = replace(settings, resolution=pretrained.unet.config.sample_size)
-    elif pretrained.unet.config.sample_size != args.resolution:
-        pretrained.unet.register_to_config(sample_size=args.resolution)
+        settings = replace(settings, resolution=pretrained.unet.config.sample_size * factor)
+    elif pretrained.unet.config.sample_size * factor != args.resolution and args.resolution % factor == 0:
+        pretrained.unet.register_to_config(sample_size=args.resolution // factor)
     inherited = (pretrained.scheduler_config or {}).get("prediction_type")
     if args.prediction_type is None and inherited:
         settings = replace(settings, prediction_type=inherited)
@@ -743,16 +802,27 @@ def build_data(args, settings: RunSettings, channels: int | None):
     return build_image_dataset(**common, **{key: getattr(args, key) for key in image}, channels=channels)
 
 
-def check_model_and_grid(args, settings: RunSettings, model: UNet2DModel, channels: int) -> None:
-    """The UNet fits the data and resolution; the spectra hold frequencies of the training grid (checked now, not
-    at the first step)."""
+def check_model_and_grid(
+    args, settings: RunSettings, model: UNet2DModel, channels: int, codec: LatentCodec | None = None
+) -> None:
+    """The UNet fits the data and resolution (the latents, for latent diffusion); the spectra hold frequencies of the
+    training grid (checked now, not at the first step)."""
     factor = training.unet_downsampling_factor(model.config)
-    if settings.resolution % factor:
+    if codec is not None:  # the UNet sees latents (their channels were checked by check_latent_unet)
+        grid = settings.resolution // codec.factor
+        if grid % factor:
+            raise ValueError(
+                f"The {grid}x{grid} latents (--resolution {settings.resolution} / the autoencoder's downsampling "
+                f"factor {codec.factor}) are not divisible by {factor}, the downsampling factor of the UNet "
+                f"({len(model.config.down_block_types)} down blocks). Use --model_preset small, a UNet config with "
+                f"fewer down blocks, or a --resolution that is a multiple of {factor * codec.factor}."
+            )
+    elif settings.resolution % factor:
         raise ValueError(
             f"--resolution {settings.resolution} is not divisible by {factor}, the downsampling factor of the UNet "
             f"({len(model.config.down_block_types)} down blocks). Use a multiple of {factor}."
         )
-    if model.config.in_channels != channels:
+    elif model.config.in_channels != channels:
         raise ValueError(
             f"The model takes {model.config.in_channels} channels but the data has {channels}; use a model "
             "config with matching in_channels/out_channels."
@@ -769,24 +839,95 @@ def check_model_and_grid(args, settings: RunSettings, model: UNet2DModel, channe
             ) from error
 
 
+def load_codec(args, accelerator: Accelerator) -> tuple[LatentCodec | None, Any]:
+    """Latent diffusion: the frozen autoencoder of `--vae_name_or_path` on the accelerator device in the weight dtype
+    (the encoder of every batch, the decoder of `--spectral_space decoded`), and a float32 one for the saved and
+    sampled pipeline (the same object without mixed precision). `(None, None)` for pixel-space training."""
+    if not args.vae_name_or_path:
+        return None, None
+    vae = load_vae(args.vae_name_or_path, args.vae_subfolder, args.cache_dir)
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+    pipeline_vae = vae.to(accelerator.device)
+    if weight_dtype != torch.float32:
+        import copy
+
+        vae = copy.deepcopy(pipeline_vae).to(dtype=weight_dtype)
+    source = os.path.join(args.vae_name_or_path, args.vae_subfolder) if args.vae_subfolder else args.vae_name_or_path
+    codec = LatentCodec(vae, source)
+    logger.info(
+        f"Latent diffusion on {source}: {codec.latent_channels}-channel latents, downsampling {codec.factor}, "
+        f"scaling_factor {codec.scaling_factor:.6g}, spectral losses on the {args.spectral_space} x̂₀."
+    )
+    return codec, pipeline_vae
+
+
+def warn_latent_scale(codec: LatentCodec, images: torch.Tensor) -> float:
+    """Warn when the scaled latents of a data batch are far from unit variance (the noise schedule assumes it), with
+    the scaling factor that would fix it; returns their standard deviation."""
+    generator = torch.Generator(device=codec.vae.device).manual_seed(0)
+    std = float(codec.encode(images, generator).std())
+    if not 0.5 <= std <= 2.0:
+        logger.warning(
+            f"The scaled latents of a data batch have std {std:.3g} (scaling_factor {codec.scaling_factor:.6g} of "
+            f"{codec.source}); the noise schedule assumes about 1. A scaling_factor of "
+            f"{codec.scaling_factor / max(std, 1e-12):.6g} would give unit variance on this data "
+            "(vae.register_to_config(scaling_factor=...) and save_pretrained, or train_autoencoder.py measures it)."
+        )
+    return std
+
+
+def latent_resolution(args, settings: RunSettings, codec: LatentCodec, pretrained) -> RunSettings:
+    """The image resolution of latent diffusion: `--resolution`, else a `--model_config_name_or_path` UNet's
+    sample_size times the autoencoder's downsampling factor (a fine-tuned UNet's was set by `load_pretrained`), else
+    the preset's; it must be a multiple of that factor, and the latent grid must hold the wavelet levels."""
+    if pretrained is None and args.model_config_name_or_path and args.resolution is None:
+        size = UNet2DModel.load_config(args.model_config_name_or_path).get("sample_size")
+        size = size[0] if isinstance(size, (list, tuple)) else size
+        if size:
+            settings = replace(settings, resolution=int(size) * codec.factor)
+    if settings.resolution % codec.factor:
+        raise ValueError(
+            f"--resolution {settings.resolution} is not divisible by {codec.factor}, the downsampling factor of the "
+            f"autoencoder {codec.source} (2 ** (len(block_out_channels) - 1)). Use a multiple of {codec.factor}."
+        )
+    if args.spectral_space == "latent":
+        grid = settings.resolution // codec.factor
+        check_wavelet_levels(args, settings.spectral_loss, grid, f"the latent grid (--resolution / {codec.factor})")
+    return settings
+
+
 def setup(args, settings: RunSettings, accelerator: Accelerator) -> tuple[Training, RunSettings]:
     """Data, model, scheduler, objective, optimiser: everything that can fail does so before the first step."""
-    pretrained, settings = load_pretrained(args, settings)
-    channels = pretrained.unet.config.in_channels if pretrained is not None else None
-    if pretrained is None and args.model_config_name_or_path:  # the config decides the channels; data follow
+    codec, pipeline_vae = load_codec(args, accelerator)
+    pretrained, settings = load_pretrained(args, settings, codec)
+    if codec is not None:  # latent diffusion: the autoencoder decides the image channels; the UNet sees latents
+        channels = codec.image_channels
+        settings = latent_resolution(args, settings, codec, pretrained)
+    elif pretrained is not None:
+        channels = pretrained.unet.config.in_channels
+    elif args.model_config_name_or_path:  # the config decides the channels; data follow
         config = UNet2DModel.load_config(args.model_config_name_or_path)
         channels = config["in_channels"]
         resolution = training.resolution_for_config(config, settings.resolution, args.resolution)
         settings = replace(settings, resolution=resolution)
+    else:
+        channels = None
     data = build_data(args, settings, channels)
-    model = build_model(args, settings, data.channels, pretrained)
+    model = build_model(args, settings, data.channels, pretrained, codec)
+    if codec is not None:
+        source = (
+            f"--pretrained_model_name_or_path {args.pretrained_model_name_or_path}"
+            if pretrained is not None
+            else f"--model_config_name_or_path {args.model_config_name_or_path}"
+        )
+        check_latent_unet(model.config, codec, settings.resolution, source)
     if args.enable_xformers_memory_efficient_attention:
         import importlib.util
 
         if importlib.util.find_spec("xformers") is None:
             raise ValueError("--enable_xformers_memory_efficient_attention needs xformers: pip install xformers.")
         model.enable_xformers_memory_efficient_attention()
-    check_model_and_grid(args, settings, model, data.channels)
+    check_model_and_grid(args, settings, model, data.channels, codec)
     noise_scheduler = build_noise_scheduler(args, settings, pretrained)
     spectrum = settings.noise_spectrum
     noise_fn = (
@@ -810,6 +951,7 @@ def setup(args, settings: RunSettings, accelerator: Accelerator) -> tuple[Traini
         gate_t_max=args.spectral_max_timestep,
         gate_sigma_max=args.spectral_max_sigma,
         min_snr_gamma=args.min_snr_gamma,
+        decoder=codec.decode if codec is not None and args.spectral_space == "decoded" else None,
     )
     logger.info(
         f"Data: {data.description}; model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters"
@@ -876,6 +1018,8 @@ def setup(args, settings: RunSettings, accelerator: Accelerator) -> tuple[Traini
 
     # a fixed data batch for the spectrum plots, drawn before any state is restored (it uses the global RNG)
     data_preview = next(iter(torch.utils.data.DataLoader(data.dataset, batch_size=args.eval_batch_size)))["input"]
+    if codec is not None:
+        warn_latent_scale(codec, data_preview)
     mel = getattr(data, "mel", None)
     parts = Training(
         data,
@@ -893,6 +1037,8 @@ def setup(args, settings: RunSettings, accelerator: Accelerator) -> tuple[Traini
         noise_rng,
         data_preview,
         checkpointed,
+        codec,
+        pipeline_vae,
     )
     return parts, settings
 
@@ -947,10 +1093,11 @@ def end_of_epoch(args, settings, accelerator, run: Training, epoch: int, global_
             run.data_preview,
             global_step,
             run.mel,
+            run.pipeline_vae,
         )
         unet.train()
     if epoch % args.save_model_epochs == 0 or last:
-        save_pipeline(args, settings, unet, run.noise_scheduler, run.ema_model, run.mel)
+        save_pipeline(args, settings, unet, run.noise_scheduler, run.ema_model, run.mel, run.pipeline_vae)
         if args.push_to_hub and not last:
             push_to_hub(args, f"Epoch {epoch}")
 
@@ -1006,7 +1153,9 @@ def main(argv: list[str] | None = None) -> int:
         logger.info(f"The run already reached --max_train_steps {settings.max_train_steps}; nothing left to train.")
         first_epoch = settings.num_epochs  # skip the loop, still write the pipeline and card below
         if accelerator.is_main_process:
-            save_pipeline(args, settings, accelerator.unwrap_model(model), noise_scheduler, ema_model, run.mel)
+            save_pipeline(
+                args, settings, accelerator.unwrap_model(model), noise_scheduler, ema_model, run.mel, run.pipeline_vae
+            )
     try:
         # 2. the training loop
         for epoch in range(first_epoch, settings.num_epochs):
@@ -1023,6 +1172,8 @@ def main(argv: list[str] | None = None) -> int:
                 clean = batch["input"].to(accelerator.device)
                 if settings.corrupt_band is not None:  # selective omission: the data carry band-limited noise
                     clean = corrupt_band(clean, settings.corrupt_band, args.corrupt_strength, noise_rng.generator)
+                if run.codec is not None:  # latent diffusion: x0 is the scaled latent of the batch (frozen encoder)
+                    clean = run.codec.encode(clean, noise_rng.generator)
                 noisy = objective.noise_batch(clean, noise_rng.generator)
                 with accelerator.accumulate(model):
                     model_output = model(noisy.model_input, noisy.model_timesteps).sample
@@ -1080,7 +1231,7 @@ def main(argv: list[str] | None = None) -> int:
                 "gradient)."
             )
         if accelerator.is_main_process:
-            evaluate_and_write_card(args, settings, accelerator, run.data, regularizer)
+            evaluate_and_write_card(args, settings, accelerator, run.data, regularizer, run.codec)
             if args.push_to_hub:
                 push_to_hub(args, f"Step {global_step}")
         accelerator.wait_for_everyone()

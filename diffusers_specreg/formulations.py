@@ -3,7 +3,8 @@
 A formulation ties together everything that differs between DDPM/DDIM, EDM, SAGD and audio training: the noise
 scheduler, the training objective, the pipeline saved with the model (a class Diffusers ships, or one file of
 `pipelines/` copied beside the weights as `pipeline.py`), the fast sampler used for logged samples and evaluation, the
-model card's usage snippet (a template in `model_cards/`), its tags and its citations. The training script, the
+model card's usage snippet (a template in `model_cards/`), its tags and its citations. The latent kind trains the UNet
+on the scaled latents of a frozen `AutoencoderKL` and saves Diffusers' `LDMPipeline` with that autoencoder. The training script, the
 evaluation and the model card read it from here.
 
 Adding a kind is one entry in `FORMULATIONS` (plus its pipeline file and usage template):
@@ -12,7 +13,7 @@ Adding a kind is one entry in `FORMULATIONS` (plus its pipeline file and usage t
 FORMULATIONS["mykind"] = Formulation(
     "mykind",                                    # model_cards/usage_mykind.md holds the card's snippet
     "MyPipeline",                                # defined in pipelines/pipeline_mykind.py
-    lambda unet, scheduler, spectrum=None, mel=None: MyPipeline(unet=unet, scheduler=scheduler),
+    lambda unet, scheduler, spectrum=None, mel=None, vae=None: MyPipeline(unet=unet, scheduler=scheduler),
     lambda pipeline: pipeline,                   # the fast sampler for logged samples
     pipeline_file="pipeline_mykind.py",
 )
@@ -79,8 +80,8 @@ class Formulation:
         name (`str`): registry key, e.g. `"sagd"`; the card's usage snippet is `model_cards/usage_<name>.md`
             (`string.Template` fields `$repo`, `$steps`, `$fast`, `$sample_steps`, `$pipeline_class`).
         pipeline_class (`str`): class of the saved pipeline (`model_index.json` `_class_name`).
-        build_pipeline (`Callable`): `(unet, scheduler, spectrum=None, mel=None) -> DiffusionPipeline`, the pipeline
-            saved with the model.
+        build_pipeline (`Callable`): `(unet, scheduler, spectrum=None, mel=None, vae=None) -> DiffusionPipeline`, the
+            pipeline saved with the model (`vae`: the frozen `AutoencoderKL` of a latent model).
         fast_pipeline (`Callable`): `(saved pipeline) -> DiffusionPipeline` that samples quickly (DDIM where the
             saved one is ancestral), for logged samples.
         sampler (`Callable`, *optional*): `(pipeline, steps) -> (sample(generators) -> [B, H, W, C] in [0, 1],
@@ -96,8 +97,9 @@ class Formulation:
         tags (`tuple[str, ...]`): extra model-card tags.
         citations (`tuple[str, ...]`): arXiv ids cited by the model card (keys of `model_card.CITATIONS`).
         aliases (`tuple[str, ...]`): other saved classes that belong to this kind (e.g. `DDIMPipeline`).
-        selected_by (`Literal["flag", "noise", "modality"]`, defaults to `"flag"`): how a training run picks the kind:
-            named by `--formulation`, implied by a coloured `--noise_spectrum`, or by its `--modality`.
+        selected_by (`Literal["flag", "noise", "modality", "vae"]`, defaults to `"flag"`): how a training run picks
+            the kind: named by `--formulation`, implied by a coloured `--noise_spectrum`, by its `--modality`, or by
+            `--vae_name_or_path` (latent diffusion).
     """
 
     name: str
@@ -113,7 +115,7 @@ class Formulation:
     tags: tuple[str, ...] = ()
     citations: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
-    selected_by: Literal["flag", "noise", "modality"] = "flag"
+    selected_by: Literal["flag", "noise", "modality", "vae"] = "flag"
 
     @property
     def usage_template(self) -> str:
@@ -171,7 +173,7 @@ def _ddim(scheduler):
     return DDIMScheduler.from_config(scheduler.config)
 
 
-def _ddpm_pipeline(unet, scheduler, spectrum=None, mel=None):
+def _ddpm_pipeline(unet, scheduler, spectrum=None, mel=None, vae=None):
     from diffusers import DDPMPipeline
 
     return DDPMPipeline(unet=unet, scheduler=scheduler)
@@ -183,13 +185,13 @@ def _ddim_pipeline(pipeline):
     return DDIMPipeline(unet=pipeline.unet, scheduler=_ddim(pipeline.scheduler))
 
 
-def _edm_pipeline(unet, scheduler, spectrum=None, mel=None):
+def _edm_pipeline(unet, scheduler, spectrum=None, mel=None, vae=None):
     from diffusers_specreg.pipelines import EDMPipeline
 
     return EDMPipeline(unet=unet, scheduler=scheduler)
 
 
-def _sagd_pipeline(unet, scheduler, spectrum=None, mel=None):
+def _sagd_pipeline(unet, scheduler, spectrum=None, mel=None, vae=None):
     from diffusers_specreg.pipelines import SAGDPipeline
 
     return SAGDPipeline(unet=unet, scheduler=scheduler, noise_spectrum=spectrum)
@@ -201,10 +203,26 @@ def _sagd_ddim_pipeline(pipeline):
     )
 
 
-def _audio_pipeline(unet, scheduler, spectrum=None, mel=None):
+def _audio_pipeline(unet, scheduler, spectrum=None, mel=None, vae=None):
     from diffusers_specreg.audio import make_audio_pipeline
 
     return make_audio_pipeline(unet, mel, scheduler)
+
+
+def _latent_pipeline(unet, scheduler, spectrum=None, mel=None, vae=None):
+    # Diffusers' LDMPipeline divides the sampled latents by `vqvae.config.scaling_factor` before `vqvae.decode(...)`,
+    # which is exactly the contract of an AutoencoderKL trained for diffusion; its `vqvae` slot takes the KL model.
+    from diffusers import LDMPipeline
+
+    if vae is None:
+        raise ValueError("The latent formulation needs the frozen autoencoder (vae=...).")
+    return LDMPipeline(vqvae=vae, unet=unet, scheduler=scheduler)
+
+
+def _latent_ddim_pipeline(pipeline):
+    from diffusers import LDMPipeline
+
+    return LDMPipeline(vqvae=pipeline.vqvae, unet=pipeline.unet, scheduler=_ddim(pipeline.scheduler))
 
 
 def _audio_ddim_pipeline(pipeline):
@@ -262,6 +280,11 @@ def _sagd_sampler(pipeline, steps: int) -> tuple[Sampler, str]:
     label = "user weights" if spectrum.kind == "weights" else spectrum.to_string()
     description = f"SAGD DDIM (eta 0, noise {label}), {steps} steps"
     return _call_sampler(_sagd_ddim_pipeline(pipeline), steps, eta=0.0), description
+
+
+def _latent_sampler(pipeline, steps: int) -> tuple[Sampler, str]:
+    description = f"LDM DDIM (eta 0), {steps} steps, decoded by the autoencoder"
+    return _call_sampler(_latent_ddim_pipeline(pipeline), steps, eta=0.0), description
 
 
 def _audio_sampler(pipeline, steps: int) -> tuple[Sampler, str]:
@@ -328,6 +351,16 @@ FORMULATIONS: dict[str, Formulation] = {
         selected_by="modality",
         tags=("audio", "mel-spectrogram", "unconditional-audio-generation"),
     ),
+    "latent": Formulation(
+        "latent",
+        "LDMPipeline",
+        _latent_pipeline,
+        _latent_ddim_pipeline,
+        _latent_sampler,
+        selected_by="vae",
+        tags=("latent-diffusion",),
+        citations=("2603.14645",),
+    ),
 }
 
 
@@ -337,7 +370,7 @@ def formulation_choices() -> list[str]:
 
 
 def select_formulation(
-    formulation: str = "ddpm", modality: str = "image", coloured_noise: bool = False
+    formulation: str = "ddpm", modality: str = "image", coloured_noise: bool = False, latent: bool = False
 ) -> Formulation:
     r"""
     The registry entry a training run uses.
@@ -347,6 +380,9 @@ def select_formulation(
         modality (`str`, defaults to `"image"`): `--modality`; a kind selected by its modality (audio saves an
             `AudioDiffusionPipeline`, whatever the noise) wins.
         coloured_noise (`bool`, defaults to `False`): whether `--noise_spectrum` is coloured (SAGD).
+        latent (`bool`, defaults to `False`): whether `--vae_name_or_path` is given (latent diffusion). It combines
+            with DDPM/DDIM image training on white noise only: the saved `LDMPipeline` samples with a DDPM/DDIM
+            scheduler from white latent noise, so EDM, SAGD and audio raise a `ValueError`.
 
     Returns:
         [`Formulation`]
@@ -356,6 +392,20 @@ def select_formulation(
     by_modality = [e for e in FORMULATIONS.values() if e.selected_by == "modality" and e.modality == modality]
     if modality not in ("image", *(e.modality for e in FORMULATIONS.values())):
         raise ValueError(f"modality must be one of ['image', 'audio'], got {modality!r}.")
+    if latent:
+        clashes = {
+            "--modality audio": modality == "audio",
+            f"--formulation {formulation}": formulation != "ddpm",
+            "a coloured --noise_spectrum (SAGD)": coloured_noise,
+        }
+        named = [flag for flag, clash in clashes.items() if clash]
+        if named:
+            raise ValueError(
+                f"--vae_name_or_path (latent diffusion) does not combine with {', '.join(named)}: the saved "
+                "LDMPipeline samples image latents with a DDPM/DDIM scheduler from white noise. Use --formulation ddpm "
+                "with white noise, or leave out --vae_name_or_path."
+            )
+        return next(e for e in FORMULATIONS.values() if e.selected_by == "vae")
     if by_modality:
         return by_modality[0]
     if coloured_noise:

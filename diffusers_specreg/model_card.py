@@ -467,10 +467,37 @@ def _mel_text(config: Mapping) -> str:
     )
 
 
+def _latent_text(config: Mapping) -> str:
+    """What a latent model is: which autoencoder, its scaling factor, where the spectral losses applied."""
+    vae = str(config["vae_name_or_path"])
+    if config.get("vae_subfolder"):
+        vae += f"` (subfolder `{config['vae_subfolder']}`)"
+        vae = f"`{vae}"
+    else:
+        vae = f"[{vae}](https://huggingface.co/{vae})" if is_hub_id(vae) else f"`{vae}`"
+    scaling = config.get("vae_scaling_factor")
+    scaling = f"{float(scaling):.6g}" if scaling is not None else "?"
+    space = config.get("spectral_space") or "latent"
+    where = (
+        "on the predicted clean latent x̂₀"
+        if space == "latent"
+        else "on images decoded from the predicted clean latent x̂₀ by the frozen decoder, with gradients through it"
+    )
+    losses = f"The spectral losses apply {where} (`--spectral_space {space}`). " if config.get("spectral_loss") else ""
+    return (
+        f"This is a latent diffusion model: the UNet denoises `vae.encode(x).latent_dist.sample() * scaling_factor` "
+        f"of the frozen `AutoencoderKL` {vae} (scaling_factor {scaling}), saved with the model in `vqvae/`; the "
+        f"pipeline divides sampled latents by the scaling factor and decodes them to images. {losses}The resolution "
+        "above is the image resolution, and the metrics below compare decoded samples with the data images."
+    )
+
+
 def render_summary(config: Mapping, base_model: str | None, dataset_name: str | None, pipeline_class: str) -> str:
     """The opening paragraph: what the model is, what it was trained on and with which spectral settings."""
     audio = modality_of(pipeline_class) == "audio"
     kind = "unconditional mel-spectrogram (audio) diffusion model" if audio else "unconditional image diffusion model"
+    if config.get("vae_name_or_path"):
+        kind = "unconditional latent image diffusion model"
     resolution = config.get("resolution")
     size = f" at {resolution}×{resolution}" if resolution else ""
     formulation = str(config.get("formulation") or "ddpm").upper()
@@ -492,6 +519,8 @@ def render_summary(config: Mapping, base_model: str | None, dataset_name: str | 
         )
     else:
         text += "\n\nNo spectral loss term was used (a baseline for the spectrally regularised models)."
+    if config.get("vae_name_or_path"):
+        text += "\n\n" + _latent_text(config)
     if _is_coloured(config.get("noise_spectrum")):
         text += (
             f" The forward noise is spectrally anisotropic (SAGD, arXiv 2510.09660), spectrum "

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import math
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -54,6 +54,11 @@ class SpectralRegularizer(nn.Module):
             Apply the spectral terms only where σ <= gate_sigma_max (any supported scheduler).
         min_snr_gamma (`float`, defaults to 5.0):
             The cap γ of the "min_sqrt_snr" and "min_snr" weightings.
+        decoder (`Callable[[torch.Tensor], torch.Tensor]`, *optional*):
+            Maps x̂₀ and x₀ into the space where the spectral losses apply before they are compared: latent diffusion
+            with `--spectral_space decoded` passes the frozen autoencoder's decoder (scaled latents -> images).
+            x̂₀ is decoded with gradients (they flow back through the decoder to the UNet), x₀ without. `None`: the
+            losses compare x̂₀ and x₀ themselves.
     """
 
     def __init__(
@@ -64,6 +69,7 @@ class SpectralRegularizer(nn.Module):
         gate_t_max: int | None = None,
         gate_sigma_max: float | None = None,
         min_snr_gamma: float = 5.0,
+        decoder: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         names = list(losses.keys())
@@ -94,6 +100,7 @@ class SpectralRegularizer(nn.Module):
         self.gate_t_max = gate_t_max
         self.gate_sigma_max = gate_sigma_max
         self.min_snr_gamma = float(min_snr_gamma)
+        self.decoder = decoder  # a plain callable, not a submodule: its weights stay out of this state_dict
 
     @staticmethod
     def _per_sample_loss(loss: nn.Module) -> nn.Module:
@@ -219,6 +226,10 @@ class SpectralRegularizer(nn.Module):
         # 1. predicted clean sample x̂₀ ("Formulations" of arXiv 2603.02447), float32
         pred_original = predict_original_sample(scheduler, model_output, noisy_sample, timesteps)
         target = clean_sample.to(pred_original.dtype)
+        if self.decoder is not None:  # e.g. latents -> images; the target needs no gradient
+            pred_original = self.decoder(pred_original).float()
+            with torch.no_grad():
+                target = self.decoder(target).float()
         device = pred_original.device
 
         # 2. per-sample timestep weight w(t) times the low-noise gate, [B]

@@ -64,6 +64,29 @@ def write_unet_config(folder: Path, channels: int = 1, sample_size: int = 16) ->
     return folder
 
 
+TINY_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    block_out_channels=[8, 16],
+    down_block_types=["DownEncoderBlock2D"] * 2,
+    up_block_types=["UpDecoderBlock2D"] * 2,
+    layers_per_block=1,
+    latent_channels=4,
+    norm_num_groups=8,
+    sample_size=16,
+)
+
+
+def write_vae(folder: Path, scaling_factor: float = 1.5, seed: int = 0, **overrides) -> Path:
+    """A tiny `AutoencoderKL` (downsampling factor 2, 4 latent channels), seeded, saved with `save_pretrained`."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    AutoencoderKL(**dict(TINY_VAE, scaling_factor=scaling_factor, **overrides)).save_pretrained(folder)
+    return folder
+
+
 def write_image_folder(folder: Path, count: int = 12, size: int = 16, mode: str = "L", seed: int = 0) -> Path:
     """Random checkerboard-like PNGs (in a nested subfolder too, as imagefolder allows)."""
     rng = np.random.default_rng(seed)

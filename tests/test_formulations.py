@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import REPO, write_image_folder, write_unet_config
+from conftest import REPO, write_image_folder, write_unet_config, write_vae
 
 from diffusers_specreg.formulations import FORMULATIONS, formulation_of, render_usage, select_formulation
 
@@ -33,6 +33,9 @@ KIND_FLAGS = {
     "edm": "--formulation edm --spectral_loss amplitude --spectral_weighting edm --eval_num_samples 4".split(),
     "sagd": ["--noise_spectrum", "powerlaw:alpha=-0.5"],
     "audio": AUDIO,
+    # latent diffusion on a tiny AutoencoderKL (16x16 images -> 4x8x8 latents); {vae} and {latent_config} are
+    # written by the fixture, and the second --model_config_name_or_path wins
+    "latent": "--vae_name_or_path {vae} --model_config_name_or_path {latent_config} --spectral_loss amplitude".split(),
 }
 
 # Run with `python -I` in an empty folder: `diffusers_specreg` (installed editable, so on sys.path even then) is
@@ -81,12 +84,13 @@ def saved(tmp_path_factory) -> dict[str, Path]:
     """Two training steps of every registered kind (in this process), each saved to its own folder."""
     root = tmp_path_factory.mktemp("formulations")
     images, config = write_image_folder(root / "images", count=8), write_unet_config(root / "config")
+    paths = {"vae": write_vae(root / "vae"), "latent_config": write_unet_config(root / "lconfig", 4, sample_size=8)}
     folders = {}
     for kind in FORMULATIONS:
         out = root / kind
         data = [] if kind == "audio" else ["--resolution", "16", "--train_data_dir", str(images)]
         argv = [*COMMON, *data, "--model_config_name_or_path", str(config), "--output_dir", str(out)]
-        assert train_spectral.main([*argv, *KIND_FLAGS[kind]]) == 0
+        assert train_spectral.main([*argv, *(flag.format(**paths) for flag in KIND_FLAGS[kind])]) == 0
         folders[kind] = out
     return folders
 
@@ -103,6 +107,9 @@ def test_every_kind_has_its_flags_and_a_usage_template():
             assert (REPO / "pipelines" / entry.pipeline_file).is_file()
     assert select_formulation("ddpm", "image", coloured_noise=True).name == "sagd"
     assert select_formulation("edm", "audio").name == "audio"
+    assert select_formulation("ddpm", "image", latent=True).name == "latent"
+    with pytest.raises(ValueError, match="--formulation edm, a coloured --noise_spectrum"):
+        select_formulation("edm", "image", coloured_noise=True, latent=True)
     with pytest.raises(ValueError, match=r"\['ddpm', 'edm'\]"):
         select_formulation("flow")
     with pytest.raises(ValueError, match="modality"):
@@ -144,3 +151,5 @@ def test_every_kind_trains_saves_and_loads_without_this_package(saved, tmp_path)
     # audio: two 16x16 mel images and two Griffin-Lim waveforms of 15 hops
     assert shapes["audio"] == [2, 16, 16, 2, 1, 32 * 15]
     assert shapes["audio_class"] == "AudioDiffusionPipeline"
+    # latent: 4x8x8 latents decoded by the saved autoencoder (vqvae/) into RGB images at the image resolution
+    assert shapes["latent"] == [2, 16, 16, 3] and shapes["latent_class"] == "LDMPipeline"

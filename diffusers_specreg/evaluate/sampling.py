@@ -55,10 +55,15 @@ def _unet_of(pipeline):
 
 
 def image_shape(pipeline) -> tuple[int, int, int]:
-    """`(C, H, W)` of the images a pipeline generates (from its UNet config)."""
+    """`(C, H, W)` of the images a pipeline generates (from its UNet config; for a latent pipeline, `LDMPipeline`,
+    the decoded images: the autoencoder's output channels, the latent size times its upsampling factor)."""
     config = _unet_of(pipeline).config
     size = config.sample_size
     height, width = (size, size) if isinstance(size, int) else tuple(size)
+    autoencoder = getattr(pipeline, "vqvae", None) or getattr(pipeline, "vae", None)
+    if autoencoder is not None and formulation_of(pipeline) is not None and not is_audio_pipeline(pipeline):
+        factor = 2 ** (len(autoencoder.config.block_out_channels) - 1)
+        return int(autoencoder.config.out_channels), int(height) * factor, int(width) * factor
     return int(config.in_channels), int(height), int(width)
 
 
