@@ -463,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     pretrained = load_vae(args)
     if pretrained is not None:
         resolution = args.resolution or pretrained.config.sample_size
+        pretrained.register_to_config(sample_size=resolution)
         channels = pretrained.config.in_channels
     else:
         resolution, channels = args.resolution or 32, None

@@ -348,7 +348,7 @@ def evaluate_autoencoder(
 
     Args:
         vae (`AutoencoderKL`): the autoencoder.
-        images (`torch.Tensor`): `[N, C, H, W]` in [-1, 1].
+        images (`torch.Tensor` or `np.ndarray`): `[N, C, H, W]` in [-1, 1].
         batch_size (`int`, defaults to 32): images per forward pass.
         num_bins (`int`, defaults to 16): radial bins.
         kernel_size (`int`, defaults to 7), sigma (`float`, defaults to 1.2): the ESM blur for the image spectrum.
@@ -358,6 +358,7 @@ def evaluate_autoencoder(
         `image_slope` (fitted log-log slopes, `fit_slope`), `latent_spectrum` and `image_spectrum` (mean spectra,
         lists of `num_bins` floats), `latent_shape` (`[c, h, w]`).
     """
+    images = torch.as_tensor(images)
     if images.ndim != 4 or images.shape[0] == 0:
         raise ValueError(f"evaluate_autoencoder needs images [N, C, H, W] with N >= 1, got {list(images.shape)}.")
     device, dtype = vae.device, vae.dtype

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, free_port
 from diffusers import AutoencoderKL
 
 sys.path.insert(0, str(REPO))
@@ -166,3 +166,57 @@ def test_bad_input_on_the_command_line_exits_with_code_2(tmp_path):
     )
     assert result.returncode == 2
     assert "train_autoencoder.py: error: Unknown --latent_regularizer ['foo']" in result.stderr
+
+
+def test_finetune_a_vae_in_a_pipeline_subfolder(tmp_path):
+    from diffusers_specreg.autoencoder import autoencoder_config
+
+    torch.manual_seed(0)
+    base = AutoencoderKL(**autoencoder_config("tiny", channels=1, resolution=16))
+    base.save_pretrained(tmp_path / "pipeline" / "vae")
+    out = tmp_path / "ft"
+    argv = [*FAST, "--builtin_dataset", "checkerboards", "--output_dir", str(out), "--max_train_steps", "2"]
+    argv += ["--pretrained_model_name_or_path", str(tmp_path / "pipeline"), "--subfolder", "vae"]
+    assert train_autoencoder.main([*argv, "--latent_regularizer", "kl", "esm"]) == 0
+    tuned = AutoencoderKL.from_pretrained(out)
+    assert tuned.config.in_channels == 1 and tuned.config.sample_size == 16  # the base's channels and size
+    assert any(not torch.equal(a, b) for a, b in zip(base.parameters(), tuned.parameters()))
+    assert str(tmp_path / "pipeline") in (out / "README.md").read_text()
+    with pytest.raises(ValueError, match="--subfolder vae"):
+        train_autoencoder.main([*argv[:-2], "--output_dir", str(tmp_path / "other")])
+
+
+@pytest.mark.launch
+def test_two_process_ddp_run(tmp_path):
+    out = tmp_path / "ddp"
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--dynamo_backend",
+        "no",
+        "--mixed_precision",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        str(REPO / "train_autoencoder.py"),
+        *FAST,
+        "--output_dir",
+        str(out),
+        "--max_train_steps",
+        "2",
+        "--latent_regularizer",
+        "esm",
+        "dsm",
+    ]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    if not torch.cuda.is_available():
+        env["ACCELERATE_USE_CPU"] = "true"
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert AutoencoderKL.from_pretrained(out).config.scaling_factor != pytest.approx(0.18215, rel=0.05)
