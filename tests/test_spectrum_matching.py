@@ -121,3 +121,45 @@ def test_dsm_sampler_draws_from_the_set_reproducibly():
     many = [sampler(generator) for _ in range(400)]
     assert set(many) == {0, 8, 10, 12}
     assert max(many.count(k) for k in (0, 8, 10, 12)) < 140  # about uniform (100 each)
+
+
+def reference_esm(images: np.ndarray, latents: np.ndarray, delta: float, bins: int = 16, eps: float = 1e-8):
+    """The authors' latent_spectral_reg_dct (SDVAE_and_ESM branch) step by step in NumPy/SciPy; only the bicubic
+    resize uses torch (F.interpolate, align_corners=False, as theirs)."""
+    import scipy.ndimage
+
+    offsets = np.arange(7) - 3
+    kernel = np.exp(-(offsets[:, None] ** 2 + offsets[None, :] ** 2) / (2 * 1.2**2))
+    kernel /= kernel.sum()
+    blurred = np.stack(
+        [[scipy.ndimage.correlate(ch, kernel, mode="constant", cval=0.0) for ch in image] for image in images]
+    )
+    h, w = latents.shape[-2:]
+    resized = torch.nn.functional.interpolate(
+        torch.from_numpy(blurred), size=(h, w), mode="bicubic", align_corners=False
+    ).numpy()
+
+    def spectrum(x):
+        x = x - x.mean(axis=(-2, -1), keepdims=True)
+        power = np.maximum((scipy.fft.dctn(x, type=2, norm="ortho", axes=(-2, -1)) ** 2).mean(axis=1), eps)
+        power[:, 0, 0] = 0.0
+        radius = np.sqrt(np.arange(h)[:, None] ** 2 + np.arange(w)[None, :] ** 2)
+        index = np.clip(np.floor(radius / max(radius.max(), 1.0) * bins).astype(int), 0, bins - 1).ravel()
+        counts = np.maximum(np.bincount(index, minlength=bins), 1)
+        return np.stack([np.bincount(index, p.ravel(), minlength=bins) for p in power]) / (counts + eps)
+
+    sx = spectrum(resized) * np.arange(1, bins + 1) ** delta
+    sz = spectrum(latents)
+    sx, sz = np.log(sx + eps + 1.0), np.log(sz + eps + 1.0)
+    sx, sz = sx / (sx.sum(1, keepdims=True) + eps), sz / (sz.sum(1, keepdims=True) + eps)
+    return (sx * (np.log(sx + eps) - np.log(sz + eps))).sum(1)
+
+
+@pytest.mark.parametrize("latent_size,delta", [(8, 1.0), (16, 0.0), (12, 0.5)])
+def test_esm_equals_the_authors_recipe(latent_size, delta):
+    rng = np.random.default_rng(latent_size)
+    images = np.cumsum(rng.normal(size=(3, 3, 64, 64)), axis=-1) / 8  # correlated, image-like spectra
+    latents = rng.normal(size=(3, 4, latent_size, latent_size)) * 3
+    expected = reference_esm(images, latents, delta)
+    got = EncodingSpectrumMatching(delta=delta)(torch.from_numpy(images), torch.from_numpy(latents))
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6, atol=1e-9)
