@@ -189,7 +189,7 @@ class AutoencoderLoss(nn.Module):
       masked image. No extra term.
 
     Each term is per sample `[B]`: `forward` returns `{"l1", "perceptual"?, "kl"?, "esm"?, "loss"}` (unweighted
-    terms and the weighted total) and the DSM k used (`"dsm_k"`, a 0-d tensor, 0 without DSM).
+    terms and the weighted total) and, with DSM, the k of this step (`"dsm_k"`, a 0-d tensor, for logging).
 
     Args:
         regularizers (`Sequence[str]`, defaults to `("kl",)`): any of `"kl"`, `"esm"`, `"dsm"`; empty: a plain
@@ -252,7 +252,8 @@ class AutoencoderLoss(nn.Module):
             terms["esm"] = self.esm(images, latents)  # on the sampled latent, before any DSM mask (as the authors)
             loss = loss + self.esm_weight * terms["esm"]
         terms["loss"] = loss
-        terms["dsm_k"] = torch.tensor(float(k))
+        if self.dsm_sampler is not None:
+            terms["dsm_k"] = torch.tensor(float(k))
         return terms
 
 
