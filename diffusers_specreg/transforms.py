@@ -350,3 +350,129 @@ def wrapped_phase_difference(x: torch.Tensor, y: torch.Tensor, eps: float = 0.0)
     power_x = x.real.square() + x.imag.square()
     damping = (eps * power_x).detach() + torch.finfo(power_x.dtype).tiny
     return _BoundedPhaseDifference.apply(z, damping)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Discrete cosine transform (DCT-II, orthonormal), full-image and JPEG-style 8x8 blocks
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def _dct_matrix(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    r"""
+    The orthonormal DCT-II matrix `D[k, i] = s_k cos(π (2i + 1) k / (2n))`, `s_0 = sqrt(1/n)`, `s_k = sqrt(2/n)`.
+
+    `D @ x` is `scipy.fft.dct(x, type=2, norm="ortho")`; `D` is orthogonal, so its inverse (the DCT-III) is `D.T`.
+    Built in float64 and cast, cached per `(n, dtype, device)`.
+    """
+    i = torch.arange(n, dtype=torch.float64)
+    k = i[:, None]
+    matrix = torch.cos(torch.pi * (2 * i[None, :] + 1) * k / (2 * n)) * (2.0 / n) ** 0.5
+    matrix[0] /= 2**0.5
+    return matrix.to(dtype=dtype, device=device)
+
+
+def _check_2d(x: torch.Tensor, what: str) -> None:
+    if x.ndim < 2:
+        raise ValueError(f"{what} needs a tensor with at least 2 dimensions [..., H, W], got shape {list(x.shape)}.")
+
+
+def dct2(x: torch.Tensor) -> torch.Tensor:
+    r"""
+    Orthonormal 2-D DCT-II over the last two dimensions, `D_H x D_W^T`, as `scipy.fft.dctn(x, type=2,
+    norm="ortho", axes=(-2, -1))`.
+
+    The DCT of Spectrum Matching (arXiv 2603.14645): coefficient `[u, v]` is the frequency `(u, v)` in half cycles
+    per image, DC at `[0, 0]`. Orthonormal, so `sum X^2 = sum x^2`. Computed in float32 (float64 for float64 input)
+    with autocast off; differentiable.
+
+    Args:
+        x (`torch.Tensor`): `[..., H, W]`.
+
+    Returns:
+        `torch.Tensor`: the coefficients, `[..., H, W]`.
+    """
+    _check_2d(x, "dct2")
+    dtype = _compute_dtype(x.dtype)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x = x.to(dtype)
+        d_h = _dct_matrix(x.shape[-2], dtype, x.device)
+        d_w = _dct_matrix(x.shape[-1], dtype, x.device)
+        return d_h @ x @ d_w.T
+
+
+def idct2(coefficients: torch.Tensor) -> torch.Tensor:
+    r"""
+    Inverse of `dct2` (the orthonormal 2-D DCT-III), `D_H^T X D_W`; `idct2(dct2(x)) == x` up to rounding.
+
+    Args:
+        coefficients (`torch.Tensor`): `[..., H, W]` DCT-II coefficients.
+
+    Returns:
+        `torch.Tensor`: `[..., H, W]`.
+    """
+    _check_2d(coefficients, "idct2")
+    dtype = _compute_dtype(coefficients.dtype)
+    with torch.autocast(device_type=coefficients.device.type, enabled=False):
+        coefficients = coefficients.to(dtype)
+        d_h = _dct_matrix(coefficients.shape[-2], dtype, coefficients.device)
+        d_w = _dct_matrix(coefficients.shape[-1], dtype, coefficients.device)
+        return d_h.T @ coefficients @ d_w
+
+
+def _check_blocks(x: torch.Tensor, block: int, what: str) -> tuple[int, int]:
+    _check_2d(x, what)
+    if block < 1:
+        raise ValueError(f"{what}: block must be >= 1, got {block}.")
+    height, width = x.shape[-2:]
+    if height % block or width % block:
+        raise ValueError(
+            f"{what}: the size {height}x{width} is not a multiple of the {block}x{block} block; use sizes divisible "
+            f"by {block}."
+        )
+    return height // block, width // block
+
+
+def _to_blocks(x: torch.Tensor, block: int, rows: int, cols: int) -> torch.Tensor:
+    """`[..., H, W]` -> `[..., H/b, W/b, b, b]` (block `[i, j]` is `x[..., i*b:(i+1)*b, j*b:(j+1)*b]`)."""
+    return x.reshape(*x.shape[:-2], rows, block, cols, block).transpose(-3, -2)
+
+
+def _from_blocks(blocks: torch.Tensor) -> torch.Tensor:
+    """Inverse of `_to_blocks`."""
+    rows, cols, block = blocks.shape[-4], blocks.shape[-3], blocks.shape[-1]
+    return blocks.transpose(-3, -2).reshape(*blocks.shape[:-4], rows * block, cols * block)
+
+
+def block_dct2(x: torch.Tensor, block: int = 8) -> torch.Tensor:
+    r"""
+    Orthonormal 2-D DCT-II of each non-overlapping `block x block` tile (JPEG-style), laid out in place: the
+    coefficients of the tile at rows `[i*b, (i+1)*b)` and columns `[j*b, (j+1)*b)` occupy the same rows and columns.
+
+    Used by Decoding Spectrum Matching (arXiv 2603.14645, 8x8 blocks as in the authors' code).
+
+    Args:
+        x (`torch.Tensor`): `[..., H, W]`, `H` and `W` multiples of `block` (else `ValueError`).
+        block (`int`, defaults to 8): the tile size.
+
+    Returns:
+        `torch.Tensor`: `[..., H, W]`, tile-wise coefficients (`[..., i*b + u, j*b + v]` is frequency `(u, v)` of
+        tile `(i, j)`).
+    """
+    rows, cols = _check_blocks(x, block, "block_dct2")
+    return _from_blocks(dct2(_to_blocks(x, block, rows, cols)))
+
+
+def block_idct2(coefficients: torch.Tensor, block: int = 8) -> torch.Tensor:
+    r"""
+    Inverse of `block_dct2`: the 2-D DCT-III of each `block x block` tile.
+
+    Args:
+        coefficients (`torch.Tensor`): `[..., H, W]` tile-wise coefficients, `H` and `W` multiples of `block`.
+        block (`int`, defaults to 8): the tile size.
+
+    Returns:
+        `torch.Tensor`: `[..., H, W]`.
+    """
+    rows, cols = _check_blocks(coefficients, block, "block_idct2")
+    return _from_blocks(idct2(_to_blocks(coefficients, block, rows, cols)))

@@ -1,0 +1,222 @@
+"""End-to-end tests of train_autoencoder.py: the real script under `accelerate launch` and in-process `main(argv)`,
+tiny AutoencoderKL on built-in data, offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO, free_port
+from diffusers import AutoencoderKL
+
+sys.path.insert(0, str(REPO))
+import train_autoencoder  # noqa: E402
+from diffusers_specreg.autoencoder import measure_scaling_factor  # noqa: E402
+from diffusers_specreg.data import build_image_dataset  # noqa: E402
+
+FAST = [
+    "--builtin_num_samples",
+    "24",
+    "--num_validation_images",
+    "4",
+    "--train_batch_size",
+    "4",
+    "--lr_warmup_steps",
+    "1",
+    "--scaling_batches",
+    "2",
+    "--seed",
+    "0",
+]
+
+
+def launch(args: list[str], check: bool = True) -> subprocess.CompletedProcess:
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_machines",
+        "1",
+        "--num_processes",
+        "1",
+        "--cpu",
+        "--dynamo_backend",
+        "no",
+        "--mixed_precision",
+        "no",
+        str(REPO / "train_autoencoder.py"),
+        *args,
+    ]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"train_autoencoder.py failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+def tags(log_dir) -> tuple[set[str], set[str]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars, images = set(), set()
+    for events in log_dir.rglob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events.parent), size_guidance={"images": 0, "scalars": 0})
+        accumulator.Reload()
+        scalars |= set(accumulator.Tags()["scalars"])
+        images |= set(accumulator.Tags()["images"])
+    return scalars, images
+
+
+@pytest.mark.launch
+def test_launch_saves_an_autoencoder_with_its_measured_scaling_factor(tmp_path):
+    out = tmp_path / "ae"
+    launch([*FAST, "--output_dir", str(out), "--max_train_steps", "8", "--checkpointing_steps", "4"])
+    vae = AutoencoderKL.from_pretrained(out)
+    assert vae.config.block_out_channels == [32, 64, 64] and vae.config.in_channels == 3  # tiny preset, RGB photos
+    factor = vae.config.scaling_factor
+    assert factor != pytest.approx(0.18215, rel=0.05)
+    # the same training batches (the first 2 of the 20 training images, unshuffled) give 1/std again
+    data = build_image_dataset(
+        dataset_name=None,
+        dataset_config_name=None,
+        train_data_dir=None,
+        cache_dir=None,
+        resolution=32,
+        center_crop=False,
+        random_flip=False,
+        preserve_input_precision=False,
+        builtin_dataset="photos",
+        builtin_num_samples=24,
+        seed=0,
+    )
+    images = torch.stack([data.dataset[i]["input"] for i in range(8)])
+    again = measure_scaling_factor(vae, images, torch.Generator().manual_seed(0), batch_size=4)
+    assert factor == pytest.approx(again, rel=1e-4)
+    with torch.no_grad():
+        latents = vae.encode(images).latent_dist.sample(torch.Generator().manual_seed(123))
+    assert factor == pytest.approx(1 / latents.std().item(), rel=0.1)  # other noise draws: close, not equal
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-8"]
+    card = (out / "README.md").read_text()
+    assert "diffusers-specreg" in card and "Reconstruction PSNR" in card and "latent_spectrum.png" in card
+    assert (out / "latent_spectrum.png").stat().st_size > 1000
+    evaluation = json.loads((out / "evaluation" / "autoencoder.json").read_text())
+    assert evaluation["scaling_factor"] == pytest.approx(factor) and 0 < evaluation["psnr"] < 100
+    scalars, image_tags = tags(out / "logs")
+    assert {"l1", "kl", "loss", "lr", "scaling_factor", "eval/psnr"} <= scalars
+    assert "reconstructions" in image_tags
+    # a second run into the finished folder stops before training
+    again_run = launch([*FAST, "--output_dir", str(out), "--max_train_steps", "2"], check=False)
+    assert again_run.returncode != 0 and "already holds" in again_run.stderr
+
+
+def test_esm_and_dsm_in_process_with_resume(tmp_path):
+    out = tmp_path / "sm"
+    common = [*FAST, "--output_dir", str(out), "--latent_regularizer", "esm", "dsm", "--checkpointing_steps", "2"]
+    assert train_autoencoder.main([*common, "--max_train_steps", "2", "--logging_dir", "logs"]) == 0
+    first = AutoencoderKL.from_pretrained(out)
+    assert json.loads((out / "checkpoint-2" / "training_state.json").read_text())["global_step"] == 2
+    with pytest.raises(ValueError, match="latent_regularizer"):
+        train_autoencoder.main([*FAST, "--output_dir", str(out), "--latent_regularizer", "esm",
+                                "--resume_from_checkpoint", "latest", "--max_train_steps", "4"])  # fmt: skip
+    assert train_autoencoder.main([*common, "--max_train_steps", "4", "--resume_from_checkpoint", "latest"]) == 0
+    assert json.loads((out / "checkpoint-4" / "training_state.json").read_text())["global_step"] == 4
+    second = AutoencoderKL.from_pretrained(out)
+    assert any(not torch.equal(a, b) for a, b in zip(first.parameters(), second.parameters()))
+    scalars, _ = tags(out / "logs")
+    assert {"l1", "esm", "dsm_k", "loss"} <= scalars and "kl" not in scalars
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--latent_regularizer", "foo"], "Unknown --latent_regularizer"),
+        (["--latent_regularizer", "dsm", "--resolution", "16"], "multiple of 32"),
+        (["--resolution", "30"], "not divisible by 4"),
+        (["--perceptual_loss", "lpips"], "needs local weights"),
+        (["--dsm_ks", "0", "20", "--latent_regularizer", "dsm"], "--dsm_ks"),
+        (["--num_validation_images", "24"], "held out"),
+    ],
+)
+def test_bad_input_fails_before_training(tmp_path, extra, message):
+    out = tmp_path / "bad"
+    with pytest.raises(ValueError, match=message):
+        train_autoencoder.main([*FAST, "--output_dir", str(out), "--max_train_steps", "1", *extra])
+    assert not list(out.glob("checkpoint-*")) and not (out / "config.json").exists()
+
+
+def test_bad_input_on_the_command_line_exits_with_code_2(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "train_autoencoder.py"),
+            "--latent_regularizer",
+            "kl",
+            "foo",
+            "--output_dir",
+            str(tmp_path / "x"),
+        ],  # fmt: skip
+        cwd=REPO,
+        env=dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert "train_autoencoder.py: error: Unknown --latent_regularizer ['foo']" in result.stderr
+
+
+def test_finetune_a_vae_in_a_pipeline_subfolder(tmp_path):
+    from diffusers_specreg.autoencoder import autoencoder_config
+
+    torch.manual_seed(0)
+    base = AutoencoderKL(**autoencoder_config("tiny", channels=1, resolution=16))
+    base.save_pretrained(tmp_path / "pipeline" / "vae")
+    out = tmp_path / "ft"
+    argv = [*FAST, "--builtin_dataset", "checkerboards", "--output_dir", str(out), "--max_train_steps", "2"]
+    argv += ["--pretrained_model_name_or_path", str(tmp_path / "pipeline"), "--subfolder", "vae"]
+    assert train_autoencoder.main([*argv, "--latent_regularizer", "kl", "esm"]) == 0
+    tuned = AutoencoderKL.from_pretrained(out)
+    assert tuned.config.in_channels == 1 and tuned.config.sample_size == 16  # the base's channels and size
+    assert any(not torch.equal(a, b) for a, b in zip(base.parameters(), tuned.parameters()))
+    assert str(tmp_path / "pipeline") in (out / "README.md").read_text()
+    with pytest.raises(ValueError, match="--subfolder vae"):
+        train_autoencoder.main([*argv[:-2], "--output_dir", str(tmp_path / "other")])
+
+
+@pytest.mark.launch
+def test_two_process_ddp_run(tmp_path):
+    out = tmp_path / "ddp"
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--dynamo_backend",
+        "no",
+        "--mixed_precision",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        str(REPO / "train_autoencoder.py"),
+        *FAST,
+        "--output_dir",
+        str(out),
+        "--max_train_steps",
+        "2",
+        "--latent_regularizer",
+        "esm",
+        "dsm",
+    ]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    if not torch.cuda.is_available():
+        env["ACCELERATE_USE_CPU"] = "true"
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert AutoencoderKL.from_pretrained(out).config.scaling_factor != pytest.approx(0.18215, rel=0.05)

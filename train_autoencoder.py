@@ -1,0 +1,702 @@
+"""Train (or fine-tune) an `AutoencoderKL` for latent diffusion with Spectrum Matching (arXiv 2603.14645).
+
+Stage 1 of the two-stage recipe: this script trains the autoencoder; `train_spectral.py --vae_name_or_path` trains the
+diffusion model on its latents. Run it with `accelerate launch`:
+
+    accelerate launch train_autoencoder.py --latent_regularizer esm                      # ESM-AE on built-in photos
+    accelerate launch train_autoencoder.py --latent_regularizer dsm --train_data_dir imgs --resolution 256 \\
+        --model_preset sd --output_dir dsm-ae-256
+    accelerate launch train_autoencoder.py --pretrained_model_name_or_path stabilityai/sd-vae-ft-mse \\
+        --latent_regularizer esm --train_data_dir imgs --resolution 256                 # fine-tune a Hub VAE
+
+Loss: L1 reconstruction (+ LPIPS with `--lpips_weights`) + the regularisers of `--latent_regularizer` (kl: SD-VAE's KL,
+esm: Encoding Spectrum Matching, dsm: Decoding Spectrum Matching). No PatchGAN (the authors only start it late in
+training). The output folder is a plain `AutoencoderKL.save_pretrained` folder whose `scaling_factor` is 1/std of
+sampled training latents, with a model card (held-out PSNR, latent spectrum plot) and TensorBoard logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers import AutoencoderKL
+from diffusers.optimization import get_scheduler
+from tqdm.auto import tqdm
+
+from diffusers_specreg import run_settings, training
+from diffusers_specreg.autoencoder import (
+    AUTOENCODER_PRESETS,
+    DEFAULT_ESM_WEIGHT,
+    DEFAULT_KL_WEIGHT,
+    DEFAULT_LPIPS_WEIGHT,
+    LATENT_REGULARIZERS,
+    LPIPS,
+    AutoencoderLoss,
+    EncodeDecode,
+    autoencoder_config,
+    downsampling_factor,
+    evaluate_autoencoder,
+    measure_scaling_factor,
+    plot_latent_spectrum,
+)
+from diffusers_specreg.data import BUILTIN_DATASETS, DataError, build_image_dataset
+from diffusers_specreg.spectrum_matching import DSM_BLOCK, DSM_KS, DSMSampler, EncodingSpectrumMatching
+
+logger = get_logger(__name__, log_level="INFO")
+_STATE = {"training_started": False}  # errors before this is set are bad input: one line, exit code 2
+
+# files this script writes in --output_dir besides those run_settings records for every run
+AUTOENCODER_OUTPUTS = (
+    "config.json",
+    "diffusion_pytorch_model.safetensors",
+    "diffusion_pytorch_model.bin",
+    "latent_spectrum.png",
+    "reconstructions.png",
+)
+# flags that cannot change when resuming (besides run_settings.INCOMPATIBLE)
+AUTOENCODER_INCOMPATIBLE = ("latent_regularizer", "model_preset", "pretrained_model_name_or_path", "subfolder")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = parser.add_argument_group("data (as train_unconditional.py)")
+    data.add_argument("--dataset_name", type=str, default=None, help="A `datasets` dataset (Hub id or local).")
+    data.add_argument("--dataset_config_name", type=str, default=None)
+    data.add_argument("--train_data_dir", type=str, default=None, help="A folder of images (searched recursively).")
+    data.add_argument("--cache_dir", type=str, default=None)
+    data.add_argument(
+        "--resolution", type=int, default=None, help="Image size (default 32; a pretrained VAE's sample_size)."
+    )
+    data.add_argument("--center_crop", action="store_true", default=False)
+    data.add_argument("--random_flip", action="store_true", default=False)
+    data.add_argument("--dataloader_num_workers", type=int, default=0)
+    data.add_argument("--builtin_dataset", type=str, default="photos", choices=BUILTIN_DATASETS)
+    data.add_argument("--builtin_num_samples", type=int, default=1024, help="Number of built-in images.")
+    data.add_argument(
+        "--num_validation_images",
+        type=int,
+        default=64,
+        help="Images held out of training (the last ones of the dataset) for the PSNR and spectra of the card.",
+    )
+    model = parser.add_argument_group("model and output")
+    model.add_argument(
+        "--model_preset",
+        type=str,
+        default="tiny",
+        choices=AUTOENCODER_PRESETS,
+        help="New AutoencoderKL: 'tiny' (f4, 4 latent channels, CPU-friendly) or 'sd' (the SD-VAE, f8).",
+    )
+    model.add_argument(
+        "--pretrained_model_name_or_path",
+        type=str,
+        default=None,
+        help="Fine-tune this AutoencoderKL (local folder or Hub id) instead of training a new one.",
+    )
+    model.add_argument("--subfolder", type=str, default=None, help="e.g. 'vae' for a Stable Diffusion pipeline repo.")
+    model.add_argument("--output_dir", type=str, default=None, help="Default autoencoder-<preset>-<regularizers>.")
+    model.add_argument("--overwrite_output_dir", action="store_true")
+    sched = parser.add_argument_group("schedule (as train_unconditional.py)")
+    sched.add_argument("--train_batch_size", type=int, default=16)
+    sched.add_argument("--num_epochs", type=int, default=None, help="Default 10 (unless --max_train_steps is set).")
+    sched.add_argument("--max_train_steps", type=int, default=None, help="Stop after this many optimiser steps.")
+    sched.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    sched.add_argument("--validation_steps", type=int, default=200, help="Log reconstruction grids every N steps.")
+    optim = parser.add_argument_group("optimiser (the authors': AdamW 0.9/0.999, weight decay 0.005, clip 1.0)")
+    optim.add_argument("--learning_rate", type=float, default=1e-4)
+    optim.add_argument("--lr_scheduler", type=str, default="constant_with_warmup")
+    optim.add_argument("--lr_warmup_steps", type=int, default=100)
+    optim.add_argument("--adam_beta1", type=float, default=0.9)
+    optim.add_argument("--adam_beta2", type=float, default=0.999)
+    optim.add_argument("--adam_weight_decay", type=float, default=0.005)
+    optim.add_argument("--adam_epsilon", type=float, default=1e-08)
+    optim.add_argument("--max_grad_norm", type=float, default=1.0)
+    loss = parser.add_argument_group("loss (Spectrum Matching, arXiv 2603.14645)")
+    loss.add_argument(
+        "--latent_regularizer",
+        type=str,
+        nargs="+",
+        default=["kl"],
+        help=f"One or more of {', '.join(LATENT_REGULARIZERS)} (or 'none'); e.g. `esm`, `dsm`, `kl esm`.",
+    )
+    loss.add_argument("--kl_weight", type=float, default=DEFAULT_KL_WEIGHT, help="KL weight (SD-VAE: 1e-6).")
+    loss.add_argument("--esm_weight", type=float, default=DEFAULT_ESM_WEIGHT, help="ESM weight (the authors': 0.01).")
+    loss.add_argument("--esm_delta", type=float, default=1.0, help="ESM flattening exponent δ (ESM-AE: 1.0).")
+    loss.add_argument("--esm_kernel_size", type=int, default=7, help="ESM Gaussian blur kernel (f8: 7, f16: 11).")
+    loss.add_argument("--esm_sigma", type=float, default=1.2, help="ESM Gaussian blur σ (f8: 1.2, f16: 2.2).")
+    loss.add_argument("--esm_num_bins", type=int, default=16)
+    loss.add_argument(
+        "--dsm_ks", type=int, nargs="+", default=list(DSM_KS), help="DSM strengths k drawn per step (mask u+v<15-k)."
+    )
+    loss.add_argument(
+        "--perceptual_loss",
+        type=str,
+        default=None,
+        choices=["lpips", "none"],
+        help="Default: lpips when --lpips_weights is given, else none (weights are never downloaded).",
+    )
+    loss.add_argument(
+        "--lpips_weights",
+        type=str,
+        default=None,
+        help="Local file with the state dict of lpips.LPIPS(net='vgg') (.pth/.pt/.safetensors).",
+    )
+    loss.add_argument("--perceptual_weight", type=float, default=DEFAULT_LPIPS_WEIGHT)
+    loss.add_argument(
+        "--scaling_batches", type=int, default=4, help="Training batches to measure 1/std of the latents on."
+    )
+    hub = parser.add_argument_group("Hub (as train_unconditional.py)")
+    hub.add_argument("--push_to_hub", action="store_true")
+    hub.add_argument("--hub_token", type=str, default=None, help="Avoid; `hf auth login` or HF_TOKEN is used.")
+    hub.add_argument("--hub_model_id", type=str, default=None)
+    hub.add_argument("--hub_private_repo", action="store_true")
+    log = parser.add_argument_group("logging and checkpoints (as train_unconditional.py)")
+    log.add_argument("--logger", type=str, default="tensorboard", choices=["tensorboard", "wandb"])
+    log.add_argument("--logging_dir", type=str, default="logs")
+    log.add_argument("--local_rank", type=int, default=-1, help="Set by the launcher.")
+    log.add_argument("--mixed_precision", type=str, default="no", choices=["no", "fp16", "bf16"])
+    log.add_argument("--checkpointing_steps", type=int, default=500)
+    log.add_argument("--checkpoints_total_limit", type=int, default=None)
+    log.add_argument("--resume_from_checkpoint", type=str, default=None, help="A checkpoint path or 'latest'.")
+    log.add_argument("--seed", type=int, default=None)
+    log.add_argument("--max_nonfinite_steps", type=int, default=5)
+    args = parser.parse_args(argv)
+    if args.latent_regularizer == ["none"]:
+        args.latent_regularizer = []
+    if args.perceptual_loss is None:
+        args.perceptual_loss = "lpips" if args.lpips_weights else "none"
+    if args.output_dir is None:
+        names = "-".join(args.latent_regularizer) or "plain"
+        args.output_dir = (
+            f"autoencoder-{args.model_preset if not args.pretrained_model_name_or_path else 'ft'}-{names}"
+        )
+    return args
+
+
+def validate_args(args) -> None:
+    """Checks that need no model or data (ValueError naming the flag and the fix)."""
+    unknown = [name for name in args.latent_regularizer if name not in LATENT_REGULARIZERS]
+    if unknown:
+        raise ValueError(
+            f"Unknown --latent_regularizer {unknown}; choose one or more of {list(LATENT_REGULARIZERS)} (or none)."
+        )
+    if len(set(args.latent_regularizer)) != len(args.latent_regularizer):
+        raise ValueError(f"--latent_regularizer names a regularizer twice: {args.latent_regularizer}.")
+    for name in ("train_batch_size", "gradient_accumulation_steps", "validation_steps", "scaling_batches"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
+    for name in ("num_epochs", "max_train_steps", "checkpointing_steps", "checkpoints_total_limit", "resolution"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
+    if args.num_validation_images < 1:
+        raise ValueError(f"--num_validation_images must be >= 1, got {args.num_validation_images}.")
+    for name in ("learning_rate",):
+        if not (math.isfinite(getattr(args, name)) and getattr(args, name) > 0):
+            raise ValueError(f"--{name} must be a finite number > 0, got {getattr(args, name)}.")
+    for name in ("kl_weight", "esm_weight", "perceptual_weight"):
+        if not (math.isfinite(getattr(args, name)) and getattr(args, name) >= 0):
+            raise ValueError(f"--{name} must be a finite number >= 0, got {getattr(args, name)}.")
+    if "esm" in args.latent_regularizer:
+        EncodingSpectrumMatching(args.esm_kernel_size, args.esm_sigma, args.esm_num_bins, args.esm_delta)
+    if "dsm" in args.latent_regularizer:
+        try:
+            DSMSampler(args.dsm_ks)
+        except ValueError as error:
+            raise ValueError(f"--dsm_ks: {error}") from None
+    if args.perceptual_loss == "lpips":
+        if not args.lpips_weights:
+            raise ValueError(
+                "--perceptual_loss lpips needs local weights: pass --lpips_weights PATH (the state dict of "
+                "lpips.LPIPS(net='vgg')); nothing is downloaded. Or use --perceptual_loss none."
+            )
+        if not os.path.isfile(args.lpips_weights):
+            raise ValueError(f"--lpips_weights {args.lpips_weights!r} is not a file.")
+    problem = training.mixed_precision_error(args.mixed_precision)
+    if problem:
+        raise ValueError(problem)
+    if args.hub_token:
+        logging.getLogger(__name__).warning(
+            "--hub_token on the command line shows in `ps`; log in with `hf auth login` or set HF_TOKEN instead."
+        )
+
+
+def check_output_dir(args) -> None:
+    """As train_spectral.py (run_settings.check_output_dir), plus a finished autoencoder (config.json) in the way."""
+    run_settings.check_output_dir(
+        args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir, args.logging_dir
+    )
+    resuming = args.resume_from_checkpoint and training.list_checkpoints(args.output_dir)
+    if os.path.isfile(os.path.join(args.output_dir, "config.json")) and not resuming:
+        if not args.overwrite_output_dir:
+            raise ValueError(
+                f"--output_dir {args.output_dir!r} already holds a model (config.json). Pass "
+                "--overwrite_output_dir to replace it, fine-tune it with --pretrained_model_name_or_path, or pick "
+                "another --output_dir."
+            )
+        if "config.json" not in (run_settings.read_outputs(args.output_dir) or []):
+            raise ValueError(
+                f"--output_dir {args.output_dir!r} holds a config.json that no training run wrote; move it or pick "
+                "another --output_dir."
+            )
+
+
+def claim_output_dir(args) -> None:
+    run_settings.claim_output_dir(
+        args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir, args.logging_dir
+    )
+    if args.overwrite_output_dir and not (args.resume_from_checkpoint and training.list_checkpoints(args.output_dir)):
+        for name in AUTOENCODER_OUTPUTS:  # a previous autoencoder run's files (recorded below)
+            path = os.path.join(args.output_dir, name)
+            if os.path.isfile(path):
+                os.remove(path)
+    record = os.path.join(args.output_dir, run_settings.OUTPUTS_FILE)
+    with open(record) as f:
+        names = json.load(f)["outputs"]
+    with open(record, "w") as f:
+        json.dump({"outputs": list(dict.fromkeys([*names, *AUTOENCODER_OUTPUTS]))}, f, indent=2)
+
+
+class EpochShuffleSampler(torch.utils.data.Sampler):
+    """A permutation per (seed, epoch): a resumed run replays the data order of the uninterrupted one."""
+
+    def __init__(self, num_samples: int, seed: int):
+        self.num_samples, self.seed, self.epoch = num_samples, seed, 0
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def load_vae(args):
+    """The pretrained autoencoder (fine-tuning) or None."""
+    if not args.pretrained_model_name_or_path:
+        return None
+    try:
+        return AutoencoderKL.from_pretrained(
+            args.pretrained_model_name_or_path, subfolder=args.subfolder, cache_dir=args.cache_dir
+        )
+    except OSError as error:
+        raise ValueError(
+            f"Cannot load an AutoencoderKL from --pretrained_model_name_or_path {args.pretrained_model_name_or_path!r}"
+            f"{f' (--subfolder {args.subfolder})' if args.subfolder else ''}: {error}. A Stable Diffusion pipeline "
+            "repo keeps it in --subfolder vae."
+        ) from None
+
+
+def check_grid(args, resolution: int, factor: int) -> None:
+    """The resolution fits the autoencoder's downsampling and the DSM blocks (image and latent)."""
+    if resolution % factor:
+        raise ValueError(
+            f"--resolution {resolution} is not divisible by {factor}, the downsampling factor of the autoencoder. "
+            f"Use a multiple of {factor}."
+        )
+    if "dsm" in args.latent_regularizer and resolution % (DSM_BLOCK * factor):
+        raise ValueError(
+            f"--latent_regularizer dsm cuts image and latent into {DSM_BLOCK}x{DSM_BLOCK} blocks: --resolution "
+            f"{resolution} must be a multiple of {DSM_BLOCK * factor} ({DSM_BLOCK} x the downsampling factor "
+            f"{factor}), so that the {resolution // factor}x{resolution // factor} latent is too."
+        )
+    if "esm" in args.latent_regularizer and resolution // factor < 2:
+        raise ValueError(f"--latent_regularizer esm needs a latent of at least 2x2; raise --resolution {resolution}.")
+
+
+def log_reconstructions(accelerator, vae, images: torch.Tensor, step: int) -> None:
+    """Originals (top) and reconstructions (bottom) to TensorBoard."""
+    if args_logger(accelerator) != "tensorboard":
+        return
+    with torch.no_grad():
+        reconstruction = vae.decode(vae.encode(images.to(vae.device, vae.dtype)).latent_dist.mode()).sample
+    grid = torch.cat([images.cpu().float(), reconstruction.cpu().float().clamp(-1, 1)])
+    pixels = ((grid + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    accelerator.get_tracker("tensorboard", unwrap=True).add_images("reconstructions", pixels, step)
+
+
+def args_logger(accelerator) -> str | None:
+    names = [tracker.name for tracker in accelerator.trackers]
+    return names[0] if names else None
+
+
+def write_card(args, output_dir: str, result: dict, scaling_factor: float, data_description: str, steps: int) -> None:
+    """README.md: what was trained, the held-out PSNR and spectral slopes, the ESM plot, how to use it."""
+    from diffusers_specreg.model_card import CITATIONS, render_config_table
+
+    regularizers = ", ".join(args.latent_regularizer) or "none"
+    weights = []
+    if "kl" in args.latent_regularizer:
+        weights.append(f"KL weight {args.kl_weight:g}")
+    if "esm" in args.latent_regularizer:
+        weights.append(f"ESM weight {args.esm_weight:g} (δ = {args.esm_delta:g})")
+    if "dsm" in args.latent_regularizer:
+        weights.append(f"DSM k drawn from {args.dsm_ks}")
+    perceptual = f"LPIPS (weight {args.perceptual_weight:g})" if args.perceptual_loss == "lpips" else "none"
+    base = args.pretrained_model_name_or_path
+    config = {k: v for k, v in vars(args).items() if k not in ("hub_token", "local_rank")}
+    key = "2603.14645"
+    card = f"""---
+library_name: diffusers
+tags:
+- diffusers
+- diffusers-specreg
+- autoencoder
+- spectrum-matching
+{f"base_model: {base}" if base and "/" in base and not os.path.exists(base) else ""}
+---
+
+# AutoencoderKL with Spectrum Matching ({regularizers})
+
+An `AutoencoderKL` for latent diffusion trained with `train_autoencoder.py` of diffusers-specreg
+{f"(fine-tuned from `{base}`) " if base else ""}on {data_description}, {steps} steps at {args.resolution}x{args.resolution}.
+Latent regularizers: **{regularizers}** ({"; ".join(weights) or "none"}); reconstruction loss L1, perceptual
+loss {perceptual}; no PatchGAN.
+
+`scaling_factor` = **{scaling_factor:.5f}** (1/std of sampled latents on {args.scaling_batches} training batches).
+
+## Evaluation ({args.num_validation_images} held-out images)
+
+| Metric | Value |
+| --- | --- |
+| Reconstruction PSNR (dB) | {result["psnr"]:.2f} |
+| Latent spectral slope | {result["latent_slope"]:.3f} |
+| Image spectral slope (blurred, latent grid) | {result["image_slope"]:.3f} |
+| Latent shape | {" x ".join(map(str, result["latent_shape"]))} |
+
+![latent vs image spectrum](latent_spectrum.png)
+
+## Usage
+
+```python
+from diffusers import AutoencoderKL
+
+vae = AutoencoderKL.from_pretrained("{args.hub_model_id or output_dir}")
+latents = vae.encode(images).latent_dist.sample() * vae.config.scaling_factor  # images in [-1, 1]
+images = vae.decode(latents / vae.config.scaling_factor).sample
+```
+
+Stage 2: `accelerate launch train_spectral.py --vae_name_or_path {args.hub_model_id or output_dir} ...`
+
+## Training configuration
+
+{render_config_table(config)}
+
+## Citation
+
+{CITATIONS[key][0]} (arXiv {key}):
+
+```bibtex
+{CITATIONS[key][1]}
+```
+"""
+    with open(os.path.join(output_dir, "README.md"), "w", encoding="utf-8") as f:
+        f.write(card)
+
+
+def finish(args, accelerator, vae, train_dataset, held_out: torch.Tensor, data_description: str, step: int) -> dict:
+    """Scaling factor on training batches, save_pretrained, held-out evaluation, ESM plot, card (main process)."""
+    vae.eval()
+    loader = torch.utils.data.DataLoader(train_dataset, batch_size=args.train_batch_size, shuffle=False)
+    batches = [batch["input"] for _, batch in zip(range(args.scaling_batches), loader)]
+    generator = torch.Generator(device=vae.device).manual_seed(args.seed or 0)
+    scaling_factor = measure_scaling_factor(vae, batches, generator)
+    logger.info(f"scaling_factor = 1/std of sampled latents = {scaling_factor:.6f}")
+    vae.register_to_config(scaling_factor=scaling_factor)
+    vae.save_pretrained(args.output_dir)
+    result = evaluate_autoencoder(vae, held_out)
+    plot_latent_spectrum(result, os.path.join(args.output_dir, "latent_spectrum.png"))
+    result["scaling_factor"] = scaling_factor
+    logger.info(
+        f"Held-out PSNR {result['psnr']:.2f} dB; latent slope {result['latent_slope']:.3f}, image slope "
+        f"{result['image_slope']:.3f}"
+    )
+    accelerator.log(
+        {"scaling_factor": scaling_factor, "eval/psnr": result["psnr"], "eval/latent_slope": result["latent_slope"]},
+        step=step,
+    )
+    os.makedirs(os.path.join(args.output_dir, "evaluation"), exist_ok=True)
+    with open(os.path.join(args.output_dir, "evaluation", "autoencoder.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    write_card(args, args.output_dir, result, scaling_factor, data_description, step)
+    return result
+
+
+def push_to_hub(args, commit_message: str) -> None:
+    from diffusers_specreg.hub import push_output_dir
+
+    push_output_dir(
+        args.output_dir,
+        args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
+        token=args.hub_token,
+        private=args.hub_private_repo,
+        commit_message=commit_message,
+        logging_dir=args.logging_dir,
+    )
+
+
+def interrupted_anywhere(accelerator: Accelerator, interrupt: training.InterruptFlag) -> bool:
+    interrupted = interrupt.raised
+    if accelerator.num_processes > 1:
+        flag = torch.tensor(float(interrupted), device=accelerator.device)
+        interrupted = bool(accelerator.reduce(flag, "sum").item())
+    return interrupted
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    training.stop_when_launcher_dies()
+    validate_args(args)
+    check_output_dir(args)
+
+    # 1. model and data: every bad input fails here, before training
+    pretrained = load_vae(args)
+    if pretrained is not None:
+        resolution = args.resolution or pretrained.config.sample_size
+        pretrained.register_to_config(sample_size=resolution)
+        channels = pretrained.config.in_channels
+    else:
+        resolution, channels = args.resolution or 32, None
+    args.resolution = resolution
+    data = build_image_dataset(
+        dataset_name=args.dataset_name,
+        dataset_config_name=args.dataset_config_name,
+        train_data_dir=args.train_data_dir,
+        cache_dir=args.cache_dir,
+        resolution=resolution,
+        center_crop=args.center_crop,
+        random_flip=args.random_flip,
+        preserve_input_precision=False,
+        builtin_dataset=args.builtin_dataset,
+        builtin_num_samples=args.builtin_num_samples,
+        channels=channels,
+        seed=args.seed or 0,
+    )
+    vae = pretrained or AutoencoderKL(**autoencoder_config(args.model_preset, data.channels, resolution))
+    if vae.config.in_channels != data.channels:
+        raise ValueError(f"The autoencoder takes {vae.config.in_channels} channels, the data has {data.channels}.")
+    factor = downsampling_factor(vae.config)
+    check_grid(args, resolution, factor)
+    size = len(data.dataset)
+    if size <= args.num_validation_images:
+        raise ValueError(
+            f"The dataset has {size} images, not more than --num_validation_images {args.num_validation_images} "
+            "held out for evaluation; lower --num_validation_images or add data."
+        )
+    train_dataset = torch.utils.data.Subset(data.dataset, range(size - args.num_validation_images))
+    held_out_dataset = torch.utils.data.Subset(data.dataset, range(size - args.num_validation_images, size))
+    perceptual = LPIPS.from_file(args.lpips_weights) if args.perceptual_loss == "lpips" else None
+    if perceptual is None:
+        logging.getLogger(__name__).info(
+            "Perceptual loss off (no --lpips_weights; LPIPS weights are never downloaded): L1 reconstruction only."
+        )
+    loss_fn = AutoencoderLoss(
+        args.latent_regularizer,
+        kl_weight=args.kl_weight,
+        esm_weight=args.esm_weight,
+        esm=EncodingSpectrumMatching(args.esm_kernel_size, args.esm_sigma, args.esm_num_bins, args.esm_delta),
+        dsm_ks=args.dsm_ks,
+        perceptual=perceptual,
+        perceptual_weight=args.perceptual_weight,
+    )
+
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=args.logger,
+        project_config=ProjectConfiguration(
+            project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
+        ),
+    )
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    threads = training.configure_cpu_threads(int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes)))
+    if threads:
+        logger.info(threads)
+    if args.seed is not None:
+        set_seed(args.seed, device_specific=True)
+
+    model = EncodeDecode(vae)
+    model.train()
+    optimizer = torch.optim.AdamW(
+        vae.parameters(),
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay,
+        eps=args.adam_epsilon,
+    )
+    sampler = EpochShuffleSampler(len(train_dataset), args.seed or 0)
+    train_dataloader = torch.utils.data.DataLoader(
+        train_dataset,
+        batch_size=args.train_batch_size,
+        sampler=sampler,
+        num_workers=args.dataloader_num_workers,
+        worker_init_fn=training.ignore_interrupts_in_worker if args.dataloader_num_workers else None,
+    )
+    updates_per_epoch = math.ceil(
+        math.ceil(len(train_dataset) / (args.train_batch_size * accelerator.num_processes))
+        / args.gradient_accumulation_steps
+    )
+    max_train_steps = args.max_train_steps or (args.num_epochs or 10) * updates_per_epoch
+    num_epochs = math.ceil(max_train_steps / updates_per_epoch)
+    warning = training.warmup_warning(args.lr_warmup_steps, max_train_steps)
+    if warning:
+        logger.warning(warning)
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=max_train_steps * accelerator.num_processes,
+    )
+    model, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
+        model, optimizer, train_dataloader, lr_scheduler
+    )
+    loss_fn.to(accelerator.device)
+    seed = args.seed if args.seed is not None else int(torch.randint(0, 2**31 - 1, ()))
+    rng = training.CheckpointedGenerator(accelerator.device, seed * 1000 + accelerator.process_index)
+    held_out = torch.stack([held_out_dataset[i]["input"] for i in range(len(held_out_dataset))])
+    preview = held_out[:8]
+
+    settings = {k: v for k, v in vars(args).items()}
+    settings["resolution"] = resolution
+    manifest = run_settings.settings_of(settings, accelerator.num_processes, dict(vae.config))
+    if accelerator.is_main_process:
+        claim_output_dir(args)
+        hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in settings.items()}
+        hparams.pop("hub_token", None)
+        accelerator.init_trackers("train_autoencoder", config=hparams)
+
+    # 2. resume
+    global_step, first_epoch, resume_batches = 0, 0, 0
+    checkpoint = training.resolve_resume(args.output_dir, args.resume_from_checkpoint)
+    if checkpoint is not None:
+        saved = training.read_run_settings(checkpoint) or {}
+        changed = [
+            k for k in AUTOENCODER_INCOMPATIBLE if k in saved and json.dumps(saved[k]) != json.dumps(manifest[k])
+        ]
+        if changed:
+            raise ValueError(
+                f"Cannot resume from {os.path.basename(checkpoint)} with changed {', '.join('--' + k for k in changed)}; "
+                "resume with the checkpoint's values or start a new run in another --output_dir."
+            )
+        run_settings.check_resume_settings(checkpoint, manifest)
+        resumed = training.load_checkpoint(accelerator, checkpoint)
+        training.apply_optimizer_settings(
+            optimizer,
+            lr_scheduler,
+            args.learning_rate,
+            betas=(args.adam_beta1, args.adam_beta2),
+            weight_decay=args.adam_weight_decay,
+            eps=args.adam_epsilon,
+        )
+        if resumed.rank_state is not None:
+            rng.load_state_dict(resumed.rank_state["noise_rng"])
+        global_step = resumed.global_step
+        first_epoch = global_step // updates_per_epoch
+        resume_batches = (global_step % updates_per_epoch) * args.gradient_accumulation_steps
+        logger.info(f"Resumed from {checkpoint} at step {global_step}.")
+    elif args.resume_from_checkpoint:
+        logger.info(f"No checkpoint in {args.output_dir} to resume from; starting a new training run.")
+
+    logger.info(
+        f"***** Training an AutoencoderKL ({sum(p.numel() for p in vae.parameters()) / 1e6:.2f} M parameters, f{factor}"
+        f") on {data.description}: {max_train_steps} steps, batch {args.train_batch_size}, regularizers "
+        f"{args.latent_regularizer or 'none'} *****"
+    )
+    interrupt = training.InterruptFlag().install()
+    guard = training.NonFiniteGuard(args.max_nonfinite_steps)
+    progress_bar = tqdm(
+        total=max_train_steps, initial=global_step, disable=not accelerator.is_local_main_process, desc="Steps"
+    )
+    _STATE["training_started"] = True
+
+    def checkpoint_now():
+        training.save_checkpoint(
+            accelerator,
+            args.output_dir,
+            global_step,
+            {"global_step": global_step},
+            args.checkpoints_total_limit,
+            rank_state={"noise_rng": rng.state_dict()},
+            settings=manifest,
+        )
+
+    try:
+        # 3. the training loop
+        stop = global_step >= max_train_steps
+        for epoch in range(first_epoch, num_epochs):
+            if stop:
+                break
+            loader = train_dataloader
+            if epoch == first_epoch and resume_batches:
+                loader = accelerator.skip_first_batches(train_dataloader, resume_batches)
+            sampler.set_epoch(epoch)
+            getattr(data.dataset, "set_epoch", lambda epoch: None)(epoch)
+            loader.iteration = epoch
+            for batch in loader:
+                images = batch["input"].to(accelerator.device)
+                with accelerator.accumulate(model):
+                    terms = loss_fn(model, images, rng.generator)
+                    loss = terms["loss"].mean()
+                    finite = accelerator.reduce(torch.isfinite(loss.detach()).float(), reduction="sum")
+                    if guard.check(bool(finite.item() == accelerator.num_processes), global_step, terms):
+                        accelerator.backward(loss)
+                        training.clip_and_step(
+                            accelerator, model, optimizer, lr_scheduler, guard, global_step, args.max_grad_norm
+                        )
+                    optimizer.zero_grad()
+                if accelerator.sync_gradients:
+                    global_step += 1
+                    progress_bar.update(1)
+                    logs = {k: float(v.detach().float().mean()) for k, v in terms.items()}
+                    logs["lr"] = lr_scheduler.get_last_lr()[0]
+                    progress_bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()})
+                    accelerator.log(logs, step=global_step)
+                    if accelerator.is_main_process and global_step % args.validation_steps == 0:
+                        log_reconstructions(accelerator, accelerator.unwrap_model(model).vae, preview, global_step)
+                    if global_step % args.checkpointing_steps == 0:
+                        checkpoint_now()
+                    if interrupted_anywhere(accelerator, interrupt):
+                        checkpoint_now()
+                        logger.warning(
+                            f"Interrupted: saved checkpoint-{global_step}. Resume with --resume_from_checkpoint latest."
+                        )
+                        return interrupt.exit_code
+                    if global_step >= max_train_steps:
+                        stop = True
+                        break
+        progress_bar.close()
+
+        # 4. finish: scaling factor, save_pretrained, held-out evaluation, card, Hub
+        if accelerator.is_main_process:
+            vae = accelerator.unwrap_model(model).vae
+            log_reconstructions(accelerator, vae, preview, global_step)
+            finish(args, accelerator, vae, train_dataset, held_out, data.description, global_step)
+            if args.push_to_hub:
+                push_to_hub(args, f"Step {global_step}")
+        accelerator.wait_for_everyone()
+        logger.info(f"Saved the autoencoder and its model card to {args.output_dir}")
+        return 0
+    finally:
+        interrupt.uninstall()
+        progress_bar.close()
+        accelerator.end_training()
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (ValueError, DataError) as error:
+        if _STATE["training_started"]:
+            raise
+        print(f"train_autoencoder.py: error: {error}", file=sys.stderr)
+        sys.exit(2)
