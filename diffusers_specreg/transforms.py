@@ -74,6 +74,61 @@ def fourier(x: torch.Tensor) -> torch.Tensor:
         return torch.fft.fftn(x.to(_compute_dtype(x.dtype)), dim=dims, norm="ortho")
 
 
+def real_fourier(x: torch.Tensor) -> torch.Tensor:
+    r"""
+    Non-redundant half of the orthonormal DFT of a real signal, `torch.fft.rfftn` over the signal dimensions.
+
+    A real signal's spectrum is Hermitian, `F[x](-ω) = conj(F[x](ω))`, so the last axis keeps only its
+    `n // 2 + 1` non-negative frequencies: about half the work and memory of [`fourier`]. Means over the full
+    spectrum of any function of `|F|` or of `|angle(F[x] conj(F[y]))|` are weighted means over this half with
+    [`hermitian_weight`]. Computed in float32 (float64 for float64 input) with autocast disabled.
+
+    Args:
+        x (`torch.Tensor`): real `[B, C, H, W]` or `[B, C, T]`.
+
+    Returns:
+        `torch.Tensor`: complex `[B, C, H, W // 2 + 1]` or `[B, C, T // 2 + 1]`, DC at index 0.
+    """
+    dims = spectral_dims(x)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return torch.fft.rfftn(x.to(_compute_dtype(x.dtype)), dim=dims, norm="ortho")
+
+
+@functools.lru_cache(maxsize=64)
+def _hermitian_weight_cpu(shape: tuple[int, ...]) -> torch.Tensor:
+    *lead, last = shape
+    columns = torch.full((last // 2 + 1,), 2.0, dtype=torch.float64)
+    columns[0] = 1.0  # DC column: its own mirror image
+    if last % 2 == 0:
+        columns[-1] = 1.0  # Nyquist column of an even length: its own mirror image too
+    return columns.expand(*lead, last // 2 + 1).contiguous()
+
+
+def hermitian_weight(
+    shape: tuple[int, ...], device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    r"""
+    How many bins of the full DFT each bin of the [`real_fourier`] half stands for: 1 for the DC column (and the
+    Nyquist column of an even last size), 2 for every other column, whose mirror image `-ω` was dropped.
+
+    `sum(weight * f(F_half)) / prod(shape)` equals `mean(f(F_full))` for any `f` with `f(conj z) = f(z)` (the
+    amplitude, the absolute wrapped phase difference) and for radially symmetric frequency weights. The weights sum
+    to `prod(shape)`.
+
+    Args:
+        shape (`tuple[int, ...]`): the signal shape, `(H, W)` or `(T,)` (the full, not the halved, sizes).
+        device (`torch.device` or `str`, *optional*, defaults to `None`): device of the result (CPU if `None`).
+        dtype (`torch.dtype`, *optional*, defaults to `torch.float32`): dtype of the result.
+
+    Returns:
+        `torch.Tensor`: `[H, W // 2 + 1]` or `[T // 2 + 1]`.
+    """
+    shape = tuple(int(n) for n in shape)
+    if len(shape) not in (1, 2) or any(n < 1 for n in shape):
+        raise ValueError(f"Expected a signal shape (H, W) or (T,) of positive sizes, got {shape}.")
+    return _hermitian_weight_cpu(shape).to(device=device, dtype=dtype)
+
+
 def radial_frequency(
     shape: tuple[int, ...], device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
