@@ -65,11 +65,32 @@ def test_write_json_turns_nan_into_null(tmp_path):
 def test_throughput_skips_a_missing_or_broken_stock_script(tmp_path):
     import bench_throughput
 
-    assert "not in the diffusers wheel" in bench_throughput.stock_problem(None)
-    assert "is not a file" in bench_throughput.stock_problem(str(tmp_path / "missing.py"))
+    assert "none given" in bench_throughput.stock_problem("none")
+    assert "is missing" in bench_throughput.stock_problem(str(tmp_path / "missing.py"))
     broken = tmp_path / "train_unconditional.py"
     broken.write_text("import a_module_that_does_not_exist_here\n")
     assert "ModuleNotFoundError" in bench_throughput.stock_problem(str(broken))
+
+
+def test_throughput_defaults_to_the_shared_stock_script_and_all_image_losses():
+    import bench_throughput
+
+    from diffusers_specreg.losses import LOSS_NAMES
+
+    args = bench_throughput.parse_args([])
+    assert Path(args.stock_script) == common.ROOT.parent / "shared" / "stock" / "train_unconditional.py"
+    assert set(args.losses) == set(LOSS_NAMES) - {"mrstft"}
+    args = bench_throughput.parse_args(["--device", "cuda", "--mixed_precision", "bf16", "--model_preset", "default"])
+    assert (args.device, args.mixed_precision, args.model_preset) == ("cuda", "bf16", "default")
+
+
+def test_throughput_paired_ratios_are_per_round():
+    import bench_throughput
+
+    rates = {"a": [{"images_per_second": 10.0}, {"images_per_second": 30.0}, {"images_per_second": 8.0}]}
+    rates["b"] = [{"images_per_second": 5.0}, {"images_per_second": 30.0}, {"images_per_second": 2.0}]
+    # per round b/a: 0.5, 1.0, 0.25 -> median 0.5 (the ratio of medians would be 5/10)
+    assert bench_throughput.paired_ratios(rates, "a") == {"a": 1.0, "b": 0.5}
 
 
 def test_step_overhead_fits_wavelet_levels_to_resolution():
