@@ -372,6 +372,14 @@ class STFTLoss(nn.Module):
     Parallel WaveGAN, arXiv 1910.11480; as auraloss). The norms and the mean run over channels, frequencies and
     frames. `eps` keeps silence (all-zero waveforms) finite, with finite gradients.
 
+    Against auraloss' `STFTLoss` (same window, centred reflect-padded frames, the same two terms), two deliberate
+    differences, both tested in `tests/test_references.py`: (1) auraloss takes one spectral-convergence ratio over the
+    whole batch, this loss one per sample (so `reduction="none"` is meaningful and a per-timestep weight can multiply
+    it); with one sample, or sample by sample, the values are equal. (2) auraloss clamps the power at `1e-8` and takes
+    `log S`; this loss takes `log(S + eps)` and adds `eps` to the convergence denominator. Both agree to float32
+    round-off wherever magnitudes are well above `1e-4`; near silence they differ (a silent prediction scores
+    `log 1e-7` here, `log 1e-4` there).
+
     Args:
         n_fft (`int`, *optional*, defaults to 1024): FFT size.
         hop_length (`int`, *optional*, defaults to 256): hop between frames, in samples.
