@@ -197,7 +197,6 @@ def test_default_fwd_level_has_enough_samples_at_the_project_defaults(channels, 
     # the FWD warning (fewer than 2x as many samples as packet features) must not fire on the project's own defaults:
     # the evaluate CLI's --num_samples and the model card's --eval_num_samples of train_spectral.py
     import train_spectral
-
     from diffusers_specreg.evaluate.cli import build_parser
 
     for num_samples in (
