@@ -80,6 +80,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--device", default="cpu", choices=["cpu", "cuda"], help="cpu hides any GPU from both scripts (default: cpu)"
     )
+    parser.add_argument("--output", default=None, help="JSON path (default: results/throughput_<device>.json)")
     parser.add_argument("--work_dir", default=None, help="folder for data and runs (default: a temporary folder)")
     return parser.parse_args(argv)
 
@@ -247,7 +248,7 @@ def main(argv=None) -> dict:
     }
     if paired_stock:
         record["train_spectral_none_over_stock_paired"] = paired_stock[REFERENCE]
-    output = write_json(RESULTS_DIR / f"throughput_{args.device}.json", record)
+    output = write_json(Path(args.output) if args.output else RESULTS_DIR / f"throughput_{args.device}.json", record)
     print(f"wrote {output}")
     if temporary is not None:
         temporary.cleanup()

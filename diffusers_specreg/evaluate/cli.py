@@ -82,7 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output_dir", type=str, required=True)
     parser.add_argument("--grid_size", type=int, default=64, help="Images in each sample grid.")
     parser.add_argument("--fwd_wavelet", type=str, default="haar")
-    parser.add_argument("--fwd_level", type=int, default=None, help="FWD packet level (default: ~16x16 packets, deeper when --num_samples is under twice the features per packet).")
+    parser.add_argument(
+        "--fwd_level",
+        type=int,
+        default=None,
+        help="FWD packet level (default: ~16x16 packets, deeper when --num_samples is under twice the features per packet).",
+    )
     parser.add_argument(
         "--fid_weights",
         type=str,
