@@ -525,11 +525,6 @@ class EpochShuffleSampler(torch.utils.data.Sampler):
         return self.num_samples
 
 
-def images_to_uint8(images: np.ndarray) -> np.ndarray:
-    """`[B, H, W, C]` floats in [0, 1] -> uint8 `[B, C, H, W]`."""
-    return (np.clip(images, 0, 1) * 255).round().astype(np.uint8).transpose(0, 3, 1, 2)
-
-
 class ema_weights:
     """Context manager: the EMA weights in `unet` inside the block (if there is an EMA), the training ones after."""
 
@@ -581,7 +576,8 @@ def log_samples(args, settings, accelerator, unet, noise_scheduler, ema_model, d
     figure = plots.plot_rapsd(curves, title=f"RAPSD at step {global_step}")
     if args.logger == "tensorboard":
         writer = accelerator.get_tracker("tensorboard", unwrap=True)
-        writer.add_images("samples", images_to_uint8(images), global_step)
+        # one grid with 2-pixel gaps between the tiles (add_images would butt them together), as the card's grid
+        writer.add_image("samples", plots.image_grid(samples, nrow=8), global_step, dataformats="HWC")
         writer.add_image("rapsd", plots.figure_to_array(figure), global_step, dataformats="HWC")
         for i, clip in enumerate(audios[:4] if audios is not None else []):
             clip = 0.9 * clip / max(float(np.abs(clip).max()), 1e-9)  # Griffin-Lim output exceeds [-1, 1]

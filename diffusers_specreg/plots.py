@@ -166,6 +166,7 @@ def image_grid(
     nrow: int = 8,
     padding: int = 2,
     value_range: tuple[float, float] = (-1.0, 1.0),
+    pad_value: int = 255,
 ) -> np.ndarray:
     r"""
     Tile a batch of images into one uint8 array.
@@ -173,9 +174,11 @@ def image_grid(
     Args:
         images (`torch.Tensor` or `np.ndarray`): `[B, C, H, W]` with `C` 1 (grey), 3 (RGB) or 4 (RGBA).
         nrow (`int`, defaults to `8`): images per row.
-        padding (`int`, defaults to `2`): black pixels between and around the images.
+        padding (`int`, defaults to `2`): pixels between and around the images.
         value_range (`tuple[float, float]`, defaults to `(-1.0, 1.0)`): input range mapped to 0..255; values
             outside are clipped.
+        pad_value (`int`, defaults to `255`): grey level of the padding; white keeps the tiles apart on the dark
+            backgrounds of digits and mel spectrograms, where black gaps would vanish.
 
     Returns:
         `np.ndarray`: uint8 `[rows * (H + padding) + padding, nrow' * (W + padding) + padding, C]` with
@@ -184,15 +187,18 @@ def image_grid(
     x = images.detach().float().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images, np.float32)
     if x.ndim != 4 or x.shape[1] not in (1, 3, 4):
         raise ValueError(f"`images` must have shape [B, C, H, W] with C in (1, 3, 4), got {list(x.shape)}.")
-    if nrow < 1 or padding < 0:
-        raise ValueError(f"`nrow` must be >= 1 and `padding` >= 0, got nrow={nrow}, padding={padding}.")
+    if nrow < 1 or padding < 0 or not 0 <= pad_value <= 255:
+        raise ValueError(
+            f"`nrow` must be >= 1, `padding` >= 0 and `pad_value` in 0..255, got nrow={nrow}, padding={padding}, "
+            f"pad_value={pad_value}."
+        )
     low, high = value_range
     pixels = np.round((np.clip(x, low, high) - low) / (high - low) * 255.0).astype(np.uint8)
     batch, channels, height, width = pixels.shape
     columns = min(nrow, batch)
     rows = math.ceil(batch / columns)
-    grid = np.zeros(
-        (rows * (height + padding) + padding, columns * (width + padding) + padding, channels), dtype=np.uint8
+    grid = np.full(
+        (rows * (height + padding) + padding, columns * (width + padding) + padding, channels), pad_value, np.uint8
     )
     for index in range(batch):
         top = padding + (index // columns) * (height + padding)
@@ -207,6 +213,7 @@ def save_image_grid(
     nrow: int = 8,
     padding: int = 2,
     value_range: tuple[float, float] = (-1.0, 1.0),
+    pad_value: int = 255,
 ) -> Image.Image:
     r"""
     Save a batch of images as one PNG grid (PIL only, no torchvision).
@@ -215,13 +222,14 @@ def save_image_grid(
         images (`torch.Tensor` or `np.ndarray`): `[B, C, H, W]` in `value_range`, `C` in (1, 3, 4).
         path (`str` or `os.PathLike`): output file.
         nrow (`int`, defaults to `8`): images per row.
-        padding (`int`, defaults to `2`): black pixels between and around the images.
+        padding (`int`, defaults to `2`): pixels between and around the images.
         value_range (`tuple[float, float]`, defaults to `(-1.0, 1.0)`): input range mapped to 0..255.
+        pad_value (`int`, defaults to `255`): grey level of the padding (see `image_grid`).
 
     Returns:
         `PIL.Image.Image`: the grid ("L", "RGB" or "RGBA").
     """
-    grid = image_grid(images, nrow=nrow, padding=padding, value_range=value_range)
+    grid = image_grid(images, nrow=nrow, padding=padding, value_range=value_range, pad_value=pad_value)
     image = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
     directory = os.path.dirname(os.fspath(path))
     if directory:

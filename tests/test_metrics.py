@@ -423,3 +423,19 @@ def test_save_image_grid_layout_and_values(tmp_path):
     assert grey.mode == "L" and grey.size == (8, 4)
     with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
         save_image_grid(torch.zeros(2, 2, 4, 4), tmp_path / "bad.png")
+
+
+def test_image_grid_separates_tiles_with_padding():
+    from diffusers_specreg.plots import image_grid
+
+    # black tiles (digits and mel spectrograms are mostly black): white 2-pixel gaps keep them apart
+    grid = image_grid(torch.full((3, 1, 4, 4), -1.0), nrow=2, padding=2)
+    assert grid.shape == (2 * 6 + 2, 2 * 6 + 2, 1)
+    gaps = np.ones(grid.shape[:2], dtype=bool)
+    for top in (2, 8):
+        for left in (2, 8):
+            gaps[top : top + 4, left : left + 4] = False
+    assert (grid[..., 0][gaps] == 255).all()
+    assert (grid[2:6, 2:6] == 0).all() and (grid[8:12, 2:6] == 0).all()
+    assert (grid[8:12, 8:12] == 255).all()  # the missing fourth tile is padding too
+    assert (image_grid(torch.full((2, 1, 4, 4), 1.0), nrow=2, pad_value=0)[:, 6:8] == 0).all()
