@@ -1039,7 +1039,9 @@ def main(argv: list[str] | None = None) -> int:
                         ema_model.step(accelerator.unwrap_model(model).parameters())
                     global_step += 1
                     progress_bar.update(1)
-                    logs = {k: float(v.detach().mean()) for k, v in terms.items()}
+                    # one device-to-host copy for all terms (a float() per term would sync the GPU once each)
+                    means = torch.stack([v.detach().float().mean() for v in terms.values()]).tolist()
+                    logs = dict(zip(terms, means))
                     logs.update({f"lambda/{k}": v for k, v in regularizer.current_weights().items()})
                     logs["lr"] = lr_scheduler.get_last_lr()[0]
                     logs["nonfinite/skipped_steps"] = guard.skipped

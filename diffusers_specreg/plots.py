@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from PIL import Image
 
 from .metrics import PowerSpectrum
@@ -45,6 +46,40 @@ def _curve(value) -> tuple[np.ndarray, np.ndarray]:
     freqs, power = value
     to_numpy = lambda v: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)  # noqa: E731
     return to_numpy(freqs).astype(np.float64), to_numpy(power).astype(np.float64)
+
+
+def _decades(limits: tuple[float, float]) -> float:
+    low, high = sorted(limits)
+    return math.log10(high / low) if low > 0 else math.inf
+
+
+def _power_of_ten_label(value: float, _=None) -> str:
+    """`10^k` or `m×10^k` in mathtext, for the power axis."""
+    if not value > 0:
+        return ""
+    exponent = math.floor(math.log10(value) + 1e-9)
+    mantissa = round(value / 10.0**exponent, 6)
+    power = f"10^{{{exponent}}}"
+    return f"${power}$" if mantissa == 1 else f"${mantissa:g}\\times{power}$"
+
+
+def _readable_log_ticks(axes) -> None:
+    """Labelled ticks of a log-log plot that do not collide.
+
+    Matplotlib labels the minor ticks of a log axis spanning less than about two decades, which on a RAPSD plot
+    (32x32 images: 1/32 to 1/2 cycles per pixel) prints "3x10^-2" next to "4x10^-2" and the labels overlap. Here only
+    major ticks are labelled: on x at 1, 2 and 5 times powers of ten in plain decimals ("0.05", "0.1"), at powers of
+    ten alone beyond two decades; on y at powers of ten, with 2 and 5 added when the power spans under 1.5 decades.
+    """
+    x_subs = (1.0, 2.0, 5.0) if _decades(axes.get_xlim()) <= 2.0 else (1.0,)
+    axes.xaxis.set_major_locator(LogLocator(base=10.0, subs=x_subs))
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.xaxis.set_minor_formatter(NullFormatter())
+    y_decades = _decades(axes.get_ylim())
+    y_subs = tuple(range(1, 10)) if y_decades < 1.0 else (1.0, 2.0, 5.0) if y_decades < 1.5 else (1.0,)
+    axes.yaxis.set_major_locator(LogLocator(base=10.0, subs=y_subs, numticks=8))
+    axes.yaxis.set_major_formatter(FuncFormatter(_power_of_ten_label))
+    axes.yaxis.set_minor_formatter(NullFormatter())
 
 
 def plot_rapsd(
@@ -88,6 +123,7 @@ def plot_rapsd(
         keep = (freqs > 0) & (power > 0)
         style = {"color": "black", "linewidth": 2.0, "zorder": 3} if name == reference else {"linewidth": 1.3}
         axes.loglog(freqs[keep], power[keep], label=name, **style)
+    _readable_log_ticks(axes)
     axes.set_xlabel(xlabel)
     axes.set_ylabel("power")
     axes.grid(True, which="both", alpha=0.3)
