@@ -69,7 +69,8 @@ def _readable_log_ticks(axes) -> None:
     Matplotlib labels the minor ticks of a log axis spanning less than about two decades, which on a RAPSD plot
     (32x32 images: 1/32 to 1/2 cycles per pixel) prints "3x10^-2" next to "4x10^-2" and the labels overlap. Here only
     major ticks are labelled: on x at 1, 2 and 5 times powers of ten in plain decimals ("0.05", "0.1"), at powers of
-    ten alone beyond two decades; on y at powers of ten, with 2 and 5 added when the power spans under 1.5 decades.
+    ten alone beyond two decades; on y at powers of ten, with 2 and 5 added when the power spans under 1.5 decades
+    and every integer multiple under one decade.
     """
     x_subs = (1.0, 2.0, 5.0) if _decades(axes.get_xlim()) <= 2.0 else (1.0,)
     axes.xaxis.set_major_locator(LogLocator(base=10.0, subs=x_subs))
