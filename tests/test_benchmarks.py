@@ -99,3 +99,18 @@ def test_step_overhead_fits_wavelet_levels_to_resolution():
     assert bench_step_overhead.fit_levels({"wave": "bior1.3", "levels": 3}, 32)["levels"] == 2
     assert bench_step_overhead.fit_levels({"wave": "haar", "levels": 3}, 32)["levels"] == 3
     assert bench_step_overhead.fit_levels({}, 32) == {}
+
+
+def test_metric_throughput_worker_streams_and_reports(tmp_path):
+    import bench_metric_throughput
+
+    args = bench_metric_throughput.parse_args(
+        ["--resolution", "16", "--batch_size", "7", "--fwd_level", "1", "--python_memory"]
+    )
+    row = bench_metric_throughput.run_one(args, 30)
+    assert row["num_images"] == 30 and row["fwd_level"] == 1
+    assert row["update_seconds"] > 0 and row["images_per_second_updates"] > 0
+    assert row["fwd"] > 0 and row["log_rapsd_all"] >= 0  # two different seeds: the sets differ
+    assert row["peak_rss_mib"] > 0 and row["python_peak_mib"] is not None
+    batches = list(bench_metric_throughput.image_batches(30, 7, 3, 16, seed=0))
+    assert [len(b) for b in batches] == [7, 7, 7, 7, 2] and all(b.abs().max() <= 1 for b in batches)
