@@ -267,6 +267,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=64,
         help="Samples for the quick evaluation whose spectral metrics go into the model card (0: none).",
     )
+    evals.add_argument(
+        "--eval_sampler",
+        choices=["pipeline", "fast"],
+        default="pipeline",
+        help="Sampler of the card's grid and metrics, with --ddpm_num_inference_steps: the saved pipeline's own "
+        "(DDPM: ancestral; chosen by benchmarks/bench_card_sampler.py) or fast (DDIM, eta 0).",
+    )
     args = parser.parse_args(argv)
     if args.output_dir is None:  # the anchor's name, unless the built-in demo runs (it is not a 64x64 model)
         builtin = not (args.dataset_name or args.train_data_dir)
@@ -624,6 +631,7 @@ def evaluate_and_write_card(args, settings, accelerator, data, regularizer):
             dataset=dataset_info(
                 args.dataset_name, args.train_data_dir, args.builtin_dataset, modality=settings.formulation.modality
             ),
+            sampler=args.eval_sampler,
         )
         grid, plot = "evaluation/samples.png", "evaluation/rapsd.png"
         logger.info(f"Spectral metrics of {args.eval_num_samples} samples: {metrics.log_rapsd_distance}")

@@ -467,3 +467,19 @@ def test_audio_samples_are_the_audio_pipeline_images_without_its_griffin_lim():
     output = own(batch_size=3, generator=evaluate.image_generators(2, 0, 3), steps=3, eta=0.0)
     expected = torch.from_numpy(np.stack([np.asarray(image) for image in output.images]))
     assert torch.equal(torch.from_numpy(evaluate.mel_images_to_uint8(images)), expected)
+
+
+def test_pipeline_sampler_is_ancestral_ddpm_and_named(saved, tmp_path):
+    pipeline = load_pipeline(str(saved[0]))
+    fast, fast_name = evaluate.make_sampler(pipeline, 3)
+    ancestral, ancestral_name = evaluate.make_sampler(pipeline, 3, "pipeline")
+    assert fast_name == "DDIM (eta 0), 3 steps" and ancestral_name == "DDPM (ancestral), 3 steps"
+    generators = lambda: evaluate.image_generators(0, 0, 2)  # noqa: E731
+    a, b = ancestral(generators()), ancestral(generators())
+    torch.testing.assert_close(a, b)  # seeded per image: reproducible
+    assert a.shape == (2, 1, 16, 16) and (a - fast(generators())).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="allowed values"):
+        evaluate.make_sampler(pipeline, 3, "ddpm")
+    real = make_checkerboards(8, 16, seed=1)
+    metrics = evaluate_pipeline(pipeline, real, 4, 4, 3, 0, None, progress=False, sampler="pipeline")
+    assert metrics.sampler == "DDPM (ancestral), 3 steps"
