@@ -272,7 +272,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["pipeline", "fast"],
         default="pipeline",
         help="Sampler of the card's grid and metrics, with --ddpm_num_inference_steps: the saved pipeline's own "
-        "(DDPM: ancestral; chosen by benchmarks/bench_card_sampler.py) or fast (DDIM, eta 0).",
+        "(DDPM: ancestral; chosen by benchmarks/bench_card_sampler.py) or fast (DDIM, eta 0). Audio: always fast.",
     )
     args = parser.parse_args(argv)
     if args.output_dir is None:  # the anchor's name, unless the built-in demo runs (it is not a 64x64 model)
@@ -631,7 +631,8 @@ def evaluate_and_write_card(args, settings, accelerator, data, regularizer):
             dataset=dataset_info(
                 args.dataset_name, args.train_data_dir, args.builtin_dataset, modality=settings.formulation.modality
             ),
-            sampler=args.eval_sampler,
+            # audio pipelines are sampled with DDIM on the mel images either way (their own call vocodes every image)
+            sampler=args.eval_sampler if settings.formulation.modality != "audio" else "fast",
         )
         grid, plot = "evaluation/samples.png", "evaluation/rapsd.png"
         logger.info(f"Spectral metrics of {args.eval_num_samples} samples: {metrics.log_rapsd_distance}")
