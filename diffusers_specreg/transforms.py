@@ -225,6 +225,34 @@ def check_dwt_arguments(x: torch.Tensor, wave: str, levels: int, mode: str) -> N
         )
 
 
+def _haar_dwt(x: torch.Tensor, levels: int, ndim: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Haar DWT of sides divisible by `2**levels` from sums and differences of neighbours, in pytorch_wavelets'
+    output layout (`low`, `highs[level - 1]`, 2-D details stacked `(cH, cV, cD)` in dim 2).
+
+    With a length-2 filter and even sides no boundary sample is ever read, so every padding mode gives these
+    coefficients, equal to PyWavelets' (`cA = (x0 + x1)/√2`, `cD = (x0 - x1)/√2` per axis); a few elementwise
+    operations instead of pytorch_wavelets' padded strided convolutions, several times faster on the CPU."""
+    highs = []
+    low = x
+    if ndim == 1:
+        scale = 2.0**-0.5
+        for _ in range(levels):
+            even, odd = low[..., 0::2], low[..., 1::2]
+            highs.append((even - odd) * scale)
+            low = (even + odd) * scale
+        return low, highs
+    for _ in range(levels):
+        top_left, top_right = low[..., 0::2, 0::2], low[..., 0::2, 1::2]
+        bottom_left, bottom_right = low[..., 1::2, 0::2], low[..., 1::2, 1::2]
+        top, bottom = top_left + top_right, bottom_left + bottom_right
+        left_minus_right = (top_left - top_right) + (bottom_left - bottom_right)
+        diagonal = (top_left - top_right) - (bottom_left - bottom_right)
+        # pywt cH (highpass along H), cV (highpass along W), cD (both)
+        highs.append(torch.stack([(top - bottom) * 0.5, left_minus_right * 0.5, diagonal * 0.5], dim=2))
+        low = (top + bottom) * 0.5
+    return low, highs
+
+
 def dwt(
     x: torch.Tensor, wave: str = "haar", levels: int = 3, mode: str = "zero"
 ) -> list[tuple[str, int, torch.Tensor]]:
@@ -252,9 +280,12 @@ def dwt(
     ndim = len(spectral_dims(x))
     check_dwt_arguments(x, wave, levels, mode)
     dtype = _compute_dtype(x.dtype)
-    module = _dwt_module(ndim, wave, levels, mode, x.device, dtype)
     with torch.autocast(device_type=x.device.type, enabled=False):
-        low, highs = module(x.to(dtype))
+        if wave == "haar" and all(x.shape[d] % 2**levels == 0 for d in spectral_dims(x)):
+            low, highs = _haar_dwt(x.to(dtype), levels, ndim)
+        else:
+            module = _dwt_module(ndim, wave, levels, mode, x.device, dtype)
+            low, highs = module(x.to(dtype))
     if ndim == 2:
         bands = [("LL", levels, low)]
         for level in range(levels, 0, -1):
