@@ -3,7 +3,8 @@
 `bench_loss_overhead.py` times the losses alone; this script times whole training steps as `train_spectral.py` runs
 them: noise a batch (`DDPMObjective`), UNet forward, per-sample MSE, `SpectralRegularizer` (x̂₀, timestep weight, default
 λ, the spectral loss), backward, gradient clipping at 1.0 and an AdamW step. Every configuration has its own copy of
-the same initial UNet and optimiser. Rounds are interleaved (each round runs every configuration for
+the same initial UNet and optimiser (`--share_model`: one UNet and optimiser for all, the default for the large
+default UNet, whose step cost does not depend on its weights). Rounds are interleaved (each round runs every configuration for
 `--steps_per_round` steps, in a rotated order), and the median step time over rounds is reported with its ratio to
 the no-spectral-loss step. The headline is the paired figure: per round, (step time / the same round's no-loss step
 time - 1), then the median over rounds, so drifting machine load affects every configuration alike.
@@ -64,6 +65,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps_per_round", type=int, default=1, help="steps per configuration per round (1)")
     parser.add_argument("--weighting", default="alpha_bar", help="spectral timestep weighting (default: alpha_bar)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument(
+        "--share_model",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="one UNet and AdamW for all configurations (the step's cost does not depend on the weights) instead of "
+        "one copy each; auto: yes for the default preset, whose six copies with AdamW states would need ~11 GB",
+    )
     parser.add_argument("--output", default=None, help="JSON path (default: results/step_overhead_<device>.json)")
     return parser.parse_args(argv)
 
@@ -71,13 +79,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 class Trainer:
     """One configuration: its UNet copy, AdamW, regularizer, and a `step()` doing what train_spectral.py does."""
 
-    def __init__(self, unet, scheduler, names, options, weighting, device, mixed_precision="no"):
-        self.unet = copy.deepcopy(unet).to(device).train()
+    def __init__(self, unet, scheduler, names, options, weighting, device, mixed_precision="no", optimizer=None):
+        # a private copy of the UNet (and AdamW) per configuration, or the shared ones given (`--share_model`)
+        self.unet = copy.deepcopy(unet).to(device).train() if optimizer is None else unet
         self.device = device
         self.autocast_dtype = {"no": None, "fp16": torch.float16, "bf16": torch.bfloat16}[mixed_precision]
         # fp16 needs loss scaling (as accelerate's GradScaler); bf16 does not
         self.scaler = torch.amp.GradScaler(device.type) if mixed_precision == "fp16" else None
-        self.optimizer = torch.optim.AdamW(self.unet.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6)
+        self.optimizer = optimizer or torch.optim.AdamW(
+            self.unet.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6
+        )
         self.scheduler = scheduler
         self.objective = DDPMObjective(scheduler)
         self.regularizer = SpectralRegularizer.from_names(names, None, weighting=weighting, **options).to(device)
@@ -141,8 +152,13 @@ def main(argv=None) -> dict:
     configs = {name: (names, fit_levels(options, args.resolution)) for name, (names, options) in CONFIGS.items()}
     unet = UNet2DModel(**unet_config(args.model_preset, args.resolution, args.channels))
     scheduler = DDPMScheduler(num_train_timesteps=1000)
+    share = args.share_model == "yes" or (args.share_model == "auto" and args.model_preset == "default")
+    optimizer = None
+    if share:
+        unet = unet.to(device).train()
+        optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6)
     trainers = {
-        name: Trainer(unet, scheduler, names, options, args.weighting, device, args.mixed_precision)
+        name: Trainer(unet, scheduler, names, options, args.weighting, device, args.mixed_precision, optimizer)
         for name, (names, options) in configs.items()
     }
     shape = (args.batch_size, args.channels, args.resolution, args.resolution)
@@ -209,6 +225,7 @@ def main(argv=None) -> dict:
         "rounds": args.rounds,
         "warmup": args.warmup,
         "steps_per_round": args.steps_per_round,
+        "shared_model": share,
         "configs": {name: {"losses": n, **o} for name, (n, o) in configs.items()},
         "results": results,
         "largest_overhead_percent": worst,

@@ -114,3 +114,14 @@ def test_metric_throughput_worker_streams_and_reports(tmp_path):
     assert row["peak_rss_mib"] > 0 and row["python_peak_mib"] is not None
     batches = list(bench_metric_throughput.image_batches(30, 7, 3, 16, seed=0))
     assert [len(b) for b in batches] == [7, 7, 7, 7, 2] and all(b.abs().max() <= 1 for b in batches)
+
+
+def test_step_overhead_accepts_the_gpu_settings_and_names_its_result_file():
+    import bench_step_overhead
+
+    args = bench_step_overhead.parse_args(
+        ["--device", "cuda", "--mixed_precision", "bf16", "--model_preset", "default", "--resolution", "64"]
+    )
+    assert bench_step_overhead.result_suffix(args, torch.device("cuda")) == "cuda_default_64_bf16"
+    assert bench_step_overhead.result_suffix(bench_step_overhead.parse_args([]), torch.device("cpu")) == "cpu"
+    assert bench_step_overhead.TARGET_PERCENT == {"small": 5.0, "default": 2.0}
