@@ -5,7 +5,7 @@ written as RGB PNGs) for one epoch with the same batch size, optimiser, schedule
 from the tensorboard event files both scripts write once per optimiser step (`accelerator.log`), so start-up,
 sampling and saving are not counted: images/s = batch x steps / wall time between step `--skip_steps` and the last
 step. Runs are interleaved round by round (each configuration once per round, as separate processes one after
-another) and the median over rounds is reported, with paired ratios: each run over the same round's stock run (and
+another, the order rotated every round) and the median over rounds is reported, with paired ratios: each run over the same round's stock run (and
 over the same round's `train_spectral.py --spectral_loss none` run), median over rounds, robust to load drift.
 
 Configurations: the stock script; `train_spectral.py --spectral_loss none` (λ = 0, the MSE objective the stock
@@ -197,8 +197,12 @@ def main(argv=None) -> dict:
 
     rates: dict[str, list[dict]] = {name: [] for name in scripts}
     commands = {}
+    order = list(scripts)
     for round_index in range(args.rounds):
-        for name, script in scripts.items():
+        # the order rotates every round, so no configuration always runs first (or right after another one)
+        shift = round_index % len(order)
+        for name in order[shift:] + order[:shift]:
+            script = scripts[name]
             output_dir = work / f"round{round_index}" / name.replace(" ", "_")
             argv_run = [sys.executable, script[0], *shared, "--output_dir", str(output_dir), *script[1:]]
             commands[name] = printable_command(argv_run).replace(str(work), "$WORK")
