@@ -5,8 +5,9 @@ written as RGB PNGs) for one epoch with the same batch size, optimiser, schedule
 from the tensorboard event files both scripts write once per optimiser step (`accelerator.log`), so start-up,
 sampling and saving are not counted: images/s = batch x steps / wall time between step `--skip_steps` and the last
 step. Runs are interleaved round by round (each configuration once per round, as separate processes one after
-another, the order rotated every round) and the median over rounds is reported, with paired ratios: each run over the same round's stock run (and
-over the same round's `train_spectral.py --spectral_loss none` run), median over rounds, robust to load drift.
+another, the order rotated every round) and the median over rounds is reported, with paired ratios: each run over
+the same round's stock run (and over the same round's `train_spectral.py --spectral_loss none` run), median over
+rounds, robust to load drift.
 
 Configurations: the stock script; `train_spectral.py --spectral_loss none` (λ = 0, the MSE objective the stock
 script trains); and `train_spectral.py --spectral_loss L` for every image loss L of `--losses` (default: all of
