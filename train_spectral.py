@@ -290,6 +290,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=64,
         help="Samples for the quick evaluation whose spectral metrics go into the model card (0: none).",
     )
+    evals.add_argument(
+        "--eval_sampler",
+        choices=["pipeline", "fast"],
+        default="pipeline",
+        help="Sampler of the card's grid and metrics, with --ddpm_num_inference_steps: the saved pipeline's own "
+        "(DDPM: ancestral; chosen by benchmarks/bench_card_sampler.py) or fast (DDIM, eta 0). Audio: always fast.",
+    )
     args = parser.parse_args(argv)
     if args.output_dir is None:  # the anchor's name, unless the built-in demo runs (it is not a 64x64 model)
         builtin = not (args.dataset_name or args.train_data_dir)
@@ -568,11 +575,6 @@ class EpochShuffleSampler(torch.utils.data.Sampler):
         return self.num_samples
 
 
-def images_to_uint8(images: np.ndarray) -> np.ndarray:
-    """`[B, H, W, C]` floats in [0, 1] -> uint8 `[B, C, H, W]`."""
-    return (np.clip(images, 0, 1) * 255).round().astype(np.uint8).transpose(0, 3, 1, 2)
-
-
 class ema_weights:
     """Context manager: the EMA weights in `unet` inside the block (if there is an EMA), the training ones after."""
 
@@ -627,7 +629,8 @@ def log_samples(
     figure = plots.plot_rapsd(curves, title=f"RAPSD at step {global_step}")
     if args.logger == "tensorboard":
         writer = accelerator.get_tracker("tensorboard", unwrap=True)
-        writer.add_images("samples", images_to_uint8(images), global_step)
+        # one grid with 2-pixel gaps between the tiles (add_images would butt them together), as the card's grid
+        writer.add_image("samples", plots.image_grid(samples, nrow=8), global_step, dataformats="HWC")
         writer.add_image("rapsd", plots.figure_to_array(figure), global_step, dataformats="HWC")
         for i, clip in enumerate(audios[:4] if audios is not None else []):
             clip = 0.9 * clip / max(float(np.abs(clip).max()), 1e-9)  # Griffin-Lim output exceeds [-1, 1]
@@ -675,6 +678,8 @@ def evaluate_and_write_card(args, settings, accelerator, data, regularizer, code
             dataset=dataset_info(
                 args.dataset_name, args.train_data_dir, args.builtin_dataset, modality=settings.formulation.modality
             ),
+            # audio pipelines are sampled with DDIM on the mel images either way (their own call vocodes every image)
+            sampler=args.eval_sampler if settings.formulation.modality != "audio" else "fast",
         )
         grid, plot = "evaluation/samples.png", "evaluation/rapsd.png"
         logger.info(f"Spectral metrics of {args.eval_num_samples} samples: {metrics.log_rapsd_distance}")
@@ -1194,7 +1199,9 @@ def main(argv: list[str] | None = None) -> int:
                         ema_model.step(accelerator.unwrap_model(model).parameters())
                     global_step += 1
                     progress_bar.update(1)
-                    logs = {k: float(v.detach().mean()) for k, v in terms.items()}
+                    # one device-to-host copy for all terms (a float() per term would sync the GPU once each)
+                    means = torch.stack([v.detach().float().mean() for v in terms.values()]).tolist()
+                    logs = dict(zip(terms, means))
                     logs.update({f"lambda/{k}": v for k, v in regularizer.current_weights().items()})
                     logs["lr"] = lr_scheduler.get_last_lr()[0]
                     logs["nonfinite/skipped_steps"] = guard.skipped

@@ -159,7 +159,12 @@ def printable_command(argv: Sequence[str]) -> str:
     return shlex.join(parts)
 
 
-def run_training(argv: Sequence[str], log_path: str | os.PathLike, threads: int | None = None) -> float:
+def run_training(
+    argv: Sequence[str],
+    log_path: str | os.PathLike,
+    threads: int | None = None,
+    extra_env: Mapping[str, str] | None = None,
+) -> float:
     r"""
     Run one training process to completion (never in parallel with another), its output in `log_path`.
 
@@ -168,6 +173,8 @@ def run_training(argv: Sequence[str], log_path: str | os.PathLike, threads: int 
         log_path (`str` or `os.PathLike`): file receiving stdout and stderr.
         threads (`int`, *optional*, defaults to `None`): `OMP_NUM_THREADS` of the child; `None` keeps the parent's
             value, or 2 when the parent has none.
+        extra_env (`Mapping[str, str]`, *optional*, defaults to `None`): more environment variables of the child
+            (e.g. `CUDA_VISIBLE_DEVICES=""` to keep a CPU run off a GPU).
 
     Returns:
         `float`: wall seconds of the whole process.
@@ -179,6 +186,7 @@ def run_training(argv: Sequence[str], log_path: str | os.PathLike, threads: int 
     env["OMP_NUM_THREADS"] = str(threads or env.get("OMP_NUM_THREADS") or 2)
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TQDM_MININTERVAL", "5")
+    env.update(extra_env or {})
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -529,11 +529,13 @@ def render_summary(config: Mapping, base_model: str | None, dataset_name: str | 
     return text
 
 
-def render_samples(sample_grid: str | None, spectrum_plot: str | None) -> str:
-    """Markdown image links (paths relative to the card) for the sample grid and the spectrum plot."""
+def render_samples(sample_grid: str | None, spectrum_plot: str | None, sampler: str | None = None) -> str:
+    """Markdown image links (paths relative to the card) for the sample grid and the spectrum plot; the grid's caption
+    names the sampler and steps that drew it (e.g. `"DDPM (ancestral), 50 steps"`) when known."""
     parts = []
     if sample_grid:
-        parts.append(f"![Samples from the model]({sample_grid})")
+        caption = f"\n\n*Samples drawn with {sampler}.*" if sampler else ""
+        parts.append(f"![Samples from the model]({sample_grid}){caption}")
     if spectrum_plot:
         parts.append(
             f"![Radially averaged power spectrum of the samples and the data]({spectrum_plot})\n\n"
@@ -621,6 +623,8 @@ def evaluation_command(
     return (
         f"python -m diffusers_specreg.evaluate --pipeline {repo_id} {source} "
         f"--num_samples {num_samples} --num_inference_steps {steps} "
+        # the samples were drawn by the pipeline's own sampler (DDPM ancestral), not the default fast DDIM
+        + ("--sampler pipeline " if metrics.sampler and "DDIM" not in metrics.sampler else "")
         + (f"--audio_num_samples {clips} " if clips else "")
         + f"--seed {metrics.seed if metrics.seed is not None else 0} --output_dir eval --update_model_card"
     )
@@ -877,7 +881,7 @@ def write_model_card(
         metadata=data.to_yaml(),
         title=repo_id.split("/")[-1],
         summary=render_summary(config, base_model, dataset_name, pipeline_class),
-        samples=render_samples(sample_grid, spectrum_plot),
+        samples=render_samples(sample_grid, spectrum_plot, metrics.sampler if metrics else None),
         audio=render_audio(audio_files(metrics, output_dir, evaluation_dir)),
         usage=usage if usage is not None else render_usage(pipeline_class, repo_id, num_steps, train_steps),
         training=render_training(config),

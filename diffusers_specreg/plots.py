@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from PIL import Image
 
 from .metrics import PowerSpectrum
@@ -45,6 +46,41 @@ def _curve(value) -> tuple[np.ndarray, np.ndarray]:
     freqs, power = value
     to_numpy = lambda v: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)  # noqa: E731
     return to_numpy(freqs).astype(np.float64), to_numpy(power).astype(np.float64)
+
+
+def _decades(limits: tuple[float, float]) -> float:
+    low, high = sorted(limits)
+    return math.log10(high / low) if low > 0 else math.inf
+
+
+def _power_of_ten_label(value: float, _=None) -> str:
+    """`10^k` or `m×10^k` in mathtext, for the power axis."""
+    if not value > 0:
+        return ""
+    exponent = math.floor(math.log10(value) + 1e-9)
+    mantissa = round(value / 10.0**exponent, 6)
+    power = f"10^{{{exponent}}}"
+    return f"${power}$" if mantissa == 1 else f"${mantissa:g}\\times{power}$"
+
+
+def _readable_log_ticks(axes) -> None:
+    """Labelled ticks of a log-log plot that do not collide.
+
+    Matplotlib labels the minor ticks of a log axis spanning less than about two decades, which on a RAPSD plot
+    (32x32 images: 1/32 to 1/2 cycles per pixel) prints "3x10^-2" next to "4x10^-2" and the labels overlap. Here only
+    major ticks are labelled: on x at 1, 2 and 5 times powers of ten in plain decimals ("0.05", "0.1"), at powers of
+    ten alone beyond two decades; on y at powers of ten, with 2 and 5 added when the power spans under 1.5 decades
+    and every integer multiple under one decade.
+    """
+    x_subs = (1.0, 2.0, 5.0) if _decades(axes.get_xlim()) <= 2.0 else (1.0,)
+    axes.xaxis.set_major_locator(LogLocator(base=10.0, subs=x_subs))
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.xaxis.set_minor_formatter(NullFormatter())
+    y_decades = _decades(axes.get_ylim())
+    y_subs = tuple(range(1, 10)) if y_decades < 1.0 else (1.0, 2.0, 5.0) if y_decades < 1.5 else (1.0,)
+    axes.yaxis.set_major_locator(LogLocator(base=10.0, subs=y_subs, numticks=8))
+    axes.yaxis.set_major_formatter(FuncFormatter(_power_of_ten_label))
+    axes.yaxis.set_minor_formatter(NullFormatter())
 
 
 def plot_rapsd(
@@ -88,6 +124,7 @@ def plot_rapsd(
         keep = (freqs > 0) & (power > 0)
         style = {"color": "black", "linewidth": 2.0, "zorder": 3} if name == reference else {"linewidth": 1.3}
         axes.loglog(freqs[keep], power[keep], label=name, **style)
+    _readable_log_ticks(axes)
     axes.set_xlabel(xlabel)
     axes.set_ylabel("power")
     axes.grid(True, which="both", alpha=0.3)
@@ -166,6 +203,7 @@ def image_grid(
     nrow: int = 8,
     padding: int = 2,
     value_range: tuple[float, float] = (-1.0, 1.0),
+    pad_value: int = 255,
 ) -> np.ndarray:
     r"""
     Tile a batch of images into one uint8 array.
@@ -173,9 +211,11 @@ def image_grid(
     Args:
         images (`torch.Tensor` or `np.ndarray`): `[B, C, H, W]` with `C` 1 (grey), 3 (RGB) or 4 (RGBA).
         nrow (`int`, defaults to `8`): images per row.
-        padding (`int`, defaults to `2`): black pixels between and around the images.
+        padding (`int`, defaults to `2`): pixels between and around the images.
         value_range (`tuple[float, float]`, defaults to `(-1.0, 1.0)`): input range mapped to 0..255; values
             outside are clipped.
+        pad_value (`int`, defaults to `255`): grey level of the padding; white keeps the tiles apart on the dark
+            backgrounds of digits and mel spectrograms, where black gaps would vanish.
 
     Returns:
         `np.ndarray`: uint8 `[rows * (H + padding) + padding, nrow' * (W + padding) + padding, C]` with
@@ -184,15 +224,18 @@ def image_grid(
     x = images.detach().float().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images, np.float32)
     if x.ndim != 4 or x.shape[1] not in (1, 3, 4):
         raise ValueError(f"`images` must have shape [B, C, H, W] with C in (1, 3, 4), got {list(x.shape)}.")
-    if nrow < 1 or padding < 0:
-        raise ValueError(f"`nrow` must be >= 1 and `padding` >= 0, got nrow={nrow}, padding={padding}.")
+    if nrow < 1 or padding < 0 or not 0 <= pad_value <= 255:
+        raise ValueError(
+            f"`nrow` must be >= 1, `padding` >= 0 and `pad_value` in 0..255, got nrow={nrow}, padding={padding}, "
+            f"pad_value={pad_value}."
+        )
     low, high = value_range
     pixels = np.round((np.clip(x, low, high) - low) / (high - low) * 255.0).astype(np.uint8)
     batch, channels, height, width = pixels.shape
     columns = min(nrow, batch)
     rows = math.ceil(batch / columns)
-    grid = np.zeros(
-        (rows * (height + padding) + padding, columns * (width + padding) + padding, channels), dtype=np.uint8
+    grid = np.full(
+        (rows * (height + padding) + padding, columns * (width + padding) + padding, channels), pad_value, np.uint8
     )
     for index in range(batch):
         top = padding + (index // columns) * (height + padding)
@@ -207,6 +250,7 @@ def save_image_grid(
     nrow: int = 8,
     padding: int = 2,
     value_range: tuple[float, float] = (-1.0, 1.0),
+    pad_value: int = 255,
 ) -> Image.Image:
     r"""
     Save a batch of images as one PNG grid (PIL only, no torchvision).
@@ -215,13 +259,14 @@ def save_image_grid(
         images (`torch.Tensor` or `np.ndarray`): `[B, C, H, W]` in `value_range`, `C` in (1, 3, 4).
         path (`str` or `os.PathLike`): output file.
         nrow (`int`, defaults to `8`): images per row.
-        padding (`int`, defaults to `2`): black pixels between and around the images.
+        padding (`int`, defaults to `2`): pixels between and around the images.
         value_range (`tuple[float, float]`, defaults to `(-1.0, 1.0)`): input range mapped to 0..255.
+        pad_value (`int`, defaults to `255`): grey level of the padding (see `image_grid`).
 
     Returns:
         `PIL.Image.Image`: the grid ("L", "RGB" or "RGBA").
     """
-    grid = image_grid(images, nrow=nrow, padding=padding, value_range=value_range)
+    grid = image_grid(images, nrow=nrow, padding=padding, value_range=value_range, pad_value=pad_value)
     image = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
     directory = os.path.dirname(os.fspath(path))
     if directory:

@@ -7,6 +7,7 @@ in the message. 8 kHz, 16x16 mel images (n_fft 128, hop 32: a slice is 511 sampl
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
@@ -191,6 +192,17 @@ def test_tensorboard_has_audio_and_spectrogram_images(folder_run):
     assert {"samples", "rapsd"} <= tags["images"]  # the generated mel images and their spectrum vs the data
     assert {"loss", "base", "amplitude"} <= tags["scalars"]
     assert audio_events and all(e.sample_rate == SR and e.length_frames == CLIP for e in audio_events)
+    # the samples are one grid with 2-pixel white gaps between and around the tiles (eval_batch_size 2 in a row)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for path in (out / "logs").rglob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(path), size_guidance={"images": 0})
+        accumulator.Reload()
+        if "samples" in accumulator.Tags()["images"]:
+            event = accumulator.Images("samples")[-1]
+            grid = np.asarray(Image.open(io.BytesIO(event.encoded_image_string)).convert("L"))
+            assert grid.shape == (RES + 4, 2 * (RES + 2) + 2)
+            assert (grid[:2] == 255).all() and (grid[:, RES + 2 : RES + 4] == 255).all()
 
 
 def test_evaluation_writes_audio_metrics_figure_and_wavs(folder_run):

@@ -65,11 +65,32 @@ def test_write_json_turns_nan_into_null(tmp_path):
 def test_throughput_skips_a_missing_or_broken_stock_script(tmp_path):
     import bench_throughput
 
-    assert "not in the diffusers wheel" in bench_throughput.stock_problem(None)
-    assert "is not a file" in bench_throughput.stock_problem(str(tmp_path / "missing.py"))
+    assert "none given" in bench_throughput.stock_problem("none")
+    assert "is missing" in bench_throughput.stock_problem(str(tmp_path / "missing.py"))
     broken = tmp_path / "train_unconditional.py"
     broken.write_text("import a_module_that_does_not_exist_here\n")
     assert "ModuleNotFoundError" in bench_throughput.stock_problem(str(broken))
+
+
+def test_throughput_defaults_to_the_shared_stock_script_and_all_image_losses():
+    import bench_throughput
+
+    from diffusers_specreg.losses import LOSS_NAMES
+
+    args = bench_throughput.parse_args([])
+    assert Path(args.stock_script) == common.ROOT.parent / "shared" / "stock" / "train_unconditional.py"
+    assert set(args.losses) == set(LOSS_NAMES) - {"mrstft"}
+    args = bench_throughput.parse_args(["--device", "cuda", "--mixed_precision", "bf16", "--model_preset", "default"])
+    assert (args.device, args.mixed_precision, args.model_preset) == ("cuda", "bf16", "default")
+
+
+def test_throughput_paired_ratios_are_per_round():
+    import bench_throughput
+
+    rates = {"a": [{"images_per_second": 10.0}, {"images_per_second": 30.0}, {"images_per_second": 8.0}]}
+    rates["b"] = [{"images_per_second": 5.0}, {"images_per_second": 30.0}, {"images_per_second": 2.0}]
+    # per round b/a: 0.5, 1.0, 0.25 -> median 0.5 (the ratio of medians would be 5/10)
+    assert bench_throughput.paired_ratios(rates, "a") == {"a": 1.0, "b": 0.5}
 
 
 def test_step_overhead_fits_wavelet_levels_to_resolution():
@@ -78,3 +99,29 @@ def test_step_overhead_fits_wavelet_levels_to_resolution():
     assert bench_step_overhead.fit_levels({"wave": "bior1.3", "levels": 3}, 32)["levels"] == 2
     assert bench_step_overhead.fit_levels({"wave": "haar", "levels": 3}, 32)["levels"] == 3
     assert bench_step_overhead.fit_levels({}, 32) == {}
+
+
+def test_metric_throughput_worker_streams_and_reports(tmp_path):
+    import bench_metric_throughput
+
+    args = bench_metric_throughput.parse_args(
+        ["--resolution", "16", "--batch_size", "7", "--fwd_level", "1", "--python_memory"]
+    )
+    row = bench_metric_throughput.run_one(args, 30)
+    assert row["num_images"] == 30 and row["fwd_level"] == 1
+    assert row["update_seconds"] > 0 and row["images_per_second_updates"] > 0
+    assert row["fwd"] > 0 and row["log_rapsd_all"] >= 0  # two different seeds: the sets differ
+    assert row["peak_rss_mib"] > 0 and row["python_peak_mib"] is not None
+    batches = list(bench_metric_throughput.image_batches(30, 7, 3, 16, seed=0))
+    assert [len(b) for b in batches] == [7, 7, 7, 7, 2] and all(b.abs().max() <= 1 for b in batches)
+
+
+def test_step_overhead_accepts_the_gpu_settings_and_names_its_result_file():
+    import bench_step_overhead
+
+    args = bench_step_overhead.parse_args(
+        ["--device", "cuda", "--mixed_precision", "bf16", "--model_preset", "default", "--resolution", "64"]
+    )
+    assert bench_step_overhead.result_suffix(args, torch.device("cuda")) == "cuda_default_64_bf16"
+    assert bench_step_overhead.result_suffix(bench_step_overhead.parse_args([]), torch.device("cpu")) == "cpu"
+    assert bench_step_overhead.TARGET_PERCENT == {"small": 5.0, "default": 2.0}

@@ -79,7 +79,8 @@ def test_command_end_to_end(saved, tmp_path):
     assert entry["slope"]["gap"] == pytest.approx(entry["slope"]["model"] - entry["slope"]["data"])
     assert math.isfinite(entry["fwd"]) and entry["fwd"] > 0
     assert (entry["num_samples"], entry["num_real"], entry["num_inference_steps"], entry["seed"]) == (8, 8, 3, 0)
-    assert entry["sampler"] == "DDIM (eta 0), 3 steps" and entry["fwd_level"] == 1
+    # 8 samples of 1x16x16: the level rises until a packet has at most 4 features (level 3: 2x2 packets)
+    assert entry["sampler"] == "DDIM (eta 0), 3 steps" and entry["fwd_level"] == 3
     assert entry["versions"]["diffusers"] and entry["versions"]["torch"] == torch.__version__
     assert report["data"]["shape"] == [1, 16, 16] and report["data"]["type"] == "checkerboards"
     assert len(report["spectra"]["frequencies"]) == len(report["spectra"]["mse"]) == 9
@@ -128,7 +129,8 @@ def test_evaluate_pipeline_in_process_agrees_with_compare_image_sets(saved, tmp_
     metrics = evaluate_pipeline(pipeline, real, 8, 4, 3, 0, tmp_path / "quick", name="quick", progress=False)
     assert pipeline.unet.training  # the training flag is restored
     fake = torch.cat(list(generate_images(pipeline, 8, batch_size=4, num_inference_steps=3, seed=0, progress=False)))
-    expected = compare_image_sets(real[:8], fake, level=1)
+    expected = compare_image_sets(real[:8], fake, level=metrics["fwd_level"])
+    assert metrics["fwd_level"] == default_fwd_level(16, 16, 1, 8) == 3
     assert metrics["log_rapsd_distance"]["all"] == pytest.approx(expected["log_rapsd_all"], rel=1e-6)
     assert metrics["log_rapsd_distance"]["high"] == pytest.approx(expected["log_rapsd_high"], rel=1e-6)
     assert metrics["slope"]["gap"] == pytest.approx(expected["slope_gap"], rel=1e-6)
@@ -185,6 +187,24 @@ def test_bad_inputs_raise_value_errors(saved, tmp_path):
 def test_default_fwd_level():
     assert [default_fwd_level(s, s) for s in (16, 32, 64, 128, 256)] == [1, 1, 2, 3, 4]
     assert default_fwd_level(24, 24) == 1 and default_fwd_level(15, 15) == 0 and default_fwd_level(64, 96) == 2
+    # with the sample count: deeper until 2 * (C*H*W / 4**level) <= samples, as far as the sides allow
+    assert default_fwd_level(64, 64, 3, 2000) == 2 and default_fwd_level(64, 64, 3, 1000) == 3
+    assert default_fwd_level(32, 32, 3, 64) == 4 and default_fwd_level(24, 24, 3, 10) == 3
+
+
+@pytest.mark.parametrize("channels,side", [(3, 64), (1, 64), (3, 32), (1, 32)])
+def test_default_fwd_level_has_enough_samples_at_the_project_defaults(channels, side):
+    # the FWD warning (fewer than 2x as many samples as packet features) must not fire on the project's own defaults:
+    # the evaluate CLI's --num_samples and the model card's --eval_num_samples of train_spectral.py
+    import train_spectral
+    from diffusers_specreg.evaluate.cli import build_parser
+
+    for num_samples in (
+        build_parser().get_default("num_samples"),
+        train_spectral.parse_args([]).eval_num_samples,
+    ):
+        level = default_fwd_level(side, side, channels, num_samples)
+        assert 2 * channels * side * side // 4**level <= num_samples, (num_samples, level)
 
 
 def test_update_model_card_rewrites_the_card(saved, tmp_path):
@@ -447,3 +467,19 @@ def test_audio_samples_are_the_audio_pipeline_images_without_its_griffin_lim():
     output = own(batch_size=3, generator=evaluate.image_generators(2, 0, 3), steps=3, eta=0.0)
     expected = torch.from_numpy(np.stack([np.asarray(image) for image in output.images]))
     assert torch.equal(torch.from_numpy(evaluate.mel_images_to_uint8(images)), expected)
+
+
+def test_pipeline_sampler_is_ancestral_ddpm_and_named(saved, tmp_path):
+    pipeline = load_pipeline(str(saved[0]))
+    fast, fast_name = evaluate.make_sampler(pipeline, 3)
+    ancestral, ancestral_name = evaluate.make_sampler(pipeline, 3, "pipeline")
+    assert fast_name == "DDIM (eta 0), 3 steps" and ancestral_name == "DDPM (ancestral), 3 steps"
+    generators = lambda: evaluate.image_generators(0, 0, 2)  # noqa: E731
+    a, b = ancestral(generators()), ancestral(generators())
+    torch.testing.assert_close(a, b)  # seeded per image: reproducible
+    assert a.shape == (2, 1, 16, 16) and (a - fast(generators())).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="allowed values"):
+        evaluate.make_sampler(pipeline, 3, "ddpm")
+    real = make_checkerboards(8, 16, seed=1)
+    metrics = evaluate_pipeline(pipeline, real, 4, 4, 3, 0, None, progress=False, sampler="pipeline")
+    assert metrics.sampler == "DDPM (ancestral), 3 steps"

@@ -374,3 +374,48 @@ def test_build_loss_returns_configured_modules():
     assert isinstance(mrstft, MultiResolutionSTFTLoss)
     assert [s.n_fft for s in mrstft.stft_losses] == [1024, 2048, 512]
     assert list(LOSS_NAMES) == ["amplitude", "amplitude_phase", "amplitude_weighted_phase", "wavelet", "mrstft"]
+
+
+def _full_fft_fourier_loss(prediction, target, mode, radial_power, phase_eps):
+    """The Fourier losses written with the full DFT (`transforms.fourier`), plain means over all frequencies."""
+    from diffusers_specreg.losses import radial_weight
+    from diffusers_specreg.transforms import fourier, safe_abs, wrapped_phase_difference
+
+    spectrum_pred, spectrum_target = fourier(prediction), fourier(target)
+    amplitude_error = (safe_abs(spectrum_target) - safe_abs(spectrum_pred)).abs()
+    weight = radial_weight(prediction.shape[2:], radial_power, dtype=torch.float64)
+    phase_error = wrapped_phase_difference(spectrum_target, spectrum_pred, phase_eps).abs()
+    if mode == "amplitude":
+        return (weight * amplitude_error).flatten(1).mean(1)
+    if mode == "amplitude_phase":
+        return (weight * amplitude_error).flatten(1).mean(1) * (1 + (weight * phase_error).flatten(1).mean(1))
+    return (weight * (amplitude_error + safe_abs(spectrum_target) * phase_error)).flatten(1).mean(1)
+
+
+@pytest.mark.parametrize("mode", FOURIER_MODES)
+@pytest.mark.parametrize("radial_power,phase_eps", [(0.0, 0.0), (0.0, 1e-3), (1.5, 0.5)])
+@pytest.mark.parametrize("shape", [(2, 2, 8, 10), (2, 2, 9, 7), (2, 2, 6, 5), (2, 3, 16), (2, 3, 15)])
+def test_rfft_fourier_loss_equals_full_fft_values_and_gradients(mode, radial_power, phase_eps, shape):
+    # the half spectrum with Hermitian weights (DC and even-size Nyquist columns once, the others twice) must give
+    # the full-DFT means and their gradients, including the damped phase backward (phase_eps > 0)
+    prediction = _random(shape, seed=3).requires_grad_(True)
+    target = _random(shape, seed=4).requires_grad_(True)
+    loss = FourierLoss(mode=mode, radial_power=radial_power, phase_eps=phase_eps, reduction="none")
+    value = loss(prediction, target)
+    grads = torch.autograd.grad(value.sum(), (prediction, target))
+    expected = _full_fft_fourier_loss(prediction, target, mode, radial_power, phase_eps)
+    expected_grads = torch.autograd.grad(expected.sum(), (prediction, target))
+    torch.testing.assert_close(value, expected, rtol=1e-12, atol=1e-12)
+    for grad, expected_grad in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(6, 8), (6, 7), (5,), (4,)])
+def test_hermitian_weight_counts_every_full_dft_bin_once(shape):
+    from diffusers_specreg.transforms import hermitian_weight
+
+    weight = hermitian_weight(shape, dtype=torch.float64)
+    assert weight.shape == (*shape[:-1], shape[-1] // 2 + 1)
+    assert weight.sum().item() == math.prod(shape)
+    assert weight[..., 0].eq(1).all()
+    assert weight[..., -1].eq(1 if shape[-1] % 2 == 0 else 2).all()

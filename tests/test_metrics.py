@@ -423,3 +423,47 @@ def test_save_image_grid_layout_and_values(tmp_path):
     assert grey.mode == "L" and grey.size == (8, 4)
     with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
         save_image_grid(torch.zeros(2, 2, 4, 4), tmp_path / "bad.png")
+
+
+def test_image_grid_separates_tiles_with_padding():
+    from diffusers_specreg.plots import image_grid
+
+    # black tiles (digits and mel spectrograms are mostly black): white 2-pixel gaps keep them apart
+    grid = image_grid(torch.full((3, 1, 4, 4), -1.0), nrow=2, padding=2)
+    assert grid.shape == (2 * 6 + 2, 2 * 6 + 2, 1)
+    gaps = np.ones(grid.shape[:2], dtype=bool)
+    for top in (2, 8):
+        for left in (2, 8):
+            gaps[top : top + 4, left : left + 4] = False
+    assert (grid[..., 0][gaps] == 255).all()
+    assert (grid[2:6, 2:6] == 0).all() and (grid[8:12, 2:6] == 0).all()
+    assert (grid[8:12, 8:12] == 255).all()  # the missing fourth tile is padding too
+    assert (image_grid(torch.full((2, 1, 4, 4), 1.0), nrow=2, pad_value=0)[:, 6:8] == 0).all()
+
+
+def _visible_tick_labels(axis, renderer):
+    low, high = sorted(axis.get_view_interval())
+    labels = []
+    for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+        label = tick.label1
+        if label.get_visible() and label.get_text() and low <= tick.get_loc() <= high:
+            labels.append(label)
+    return labels
+
+
+@pytest.mark.parametrize("size", [16, 32, 64, 256, 1024])
+@pytest.mark.parametrize("power_decades", [0.25, 0.6, 1.2, 8.0])
+def test_rapsd_plot_tick_labels_do_not_overlap(size, power_decades):
+    freqs = np.fft.rfftfreq(size)  # DC to Nyquist, as a RAPSD of size x size images
+    power = 10.0 ** (-power_decades * np.linspace(0.0, 1.0, freqs.size))
+    figure = plot_rapsd({"data": (freqs, power), "samples": (freqs, power * 0.8)})
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    axes = figure.axes[0]
+    for axis in (axes.xaxis, axes.yaxis):
+        labels = _visible_tick_labels(axis, renderer)
+        assert len(labels) >= 2, [label.get_text() for label in labels]
+        boxes = [label.get_window_extent(renderer) for label in labels]
+        for i in range(len(boxes)):
+            for j in range(i + 1, len(boxes)):
+                assert not boxes[i].overlaps(boxes[j]), (labels[i].get_text(), labels[j].get_text())

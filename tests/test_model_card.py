@@ -135,7 +135,18 @@ def test_body_lists_every_setting_and_the_metrics(tmp_path):
     assert "| Spectral slope (data) | -2.5 |" in body
     assert "arXiv:2603.02447" in body and "2312.15289" in body
     assert "arXiv:2510.09660" not in body  # white noise: no SAGD citation
-    assert "--builtin_dataset checkerboards --num_samples 8 --num_inference_steps 5" in body
+    assert "--builtin_dataset checkerboards --num_samples 8 --num_inference_steps 5 --seed" in body
+    assert "*Samples drawn with DDIM (eta 0), 5 steps.*" in body  # the grid says which sampler drew it
+
+
+def test_card_names_the_ancestral_sampler_and_its_command_reproduces_it(tmp_path):
+    metrics = dict(METRICS, sampler="DDPM (ancestral), 50 steps", num_inference_steps=50)
+    path = write_model_card(tmp_path, config=training_config(), metrics=metrics, sample_grid="evaluation/samples.png")
+    body = open(path, encoding="utf-8").read().split("\n---\n", 1)[1]
+    assert (
+        "![Samples from the model](evaluation/samples.png)\n\n*Samples drawn with DDPM (ancestral), 50 steps.*" in body
+    )
+    assert "--num_samples 8 --num_inference_steps 50 --sampler pipeline --seed 0" in body
 
 
 def test_card_without_metrics_has_no_model_index_and_says_how_to_evaluate(tmp_path):

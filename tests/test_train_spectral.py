@@ -136,6 +136,10 @@ def test_two_process_ddp_with_gradient_accumulation(tmp_path, image_folder, tiny
     )
     assert "2 processes" in result.stderr
     DDIMPipeline.from_pretrained(out)(batch_size=1, num_inference_steps=2, output_type="np")
+    # the card's grid and metrics come from the ancestral DDPM sampler, named in the card; FWD fits its 8 samples
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "*Samples drawn with DDPM (ancestral)," in card and "--sampler pipeline" in card
+    assert "noisy; compare FWD values only at equal sample counts" not in result.stderr
 
 
 def test_sigterm_saves_a_resumable_checkpoint(tmp_path, image_folder, tiny_config):

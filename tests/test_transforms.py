@@ -240,3 +240,29 @@ def test_wrapped_phase_difference_matches_numpy_and_range():
     real = torch.tensor([1.0, -1.0], dtype=torch.float64)
     signed = torch.complex(real, torch.tensor([0.0, -0.0], dtype=torch.float64))
     assert wrapped_phase_difference(signed, torch.ones(2, dtype=torch.complex128)).tolist() == [0.0, np.pi]
+
+
+@pytest.mark.parametrize("mode", DWT_MODES)
+@pytest.mark.parametrize("levels", [1, 3])
+def test_haar_fast_path_matches_pywavelets_and_pytorch_wavelets(mode, levels):
+    # sides divisible by 2**levels take the sum/difference path: same coefficients as PyWavelets in every mode, and
+    # the same gradients as the pytorch_wavelets convolution it replaces
+    from diffusers_specreg.transforms import _dwt_module
+
+    image, waveform = _random((2, 3, 16, 24)), _random((2, 2, 32))
+    _check_against_pywt_2d(dwt(image, "haar", levels, mode), image, "haar", levels, mode, atol=1e-12)
+    _check_against_pywt_1d(dwt(waveform, "haar", levels, mode), waveform, "haar", levels, mode, atol=1e-12)
+    for x, ndim in ((image, 2), (waveform, 1)):
+        x = x.clone().requires_grad_(True)
+        weights = [torch.randn_like(c) for _, _, c in dwt(x, "haar", levels, mode)]
+        fast = torch.autograd.grad(
+            sum((w * c).sum() for w, (_, _, c) in zip(weights, dwt(x, "haar", levels, mode))), x
+        )
+        low, highs = _dwt_module(ndim, "haar", levels, mode, x.device, x.dtype)(x)
+        reference_bands = [low] + [
+            band
+            for level in range(levels, 0, -1)
+            for band in (highs[level - 1].unbind(2) if ndim == 2 else [highs[level - 1]])
+        ]
+        reference = torch.autograd.grad(sum((w * c).sum() for w, c in zip(weights, reference_bands)), x)
+        torch.testing.assert_close(fast[0], reference[0], rtol=1e-12, atol=1e-12)

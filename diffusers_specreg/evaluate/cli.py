@@ -77,12 +77,23 @@ def build_parser() -> argparse.ArgumentParser:
     audio.add_argument("--num_audio_files", type=int, default=AUDIO_FILES, help="Clips written as WAV files.")
     parser.add_argument("--num_samples", type=int, default=1000, help="Generated and data images per pipeline.")
     parser.add_argument("--num_inference_steps", type=int, default=50)
+    parser.add_argument(
+        "--sampler",
+        choices=["fast", "pipeline"],
+        default="fast",
+        help="fast: DDIM (eta 0); pipeline: the pipeline's own sampler (DDPM: ancestral, the model card's choice).",
+    )
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output_dir", type=str, required=True)
     parser.add_argument("--grid_size", type=int, default=64, help="Images in each sample grid.")
     parser.add_argument("--fwd_wavelet", type=str, default="haar")
-    parser.add_argument("--fwd_level", type=int, default=None, help="FWD packet level (default: ~16x16 packets).")
+    parser.add_argument(
+        "--fwd_level",
+        type=int,
+        default=None,
+        help="FWD packet level (default: ~16x16 packets, deeper when --num_samples is under twice the features per packet).",
+    )
     parser.add_argument(
         "--fid_weights",
         type=str,
@@ -272,6 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress,
             args.audio_num_samples,
             args.num_audio_files,
+            sampler=args.sampler,
         )
         result.metrics = dataclasses.replace(result.metrics, pipeline=path)
         results.append(result)

@@ -57,6 +57,7 @@ def evaluate_against(
     audio_num_samples: int | None = None,
     num_audio_files: int = AUDIO_FILES,
     on_samples: Callable[[torch.Tensor], None] | None = None,
+    sampler: str = "fast",
 ) -> PipelineResult:
     r"""
     Evaluate one pipeline against reference statistics computed before, in one streaming pass over its samples.
@@ -64,6 +65,7 @@ def evaluate_against(
     Args are those of [`evaluate_pipeline`] (`reference` from `ReferenceStatistics.from_images`), plus:
         on_samples (`Callable[[torch.Tensor], None]`, *optional*): called with every batch of samples `[B, C, H, W]`
             in `[-1, 1]`, for statistics of the caller's own (the benchmarks count saturated pixels with it).
+        sampler (`"fast"` or `"pipeline"`, defaults to `"fast"`): see `sampling.make_sampler`.
 
     Returns:
         [`PipelineResult`]: the typed metrics ([`EvaluationResult`]), the sample spectrum, the grid (and audio).
@@ -88,7 +90,7 @@ def evaluate_against(
         )
     audio_limit = _audio_limit(num_samples, audio_num_samples) if with_audio else 0
     mel_kept: list[np.ndarray] = []
-    _, sampler_description = make_sampler(pipeline, num_inference_steps)
+    _, sampler_description = make_sampler(pipeline, num_inference_steps, sampler)
     spectrum = RAPSD()
     fwd = copy.deepcopy(reference.fwd) if reference.fwd is not None else None
     fid_moments = _RunningMoments() if reference.fid_moments is not None and fid_extractor is not None else None
@@ -97,7 +99,7 @@ def evaluate_against(
     start = time.perf_counter()
     # 1. one streaming pass over the samples: spectrum sums, FWD packet moments, FID moments, the first images
     batches = generate_images(
-        pipeline, num_samples, batch_size, num_inference_steps, seed, progress, f"sampling {name}"
+        pipeline, num_samples, batch_size, num_inference_steps, seed, progress, f"sampling {name}", sampler
     )
     for images in batches:
         if not torch.isfinite(images).all():
@@ -197,6 +199,7 @@ def evaluate_pipeline(
     progress: bool = True,
     audio_num_samples: int | None = None,
     num_audio_files: int = AUDIO_FILES,
+    sampler: str = "fast",
 ) -> EvaluationResult:
     r"""
     Sample a pipeline and compare its samples with data images using network-free spectral metrics.
@@ -233,6 +236,8 @@ def evaluate_pipeline(
         audio_num_samples (`int`, *optional*, defaults to `None`): clips per side for the audio metrics, `None` for
             `min(num_samples, 32)`; Griffin-Lim is the slow part.
         num_audio_files (`int`, defaults to `4`): generated (and data) clips written as WAV files.
+        sampler (`"fast"` or `"pipeline"`, defaults to `"fast"`): DDIM (eta 0) or the pipeline's own sampler (DDPM:
+            ancestral), see `sampling.make_sampler`.
 
     Returns:
         [`EvaluationResult`]: `log_rapsd_distance` (all, low, mid, high), `slope` (data, model, gap), `fwd`, `fid`
@@ -277,6 +282,7 @@ def evaluate_pipeline(
         progress,
         audio_num_samples,
         num_audio_files,
+        sampler=sampler,
     )
     if output_dir is not None:
         write_report(output_dir, [result], reference, single=True)

@@ -77,11 +77,34 @@ def iterate_real_images(
             return
 
 
-def default_fwd_level(height: int, width: int) -> int:
-    """Packet level giving packets of about 16×16 pixels (at least 1) that divides both sides; 0 if none does."""
+def default_fwd_level(height: int, width: int, channels: int | None = None, num_samples: int | None = None) -> int:
+    r"""
+    FWD packet level: packets of about 16×16 pixels (at least level 1), deeper when there are too few samples.
+
+    The per-packet covariance has `D = C·H·W / 4**level` features; it is estimated from `num_samples` images and is
+    noisy below about `2·D` of them (the warning of `evaluate_with_reference`). Given `channels` and `num_samples`, the
+    level is raised until `2·D <= num_samples` (e.g. 64×64 RGB: level 2, D = 768, from 1536 samples; level 3,
+    D = 192, for the evaluate CLI's default 1000; 32×32 RGB with the model card's 64 samples: level 4, D = 12), as
+    far as the image sides allow.
+
+    Args:
+        height (`int`): image height.
+        width (`int`): image width.
+        channels (`int`, *optional*, defaults to `None`): image channels (with `num_samples`: fit the level to them).
+        num_samples (`int`, *optional*, defaults to `None`): images per set.
+
+    Returns:
+        `int`: a level whose `2**level` divides both sides; 0 if none does.
+    """
     level = max(1, int(math.floor(math.log2(max(min(height, width), 1) / FWD_PACKET_SIZE))))
     while level > 0 and (height % 2**level or width % 2**level):
         level -= 1
+    if level == 0 or channels is None or num_samples is None:
+        return level
+    while 2 * channels * height * width // 4**level > num_samples and not (
+        height % 2 ** (level + 1) or width % 2 ** (level + 1)
+    ):
+        level += 1
     return level
 
 
@@ -166,7 +189,9 @@ class ReferenceStatistics:
 
         Args:
             fwd_wavelet (`str`, defaults to `"haar"`): FWD wavelet.
-            fwd_level (`int`, *optional*, defaults to `None`): FWD packet level; `None` picks `default_fwd_level`.
+            fwd_level (`int`, *optional*, defaults to `None`): FWD packet level; `None` picks
+                `default_fwd_level(H, W, C, num_samples)`: packets of about 16×16 pixels, deeper when `num_samples` is
+                under twice the packet's feature count.
             fid_extractor (`InceptionFeatures`, *optional*, defaults to `None`): also accumulate FID features.
             dataset (`Mapping`, *optional*, defaults to `None`): `{"type", "name"}` recorded in the reports (see
                 `dataset_info`).
@@ -185,7 +210,9 @@ class ReferenceStatistics:
             for batch in iterate_real_images(real, num_samples, batch_size, seed):
                 if shape is None:
                     shape = tuple(batch.shape[1:])
-                    level = default_fwd_level(shape[1], shape[2]) if fwd_level is None else fwd_level
+                    level = fwd_level
+                    if level is None:
+                        level = default_fwd_level(shape[1], shape[2], shape[0], num_samples)
                     fwd = FrechetWaveletDistance(wavelet=fwd_wavelet, level=level) if level > 0 else None
                     fid_moments = _RunningMoments() if fid_extractor is not None else None
                 spectrum.update(batch)
