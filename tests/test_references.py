@@ -1,8 +1,8 @@
 """Agreement with the reference implementations: pytorchfwd (FWD, by the paper's authors) and auraloss (MR-STFT).
 
 pytorchfwd declares torchvision, which has no CPU build for the torch used here, and pulls a CUDA torch when installed
-with its dependencies; install it with `pip install --no-deps pytorchfwd ptwt` (ptwt needs only torch, numpy and
-PyWavelets). Its `fwd.py` imports torchvision and sets torch's default dtype to float64 at import, so these tests
+with its dependencies; the README's test command installs it with `pip install --no-deps pytorchfwd==1.0.1 ptwt==0.1.8`
+(the ptwt it pins; ptwt needs only torch, numpy and PyWavelets). Its `fwd.py` imports torchvision and sets torch's default dtype to float64 at import, so these tests
 call its `freq_math` functions (the packet transform and the Fréchet distance) and redo its two-line statistics step
 (`compute_packet_statistics`: mean and `torch.cov` per packet). auraloss needs only torch and numpy.
 """
