@@ -32,7 +32,7 @@ from diffusers import AutoencoderKL
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
-from diffusers_specreg import run_settings, training
+from diffusers_specreg import hub, run_settings, training
 from diffusers_specreg.autoencoder import (
     AUTOENCODER_PRESETS,
     DEFAULT_ESM_WEIGHT,
@@ -60,7 +60,6 @@ AUTOENCODER_OUTPUTS = (
     "diffusion_pytorch_model.safetensors",
     "diffusion_pytorch_model.bin",
     "latent_spectrum.png",
-    "reconstructions.png",
 )
 # flags that cannot change when resuming (besides run_settings.INCOMPATIBLE)
 AUTOENCODER_INCOMPATIBLE = ("latent_regularizer", "model_preset", "pretrained_model_name_or_path", "subfolder")
@@ -205,7 +204,14 @@ def validate_args(args) -> None:
         if not (math.isfinite(getattr(args, name)) and getattr(args, name) >= 0):
             raise ValueError(f"--{name} must be a finite number >= 0, got {getattr(args, name)}.")
     if "esm" in args.latent_regularizer:
-        EncodingSpectrumMatching(args.esm_kernel_size, args.esm_sigma, args.esm_num_bins, args.esm_delta)
+        if not (math.isfinite(args.esm_delta) and args.esm_delta >= 0):
+            raise ValueError(
+                f"--esm_delta must be a finite number >= 0 (the authors' ESM-AE: 1.0), got {args.esm_delta}."
+            )
+        try:
+            EncodingSpectrumMatching(args.esm_kernel_size, args.esm_sigma, args.esm_num_bins, args.esm_delta)
+        except ValueError as error:
+            raise ValueError(f"--esm_kernel_size/--esm_sigma/--esm_num_bins: {error}") from None
     if "dsm" in args.latent_regularizer:
         try:
             DSMSampler(args.dsm_ks)
@@ -229,23 +235,38 @@ def validate_args(args) -> None:
 
 
 def check_output_dir(args) -> None:
-    """As train_spectral.py (run_settings.check_output_dir), plus a finished autoencoder (config.json) in the way."""
+    """As train_spectral.py (run_settings.check_output_dir), plus the autoencoder's own files: a finished model in the
+    way, weights no run of ours wrote, and the model being fine-tuned (never replaced: a crash would lose it)."""
     run_settings.check_output_dir(
         args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir, args.logging_dir
     )
+    source = args.pretrained_model_name_or_path
+    if source and os.path.isdir(source):
+        source_dir = os.path.join(source, args.subfolder) if args.subfolder else source
+        if os.path.realpath(source_dir) == os.path.realpath(args.output_dir):
+            raise ValueError(
+                f"--output_dir {args.output_dir!r} is the autoencoder being fine-tuned; the run would replace its "
+                "weights before training. Pass another --output_dir (the fine-tuned model is saved there)."
+            )
     resuming = args.resume_from_checkpoint and training.list_checkpoints(args.output_dir)
-    if os.path.isfile(os.path.join(args.output_dir, "config.json")) and not resuming:
-        if not args.overwrite_output_dir:
-            raise ValueError(
-                f"--output_dir {args.output_dir!r} already holds a model (config.json). Pass "
-                "--overwrite_output_dir to replace it, fine-tune it with --pretrained_model_name_or_path, or pick "
-                "another --output_dir."
-            )
-        if "config.json" not in (run_settings.read_outputs(args.output_dir) or []):
-            raise ValueError(
-                f"--output_dir {args.output_dir!r} holds a config.json that no training run wrote; move it or pick "
-                "another --output_dir."
-            )
+    if resuming:
+        return
+    present = [name for name in AUTOENCODER_OUTPUTS if os.path.exists(os.path.join(args.output_dir, name))]
+    if not present:
+        return
+    if not args.overwrite_output_dir:
+        raise ValueError(
+            f"--output_dir {args.output_dir!r} already holds a model ({', '.join(present)}). Pass "
+            "--overwrite_output_dir to replace a previous run's model, or pick another --output_dir (to fine-tune "
+            "it, pass it as --pretrained_model_name_or_path with another --output_dir)."
+        )
+    ours = run_settings.read_outputs(args.output_dir) or []
+    foreign = [name for name in present if name not in ours]
+    if foreign:
+        raise ValueError(
+            f"--output_dir {args.output_dir!r} holds {', '.join(foreign)}, which no training run wrote there; "
+            "--overwrite_output_dir replaces only a previous run's files. Move them or pick another --output_dir."
+        )
 
 
 def claim_output_dir(args) -> None:
@@ -262,23 +283,6 @@ def claim_output_dir(args) -> None:
         names = json.load(f)["outputs"]
     with open(record, "w") as f:
         json.dump({"outputs": list(dict.fromkeys([*names, *AUTOENCODER_OUTPUTS]))}, f, indent=2)
-
-
-class EpochShuffleSampler(torch.utils.data.Sampler):
-    """A permutation per (seed, epoch): a resumed run replays the data order of the uninterrupted one."""
-
-    def __init__(self, num_samples: int, seed: int):
-        self.num_samples, self.seed, self.epoch = num_samples, seed, 0
-
-    def set_epoch(self, epoch: int):
-        self.epoch = epoch
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
-
-    def __len__(self) -> int:
-        return self.num_samples
 
 
 def load_vae(args):
@@ -432,27 +436,6 @@ def finish(args, accelerator, vae, train_dataset, held_out: torch.Tensor, data_d
     return result
 
 
-def push_to_hub(args, commit_message: str) -> None:
-    from diffusers_specreg.hub import push_output_dir
-
-    push_output_dir(
-        args.output_dir,
-        args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
-        token=args.hub_token,
-        private=args.hub_private_repo,
-        commit_message=commit_message,
-        logging_dir=args.logging_dir,
-    )
-
-
-def interrupted_anywhere(accelerator: Accelerator, interrupt: training.InterruptFlag) -> bool:
-    interrupted = interrupt.raised
-    if accelerator.num_processes > 1:
-        flag = torch.tensor(float(interrupted), device=accelerator.device)
-        interrupted = bool(accelerator.reduce(flag, "sum").item())
-    return interrupted
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     training.stop_when_launcher_dies()
@@ -534,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
         weight_decay=args.adam_weight_decay,
         eps=args.adam_epsilon,
     )
-    sampler = EpochShuffleSampler(len(train_dataset), args.seed or 0)
+    sampler = training.EpochShuffleSampler(len(train_dataset), args.seed or 0)
     train_dataloader = torch.utils.data.DataLoader(
         train_dataset,
         batch_size=args.train_batch_size,
@@ -665,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
                         log_reconstructions(accelerator, accelerator.unwrap_model(model).vae, preview, global_step)
                     if global_step % args.checkpointing_steps == 0:
                         checkpoint_now()
-                    if interrupted_anywhere(accelerator, interrupt):
+                    if training.interrupted_anywhere(accelerator, interrupt):
                         checkpoint_now()
                         logger.warning(
                             f"Interrupted: saved checkpoint-{global_step}. Resume with --resume_from_checkpoint latest."
@@ -682,7 +665,7 @@ def main(argv: list[str] | None = None) -> int:
             log_reconstructions(accelerator, vae, preview, global_step)
             finish(args, accelerator, vae, train_dataset, held_out, data.description, global_step)
             if args.push_to_hub:
-                push_to_hub(args, f"Step {global_step}")
+                hub.push_run(args, f"Step {global_step}")
         accelerator.wait_for_everyone()
         logger.info(f"Saved the autoencoder and its model card to {args.output_dir}")
         return 0

@@ -34,7 +34,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from diffusers_specreg import run_settings, training
+from diffusers_specreg import hub, run_settings, training
 from diffusers_specreg.data import BUILTIN_DATASETS, DataError, build_image_dataset
 from diffusers_specreg.losses import LOSS_NAMES
 from diffusers_specreg.noise import NoiseSpectrum, corrupt_band
@@ -558,23 +558,6 @@ def make_pipeline(settings: RunSettings, unet, noise_scheduler, for_sampling: bo
     return entry.fast_pipeline(pipeline) if for_sampling else pipeline
 
 
-class EpochShuffleSampler(torch.utils.data.Sampler):
-    """A fresh permutation each epoch from (seed, epoch): resuming at an epoch replays exactly its data order."""
-
-    def __init__(self, num_samples: int, seed: int):
-        self.num_samples, self.seed, self.epoch = num_samples, seed, 0
-
-    def set_epoch(self, epoch: int):
-        self.epoch = epoch
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-
 class ema_weights:
     """Context manager: the EMA weights in `unet` inside the block (if there is an EMA), the training ones after."""
 
@@ -706,21 +689,6 @@ def read_json(path: str) -> dict:
         return json.load(f)
 
 
-def push_to_hub(args, commit_message: str) -> None:
-    """Upload output_dir without checkpoints, logs or credentials; a failure keeps the local output and says how to
-    retry."""
-    from diffusers_specreg.hub import push_output_dir
-
-    push_output_dir(
-        args.output_dir,
-        args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
-        token=args.hub_token,
-        private=args.hub_private_repo,
-        commit_message=commit_message,
-        logging_dir=args.logging_dir,
-    )
-
-
 @dataclass
 class Training:
     """Everything the training loop uses, built by `setup` before the first step."""
@@ -734,7 +702,7 @@ class Training:
     ema_model: EMAModel | None
     optimizer: torch.optim.Optimizer
     lr_scheduler: Any
-    sampler: EpochShuffleSampler
+    sampler: training.EpochShuffleSampler
     train_dataloader: torch.utils.data.DataLoader
     updates_per_epoch: int
     noise_rng: training.CheckpointedGenerator
@@ -975,7 +943,7 @@ def setup(args, settings: RunSettings, accelerator: Accelerator) -> tuple[Traini
         )
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, **optimizer_settings(args))
-    sampler = EpochShuffleSampler(len(data.dataset), args.seed or 0)
+    sampler = training.EpochShuffleSampler(len(data.dataset), args.seed or 0)
     train_dataloader = torch.utils.data.DataLoader(
         data.dataset,
         batch_size=args.train_batch_size,
@@ -1072,15 +1040,6 @@ def resume(args, settings: RunSettings, accelerator: Accelerator, run: Training)
     return global_step, first_epoch, resume_batches, manifest
 
 
-def interrupted_anywhere(accelerator: Accelerator, interrupt: training.InterruptFlag) -> bool:
-    """Whether this process or any other caught SIGINT/SIGTERM (a collective: every process calls it each step)."""
-    interrupted = interrupt.raised
-    if accelerator.num_processes > 1:
-        flag = torch.tensor(float(interrupted), device=accelerator.device)
-        interrupted = bool(accelerator.reduce(flag, "sum").item())
-    return interrupted
-
-
 def end_of_epoch(args, settings, accelerator, run: Training, epoch: int, global_step: int, last: bool) -> None:
     """Samples and pipeline, as the anchor: every N epochs and at the end (main process)."""
     if not accelerator.is_main_process:
@@ -1104,7 +1063,7 @@ def end_of_epoch(args, settings, accelerator, run: Training, epoch: int, global_
     if epoch % args.save_model_epochs == 0 or last:
         save_pipeline(args, settings, unet, run.noise_scheduler, run.ema_model, run.mel, run.pipeline_vae)
         if args.push_to_hub and not last:
-            push_to_hub(args, f"Epoch {epoch}")
+            hub.push_run(args, f"Epoch {epoch}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1212,7 +1171,7 @@ def main(argv: list[str] | None = None) -> int:
 
                     if global_step % args.checkpointing_steps == 0:
                         checkpoint_now()
-                    if interrupted_anywhere(accelerator, interrupt):
+                    if training.interrupted_anywhere(accelerator, interrupt):
                         checkpoint_now()
                         logger.warning(
                             f"Interrupted ({interrupt.signal_name or 'signal on another process'}): saved "
@@ -1240,7 +1199,7 @@ def main(argv: list[str] | None = None) -> int:
         if accelerator.is_main_process:
             evaluate_and_write_card(args, settings, accelerator, run.data, regularizer, run.codec)
             if args.push_to_hub:
-                push_to_hub(args, f"Step {global_step}")
+                hub.push_run(args, f"Step {global_step}")
         accelerator.wait_for_everyone()
         logger.info(f"Saved the pipeline and its model card to {args.output_dir}")
         return 0

@@ -224,3 +224,16 @@ __all__ = [
     "upload_file_list",
     "upload_ignore_patterns",
 ]
+
+
+def push_run(args, commit_message: str) -> None:
+    """`push_output_dir` with a training script's flags (`--output_dir`, `--hub_model_id` (default: the folder's name),
+    `--hub_token`, `--hub_private_repo`, `--logging_dir`)."""
+    push_output_dir(
+        args.output_dir,
+        args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
+        token=args.hub_token,
+        private=args.hub_private_repo,
+        commit_message=commit_message,
+        logging_dir=args.logging_dir,
+    )

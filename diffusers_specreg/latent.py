@@ -18,6 +18,8 @@ import os
 
 import torch
 
+from .autoencoder import downsampling_factor, measure_scaling_factor
+
 __all__ = [
     "STOCK_SCALING_FACTOR",
     "LatentCodec",
@@ -30,11 +32,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 STOCK_SCALING_FACTOR = 0.18215  # AutoencoderKL's default: Stable Diffusion v1's measured value, not this model's
-
-
-def downsampling_factor(config) -> int:
-    """How many times an `AutoencoderKL` halves the image: 2 ** (len(block_out_channels) - 1)."""
-    return 2 ** (len(config["block_out_channels"]) - 1)
 
 
 def _where(name_or_path: str, subfolder: str | None) -> str:
@@ -97,13 +94,13 @@ def load_vae(name_or_path: str, subfolder: str | None = None, cache_dir: str | N
         raise ValueError(
             f"--vae_name_or_path {where!r}: its config.json has no scaling_factor, so the latents' scale is unknown. "
             "Set it to 1 / std of vae.encode(x).latent_dist.sample() over your data (train_autoencoder.py writes it; "
-            "diffusers_specreg.latent.measure_scaling_factor computes it)."
+            "diffusers_specreg.autoencoder.measure_scaling_factor computes it)."
         )
     if abs(float(config["scaling_factor"]) - STOCK_SCALING_FACTOR) < 1e-9:
         logger.warning(
             f"The autoencoder {where!r} has scaling_factor {STOCK_SCALING_FACTOR}, AutoencoderKL's default (right for "
             "Stable Diffusion's VAE, arbitrary for any other). If this autoencoder is not SD's, measure it: 1 / std "
-            "of vae.encode(x).latent_dist.sample() over your data (diffusers_specreg.latent.measure_scaling_factor), "
+            "of vae.encode(x).latent_dist.sample() over your data (diffusers_specreg.autoencoder.measure_scaling_factor), "
             "and save it with vae.register_to_config(scaling_factor=...)."
         )
     try:
@@ -112,19 +109,6 @@ def load_vae(name_or_path: str, subfolder: str | None = None, cache_dir: str | N
         raise ValueError(f"--vae_name_or_path {where!r}: cannot load the AutoencoderKL weights ({error}).") from error
     vae.eval().requires_grad_(False)
     return vae
-
-
-@torch.no_grad()
-def measure_scaling_factor(vae, images: torch.Tensor, generator: torch.Generator | None = None) -> float:
-    """1 / std of `vae.encode(images).latent_dist.sample()`: the `scaling_factor` that gives unit-variance latents.
-
-    Args:
-        vae (`AutoencoderKL`): the autoencoder.
-        images (`torch.Tensor` of shape `[N, C, H, W]`): data images in [-1, 1].
-        generator (`torch.Generator`, *optional*): for the latent sampling.
-    """
-    latents = vae.encode(images.to(vae.device, vae.dtype)).latent_dist.sample(generator=generator)
-    return float(1.0 / latents.float().std())
 
 
 class LatentCodec:

@@ -799,3 +799,29 @@ def mixed_precision_error(mixed_precision: str) -> str | None:
     if mixed_precision == "bf16" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
         return "--mixed_precision bf16 is not supported by this GPU. Use --mixed_precision fp16 or no."
     return None
+
+
+class EpochShuffleSampler(torch.utils.data.Sampler):
+    """A fresh permutation each epoch from (seed, epoch): resuming at an epoch replays exactly its data order."""
+
+    def __init__(self, num_samples: int, seed: int):
+        self.num_samples, self.seed, self.epoch = num_samples, seed, 0
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def interrupted_anywhere(accelerator, interrupt: InterruptFlag) -> bool:
+    """Whether this process or any other caught SIGINT/SIGTERM (a collective: every process calls it each step)."""
+    interrupted = interrupt.raised
+    if accelerator.num_processes > 1:
+        flag = torch.tensor(float(interrupted), device=accelerator.device)
+        interrupted = bool(accelerator.reduce(flag, "sum").item())
+    return interrupted

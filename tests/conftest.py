@@ -124,8 +124,15 @@ def _has_gpu() -> bool:
     return torch.cuda.is_available()
 
 
-def launch(args: list[str], num_processes: int = 1, timeout: int = 600, check: bool = True, extra_env=None):
-    """Run `accelerate launch train_spectral.py ARGS` on the CPU, offline; returns the CompletedProcess."""
+def launch(
+    args: list[str],
+    num_processes: int = 1,
+    timeout: int = 600,
+    check: bool = True,
+    extra_env=None,
+    script: str = "train_spectral.py",
+):
+    """Run `accelerate launch SCRIPT ARGS` on the CPU, offline (2 processes: gloo DDP); returns the CompletedProcess."""
     launcher = [
         sys.executable,
         "-m",
@@ -146,7 +153,7 @@ def launch(args: list[str], num_processes: int = 1, timeout: int = 600, check: b
         env["ACCELERATE_USE_CPU"] = "true"  # --multi_gpu on a CPU-only machine: MULTI_CPU (gloo) DDP
     env.update(extra_env or {})
     result = subprocess.run(
-        launcher + [str(REPO / "train_spectral.py"), *args],
+        launcher + [str(REPO / script), *args],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -155,6 +162,6 @@ def launch(args: list[str], num_processes: int = 1, timeout: int = 600, check: b
     )
     if check and result.returncode != 0:
         raise AssertionError(
-            f"train_spectral.py failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+            f"{script} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
         )
     return result

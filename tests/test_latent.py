@@ -18,7 +18,7 @@ from conftest import REPO, launch, tiny_unet, write_image_folder, write_unet_con
 from diffusers import AutoencoderKL, DDPMScheduler, LDMPipeline
 
 from diffusers_specreg.evaluate import image_shape
-from diffusers_specreg.latent import LatentCodec, load_vae, measure_scaling_factor
+from diffusers_specreg.latent import LatentCodec, load_vae
 from diffusers_specreg.regularizer import SpectralRegularizer
 
 sys.path.insert(0, str(REPO))
@@ -103,14 +103,6 @@ def test_stock_ldm_pipeline_divides_by_the_scaling_factor_before_decoding(fixtur
         images = pipeline(batch_size=2, num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images
         assert len(images) == 2 and images[0].size == (16, 16)
     assert torch.allclose(decoded[4.0] * 4.0, decoded[1.0], atol=1e-6)
-
-
-def test_measure_scaling_factor_gives_unit_variance_latents(fixtures):
-    vae = load_vae(str(fixtures["vae"]))
-    images = torch.rand(8, 3, 16, 16) * 2 - 1
-    factor = measure_scaling_factor(vae, images, torch.Generator().manual_seed(0))
-    latents = vae.encode(images).latent_dist.sample(generator=torch.Generator().manual_seed(0)) * factor
-    assert latents.std().item() == pytest.approx(1.0, rel=1e-4)
 
 
 def test_decoded_spectral_space_compares_decoded_images(fixtures):

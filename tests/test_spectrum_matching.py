@@ -65,6 +65,8 @@ def test_esm_is_zero_on_the_flattened_target_and_grows_as_spectra_part(delta):
     p = torch.log1p(target) / c
     losses = [esm(images, latents_with_spectrum(torch.expm1(c * ((1 - a) * p + a * r)))) for a in (0.1, 0.3, 0.6, 1)]
     assert losses[0].min() > 1e-5
+    for smaller, larger in zip(losses, losses[1:]):
+        assert (larger > smaller).all()  # every sample's loss grows as its spectrum parts further
 
 
 def test_esm_per_sample_values_and_gradients_reach_the_latent():

@@ -8,9 +8,10 @@ import os
 import subprocess
 import sys
 
+import conftest
 import pytest
 import torch
-from conftest import REPO, free_port
+from conftest import REPO
 from diffusers import AutoencoderKL
 
 sys.path.insert(0, str(REPO))
@@ -34,28 +35,8 @@ FAST = [
 ]
 
 
-def launch(args: list[str], check: bool = True) -> subprocess.CompletedProcess:
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--num_machines",
-        "1",
-        "--num_processes",
-        "1",
-        "--cpu",
-        "--dynamo_backend",
-        "no",
-        "--mixed_precision",
-        "no",
-        str(REPO / "train_autoencoder.py"),
-        *args,
-    ]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    if check and result.returncode != 0:
-        raise AssertionError(f"train_autoencoder.py failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
-    return result
+def launch(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return conftest.launch(args, script="train_autoencoder.py", **kwargs)
 
 
 def tags(log_dir) -> tuple[set[str], set[str]]:
@@ -108,8 +89,21 @@ def test_launch_saves_an_autoencoder_with_its_measured_scaling_factor(tmp_path):
     assert {"l1", "kl", "loss", "lr", "scaling_factor", "eval/psnr"} <= scalars
     assert "reconstructions" in image_tags
     # a second run into the finished folder stops before training
-    again_run = launch([*FAST, "--output_dir", str(out), "--max_train_steps", "2"], check=False)
-    assert again_run.returncode != 0 and "already holds" in again_run.stderr
+    with pytest.raises(ValueError, match="already holds"):
+        train_autoencoder.main([*FAST, "--output_dir", str(out), "--max_train_steps", "2"])
+    # stage 2 on this folder: a latent UNet trains on its scaled latents and saves a pipeline that samples images
+    import train_spectral
+
+    ldm = tmp_path / "ldm"
+    stage2 = ["--builtin_dataset", "photos", "--builtin_num_samples", "16", "--resolution", "32", "--train_batch_size",
+              "4", "--max_train_steps", "1", "--lr_warmup_steps", "0", "--eval_num_samples", "0",
+              "--ddpm_num_inference_steps", "2", "--vae_name_or_path", str(out), "--output_dir", str(ldm)]  # fmt: skip
+    assert train_spectral.main(stage2) == 0
+    from diffusers import DiffusionPipeline
+
+    pipeline = DiffusionPipeline.from_pretrained(ldm)
+    images = pipeline(batch_size=1, num_inference_steps=2, output_type="np").images
+    assert images.shape == (1, 32, 32, 3)
 
 
 def test_esm_and_dsm_in_process_with_resume(tmp_path):
@@ -138,6 +132,8 @@ def test_esm_and_dsm_in_process_with_resume(tmp_path):
         (["--perceptual_loss", "lpips"], "needs local weights"),
         (["--dsm_ks", "0", "20", "--latent_regularizer", "dsm"], "--dsm_ks"),
         (["--num_validation_images", "24"], "held out"),
+        (["--latent_regularizer", "esm", "--esm_delta", "nan"], "--esm_delta"),
+        (["--latent_regularizer", "esm", "--esm_kernel_size", "4"], "--esm_kernel_size"),
     ],
 )
 def test_bad_input_fails_before_training(tmp_path, extra, message):
@@ -189,34 +185,34 @@ def test_finetune_a_vae_in_a_pipeline_subfolder(tmp_path):
 @pytest.mark.launch
 def test_two_process_ddp_run(tmp_path):
     out = tmp_path / "ddp"
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--dynamo_backend",
-        "no",
-        "--mixed_precision",
-        "no",
-        "--main_process_port",
-        str(free_port()),
-        str(REPO / "train_autoencoder.py"),
-        *FAST,
-        "--output_dir",
-        str(out),
-        "--max_train_steps",
-        "2",
-        "--latent_regularizer",
-        "esm",
-        "dsm",
-    ]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    if not torch.cuda.is_available():
-        env["ACCELERATE_USE_CPU"] = "true"
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
+    args = [*FAST, "--output_dir", str(out), "--max_train_steps", "2", "--latent_regularizer", "esm", "dsm"]
+    launch(args, num_processes=2)
     assert AutoencoderKL.from_pretrained(out).config.scaling_factor != pytest.approx(0.18215, rel=0.05)
+
+
+def test_the_model_being_fine_tuned_and_foreign_weights_are_never_replaced(tmp_path):
+    """Fine-tuning in place would delete the source weights before training; weights no run wrote stay too."""
+    base = tmp_path / "base"
+    AutoencoderKL(**train_autoencoder.autoencoder_config("tiny", 3, 32)).save_pretrained(base)
+    before = (base / "diffusion_pytorch_model.safetensors").read_bytes()
+    for extra in ([], ["--overwrite_output_dir"]):
+        argv = [
+            *FAST,
+            "--pretrained_model_name_or_path",
+            str(base),
+            "--output_dir",
+            str(base),
+            "--max_train_steps",
+            "1",
+        ]
+        with pytest.raises(ValueError, match="being fine-tuned|already holds"):
+            train_autoencoder.main([*argv, *extra])
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "diffusion_pytorch_model.safetensors").write_bytes(before)
+    with pytest.raises(ValueError, match="no training run wrote"):
+        train_autoencoder.main(
+            [*FAST, "--output_dir", str(foreign), "--overwrite_output_dir", "--max_train_steps", "1"]
+        )
+    assert (base / "diffusion_pytorch_model.safetensors").read_bytes() == before
+    assert (foreign / "diffusion_pytorch_model.safetensors").read_bytes() == before

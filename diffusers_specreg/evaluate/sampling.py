@@ -64,7 +64,9 @@ def image_shape(pipeline) -> tuple[int, int, int]:
     height, width = (size, size) if isinstance(size, int) else tuple(size)
     autoencoder = getattr(pipeline, "vqvae", None) or getattr(pipeline, "vae", None)
     if autoencoder is not None and formulation_of(pipeline) is not None and not is_audio_pipeline(pipeline):
-        factor = 2 ** (len(autoencoder.config.block_out_channels) - 1)
+        from ..autoencoder import downsampling_factor
+
+        factor = downsampling_factor(autoencoder.config)
         return int(autoencoder.config.out_channels), int(height) * factor, int(width) * factor
     return int(config.in_channels), int(height), int(width)
 
@@ -120,6 +122,9 @@ def make_sampler(
         sample, description = default_sampler(pipeline, num_inference_steps)
         if type(pipeline).__name__ == "DDPMPipeline":
             description = f"DDPM (ancestral), {num_inference_steps} steps"
+        elif type(pipeline).__name__ == "LDMPipeline":
+            scheduler = type(pipeline.scheduler).__name__
+            description = f"LDMPipeline ({scheduler}), {num_inference_steps} steps, decoded by the autoencoder"
     else:
         sample, description = entry.make_sampler(pipeline, num_inference_steps)
     return _to_tensor(sample), description
