@@ -8,7 +8,7 @@ demo's spectral loss and schedule, applied to latent x̂₀), samples it with DD
 and compares the images with fresh data: log-RAPSD distance (floored at 1e-4 of the data's peak power, as in
 `bench_default_run.py`) and Fréchet Wavelet Distance.
 
-    python benchmarks/bench_spectrum_matching.py                    # kl esm dsm, seeds 0 1 (about 40 min, 2 cores)
+    python benchmarks/bench_spectrum_matching.py                    # kl esm dsm, seeds 0 1 (about 50 min, 2 cores)
     python benchmarks/bench_spectrum_matching.py --seeds 0 --ae_steps 200 --unet_steps 200   # a quick look
 
 Data: `--builtin_dataset photos` (32x32 crops of scikit-learn's sample photos), natural images with a power-law
