@@ -570,7 +570,9 @@ class InterruptFlag:
     """Turns SIGINT / SIGTERM (and SIGUSR1, e.g. Slurm's `--signal=USR1` or the launcher's death) into a flag the
     training loop polls, so it can save a checkpoint and exit cleanly.
 
-    A second signal while the flag is set restores the default behaviour (so a double Ctrl-C still kills).
+    A second Ctrl-C (SIGINT) a moment after the first restores the default behaviour, so a double Ctrl-C still kills.
+    A repeated SIGTERM never does: launchers and schedulers resend it (the group's signal, a forwarded copy, a retry
+    seconds later while the run is sampling between steps), and SIGKILL is the way to force a stop.
     """
 
     REPEAT_WINDOW_SECONDS = 1.0
@@ -592,9 +594,10 @@ class InterruptFlag:
                 self.signal_name, self.signum = "SIGTERM to the launcher", signal.SIGTERM
             return  # never a "second signal": a group SIGTERM also ends the launcher, which sends this one
         if self.signal_name is not None:
-            # the same stop often arrives twice within milliseconds (the group's signal and a launcher forwarding
-            # it): only a second signal a moment later is a user insisting (a double Ctrl-C), which kills at once
-            if time.monotonic() - self._first_signal_time < self.REPEAT_WINDOW_SECONDS:
+            # the same stop often arrives twice (the group's signal and a launcher forwarding it, within
+            # milliseconds or, while the run samples between steps, seconds apart): only a second Ctrl-C a moment
+            # later is a user insisting, which kills at once
+            if signum != signal.SIGINT or time.monotonic() - self._first_signal_time < self.REPEAT_WINDOW_SECONDS:
                 return
             signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
             raise KeyboardInterrupt
