@@ -579,6 +579,7 @@ class InterruptFlag:
 
     def __init__(self):
         self._first_signal_time = 0.0
+        self._from_launcher = False
         self.signal_name: str | None = None
         self.signum: int | None = None
         self._previous = {}
@@ -592,7 +593,13 @@ class InterruptFlag:
         if signum == LAUNCHER_DIED_SIGNAL:  # the launcher is gone (prctl PDEATHSIG; getppid() may lag behind)
             if self.signal_name is None:  # it was stopped alone (`kill <launcher pid>`): stop as for a SIGTERM
                 self.signal_name, self.signum = "SIGTERM to the launcher", signal.SIGTERM
+                self._from_launcher, self._first_signal_time = True, time.monotonic()
             return  # never a "second signal": a group SIGTERM also ends the launcher, which sends this one
+        if self._from_launcher:
+            # a group signal delivered after the launcher's (the kernel hands out pending signals lowest number
+            # first, SIGUSR1 before SIGTERM): the same stop, now named by what the user sent
+            self.signal_name, self.signum, self._from_launcher = signal.Signals(signum).name, signum, False
+            return
         if self.signal_name is not None:
             # the same stop often arrives twice (the group's signal and a launcher forwarding it, within
             # milliseconds or, while the run samples between steps, seconds apart): only a second Ctrl-C a moment

@@ -83,6 +83,17 @@ def test_a_duplicated_stop_signal_is_one_stop_and_only_a_later_ctrl_c_kills(monk
         flag.uninstall()
 
 
+def test_the_launchers_death_then_the_group_signal_is_one_stop_named_by_the_signal():
+    flag = training.InterruptFlag().install()
+    try:
+        os.kill(os.getpid(), training.LAUNCHER_DIED_SIGNAL)  # delivered first: lower signal number than SIGTERM
+        assert flag.raised and flag.signal_name == "SIGTERM to the launcher"
+        os.kill(os.getpid(), signal.SIGTERM)  # the group's SIGTERM: same stop, named by it, no kill
+        assert flag.signal_name == "SIGTERM" and flag.exit_code == 143
+    finally:
+        flag.uninstall()
+
+
 def test_checkpointed_generator_round_trip():
     rng = training.CheckpointedGenerator(torch.device("cpu"), seed=7)
     state = rng.state_dict()
