@@ -25,9 +25,7 @@ import os
 import sys
 
 import torch
-from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers import AutoencoderKL
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
@@ -493,20 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         perceptual_weight=args.perceptual_weight,
     )
 
-    accelerator = Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        log_with=args.logger,
-        project_config=ProjectConfiguration(
-            project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
-        ),
-    )
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
-    threads = training.configure_cpu_threads(int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes)))
-    if threads:
-        logger.info(threads)
-    if args.seed is not None:
-        set_seed(args.seed, device_specific=True)
+    accelerator = training.make_accelerator(args, logger)
 
     model = EncodeDecode(vae)
     model.train()

@@ -28,7 +28,6 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import ProjectConfiguration, set_seed
 from diffusers import UNet2DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
@@ -712,24 +711,6 @@ class Training:
     pipeline_vae: Any = None  # the same autoencoder in float32, saved and sampled with the UNet
 
 
-def make_accelerator(args) -> Accelerator:
-    accelerator = Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        log_with=args.logger,
-        project_config=ProjectConfiguration(
-            project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
-        ),
-    )
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
-    threads = training.configure_cpu_threads(int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes)))
-    if threads:
-        logger.info(threads)
-    if args.seed is not None:
-        set_seed(args.seed, device_specific=True)
-    return accelerator
-
-
 def load_pretrained(args, settings: RunSettings, codec: LatentCodec | None = None):
     """The model fine-tuned from (or `None`), and the settings it implies: its sample size (times the autoencoder's
     downsampling factor, for latent diffusion) unless `--resolution` is given (then the UNet samples at the new size
@@ -1072,7 +1053,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = derive_settings(args)
     validate_args(args, settings)
     check_output_dir(args)
-    accelerator = make_accelerator(args)
+    accelerator = training.make_accelerator(args, logger)
 
     # 1. setup: data, model, scheduler, objective, optimiser; then the checkpoint to resume from
     run, settings = setup(args, settings, accelerator)

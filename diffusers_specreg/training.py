@@ -10,9 +10,13 @@ import shutil
 import signal
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from diffusers import UNet2DModel
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 logger = logging.getLogger(__name__)
 
@@ -775,6 +779,29 @@ def choose_cpu_threads(env: dict, local_processes: int, cpu_count: int | None) -
         return max(1, int(omp)), "OMP_NUM_THREADS"
     threads = max(1, (cpu_count or 1) // max(1, local_processes))
     return threads, f"{cpu_count or 1} cores / {max(1, local_processes)} process(es) on this machine"
+
+
+def make_accelerator(args, logger) -> Accelerator:
+    """The `Accelerator` of a training script (`--gradient_accumulation_steps`, `--mixed_precision`, `--logger`,
+    `--output_dir`/`--logging_dir`), with logging set up, the CPU threads chosen (logged to `logger`) and `--seed`."""
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration, set_seed
+
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=args.logger,
+        project_config=ProjectConfiguration(
+            project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
+        ),
+    )
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    threads = configure_cpu_threads(int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes)))
+    if threads:
+        logger.info(threads)
+    if args.seed is not None:
+        set_seed(args.seed, device_specific=True)
+    return accelerator
 
 
 def configure_cpu_threads(local_processes: int = 1) -> str | None:
