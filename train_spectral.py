@@ -173,7 +173,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="UNet size when no config is given: 'default' (train_unconditional's) or 'small' (CPU-friendly).",
     )
     extra.add_argument("--builtin_dataset", type=str, default="checkerboards", choices=BUILTIN_DATASETS)
-    extra.add_argument("--builtin_num_samples", type=int, default=2048, help="Number of built-in checkerboards.")
+    extra.add_argument(
+        "--builtin_num_samples",
+        type=int,
+        default=2048,
+        help="Number of built-in checkerboards or photo crops (fashion_mnist always uses its 60,000 training images).",
+    )
     extra.add_argument(
         "--max_nonfinite_steps",
         type=int,

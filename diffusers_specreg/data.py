@@ -6,6 +6,7 @@ Every dataset here yields dicts `{"input": Tensor[C, H, W]}` with values in [-1,
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 from collections.abc import Sequence
@@ -18,7 +19,13 @@ from PIL import Image, UnidentifiedImageError
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-BUILTIN_DATASETS = ("checkerboards", "digits", "photos")
+BUILTIN_DATASETS = ("checkerboards", "digits", "photos", "fashion_mnist")
+# Debian's `dataset-fashion-mnist` package (`apt-get install dataset-fashion-mnist`) installs the IDX files here
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
 class DataError(ValueError):
@@ -117,6 +124,113 @@ def make_photo_crops(
         crop = photo[y : y + resolution, x : x + resolution]
         crops[i] = crop[..., None] if crop.ndim == 2 else crop
     return torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous()
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    r"""
+    Read an IDX file (the MNIST / Fashion-MNIST format), gzipped (`.gz`) or not.
+
+    The format: two zero bytes, a type byte (0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32, 0x0D float32, 0x0E
+    float64), the number of dimensions, then one big-endian uint32 per dimension and the values in C order.
+
+    Args:
+        path (`str` or `os.PathLike`): the file.
+
+    Returns:
+        `np.ndarray` of the stored type and shape (e.g. uint8 `[60000, 28, 28]` for images, `[60000]` for labels).
+
+    Raises:
+        `DataError`: the file is not a valid IDX file (bad magic number or a size that does not match its header).
+    """
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as file:
+        data = file.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES:
+        raise DataError(f"{str(path)!r} is not an IDX file (magic number {data[:4].hex()}).")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    shape = tuple(int(d) for d in np.frombuffer(data[4:header], dtype=">u4")) if ndim else ()
+    dtype = np.dtype(_IDX_TYPES[data[2]])
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(data) - header != expected:
+        raise DataError(
+            f"{str(path)!r} holds {len(data) - header} bytes of values, its header {list(shape)} needs {expected}: "
+            "the file is truncated or damaged. Reinstall it (apt-get install --reinstall dataset-fashion-mnist)."
+        )
+    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def load_fashion_mnist(
+    split: str = "train", resolution: int = 32, channels: int = 1, folder: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""
+    Fashion-MNIST (Xiao et al. 2017, arXiv 1708.07747) from the IDX files of Debian's `dataset-fashion-mnist`.
+
+    The 28x28 garments are padded (not resampled, so no interpolation blur) to `resolution` with the background
+    value (0, i.e. -1 after scaling), centred.
+
+    Args:
+        split (`"train"` or `"test"`, defaults to `"train"`): the 60,000 training or the 10,000 test images.
+        resolution (`int`, defaults to 32): output height and width, at least 28.
+        channels (`int`, defaults to 1): channels (the image repeated for 3).
+        folder (`str`, *optional*): folder of the four `*-ubyte.gz` files; defaults to `FASHION_MNIST_DIR`
+            (overridable with the environment variable `SPECREG_FASHION_MNIST_DIR`).
+
+    Returns:
+        `tuple`: images `[N, C, resolution, resolution]` float32 in [-1, 1] and labels int64 `[N]` (0-9, names in
+        `FASHION_MNIST_CLASSES`).
+
+    Raises:
+        `DataError`: the files are missing (the message names the `apt-get install` command) or the size is too small.
+    """
+    if split not in ("train", "test"):
+        raise DataError(f"Fashion-MNIST split must be 'train' or 'test', got {split!r}.")
+    if resolution < 28:
+        raise DataError(
+            f"--builtin_dataset fashion_mnist needs --resolution >= 28 (its images are 28x28 and are padded, not "
+            f"resized), got {resolution}. Use 32, the default."
+        )
+    folder = folder or os.environ.get("SPECREG_FASHION_MNIST_DIR") or FASHION_MNIST_DIR
+    prefix = "train" if split == "train" else "t10k"
+    paths = [os.path.join(folder, f"{prefix}-{kind}-ubyte.gz") for kind in ("images-idx3", "labels-idx1")]
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise DataError(
+            f"Fashion-MNIST is not installed: {missing[0]!r} does not exist. Install Debian's package with "
+            "`sudo apt-get install dataset-fashion-mnist` (31 MB, no other download), or set "
+            "SPECREG_FASHION_MNIST_DIR to a folder holding the four *-ubyte.gz files."
+        )
+    images, labels = read_idx(paths[0]), read_idx(paths[1])
+    if images.ndim != 3 or labels.shape != images.shape[:1]:
+        raise DataError(f"Fashion-MNIST files in {folder!r} disagree: images {images.shape}, labels {labels.shape}.")
+    pad = resolution - images.shape[1]
+    before, after = pad // 2, pad - pad // 2
+    padded = np.pad(images, ((0, 0), (before, after), (before, after)), constant_values=0)
+    tensor = torch.from_numpy(padded.astype(np.float32) / 127.5 - 1.0)[:, None]
+    return tensor.repeat(1, channels, 1, 1), torch.from_numpy(labels.astype(np.int64))
+
+
+def write_image_folder(images: torch.Tensor, folder: str | os.PathLike, labels: Sequence[int] | None = None) -> int:
+    r"""
+    Write `[N, C, H, W]` images in [-1, 1] as PNG files, the `--train_data_dir` layout (one subfolder per label
+    when `labels` are given, as `datasets`' imagefolder expects).
+
+    Args:
+        images (`torch.Tensor`): `[N, 1 or 3, H, W]` in [-1, 1].
+        folder (`str` or `os.PathLike`): created if needed; existing files of the same names are replaced.
+        labels (`Sequence[int]`, *optional*): one class index per image, written as `class_<k>/` subfolders.
+
+    Returns:
+        `int`: the number of files written.
+    """
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise DataError(f"write_image_folder needs images [N, 1 or 3, H, W], got {list(images.shape)}.")
+    pixels = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    for i, array in enumerate(pixels):
+        sub = os.path.join(str(folder), f"class_{int(labels[i])}") if labels is not None else str(folder)
+        os.makedirs(sub, exist_ok=True)
+        Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(os.path.join(sub, f"{i:05d}.png"))
+    return len(pixels)
 
 
 class AugmentationSeeds:
@@ -386,6 +500,7 @@ def build_image_dataset(
     builtin_num_samples: int = 2048,
     channels: int | None = None,
     seed: int = 0,
+    builtin_split: str = "train",
 ) -> TrainingData:
     """Build the training dataset from exactly one source: a `datasets` name, an image folder or built-in data.
 
@@ -431,10 +546,13 @@ def build_image_dataset(
         images = make_digits(resolution, channels=ch)
     elif builtin_dataset == "photos":
         images = make_photo_crops(builtin_num_samples, resolution, seed=seed, channels=ch)
+    elif builtin_dataset == "fashion_mnist":
+        images, _ = load_fashion_mnist(builtin_split, resolution, channels=ch)
     else:
         raise DataError(f"Unknown built-in dataset {builtin_dataset!r}; choose one of {BUILTIN_DATASETS}.")
+    split = f", {builtin_split} split" if builtin_dataset == "fashion_mnist" else ""
     return TrainingData(
         TensorImageDataset(images, random_flip, seed=seed),
         ch,
-        f"built-in {builtin_dataset} ({images.shape[0]} images)",
+        f"built-in {builtin_dataset} ({images.shape[0]} images{split})",
     )

@@ -451,6 +451,10 @@ def _data_text(dataset_name: str | None, config: Mapping, audio: bool = False) -
         return f"built-in grayscale checkerboards{f' ({count} images)' if count else ''}, the toy data of arXiv 2603.02447"
     if builtin == "digits":
         return "scikit-learn's 1,797 handwritten digits (built in)"
+    if builtin == "fashion_mnist":
+        return (
+            "Fashion-MNIST's 60,000 training images (28x28 garments padded to 32x32; Debian's dataset-fashion-mnist)"
+        )
     return f"built-in `{builtin}` data"
 
 
@@ -607,7 +611,7 @@ def evaluation_command(
     audio = _is_audio_evaluation(metrics, pipeline_class)
     dataset = metrics.dataset if isinstance(metrics.dataset, Mapping) else {}
     kind = dataset.get("type")
-    if kind in ("checkerboards", "digits", "synthetic_audio"):
+    if kind in ("checkerboards", "digits", "photos", "fashion_mnist", "synthetic_audio"):
         source = f"--builtin_dataset {kind}"
     elif kind and kind not in ("imagefolder", "audiofolder"):
         source = f"--dataset_name {kind}"

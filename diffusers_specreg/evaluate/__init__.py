@@ -83,6 +83,7 @@ from .sampling import (
     mel_settings,
 )
 from .statistics import (
+    FeatureExtractor,
     InceptionFeatures,
     ReferenceStatistics,
     audio_dataset_info,
@@ -99,6 +100,7 @@ __all__ = [
     "SpectralSlopes",
     "BANDS",
     "DYNAMIC_PIPELINE_MODULE",
+    "FeatureExtractor",
     "InceptionFeatures",
     "PipelineResult",
     "ReferenceStatistics",

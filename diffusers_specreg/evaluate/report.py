@@ -70,7 +70,11 @@ def comparison_table(results: Sequence[EvaluationResult | Mapping], data_slope: 
         ("FWD", lambda r: r.fwd, abs),
     ]
     if any(r.fid is not None for r in results):
-        columns.append(("FID", lambda r: r.fid, abs))
+        extractors = {r.feature_extractor for r in results if r.fid is not None}
+        label = (
+            "FID" if extractors == {None} else "FD[" + ", ".join(sorted(e or "Inception" for e in extractors)) + "]"
+        )
+        columns.append((label, lambda r: r.fid, abs))
     header = "| model | " + " | ".join(c[0] for c in columns) + " | samples | steps |"
     lines = [header, "|" + " --- |" * (len(columns) + 3)]
     values = [[_finite_or_nan(getter(r)) for _, getter, _ in columns] for r in results]

@@ -125,6 +125,7 @@ class EvaluationResult(Mapping):
     fwd_wavelet: str | None = None
     fwd_level: int | None = None
     fid: float | None = None
+    feature_extractor: str | None = None  # `fid` is the Fréchet distance on this network's features, not Inception's
     sampling_seconds: float | None = None
     dataset: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)

@@ -12,8 +12,9 @@ from tqdm.auto import tqdm
 from ..formulations import default_sampler, formulation_of
 from ..pipelines_io import DYNAMIC_PIPELINE_MODULE
 
-# "fast": the formulation's deterministic sampler (DDIM, eta 0); "pipeline": the pipeline's own call (DDPM: ancestral)
-SAMPLERS = ("fast", "pipeline")
+# "fast": the formulation's deterministic sampler (DDIM, eta 0); "pipeline": the pipeline's own call (DDPM: ancestral);
+# "dpm_solver": DPM-Solver++ (2nd order multistep, `DPMSolverMultistepScheduler`), for DDPM-trained pipelines
+SAMPLERS = ("fast", "pipeline", "dpm_solver")
 MEL_KEYS = ("x_res", "y_res", "sample_rate", "n_fft", "hop_length", "top_db", "n_iter")
 
 
@@ -103,11 +104,13 @@ def make_sampler(
     Args:
         pipeline (`DiffusionPipeline`): the loaded pipeline.
         num_inference_steps (`int`): denoising steps.
-        sampler (`"fast"` or `"pipeline"`, defaults to `"fast"`): `"fast"`: the deterministic sampler of the
-            pipeline's formulation (`diffusers_specreg.formulations`; DDIM with eta 0 for DDPM, SAGD and audio), else
-            the pipeline itself. `"pipeline"`: the pipeline's own `__call__` with `num_inference_steps` (for a
-            `DDPMPipeline` the ancestral DDPM sampler on that many of the training timesteps, which gave less grainy
-            and sharper samples than DDIM at 50 steps in `benchmarks/bench_card_sampler.py`).
+        sampler (`"fast"`, `"pipeline"` or `"dpm_solver"`, defaults to `"fast"`): `"fast"`: the deterministic
+            sampler of the pipeline's formulation (`diffusers_specreg.formulations`; DDIM with eta 0 for DDPM, SAGD
+            and audio), else the pipeline itself. `"pipeline"`: the pipeline's own `__call__` with
+            `num_inference_steps` (for a `DDPMPipeline` the ancestral DDPM sampler on that many of the training
+            timesteps, which gave less grainy and sharper samples than DDIM at 50 steps in
+            `benchmarks/bench_card_sampler.py`). `"dpm_solver"`: a `DDPMPipeline`'s UNet sampled with Diffusers'
+            `DPMSolverMultistepScheduler` (DPM-Solver++, order 2, arXiv 2211.01095) built from its scheduler config.
 
     Returns:
         `tuple`: `sample(generators) -> torch.Tensor` of shape `[len(generators), C, H, W]` in `[-1, 1]` on the CPU
@@ -118,6 +121,10 @@ def make_sampler(
     if sampler not in SAMPLERS:
         raise ValueError(f"Unknown sampler {sampler!r}; allowed values are {SAMPLERS}.")
     entry = formulation_of(pipeline)
+    if sampler == "dpm_solver":
+        return _to_tensor(_dpm_solver_sampler(pipeline, num_inference_steps)), (
+            f"DPM-Solver++ (2nd order multistep), {num_inference_steps} steps"
+        )
     if sampler == "pipeline" or entry is None:
         sample, description = default_sampler(pipeline, num_inference_steps)
         if type(pipeline).__name__ == "DDPMPipeline":
@@ -128,6 +135,29 @@ def make_sampler(
     else:
         sample, description = entry.make_sampler(pipeline, num_inference_steps)
     return _to_tensor(sample), description
+
+
+def _dpm_solver_sampler(pipeline, num_inference_steps: int) -> Callable[[list[torch.Generator]], np.ndarray]:
+    """DPM-Solver++ on the UNet of a `DDPMPipeline` (same initial noise as the pipeline: `randn` per generator)."""
+    from diffusers import DDPMPipeline, DPMSolverMultistepScheduler
+
+    if type(pipeline).__name__ != "DDPMPipeline":
+        raise ValueError(
+            f"--sampler dpm_solver samples DDPM-trained pipelines (DDPMPipeline); this one is {type(pipeline).__name__}. "
+            "Use --sampler fast or pipeline for it."
+        )
+    scheduler = DPMSolverMultistepScheduler.from_config(
+        pipeline.scheduler.config, algorithm_type="dpmsolver++", solver_order=2
+    )
+    solver = DDPMPipeline(unet=pipeline.unet, scheduler=scheduler)
+    solver.set_progress_bar_config(disable=True)
+
+    def sample(generators: list[torch.Generator]) -> np.ndarray:
+        return solver(
+            batch_size=len(generators), generator=generators, num_inference_steps=num_inference_steps, output_type="np"
+        ).images
+
+    return sample
 
 
 def _to_tensor(sample: Callable) -> Callable[[list[torch.Generator]], torch.Tensor]:
@@ -172,7 +202,7 @@ def generate_images(
         seed (`int`, defaults to `0`): seed, `>= 0`.
         progress (`bool`, defaults to `True`): show a progress bar.
         description (`str`, defaults to `"sampling"`): progress bar label.
-        sampler (`"fast"` or `"pipeline"`, defaults to `"fast"`): see [`make_sampler`].
+        sampler (`"fast"`, `"pipeline"` or `"dpm_solver"`, defaults to `"fast"`): see [`make_sampler`].
 
     Yields:
         `torch.Tensor`: `[B, C, H, W]` float32 in `[-1, 1]` on the CPU.

@@ -139,6 +139,71 @@ class InceptionFeatures:
         return features.reshape(features.shape[0], -1).double().cpu()
 
 
+class FeatureExtractor:
+    r"""
+    Features for a Fréchet distance from a network the user names: `module:callable` or a TorchScript file.
+
+    - `package.module:name` imports `package.module` (from the current folder or `sys.path`) and calls `name()`
+      once if it is a class or a factory that takes no argument and returns a callable; the result maps images
+      `[B, C, H, W]` in `[-1, 1]` to features `[B, D]`. This runs the user's own code, which they named.
+    - a path to a file (`.pt`, `.pth`, `.ts`) is loaded with `torch.jit.load` (TorchScript: no pickle) and called
+      on the same images.
+
+    Args:
+        spec (`str`): `module:callable` or a TorchScript file.
+        device (`str` or `torch.device`, defaults to `"cpu"`): where images are sent before the call.
+    """
+
+    def __init__(self, spec: str, device: str | torch.device = "cpu") -> None:
+        self.spec, self.device = spec, torch.device(device)
+        if os.path.isfile(spec):
+            self.function = torch.jit.load(spec, map_location=self.device).eval()
+        elif ":" in spec and os.path.sep not in spec.split(":", 1)[0]:
+            import importlib
+
+            module_name, _, attribute = spec.partition(":")
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError as error:
+                raise ValueError(
+                    f"--feature_extractor {spec!r}: cannot import {module_name!r} ({error}). Pass module:callable "
+                    "with the module on PYTHONPATH, or a TorchScript file."
+                ) from error
+            target = module
+            for part in attribute.split("."):
+                if not hasattr(target, part):
+                    raise ValueError(f"--feature_extractor {spec!r}: {module_name!r} has no attribute {attribute!r}.")
+                target = getattr(target, part)
+            if isinstance(target, type):
+                target = target()
+            if not callable(target):
+                raise ValueError(f"--feature_extractor {spec!r} is not callable.")
+            self.function = target
+        else:
+            raise ValueError(
+                f"--feature_extractor {spec!r} is neither a file nor module:callable. Pass a TorchScript file or "
+                "e.g. my_features:extract (a function from images [B, C, H, W] in [-1, 1] to features [B, D])."
+            )
+        if isinstance(self.function, torch.nn.Module):
+            self.function.eval()
+
+    @property
+    def name(self) -> str:
+        """A short label for reports: the callable or the file's name."""
+        return os.path.basename(self.spec) if os.path.isfile(self.spec) else self.spec.rsplit(":", 1)[-1]
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """`[B, C, H, W]` in `[-1, 1]` -> float64 `[B, D]` features on the CPU."""
+        features = self.function(images.to(self.device))
+        if not isinstance(features, torch.Tensor) or features.ndim < 1 or features.shape[0] != images.shape[0]:
+            raise ValueError(
+                f"--feature_extractor {self.spec!r} must return a tensor with one row per image ({images.shape[0]}), "
+                f"got {type(features).__name__} {list(getattr(features, 'shape', []))}."
+            )
+        return features.reshape(features.shape[0], -1).double().cpu()
+
+
 @dataclass
 class ReferenceStatistics:
     r"""
