@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 logger = logging.getLogger(__name__)
 
@@ -233,11 +233,32 @@ class FolderScan:
     channels: int
 
 
+def _walk_following_links(folder: str) -> tuple[list[tuple[str, list[str]]], list[str]]:
+    """`os.walk(folder, followlinks=True)`, every real folder once: `[(root, file names)]` and the symlinked folders
+    not followed because they lead to a folder already read (a loop back up the tree, or a second link)."""
+    walked, skipped, seen = [], [], {os.path.realpath(folder)}
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        kept = []
+        for name in sorted(dirs):
+            real = os.path.realpath(os.path.join(root, name))
+            if real in seen:
+                skipped.append(os.path.relpath(os.path.join(root, name), folder))
+            else:
+                seen.add(real)
+                kept.append(name)
+        dirs[:] = kept
+        walked.append((root, sorted(names)))
+    return sorted(walked), skipped
+
+
 def scan_image_folder(folder: str, max_check: int | None = None) -> FolderScan:
     """List the images under `folder` (recursively) and check that PIL can read them.
 
-    Unreadable files are skipped and counted (a warning says how many and names a few); a missing folder, a
-    folder with no image file, or one where no image can be read raises `DataError` naming the folder.
+    Symlinked sub-folders are followed, each real folder once (a link back up the tree or a second link to a folder
+    is skipped with a warning naming it). Unreadable files, and images with more pixels than PIL opens (its
+    decompression-bomb guard, twice `PIL.Image.MAX_IMAGE_PIXELS`), are skipped and counted (a warning says how many
+    and names a few); a missing folder, a folder with no image file, or one where no image can be read raises
+    `DataError` naming the folder.
 
     Args:
         folder (`str`): the folder to scan.
@@ -245,15 +266,23 @@ def scan_image_folder(folder: str, max_check: int | None = None) -> FolderScan:
     """
     if not os.path.isdir(folder):
         raise DataError(f"--train_data_dir {folder!r} does not exist or is not a folder. Pass a folder of images.")
+    walked, loops = _walk_following_links(folder)
+    if loops:
+        logger.warning(
+            "Not following %d symlinked folder(s) in %s that lead to a folder already read: %s.",
+            len(loops),
+            folder,
+            ", ".join(loops),
+        )
     files = []
-    for root, _, names in sorted(os.walk(folder)):
-        files.extend(os.path.join(root, n) for n in sorted(names) if n.lower().endswith(IMAGE_EXTENSIONS))
+    for root, names in walked:
+        files.extend(os.path.join(root, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS))
     if not files:
         raise DataError(
             f"--train_data_dir {folder!r} contains no image files ({', '.join(IMAGE_EXTENSIONS)}). "
             "Put images in it, or leave out --train_data_dir and --dataset_name to train on built-in data."
         )
-    readable, unreadable, modes = [], [], set()
+    readable, unreadable, too_large, modes = [], [], [], set()
     for i, path in enumerate(files):
         if max_check is not None and i >= max_check:
             readable.append(path)
@@ -263,30 +292,49 @@ def scan_image_folder(folder: str, max_check: int | None = None) -> FolderScan:
                 modes.add(image_channels(image))
                 image.verify()
             with Image.open(path) as image:  # verify() does not decode JPEGs: a truncated one only fails here
-                image.load()
+                upright(image).load()  # and read the EXIF orientation as training will
             readable.append(path)
+        except Image.DecompressionBombError:  # not an OSError: PIL's guard against images that fill the memory
+            unreadable.append(path)
+            too_large.append(path)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
             unreadable.append(path)
+    limit = (
+        f"{len(too_large)} of them with more pixels than PIL opens (2 x PIL.Image.MAX_IMAGE_PIXELS = "
+        f"{2 * (Image.MAX_IMAGE_PIXELS or 0):,}, its guard against decompression bombs; shrink them), e.g. "
+        f"{too_large[0]!r}"
+        if too_large
+        else ""
+    )
     if not readable:
         raise DataError(
             f"None of the {len(files)} image files in {folder!r} can be read by PIL (for example "
-            f"{unreadable[0]!r}). Check that they are valid images."
+            f"{unreadable[0]!r}){'; ' + limit if limit else ''}. Check that they are valid images."
         )
     if unreadable:
         shown = ", ".join(os.path.relpath(p, folder) for p in unreadable[:3])
         logger.warning(
-            "Skipping %d of %d files in %s that PIL cannot read (%s%s).",
+            "Skipping %d of %d files in %s that PIL cannot read (%s%s)%s.",
             len(unreadable),
             len(files),
             folder,
             shown,
             ", ..." if len(unreadable) > 3 else "",
+            "; " + limit if limit else "",
         )
     return FolderScan(files=readable, unreadable=unreadable, channels=max(modes) if modes else 3)
 
 
+def upright(image: Image.Image) -> Image.Image:
+    """The image as it is displayed: rotated / mirrored by its EXIF orientation (a phone photo held upright), as
+    `datasets.Image` decodes it for train_unconditional.py's imagefolder; the image itself when it has none."""
+    if image.getexif().get(ExifTags.Base.Orientation, 1) == 1:
+        return image
+    return ImageOps.exif_transpose(image)
+
+
 class ImageFolderDataset(AugmentationSeeds, torch.utils.data.Dataset):
-    """The images of a folder (recursively), transformed with an `ImageTransform`."""
+    """The images of a folder (recursively), upright (`upright`), transformed with an `ImageTransform`."""
 
     def __init__(self, files: Sequence[str], transform: ImageTransform, seed: int = 0):
         self.files = list(files)
@@ -300,8 +348,8 @@ class ImageFolderDataset(AugmentationSeeds, torch.utils.data.Dataset):
         path = self.files[index]
         try:
             with Image.open(path) as image:
-                return {"input": self.transform(image, self.augmentation_rng(index))}
-        except (OSError, ValueError, SyntaxError) as error:  # changed after the scan: name the file
+                return {"input": self.transform(upright(image), self.augmentation_rng(index))}
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:  # changed after the scan
             raise DataError(f"Cannot read training image {path!r}: {error}. Remove or replace it.") from error
 
 
