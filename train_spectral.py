@@ -81,6 +81,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--dataset_name", type=str, default=None, help="A `datasets` dataset (Hub id or local).")
     data.add_argument("--dataset_config_name", type=str, default=None)
     data.add_argument("--train_data_dir", type=str, default=None, help="A folder of images (searched recursively).")
+    data.add_argument(
+        "--image_column",
+        type=str,
+        default=None,
+        help="The --dataset_name column to train on (default 'image', as train_unconditional.py, else the only image "
+        "column).",
+    )
     data.add_argument("--cache_dir", type=str, default=None)
     data.add_argument("--resolution", type=int, default=None, help="Image size (default 64; 32 for built-in data).")
     data.add_argument("--center_crop", action="store_true", default=False)
@@ -477,6 +484,8 @@ def validate_args(args, settings: RunSettings) -> None:
         raise ValueError(f"--corrupt_strength must be >= 0, got {args.corrupt_strength}.")
     if args.eval_num_samples < 0:
         raise ValueError(f"--eval_num_samples must be >= 0, got {args.eval_num_samples}.")
+    if args.image_column is not None and args.modality == "audio":
+        raise ValueError("--image_column applies to image datasets; --modality audio finds the audio column itself.")
     problem = training.mixed_precision_error(args.mixed_precision)
     if problem:
         raise ValueError(problem)
@@ -752,7 +761,14 @@ def build_data(args, settings: RunSettings, channels: int | None):
 
         audio = ("sample_rate", "n_fft", "hop_length", "top_db", "builtin_num_clips")
         return build_audio_dataset(**common, **{key: getattr(args, key) for key in audio})
-    image = ("center_crop", "random_flip", "preserve_input_precision", "builtin_dataset", "builtin_num_samples")
+    image = (
+        "center_crop",
+        "random_flip",
+        "preserve_input_precision",
+        "builtin_dataset",
+        "builtin_num_samples",
+        "image_column",
+    )
     return build_image_dataset(**common, **{key: getattr(args, key) for key in image}, channels=channels)
 
 

@@ -358,18 +358,40 @@ class ImageFolderDataset(AugmentationSeeds, torch.utils.data.Dataset):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _image_column(dataset) -> str:
+def choose_image_column(dataset, requested: str | None = None) -> str:
+    """The column of `datasets.Image` values to train on: `requested` (`--image_column`), else `"image"`, the column
+    train_unconditional.py reads (`examples["image"]`), else the dataset's only image column.
+
+    Raises `DataError` listing the columns when `requested` is missing or holds no images, or when the dataset has
+    no `"image"` column and not exactly one image column.
+    """
     from datasets import Image as ImageFeature
 
-    for name, feature in dataset.features.items():
-        if isinstance(feature, ImageFeature):
-            return name
-    for name in ("image", "img", "images"):
-        if name in dataset.column_names:
-            return name
+    columns = list(dataset.column_names)
+    images = [name for name, feature in dataset.features.items() if isinstance(feature, ImageFeature)]
+    if requested is not None:
+        if requested not in columns:
+            raise DataError(
+                f"--image_column {requested!r} is not a column of the dataset (columns: {columns}; image columns: "
+                f"{images}). Pass one of its image columns."
+            )
+        if requested not in images:
+            raise DataError(
+                f"--image_column {requested!r} is not an image column (it holds {dataset.features[requested]}); "
+                f"the image columns are {images}."
+            )
+        return requested
+    if "image" in images:
+        return "image"
+    if len(images) == 1:
+        return images[0]
+    if images:
+        raise DataError(
+            f"The dataset has several image columns {images} and none named 'image': choose one with --image_column."
+        )
     raise DataError(
-        f"The dataset has no image column (columns: {dataset.column_names}). "
-        "It needs a column of type datasets.Image, or one named 'image' or 'img'."
+        f"The dataset has no image column (columns: {columns}): it needs a column of datasets.Image values. Cast "
+        "one with dataset.cast_column(name, datasets.Image())."
     )
 
 
@@ -434,6 +456,7 @@ def build_image_dataset(
     builtin_num_samples: int = 2048,
     channels: int | None = None,
     seed: int = 0,
+    image_column: str | None = None,
 ) -> TrainingData:
     """Build the training dataset from exactly one source: a `datasets` name, an image folder or built-in data.
 
@@ -442,9 +465,15 @@ def build_image_dataset(
             inferred from the data (1 if every checked image is grayscale).
         builtin_dataset (`str`, defaults to `"checkerboards"`): used when neither `dataset_name` nor
             `train_data_dir` is given; one of `BUILTIN_DATASETS`.
+        image_column (`str`, *optional*): the column of a `dataset_name` dataset to train on; by default `"image"`,
+            as train_unconditional.py, else the only image column (`choose_image_column`).
     """
     if dataset_name and train_data_dir:
         raise DataError("Pass either --dataset_name or --train_data_dir, not both.")
+    if image_column is not None and not dataset_name:
+        raise DataError(
+            "--image_column applies to --dataset_name only (an image folder has one image per file); leave it out."
+        )
     if channels is not None and channels not in (1, 3):
         raise DataError(f"Images must have 1 or 3 channels, got {channels}.")
 
@@ -462,14 +491,14 @@ def build_image_dataset(
         )
     if dataset_name:
         dataset = load_hf_dataset(dataset_name, dataset_config_name, cache_dir)
-        column = _image_column(dataset)
+        column = choose_image_column(dataset, image_column)
         if channels is None:
             first = [dataset[i][column] for i in range(min(64, len(dataset)))]
             channels = max(image_channels(image) for image in first)
         return TrainingData(
             HFImageDataset(dataset, column, transform(channels), seed=seed),
             channels,
-            f"{len(dataset)} images from dataset {dataset_name}",
+            f"{len(dataset)} images from dataset {dataset_name}, column {column!r}",
             name=dataset_name,
         )
     ch = channels or (3 if builtin_dataset == "photos" else 1)

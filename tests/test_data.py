@@ -214,3 +214,41 @@ def test_symlinked_subfolders_are_followed_once(tmp_path, caplog):
         os.path.join("own", "sub", "img_0.png"),
     ]
     assert "own/loop" in caplog.text and "zz_again" in caplog.text
+
+
+def test_hub_dataset_takes_the_image_column_as_the_anchor(tmp_path):
+    import datasets
+
+    black = [Image.fromarray(np.zeros((16, 16), dtype=np.uint8), mode="L")] * 3
+    white = [Image.fromarray(np.full((16, 16), 255, dtype=np.uint8), mode="L")] * 3
+    table = datasets.Dataset.from_dict({"mask": black, "image": white, "label": [0, 1, 2]})
+    table = table.cast_column("mask", datasets.Image()).cast_column("image", datasets.Image())
+    table.to_parquet(str(tmp_path / "two_images" / "train.parquet"))
+
+    def build(image_column=None):
+        return data.build_image_dataset(
+            dataset_name=str(tmp_path / "two_images"),
+            dataset_config_name=None,
+            train_data_dir=None,
+            cache_dir=str(tmp_path / "cache"),
+            resolution=16,
+            center_crop=True,
+            random_flip=False,
+            preserve_input_precision=False,
+            image_column=image_column,
+        )
+
+    built = build()  # train_unconditional.py reads examples["image"], whatever other image columns come first
+    assert float(built.dataset[0]["input"].min()) == 1.0 and "column 'image'" in built.description
+    assert float(build("mask").dataset[0]["input"].max()) == -1.0
+    with pytest.raises(data.DataError, match=r"--image_column 'nope'.*\['mask', 'image', 'label'\]"):
+        build("nope")
+    with pytest.raises(data.DataError, match="--image_column 'label' is not an image column"):
+        build("label")
+    # no 'image' column: the only image column is taken; with two, the user must choose
+    loaded = data.load_hf_dataset(str(tmp_path / "two_images"), cache_dir=str(tmp_path / "cache"))
+    assert data.choose_image_column(loaded.rename_column("image", "picture").remove_columns("mask")) == "picture"
+    with pytest.raises(data.DataError, match=r"several image columns \['mask', 'picture'\].*--image_column"):
+        data.choose_image_column(loaded.rename_column("image", "picture"))
+    with pytest.raises(data.DataError, match="no image column"):
+        data.choose_image_column(loaded.remove_columns(["mask", "image"]))

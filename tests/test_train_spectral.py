@@ -10,10 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import REPO, launch, write_image_folder, write_unet_config
 from diffusers import DDIMPipeline, DDPMPipeline, DiffusionPipeline, UNet2DModel
+from PIL import Image
 
 sys.path.insert(0, str(REPO))
 import train_spectral  # noqa: E402
@@ -226,6 +228,19 @@ def test_unreadable_images_are_counted_and_skipped(tmp_path, caplog):
     (only_broken / "x.png").write_bytes(b"nope")
     with pytest.raises(ValueError, match="None of the 1 image files"):
         run_main(["--train_data_dir", str(only_broken)], tmp_path)
+
+
+def test_image_column_is_checked_before_training(tmp_path):
+    import datasets
+
+    images = [Image.fromarray(np.zeros((16, 16), dtype=np.uint8), mode="L")] * 2
+    table = datasets.Dataset.from_dict({"picture": images}).cast_column("picture", datasets.Image())
+    table.to_parquet(str(tmp_path / "local" / "train.parquet"))
+    with pytest.raises(ValueError, match=r"--image_column 'image'.*\['picture'\]"):
+        run_main(["--dataset_name", str(tmp_path / "local"), "--image_column", "image"], tmp_path)
+    with pytest.raises(ValueError, match="--image_column applies to --dataset_name"):
+        run_main(["--image_column", "image"], tmp_path)
+    assert not (tmp_path / "never" / "logs").exists()
 
 
 def test_existing_output_is_not_overwritten(trained, tmp_path):
