@@ -230,6 +230,27 @@ def test_unreadable_images_are_counted_and_skipped(tmp_path, caplog):
         run_main(["--train_data_dir", str(only_broken)], tmp_path)
 
 
+def test_a_single_training_image_trains_and_writes_its_card(tmp_path, tiny_config, caplog):
+    # the card's metrics compare samples with at least 2 data images: with 1, the run says so before training, skips
+    # them and still writes the card and pushes (offline here: the push fails with its retry command)
+    with pytest.raises(ValueError, match="--eval_num_samples 1"):
+        run_main(["--eval_num_samples", "1"], tmp_path)
+    folder = tmp_path / "one"
+    folder.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16), dtype=np.uint8), mode="L").save(
+        folder / "only.png"
+    )
+    out = tmp_path / "out"
+    args = flags(train_data_dir=folder, model_config_name_or_path=tiny_config, output_dir=out, max_train_steps=2)
+    assert train_spectral.main([*FAST, *args, "--eval_num_samples", "4", "--push_to_hub"]) == 0
+    messages = [record.getMessage() for record in caplog.records]
+    warning = next(i for i, m in enumerate(messages) if "1 training image" in m)
+    assert warning < next(i for i, m in enumerate(messages) if "***** Training" in m)
+    assert "at least 2" in messages[warning]
+    assert (out / "README.md").is_file() and not (out / "evaluation" / "metrics.json").exists()
+    assert any("Retry with" in m for m in messages)
+
+
 def test_image_column_is_checked_before_training(tmp_path):
     import datasets
 
