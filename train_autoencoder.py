@@ -233,6 +233,8 @@ def validate_args(args) -> None:
     problem = training.mixed_precision_error(args.mixed_precision)
     if problem:
         raise ValueError(problem)
+    if args.push_to_hub:  # the upload leaves the logging folder out: it must be one (raises for the output folder)
+        hub.upload_ignore_patterns(args.output_dir, args.logging_dir)
     if args.hub_token:
         logging.getLogger(__name__).warning(
             "--hub_token on the command line shows in `ps`; log in with `hf auth login` or set HF_TOKEN instead."

@@ -491,6 +491,8 @@ def validate_args(args, settings: RunSettings) -> None:
         )
     if args.image_column is not None and args.modality == "audio":
         raise ValueError("--image_column applies to image datasets; --modality audio finds the audio column itself.")
+    if args.push_to_hub:  # the upload leaves the logging folder out: it must be one (raises for the output folder)
+        hub.upload_ignore_patterns(args.output_dir, args.logging_dir)
     problem = training.mixed_precision_error(args.mixed_precision)
     if problem:
         raise ValueError(problem)

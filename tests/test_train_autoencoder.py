@@ -143,6 +143,15 @@ def test_bad_input_fails_before_training(tmp_path, extra, message):
     assert not list(out.glob("checkpoint-*")) and not (out / "config.json").exists()
 
 
+def test_logging_dir_that_is_the_output_folder_is_refused_before_a_push(tmp_path):
+    out = tmp_path / "bad"
+    with pytest.raises(ValueError, match=r"--logging_dir '\.' is the output folder itself"):
+        train_autoencoder.main(
+            [*FAST, "--output_dir", str(out), "--max_train_steps", "1", "--push_to_hub", "--logging_dir", "."]
+        )
+    assert not out.exists()
+
+
 def test_image_column_is_checked_before_training(tmp_path):
     import datasets
     import numpy as np

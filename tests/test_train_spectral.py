@@ -251,6 +251,14 @@ def test_a_single_training_image_trains_and_writes_its_card(tmp_path, tiny_confi
     assert any("Retry with" in m for m in messages)
 
 
+def test_logging_dir_that_is_the_output_folder_is_refused_before_a_push(tmp_path):
+    out = tmp_path / "out"
+    for logging_dir in (".", str(out), "logs/.."):
+        with pytest.raises(ValueError, match=r"--logging_dir .* is the output folder itself"):
+            run_main(["--output_dir", str(out), "--push_to_hub", "--logging_dir", logging_dir], tmp_path)
+    assert not out.exists()
+
+
 def test_image_column_is_checked_before_training(tmp_path):
     import datasets
 
