@@ -251,6 +251,24 @@ def _walk_following_links(folder: str) -> tuple[list[tuple[str, list[str]]], lis
     return sorted(walked), skipped
 
 
+def list_files(folder: str, extensions: Sequence[str]) -> list[str]:
+    """The files under `folder` whose names end with one of `extensions` (any case), sorted by folder then name.
+
+    Symlinked sub-folders are followed, each real folder once: a link back up the tree, or a second link to a folder
+    already read, is skipped with a warning naming it.
+    """
+    walked, loops = _walk_following_links(folder)
+    if loops:
+        logger.warning(
+            "Not following %d symlinked folder(s) in %s that lead to a folder already read: %s.",
+            len(loops),
+            folder,
+            ", ".join(loops),
+        )
+    suffixes = tuple(extensions)
+    return [os.path.join(root, n) for root, names in walked for n in names if n.lower().endswith(suffixes)]
+
+
 def scan_image_folder(folder: str, max_check: int | None = None) -> FolderScan:
     """List the images under `folder` (recursively) and check that PIL can read them.
 
@@ -266,17 +284,7 @@ def scan_image_folder(folder: str, max_check: int | None = None) -> FolderScan:
     """
     if not os.path.isdir(folder):
         raise DataError(f"--train_data_dir {folder!r} does not exist or is not a folder. Pass a folder of images.")
-    walked, loops = _walk_following_links(folder)
-    if loops:
-        logger.warning(
-            "Not following %d symlinked folder(s) in %s that lead to a folder already read: %s.",
-            len(loops),
-            folder,
-            ", ".join(loops),
-        )
-    files = []
-    for root, names in walked:
-        files.extend(os.path.join(root, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS))
+    files = list_files(folder, IMAGE_EXTENSIONS)
     if not files:
         raise DataError(
             f"--train_data_dir {folder!r} contains no image files ({', '.join(IMAGE_EXTENSIONS)}). "
