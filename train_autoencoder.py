@@ -69,6 +69,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--dataset_name", type=str, default=None, help="A `datasets` dataset (Hub id or local).")
     data.add_argument("--dataset_config_name", type=str, default=None)
     data.add_argument("--train_data_dir", type=str, default=None, help="A folder of images (searched recursively).")
+    data.add_argument(
+        "--image_column",
+        type=str,
+        default=None,
+        help="The --dataset_name column to train on (default 'image', as train_unconditional.py, else the only image "
+        "column).",
+    )
     data.add_argument("--cache_dir", type=str, default=None)
     data.add_argument(
         "--resolution", type=int, default=None, help="Image size (default 32; a pretrained VAE's sample_size)."
@@ -226,6 +233,8 @@ def validate_args(args) -> None:
     problem = training.mixed_precision_error(args.mixed_precision)
     if problem:
         raise ValueError(problem)
+    if args.push_to_hub:  # the upload leaves the logging folder out: it must be one (raises for the output folder)
+        hub.upload_ignore_patterns(args.output_dir, args.logging_dir)
     if args.hub_token:
         logging.getLogger(__name__).warning(
             "--hub_token on the command line shows in `ps`; log in with `hf auth login` or set HF_TOKEN instead."
@@ -462,6 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         builtin_num_samples=args.builtin_num_samples,
         channels=channels,
         seed=args.seed or 0,
+        image_column=args.image_column,
     )
     vae = pretrained or AutoencoderKL(**autoencoder_config(args.model_preset, data.channels, resolution))
     if vae.config.in_channels != data.channels:

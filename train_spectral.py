@@ -81,6 +81,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--dataset_name", type=str, default=None, help="A `datasets` dataset (Hub id or local).")
     data.add_argument("--dataset_config_name", type=str, default=None)
     data.add_argument("--train_data_dir", type=str, default=None, help="A folder of images (searched recursively).")
+    data.add_argument(
+        "--image_column",
+        type=str,
+        default=None,
+        help="The --dataset_name column to train on (default 'image', as train_unconditional.py, else the only image "
+        "column).",
+    )
     data.add_argument("--cache_dir", type=str, default=None)
     data.add_argument("--resolution", type=int, default=None, help="Image size (default 64; 32 for built-in data).")
     data.add_argument("--center_crop", action="store_true", default=False)
@@ -482,6 +489,15 @@ def validate_args(args, settings: RunSettings) -> None:
         raise ValueError(f"--corrupt_strength must be >= 0, got {args.corrupt_strength}.")
     if args.eval_num_samples < 0:
         raise ValueError(f"--eval_num_samples must be >= 0, got {args.eval_num_samples}.")
+    if args.eval_num_samples == 1:
+        raise ValueError(
+            "--eval_num_samples 1: the card's spectral metrics compare at least 2 samples with 2 data images. Pass 2 "
+            "or more, or 0 for a card without metrics."
+        )
+    if args.image_column is not None and args.modality == "audio":
+        raise ValueError("--image_column applies to image datasets; --modality audio finds the audio column itself.")
+    if args.push_to_hub:  # the upload leaves the logging folder out: it must be one (raises for the output folder)
+        hub.upload_ignore_patterns(args.output_dir, args.logging_dir)
     problem = training.mixed_precision_error(args.mixed_precision)
     if problem:
         raise ValueError(problem)
@@ -650,7 +666,7 @@ def evaluate_and_write_card(args, settings, accelerator, data, regularizer, code
     from diffusers_specreg.model_card import write_model_card
 
     metrics, grid, plot = None, None, None
-    if args.eval_num_samples > 0:
+    if args.eval_num_samples > 0 and card_evaluation_problem(args, data) is None:
         pipeline = load_pipeline(args.output_dir, device=accelerator.device)
         pipeline.set_progress_bar_config(disable=True)
         metrics = evaluate_pipeline(
@@ -686,6 +702,17 @@ def evaluate_and_write_card(args, settings, accelerator, data, regularizer, code
         spectrum_plot=plot,
     )
     return metrics
+
+
+def card_evaluation_problem(args, data) -> str | None:
+    """Why the card's quick evaluation cannot run on the training data (warned before training, then skipped)."""
+    if args.eval_num_samples > 0 and len(data.dataset) < 2:
+        return (
+            f"The data holds {len(data.dataset)} training image: the model card's spectral metrics compare samples "
+            "with at least 2 data images, so this run skips them and writes the card without metrics. Add images "
+            "to get them (or pass --eval_num_samples 0 to silence this)."
+        )
+    return None
 
 
 def read_json(path: str) -> dict:
@@ -757,7 +784,14 @@ def build_data(args, settings: RunSettings, channels: int | None):
 
         audio = ("sample_rate", "n_fft", "hop_length", "top_db", "builtin_num_clips")
         return build_audio_dataset(**common, **{key: getattr(args, key) for key in audio})
-    image = ("center_crop", "random_flip", "preserve_input_precision", "builtin_dataset", "builtin_num_samples")
+    image = (
+        "center_crop",
+        "random_flip",
+        "preserve_input_precision",
+        "builtin_dataset",
+        "builtin_num_samples",
+        "image_column",
+    )
     return build_image_dataset(**common, **{key: getattr(args, key) for key in image}, channels=channels)
 
 
@@ -915,6 +949,9 @@ def setup(args, settings: RunSettings, accelerator: Accelerator) -> tuple[Traini
     logger.info(
         f"Data: {data.description}; model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters"
     )
+    problem = card_evaluation_problem(args, data)
+    if problem:
+        logger.warning(problem)
 
     ema_model = None
     if args.use_ema:

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .data import DataError, load_hf_dataset
+from .data import DataError, list_files, load_hf_dataset
 from .losses import MRSTFT_FFT_SIZES, MRSTFT_HOP_SIZES, MRSTFT_WIN_LENGTHS, stft_distance
 from .metrics import NDB, FrechetLogMelDistance, MeanPowerSpectrum, frechet_distance, psd_log_spectral_distance
 
@@ -317,9 +317,7 @@ def scan_audio_folder(folder: str, sample_rate: int) -> AudioScan:
             f"--train_data_dir {folder!r} does not exist or is not a folder. Pass a folder of audio files "
             f"({', '.join(AUDIO_EXTENSIONS)})."
         )
-    files = []
-    for root, _, names in sorted(os.walk(folder)):
-        files.extend(os.path.join(root, n) for n in sorted(names) if n.lower().endswith(AUDIO_EXTENSIONS))
+    files = list_files(folder, AUDIO_EXTENSIONS)  # symlinked sub-folders too, each real folder once
     if not files:
         raise DataError(
             f"--train_data_dir {folder!r} contains no audio files ({', '.join(AUDIO_EXTENSIONS)}). Put audio files in "

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 logger = logging.getLogger(__name__)
 
@@ -347,11 +347,50 @@ class FolderScan:
     channels: int
 
 
+def _walk_following_links(folder: str) -> tuple[list[tuple[str, list[str]]], list[str]]:
+    """`os.walk(folder, followlinks=True)`, every real folder once: `[(root, file names)]` and the symlinked folders
+    not followed because they lead to a folder already read (a loop back up the tree, or a second link)."""
+    walked, skipped, seen = [], [], {os.path.realpath(folder)}
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        kept = []
+        for name in sorted(dirs):
+            real = os.path.realpath(os.path.join(root, name))
+            if real in seen:
+                skipped.append(os.path.relpath(os.path.join(root, name), folder))
+            else:
+                seen.add(real)
+                kept.append(name)
+        dirs[:] = kept
+        walked.append((root, sorted(names)))
+    return sorted(walked), skipped
+
+
+def list_files(folder: str, extensions: Sequence[str]) -> list[str]:
+    """The files under `folder` whose names end with one of `extensions` (any case), sorted by folder then name.
+
+    Symlinked sub-folders are followed, each real folder once: a link back up the tree, or a second link to a folder
+    already read, is skipped with a warning naming it.
+    """
+    walked, loops = _walk_following_links(folder)
+    if loops:
+        logger.warning(
+            "Not following %d symlinked folder(s) in %s that lead to a folder already read: %s.",
+            len(loops),
+            folder,
+            ", ".join(loops),
+        )
+    suffixes = tuple(extensions)
+    return [os.path.join(root, n) for root, names in walked for n in names if n.lower().endswith(suffixes)]
+
+
 def scan_image_folder(folder: str, max_check: int | None = None) -> FolderScan:
     """List the images under `folder` (recursively) and check that PIL can read them.
 
-    Unreadable files are skipped and counted (a warning says how many and names a few); a missing folder, a
-    folder with no image file, or one where no image can be read raises `DataError` naming the folder.
+    Symlinked sub-folders are followed, each real folder once (a link back up the tree or a second link to a folder
+    is skipped with a warning naming it). Unreadable files, and images with more pixels than PIL opens (its
+    decompression-bomb guard, twice `PIL.Image.MAX_IMAGE_PIXELS`), are skipped and counted (a warning says how many
+    and names a few); a missing folder, a folder with no image file, or one where no image can be read raises
+    `DataError` naming the folder.
 
     Args:
         folder (`str`): the folder to scan.
@@ -359,15 +398,13 @@ def scan_image_folder(folder: str, max_check: int | None = None) -> FolderScan:
     """
     if not os.path.isdir(folder):
         raise DataError(f"--train_data_dir {folder!r} does not exist or is not a folder. Pass a folder of images.")
-    files = []
-    for root, _, names in sorted(os.walk(folder)):
-        files.extend(os.path.join(root, n) for n in sorted(names) if n.lower().endswith(IMAGE_EXTENSIONS))
+    files = list_files(folder, IMAGE_EXTENSIONS)
     if not files:
         raise DataError(
             f"--train_data_dir {folder!r} contains no image files ({', '.join(IMAGE_EXTENSIONS)}). "
             "Put images in it, or leave out --train_data_dir and --dataset_name to train on built-in data."
         )
-    readable, unreadable, modes = [], [], set()
+    readable, unreadable, too_large, modes = [], [], [], set()
     for i, path in enumerate(files):
         if max_check is not None and i >= max_check:
             readable.append(path)
@@ -377,30 +414,49 @@ def scan_image_folder(folder: str, max_check: int | None = None) -> FolderScan:
                 modes.add(image_channels(image))
                 image.verify()
             with Image.open(path) as image:  # verify() does not decode JPEGs: a truncated one only fails here
-                image.load()
+                upright(image).load()  # and read the EXIF orientation as training will
             readable.append(path)
+        except Image.DecompressionBombError:  # not an OSError: PIL's guard against images that fill the memory
+            unreadable.append(path)
+            too_large.append(path)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
             unreadable.append(path)
+    limit = (
+        f"{len(too_large)} of them with more pixels than PIL opens (2 x PIL.Image.MAX_IMAGE_PIXELS = "
+        f"{2 * (Image.MAX_IMAGE_PIXELS or 0):,}, its guard against decompression bombs; shrink them), e.g. "
+        f"{too_large[0]!r}"
+        if too_large
+        else ""
+    )
     if not readable:
         raise DataError(
             f"None of the {len(files)} image files in {folder!r} can be read by PIL (for example "
-            f"{unreadable[0]!r}). Check that they are valid images."
+            f"{unreadable[0]!r}){'; ' + limit if limit else ''}. Check that they are valid images."
         )
     if unreadable:
         shown = ", ".join(os.path.relpath(p, folder) for p in unreadable[:3])
         logger.warning(
-            "Skipping %d of %d files in %s that PIL cannot read (%s%s).",
+            "Skipping %d of %d files in %s that PIL cannot read (%s%s)%s.",
             len(unreadable),
             len(files),
             folder,
             shown,
             ", ..." if len(unreadable) > 3 else "",
+            "; " + limit if limit else "",
         )
     return FolderScan(files=readable, unreadable=unreadable, channels=max(modes) if modes else 3)
 
 
+def upright(image: Image.Image) -> Image.Image:
+    """The image as it is displayed: rotated / mirrored by its EXIF orientation (a phone photo held upright), as
+    `datasets.Image` decodes it for train_unconditional.py's imagefolder; the image itself when it has none."""
+    if image.getexif().get(ExifTags.Base.Orientation, 1) == 1:
+        return image
+    return ImageOps.exif_transpose(image)
+
+
 class ImageFolderDataset(AugmentationSeeds, torch.utils.data.Dataset):
-    """The images of a folder (recursively), transformed with an `ImageTransform`."""
+    """The images of a folder (recursively), upright (`upright`), transformed with an `ImageTransform`."""
 
     def __init__(self, files: Sequence[str], transform: ImageTransform, seed: int = 0):
         self.files = list(files)
@@ -414,8 +470,8 @@ class ImageFolderDataset(AugmentationSeeds, torch.utils.data.Dataset):
         path = self.files[index]
         try:
             with Image.open(path) as image:
-                return {"input": self.transform(image, self.augmentation_rng(index))}
-        except (OSError, ValueError, SyntaxError) as error:  # changed after the scan: name the file
+                return {"input": self.transform(upright(image), self.augmentation_rng(index))}
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:  # changed after the scan
             raise DataError(f"Cannot read training image {path!r}: {error}. Remove or replace it.") from error
 
 
@@ -424,18 +480,40 @@ class ImageFolderDataset(AugmentationSeeds, torch.utils.data.Dataset):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _image_column(dataset) -> str:
+def choose_image_column(dataset, requested: str | None = None) -> str:
+    """The column of `datasets.Image` values to train on: `requested` (`--image_column`), else `"image"`, the column
+    train_unconditional.py reads (`examples["image"]`), else the dataset's only image column.
+
+    Raises `DataError` listing the columns when `requested` is missing or holds no images, or when the dataset has
+    no `"image"` column and not exactly one image column.
+    """
     from datasets import Image as ImageFeature
 
-    for name, feature in dataset.features.items():
-        if isinstance(feature, ImageFeature):
-            return name
-    for name in ("image", "img", "images"):
-        if name in dataset.column_names:
-            return name
+    columns = list(dataset.column_names)
+    images = [name for name, feature in dataset.features.items() if isinstance(feature, ImageFeature)]
+    if requested is not None:
+        if requested not in columns:
+            raise DataError(
+                f"--image_column {requested!r} is not a column of the dataset (columns: {columns}; image columns: "
+                f"{images}). Pass one of its image columns."
+            )
+        if requested not in images:
+            raise DataError(
+                f"--image_column {requested!r} is not an image column (it holds {dataset.features[requested]}); "
+                f"the image columns are {images}."
+            )
+        return requested
+    if "image" in images:
+        return "image"
+    if len(images) == 1:
+        return images[0]
+    if images:
+        raise DataError(
+            f"The dataset has several image columns {images} and none named 'image': choose one with --image_column."
+        )
     raise DataError(
-        f"The dataset has no image column (columns: {dataset.column_names}). "
-        "It needs a column of type datasets.Image, or one named 'image' or 'img'."
+        f"The dataset has no image column (columns: {columns}): it needs a column of datasets.Image values. Cast "
+        "one with dataset.cast_column(name, datasets.Image())."
     )
 
 
@@ -501,6 +579,7 @@ def build_image_dataset(
     channels: int | None = None,
     seed: int = 0,
     builtin_split: str = "train",
+    image_column: str | None = None,
 ) -> TrainingData:
     """Build the training dataset from exactly one source: a `datasets` name, an image folder or built-in data.
 
@@ -509,9 +588,17 @@ def build_image_dataset(
             inferred from the data (1 if every checked image is grayscale).
         builtin_dataset (`str`, defaults to `"checkerboards"`): used when neither `dataset_name` nor
             `train_data_dir` is given; one of `BUILTIN_DATASETS`.
+        image_column (`str`, *optional*): the column of a `dataset_name` dataset to train on; by default `"image"`,
+            as train_unconditional.py, else the only image column (`choose_image_column`).
+        builtin_split (`str`, defaults to `"train"`): `"test"` takes Fashion-MNIST's 10,000 held-out test images
+            (the evaluation CLI's choice); the synthetic sets have no split.
     """
     if dataset_name and train_data_dir:
         raise DataError("Pass either --dataset_name or --train_data_dir, not both.")
+    if image_column is not None and not dataset_name:
+        raise DataError(
+            "--image_column applies to --dataset_name only (an image folder has one image per file); leave it out."
+        )
     if channels is not None and channels not in (1, 3):
         raise DataError(f"Images must have 1 or 3 channels, got {channels}.")
 
@@ -529,14 +616,14 @@ def build_image_dataset(
         )
     if dataset_name:
         dataset = load_hf_dataset(dataset_name, dataset_config_name, cache_dir)
-        column = _image_column(dataset)
+        column = choose_image_column(dataset, image_column)
         if channels is None:
             first = [dataset[i][column] for i in range(min(64, len(dataset)))]
             channels = max(image_channels(image) for image in first)
         return TrainingData(
             HFImageDataset(dataset, column, transform(channels), seed=seed),
             channels,
-            f"{len(dataset)} images from dataset {dataset_name}",
+            f"{len(dataset)} images from dataset {dataset_name}, column {column!r}",
             name=dataset_name,
         )
     ch = channels or (3 if builtin_dataset == "photos" else 1)

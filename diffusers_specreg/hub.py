@@ -48,19 +48,21 @@ DEFAULT_COMMIT_MESSAGE = "Upload model trained with diffusers-specreg"
 
 
 def _logging_dir_pattern(output_dir: str | os.PathLike, logging_dir: str | os.PathLike | None) -> str | None:
-    """`logs/*` for a logging folder inside `output_dir` (relative, or absolute below it); `None` if outside."""
+    """`logs/*` for a logging folder inside `output_dir` (relative, or absolute below it, however spelled: `./logs`,
+    `logs/`); `None` if outside; `ValueError` if it is `output_dir` itself (`.`), whose logs no pattern could leave out."""
     if not logging_dir:
         return None
-    logging_dir = os.fspath(logging_dir)
-    if os.path.isabs(logging_dir):
-        relative = os.path.relpath(os.path.abspath(logging_dir), os.path.abspath(os.fspath(output_dir)))
-        if relative.startswith(os.pardir):
-            return None
-        logging_dir = relative
-    logging_dir = logging_dir.replace(os.sep, "/").strip("/")
-    if logging_dir in ("", "."):
-        raise ValueError("`logging_dir` must be a sub-folder of the output folder, not the output folder itself.")
-    return f"{logging_dir}/*"
+    root = os.path.abspath(os.fspath(output_dir))
+    relative = os.path.relpath(os.path.abspath(os.path.join(root, os.fspath(logging_dir))), root)
+    if relative == os.pardir or relative.startswith(os.pardir + os.sep):
+        return None
+    if relative == os.curdir:
+        raise ValueError(
+            f"--logging_dir {os.fspath(logging_dir)!r} is the output folder itself: an upload of that folder could "
+            "not leave the logs out. Log to a sub-folder of it (--logging_dir logs, the default) or to a folder "
+            "outside it."
+        )
+    return f"{relative.replace(os.sep, '/')}/*"
 
 
 def upload_ignore_patterns(

@@ -131,6 +131,19 @@ def test_scan_resamples_to_the_target_rate(audio_folder):
     assert np.fft.rfftfreq(clip.size, 1 / SR)[spectrum.argmax()] == pytest.approx(440.0, abs=SR / clip.size)
 
 
+def test_symlinked_sub_folders_are_read_once(tmp_path, caplog):
+    own, elsewhere = tmp_path / "sounds" / "own", tmp_path / "elsewhere"
+    own.mkdir(parents=True)
+    elsewhere.mkdir()
+    soundfile.write(own / "a.wav", tone(SLICE), SR)
+    soundfile.write(elsewhere / "b.wav", tone(SLICE, freq=660.0), SR)
+    (tmp_path / "sounds" / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (own / "loop").symlink_to(tmp_path / "sounds", target_is_directory=True)
+    scan = scan_audio_folder(str(tmp_path / "sounds"), SR)
+    assert sorted(scan.sources) == ["linked/b.wav", "own/a.wav"]
+    assert "own/loop" in caplog.text
+
+
 def test_all_silent_folder_raises(tmp_path):
     for i in range(2):
         soundfile.write(tmp_path / f"quiet_{i}.wav", np.full(3 * SLICE, 1e-5, dtype=np.float32), SR)

@@ -93,6 +93,16 @@ def test_logging_dir_pattern_follows_the_logging_dir(output_dir):
         upload_ignore_patterns(output_dir, ".")
 
 
+def test_logging_dir_spelled_another_way_is_still_left_out(output_dir):
+    # "./logs", "logs/" and "x/../logs" name the same folder as "logs": its events never leave the machine
+    for logging_dir in ("./logs", "logs/", "unet/../logs", "logs/./"):
+        assert upload_file_list(output_dir, upload_ignore_patterns(output_dir, logging_dir)) == sorted(KEPT)
+    for same_folder in ("./", "unet/..", str(output_dir)):
+        with pytest.raises(ValueError, match="is the output folder itself"):
+            upload_ignore_patterns(output_dir, same_folder)
+    assert upload_ignore_patterns(output_dir, "../elsewhere") == upload_ignore_patterns(output_dir, None)
+
+
 def test_retry_command_is_valid_for_the_installed_cli(output_dir):
     patterns = upload_ignore_patterns(output_dir)
     command = retry_command(output_dir, "me/model", patterns, private=True, commit_message="Epoch 3 done")

@@ -143,6 +143,31 @@ def test_bad_input_fails_before_training(tmp_path, extra, message):
     assert not list(out.glob("checkpoint-*")) and not (out / "config.json").exists()
 
 
+def test_logging_dir_that_is_the_output_folder_is_refused_before_a_push(tmp_path):
+    out = tmp_path / "bad"
+    with pytest.raises(ValueError, match=r"--logging_dir '\.' is the output folder itself"):
+        train_autoencoder.main(
+            [*FAST, "--output_dir", str(out), "--max_train_steps", "1", "--push_to_hub", "--logging_dir", "."]
+        )
+    assert not out.exists()
+
+
+def test_image_column_is_checked_before_training(tmp_path):
+    import datasets
+    import numpy as np
+    from PIL import Image
+
+    images = [Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8))] * 2
+    table = datasets.Dataset.from_dict({"picture": images}).cast_column("picture", datasets.Image())
+    table.to_parquet(str(tmp_path / "local" / "train.parquet"))
+    out = tmp_path / "bad"
+    with pytest.raises(ValueError, match=r"--image_column 'image'.*\['picture'\]"):
+        train_autoencoder.main(
+            [*FAST, "--output_dir", str(out), "--dataset_name", str(tmp_path / "local"), "--image_column", "image"]
+        )
+    assert not out.exists()
+
+
 def test_bad_input_on_the_command_line_exits_with_code_2(tmp_path):
     result = subprocess.run(
         [

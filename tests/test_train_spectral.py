@@ -10,10 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import REPO, launch, write_image_folder, write_unet_config
 from diffusers import DDIMPipeline, DDPMPipeline, DiffusionPipeline, UNet2DModel
+from PIL import Image
 
 sys.path.insert(0, str(REPO))
 import train_spectral  # noqa: E402
@@ -226,6 +228,48 @@ def test_unreadable_images_are_counted_and_skipped(tmp_path, caplog):
     (only_broken / "x.png").write_bytes(b"nope")
     with pytest.raises(ValueError, match="None of the 1 image files"):
         run_main(["--train_data_dir", str(only_broken)], tmp_path)
+
+
+def test_a_single_training_image_trains_and_writes_its_card(tmp_path, tiny_config, caplog):
+    # the card's metrics compare samples with at least 2 data images: with 1, the run says so before training, skips
+    # them and still writes the card and pushes (offline here: the push fails with its retry command)
+    with pytest.raises(ValueError, match="--eval_num_samples 1"):
+        run_main(["--eval_num_samples", "1"], tmp_path)
+    folder = tmp_path / "one"
+    folder.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16), dtype=np.uint8), mode="L").save(
+        folder / "only.png"
+    )
+    out = tmp_path / "out"
+    args = flags(train_data_dir=folder, model_config_name_or_path=tiny_config, output_dir=out, max_train_steps=2)
+    assert train_spectral.main([*FAST, *args, "--eval_num_samples", "4", "--push_to_hub"]) == 0
+    messages = [record.getMessage() for record in caplog.records]
+    warning = next(i for i, m in enumerate(messages) if "1 training image" in m)
+    assert warning < next(i for i, m in enumerate(messages) if "***** Training" in m)
+    assert "at least 2" in messages[warning]
+    assert (out / "README.md").is_file() and not (out / "evaluation" / "metrics.json").exists()
+    assert any("Retry with" in m for m in messages)
+
+
+def test_logging_dir_that_is_the_output_folder_is_refused_before_a_push(tmp_path):
+    out = tmp_path / "out"
+    for logging_dir in (".", str(out), "logs/.."):
+        with pytest.raises(ValueError, match=r"--logging_dir .* is the output folder itself"):
+            run_main(["--output_dir", str(out), "--push_to_hub", "--logging_dir", logging_dir], tmp_path)
+    assert not out.exists()
+
+
+def test_image_column_is_checked_before_training(tmp_path):
+    import datasets
+
+    images = [Image.fromarray(np.zeros((16, 16), dtype=np.uint8), mode="L")] * 2
+    table = datasets.Dataset.from_dict({"picture": images}).cast_column("picture", datasets.Image())
+    table.to_parquet(str(tmp_path / "local" / "train.parquet"))
+    with pytest.raises(ValueError, match=r"--image_column 'image'.*\['picture'\]"):
+        run_main(["--dataset_name", str(tmp_path / "local"), "--image_column", "image"], tmp_path)
+    with pytest.raises(ValueError, match="--image_column applies to --dataset_name"):
+        run_main(["--image_column", "image"], tmp_path)
+    assert not (tmp_path / "never" / "logs").exists()
 
 
 def test_existing_output_is_not_overwritten(trained, tmp_path):
