@@ -472,9 +472,13 @@ def test_hook_gates_and_defaults():
     torch.testing.assert_close(default.term_weight(sigmas), fm.spectral_weight("alpha_bar", sigmas))
     # hard gate in flow units, and the regularizer's VE gate σ_VE <= 1 read as flow σ <= 1/2
     gated = FlowSpectralRegularizer(SpectralRegularizer.from_names(["amplitude"]), "constant", sigma_max=0.9)
-    assert gated.term_weight(sigmas).tolist() == [1.0, 1.0, 1.0, 1.0]
+    assert gated.term_weight(sigmas).tolist() == [1.0, 1.0, 1.0, 1.0]  # the bound is kept
+    gated = FlowSpectralRegularizer(SpectralRegularizer.from_names(["amplitude"]), "constant", sigma_max=0.3)
+    assert gated.term_weight(sigmas).tolist() == [1.0, 0.0, 0.0, 0.0]
     ve = FlowSpectralRegularizer(SpectralRegularizer.from_names(["amplitude"], gate_sigma_max=1.0), "constant")
     assert ve.sigma_max == 0.5 and ve.term_weight(sigmas).tolist() == [1.0, 1.0, 0.0, 0.0]
+    both = FlowSpectralRegularizer(SpectralRegularizer.from_names(["amplitude"], gate_sigma_max=1.0), sigma_max=0.3)
+    assert both.sigma_max == 0.3
     faded = FlowSpectralRegularizer(SpectralRegularizer.from_names(["amplitude"]), "constant", fade_cutoff=0.5)
     torch.testing.assert_close(faded.term_weight(sigmas), fm.sigmoid_fade(sigmas, 0.5, 0.4))
     with pytest.raises(ValueError, match="gate_t_max"):
