@@ -50,7 +50,7 @@ def predict_x0(
 
     Args:
         parametrisation (`str`):
-            One of `PARAMETRISATIONS` (see the module's table). "epsilon", "v_prediction" and "sample" must equal the
+            One of `PARAMETRISATIONS` (see the module docstring). "epsilon", "v_prediction" and "sample" must equal the
             VP scheduler's `config.prediction_type`; "edm" reads the sign of c_out from the EDM scheduler's
             `prediction_type` ("epsilon" or "v_prediction").
         model_output (`torch.Tensor` of shape `[B, C, ...]`):
