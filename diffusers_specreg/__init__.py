@@ -10,8 +10,10 @@ Implements spectral regularization of the diffusion loss (arXiv 2603.02447), spe
     terms["loss"].mean().backward()
 """
 
+from .flow_regularizer import FlowSpectralRegularizer
 from .losses import FourierLoss, MultiResolutionSTFTLoss, STFTLoss, WaveletLoss, build_loss
 from .noise import NoiseSpectrum, corrupt_band
+from .parametrisation import predict_x0
 from .reconstruction import predict_original_sample
 from .regularizer import SpectralRegularizer
 from .weighting import low_noise_gate, timestep_weight
@@ -19,6 +21,7 @@ from .weighting import low_noise_gate, timestep_weight
 __version__ = "0.1.0"
 
 __all__ = [
+    "FlowSpectralRegularizer",
     "FourierLoss",
     "MultiResolutionSTFTLoss",
     "NoiseSpectrum",
@@ -29,5 +32,6 @@ __all__ = [
     "corrupt_band",
     "low_noise_gate",
     "predict_original_sample",
+    "predict_x0",
     "timestep_weight",
 ]
