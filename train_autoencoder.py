@@ -47,6 +47,7 @@ from diffusers_specreg.autoencoder import (
     plot_latent_spectrum,
 )
 from diffusers_specreg.data import BUILTIN_DATASETS, DataError, build_image_dataset
+from diffusers_specreg.pipelines_io import save_model
 from diffusers_specreg.spectrum_matching import DSM_BLOCK, DSM_KS, DSMSampler, EncodingSpectrumMatching
 
 logger = get_logger(__name__, log_level="INFO")
@@ -415,7 +416,7 @@ def finish(args, accelerator, vae, train_dataset, held_out: torch.Tensor, data_d
     scaling_factor = measure_scaling_factor(vae, batches, generator)
     logger.info(f"scaling_factor = 1/std of sampled latents = {scaling_factor:.6f}")
     vae.register_to_config(scaling_factor=scaling_factor)
-    vae.save_pretrained(args.output_dir)
+    save_model(vae, args.output_dir)  # whole or not at all: a full disk or a kill leaves the previous model
     result = evaluate_autoencoder(vae, held_out)
     plot_latent_spectrum(result, os.path.join(args.output_dir, "latent_spectrum.png"))
     result["scaling_factor"] = scaling_factor
