@@ -53,13 +53,15 @@ from diffusers_specreg.spectrum_matching import DSM_BLOCK, DSM_KS, DSMSampler, E
 logger = get_logger(__name__, log_level="INFO")
 _STATE = {"training_started": False}  # errors before this is set are bad input: one line, exit code 2
 
-# files this script writes in --output_dir besides those run_settings records for every run
+# a model's files in --output_dir (a finished one stops the run unless --overwrite_output_dir)
 AUTOENCODER_OUTPUTS = (
     "config.json",
     "diffusion_pytorch_model.safetensors",
     "diffusion_pytorch_model.bin",
     "latent_spectrum.png",
 )
+# the top-level names a run writes in --output_dir besides the logging folder and checkpoints
+RUN_OUTPUTS = ("config.json", "diffusion_pytorch_model.safetensors", "latent_spectrum.png", "evaluation", "README.md")
 # flags that cannot change when resuming (besides run_settings.INCOMPATIBLE)
 AUTOENCODER_INCOMPATIBLE = ("latent_regularizer", "model_preset", "pretrained_model_name_or_path", "subfolder")
 
@@ -236,9 +238,6 @@ def validate_args(args) -> None:
 def check_output_dir(args) -> None:
     """As train_spectral.py (run_settings.check_output_dir), plus the autoencoder's own files: a finished model in the
     way, weights no run of ours wrote, and the model being fine-tuned (never replaced: a crash would lose it)."""
-    run_settings.check_output_dir(
-        args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir, args.logging_dir
-    )
     source = args.pretrained_model_name_or_path
     if source and os.path.isdir(source):
         source_dir = os.path.join(source, args.subfolder) if args.subfolder else source
@@ -247,6 +246,9 @@ def check_output_dir(args) -> None:
                 f"--output_dir {args.output_dir!r} is the autoencoder being fine-tuned; the run would replace its "
                 "weights before training. Pass another --output_dir (the fine-tuned model is saved there)."
             )
+    run_settings.check_output_dir(  # after the check above: it names the fine-tuned model, the better message
+        args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir, args.logging_dir, RUN_OUTPUTS
+    )
     resuming = args.resume_from_checkpoint and training.list_checkpoints(args.output_dir)
     if resuming:
         return
@@ -270,18 +272,8 @@ def check_output_dir(args) -> None:
 
 def claim_output_dir(args) -> None:
     run_settings.claim_output_dir(
-        args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir, args.logging_dir
+        args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir, args.logging_dir, RUN_OUTPUTS
     )
-    if args.overwrite_output_dir and not (args.resume_from_checkpoint and training.list_checkpoints(args.output_dir)):
-        for name in AUTOENCODER_OUTPUTS:  # a previous autoencoder run's files (recorded below)
-            path = os.path.join(args.output_dir, name)
-            if os.path.isfile(path):
-                os.remove(path)
-    record = os.path.join(args.output_dir, run_settings.OUTPUTS_FILE)
-    with open(record) as f:
-        names = json.load(f)["outputs"]
-    with open(record, "w") as f:
-        json.dump({"outputs": list(dict.fromkeys([*names, *AUTOENCODER_OUTPUTS]))}, f, indent=2)
 
 
 def load_vae(args):

@@ -45,6 +45,7 @@ except ImportError as error:
 from diffusers_specreg.formulations import Formulation, SchedulerSettings, formulation_choices, select_formulation
 from diffusers_specreg.latent import LatentCodec, check_latent_unet, load_vae
 from diffusers_specreg.objectives import build_objective
+from diffusers_specreg.pipelines_io import CUSTOM_PIPELINE_FILE_NAME
 from diffusers_specreg.regularizer import DEFAULT_WEIGHTS, SpectralRegularizer
 from diffusers_specreg.weighting import DEFAULT_WEIGHTING, WEIGHTINGS
 
@@ -512,10 +513,26 @@ def check_wavelet_levels(args, losses: list[str], size: int, grid: str = "--reso
         )
 
 
-def check_output_dir(args) -> None:
+def run_output_names(args, settings: RunSettings) -> list[str]:
+    """The top-level names this run writes in --output_dir besides the logging folder and checkpoints: the pipeline
+    (`model_index.json`, a folder per component: `mel/` for audio, `vqvae/` for latent diffusion; `pipeline.py` for a
+    custom pipeline), the card and `training_args.json`, and `evaluation/` when it evaluates."""
+    names = ["model_index.json", "unet", "scheduler"]
+    names += ["mel"] if settings.formulation.modality == "audio" else []
+    names += ["vqvae"] if args.vae_name_or_path else []
+    names += [CUSTOM_PIPELINE_FILE_NAME] if settings.formulation.is_custom else []
+    names += ["README.md", "training_args.json"]
+    return names + (["evaluation"] if args.eval_num_samples > 0 else [])
+
+
+def check_output_dir(args, settings: RunSettings) -> None:
     """Refuse to overwrite a trained pipeline, checkpoints or user files unless asked to; never delete on resume."""
     run_settings.check_output_dir(
-        args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir, args.logging_dir
+        args.output_dir,
+        args.resume_from_checkpoint,
+        args.overwrite_output_dir,
+        args.logging_dir,
+        run_output_names(args, settings),
     )
 
 
@@ -963,7 +980,11 @@ def setup(args, settings: RunSettings, accelerator: Accelerator) -> tuple[Traini
 
     if accelerator.is_main_process:
         run_settings.claim_output_dir(
-            args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir, args.logging_dir
+            args.output_dir,
+            args.resume_from_checkpoint,
+            args.overwrite_output_dir,
+            args.logging_dir,
+            run_output_names(args, settings),
         )
         hparams = {
             k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in settings.config(args).items()
@@ -1052,7 +1073,7 @@ def main(argv: list[str] | None = None) -> int:
     training.stop_when_launcher_dies()
     settings = derive_settings(args)
     validate_args(args, settings)
-    check_output_dir(args)
+    check_output_dir(args, settings)
     accelerator = training.make_accelerator(args, logger)
 
     # 1. setup: data, model, scheduler, objective, optimiser; then the checkpoint to resume from

@@ -4,20 +4,16 @@ manifest that checkpoints carry.
 Output folder (`check_output_dir` before anything is built, `claim_output_dir` on the main process before the first
 file is written):
 
-- a run records the top-level names it writes (pipeline files, `README.md`, `training_args.json`, `evaluation/`,
-  the logging folder) in `.train_spectral_outputs.json`;
+- a run records the top-level names it writes, and only those (its pipeline's files, `README.md`,
+  `training_args.json`, `evaluation/` when it evaluates, the logging folder), in `.train_spectral_outputs.json`;
 - a second run into a folder with a finished pipeline or checkpoints stops, unless `--resume_from_checkpoint`
   finds a checkpoint to continue or `--overwrite_output_dir` is given; `--resume_from_checkpoint latest` into a
   folder with a pipeline but no checkpoint stops too (it would start over and replace the pipeline);
-- `--overwrite_output_dir` removes everything the previous run wrote (its record, or for folders of older
-  versions the pipeline named by `model_index.json`, card, evaluation, logs and checkpoints) and nothing else;
-- a file the run would replace that no run wrote (a user's `README.md`, `training_args.json`, `pipeline.py` or
-  `evaluation/`) stops the run, with or without `--overwrite_output_dir`.
-
-Settings (`settings_of` when saving a checkpoint, `check_resume_settings` when resuming): each flag is
-`INCOMPATIBLE` (resuming with another value cannot work or would silently mean something else: an error naming
-the flag), `UNCHECKED` (where the run writes, how long it runs, what it logs: no message) or anything else (a
-warning naming the flag; the new value takes effect, e.g. `--learning_rate`).
+- `--overwrite_output_dir` removes everything the previous run wrote (its record, or for folders without one the
+  component folders `model_index.json` names inside the folder, and the card, `pipeline.py`, evaluation and logs
+  when their contents show them to be ours) and its checkpoints, and nothing else;
+- a file or folder the run would write that no run wrote (a user's `README.md`, `unet/`, `logs/`, `pipeline.py` or
+  `evaluation/`, ...) stops the run, with or without `--overwrite_output_dir`;
 """
 
 from __future__ import annotations
@@ -26,7 +22,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from diffusers_specreg import training
 
@@ -36,7 +32,12 @@ OUTPUTS_FILE = ".train_spectral_outputs.json"
 CARD_MARKER = "diffusers-specreg"  # a tag of every model card we write
 # names a run writes (besides the logging folder) that could also be a user's own file: never replaced unless ours
 REPLACED_FILES = ("README.md", "training_args.json", "pipeline.py", "evaluation")
-PIPELINE_FILES = ("model_index.json", "unet", "scheduler", "mel")
+# what a DDPM run writes besides the logging folder (the scripts pass their own list: `outputs=`)
+DDPM_OUTPUTS = ("model_index.json", "unet", "scheduler", "README.md", "training_args.json", "evaluation")
+# temporary folders of an interrupted save (`pipelines_io.write_atomically`) or checkpoint (`training.save_checkpoint`)
+TEMPORARY_PREFIXES = (".tmp-checkpoint-", ".tmp-save")
+# the files `diffusers_specreg.evaluate` and train_autoencoder.py write into `evaluation/`
+EVALUATION_SUFFIXES = (".json", ".md", ".png", ".wav")
 
 # Flags that cannot change on resume: the model's shapes or meaning, the state the checkpoint holds, or the mapping
 # from optimiser steps to data position.
@@ -182,11 +183,16 @@ def _top_name(output_dir: str, logging_dir: str | None) -> str | None:
     return path.split(os.sep)[0]
 
 
-def run_outputs(output_dir: str, logging_dir: str | None) -> list[str]:
-    """The top-level names in `output_dir` that a run writes."""
-    names = [*PIPELINE_FILES, *REPLACED_FILES]
+def run_outputs(output_dir: str, logging_dir: str | None, outputs: Sequence[str] = DDPM_OUTPUTS) -> list[str]:
+    """The top-level names in `output_dir` that a run writes: `outputs` and the logging folder."""
     logs = _top_name(output_dir, logging_dir)
-    return names + ([logs] if logs else [])
+    return list(dict.fromkeys([*outputs, *([logs] if logs else [])]))
+
+
+def _plain_name(name) -> bool:
+    """A name of an entry of the folder itself: no separator, no `..`, not absolute."""
+    separators = [os.sep, *([os.altsep] if os.altsep else []), "/", "\\"]
+    return isinstance(name, str) and name not in ("", ".", "..") and not any(s in name for s in separators)
 
 
 def read_outputs(output_dir: str) -> list[str] | None:
@@ -199,6 +205,29 @@ def read_outputs(output_dir: str) -> list[str] | None:
             return list(json.load(f)["outputs"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _read_index(output_dir: str) -> dict | None:
+    try:
+        with open(os.path.join(output_dir, "model_index.json")) as f:
+            index = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return index if isinstance(index, dict) else None
+
+
+def _index_components(index: dict) -> list[str]:
+    """The component folders a `model_index.json` names: keys with a `[library, class]` value (a `[null, null]`
+    one was not saved), and only plain names, so that no key reaches outside the folder (`"../x"`, `"/x"`)."""
+    return [
+        key
+        for key, value in index.items()
+        if _plain_name(key)
+        and not key.startswith(("_", "."))
+        and isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(isinstance(v, str) for v in value)
+    ]
 
 
 def _is_our_card(path: str) -> bool:
@@ -219,21 +248,56 @@ def _is_our_training_args(path: str) -> bool:
     return isinstance(data, dict) and "spectral_loss" in data and "formulation" in data
 
 
+def _is_our_pipeline_file(output_dir: str, index: dict | None) -> bool:
+    """`pipeline.py` is the pipeline's own when `model_index.json` loads it (`"_class_name": ["pipeline", C]`), C is
+    one of our custom pipelines and the file defines it."""
+    from diffusers_specreg.formulations import FORMULATIONS
+
+    name = (index or {}).get("_class_name")
+    ours = {entry.pipeline_class for entry in FORMULATIONS.values() if entry.is_custom}
+    if not (isinstance(name, list) and len(name) == 2 and name[0] == "pipeline" and name[1] in ours):
+        return False
+    try:
+        with open(os.path.join(output_dir, "pipeline.py"), encoding="utf-8") as f:
+            return f"class {name[1]}(" in f.read()
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _is_our_evaluation(output_dir: str) -> bool:
+    """`evaluation/` is ours when its `metrics.json` (evaluate) or `autoencoder.json` (train_autoencoder.py) is and
+    every file in it is of a kind they write."""
+    folder = os.path.join(output_dir, "evaluation")
+    for name, keys in (("metrics.json", ("pipelines", "data")), ("autoencoder.json", ("psnr", "latent_slope"))):
+        try:
+            with open(os.path.join(folder, name)) as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and all(key in data for key in keys):
+            break
+    else:
+        return False
+    return all(name.endswith(EVALUATION_SUFFIXES) for _, _, names in os.walk(folder) for name in names)
+
+
 def _previous_outputs(output_dir: str, logging_dir: str | None) -> list[str]:
-    """What the previous run in `output_dir` wrote: its record, or (older versions) what its files show."""
+    """What the previous run in `output_dir` wrote: its record, or (no record: an older version, or another script
+    such as Diffusers' train_unconditional.py) what its files show."""
     recorded = read_outputs(output_dir)
     if recorded is not None:  # only plain names inside the folder, whatever the file says
-        return [n for n in recorded if isinstance(n, str) and n and n == os.path.basename(n) and n not in (".", "..")]
+        return [name for name in recorded if _plain_name(name)]
     names = []
-    index = os.path.join(output_dir, "model_index.json")
-    if os.path.isfile(index):
-        try:
-            with open(index) as f:
-                names += ["model_index.json"] + [k for k in json.load(f) if not k.startswith("_")]
-        except (OSError, ValueError):
-            names.append("model_index.json")
+    index = _read_index(output_dir)
+    if index is not None:
+        names += ["model_index.json", *_index_components(index)]
+        if _is_our_pipeline_file(output_dir, index):
+            names.append("pipeline.py")
+    elif os.path.isfile(os.path.join(output_dir, "model_index.json")):
+        names.append("model_index.json")  # unreadable: a pipeline save cut short
     if names or training.list_checkpoints(output_dir):
-        names += ["pipeline.py", "evaluation"]
+        if _is_our_evaluation(output_dir):
+            names.append("evaluation")
         logs = _top_name(output_dir, logging_dir)
         names += [logs] if logs else []
     if _is_our_card(os.path.join(output_dir, "README.md")):
@@ -250,11 +314,16 @@ def _resuming(output_dir: str, resume_from_checkpoint: str | None) -> bool:
 
 
 def check_output_dir(
-    output_dir: str, resume_from_checkpoint: str | None, overwrite_output_dir: bool, logging_dir: str | None = "logs"
+    output_dir: str,
+    resume_from_checkpoint: str | None,
+    overwrite_output_dir: bool,
+    logging_dir: str | None = "logs",
+    outputs: Sequence[str] = DDPM_OUTPUTS,
 ) -> None:
     """Refuse, before anything is built, a run that would replace a finished pipeline, checkpoints or user files.
 
-    Raises `ValueError` naming what is in the way and the flag or folder that resolves it. Reads only.
+    `outputs` are the top-level names the run writes besides the logging folder. Raises `ValueError` naming what is
+    in the way and the flag or folder that resolves it. Reads only.
     """
     if not os.path.isdir(output_dir):
         return
@@ -276,21 +345,28 @@ def check_output_dir(
             "another --output_dir."
         )
     ours = set(_previous_outputs(output_dir, logging_dir))
-    foreign = [name for name in REPLACED_FILES if os.path.exists(os.path.join(output_dir, name)) and name not in ours]
+    written = dict.fromkeys([*REPLACED_FILES, *run_outputs(output_dir, logging_dir, outputs)])
+    foreign = [name for name in written if os.path.lexists(os.path.join(output_dir, name)) and name not in ours]
     if foreign:
+        logs = _top_name(output_dir, logging_dir)
         raise ValueError(
             f"--output_dir {output_dir!r} holds {', '.join(foreign)}, which no training run wrote there; this run "
-            "would replace it (--overwrite_output_dir only replaces a previous run's outputs). Move it elsewhere, "
-            "or pick another --output_dir."
+            "would write into it or replace it (--overwrite_output_dir only replaces a previous run's outputs). Move "
+            f"it elsewhere{', pass another --logging_dir' if logs in foreign else ''}, or pick another --output_dir."
         )
 
 
 def claim_output_dir(
-    output_dir: str, resume_from_checkpoint: str | None, overwrite_output_dir: bool, logging_dir: str | None = "logs"
+    output_dir: str,
+    resume_from_checkpoint: str | None,
+    overwrite_output_dir: bool,
+    logging_dir: str | None = "logs",
+    outputs: Sequence[str] = DDPM_OUTPUTS,
 ) -> list[str]:
-    """Create `output_dir` and record this run's outputs; with `overwrite_output_dir` (and nothing to resume), first
-    delete everything the previous run wrote there, checkpoints included, and nothing else. Call on the main
-    process after `check_output_dir`, before the first file is written. Returns the deleted paths."""
+    """Create `output_dir` and record this run's outputs (`outputs`, the top-level names it writes besides the
+    logging folder); with `overwrite_output_dir` (and nothing to resume), first delete everything the previous run
+    wrote there, checkpoints included, and nothing else. Call on the main process after `check_output_dir`, before
+    the first file is written. Returns the deleted paths."""
     os.makedirs(output_dir, exist_ok=True)
     resuming = _resuming(output_dir, resume_from_checkpoint)
     previous = _previous_outputs(output_dir, logging_dir)
@@ -298,7 +374,7 @@ def claim_output_dir(
     if overwrite_output_dir and not resuming:
         doomed = [os.path.join(output_dir, name) for name in previous]
         doomed += [path for _, path in training.list_checkpoints(output_dir)]
-        doomed += [os.path.join(output_dir, n) for n in os.listdir(output_dir) if n.startswith(".tmp-checkpoint-")]
+        doomed += [os.path.join(output_dir, n) for n in os.listdir(output_dir) if n.startswith(TEMPORARY_PREFIXES)]
         for path in doomed:
             if os.path.isdir(path) and not os.path.islink(path):
                 shutil.rmtree(path)
@@ -313,10 +389,16 @@ def claim_output_dir(
                 ", ".join(os.path.relpath(p, output_dir) for p in removed),
             )
         previous = []
-    names = list(dict.fromkeys([*previous, *run_outputs(output_dir, logging_dir)]))
+    # only what this run writes and no one else's: a name already there is recorded only if a run wrote it
+    mine = [n for n in run_outputs(output_dir, logging_dir, outputs) if n in previous or not _exists(output_dir, n)]
+    names = list(dict.fromkeys([*previous, *mine]))
     with open(os.path.join(output_dir, OUTPUTS_FILE), "w") as f:
         json.dump({"outputs": names}, f, indent=2)
     return removed
+
+
+def _exists(folder: str, name: str) -> bool:
+    return os.path.lexists(os.path.join(folder, name))
 
 
 __all__ = [

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, tiny_unet, write_vae
+from conftest import REPO, tiny_unet, write_image_folder, write_unet_config, write_vae
 from diffusers import DDPMPipeline, DDPMScheduler, DiffusionPipeline
 
-from diffusers_specreg import run_settings
+from diffusers_specreg import hub, run_settings
 
 sys.path.insert(0, str(REPO))
 from test_train_spectral import tiny_run  # noqa: E402
@@ -40,6 +40,130 @@ def recorded(out: Path) -> list[str]:
 
 def save_ddpm(folder: Path, seed: int = 0) -> None:
     DDPMPipeline(unet=tiny_unet(seed), scheduler=DDPMScheduler(num_train_timesteps=50)).save_pretrained(folder)
+
+
+# --- 4, 5. the record names what this run writes, all of it and nothing else ---------------------------------------
+
+
+def test_a_latent_runs_autoencoder_goes_with_the_overwrite_and_is_not_uploaded_with_the_next_model(tmp_path):
+    images = write_image_folder(tmp_path / "images", count=8, mode="RGB")
+    vae = write_vae(tmp_path / "vae")
+    latent_config = write_unet_config(tmp_path / "latent_config", channels=4, sample_size=8)
+    pixel_config = write_unet_config(tmp_path / "pixel_config", channels=3)
+    out = tmp_path / "out"
+    assert run(images, latent_config, out, vae_name_or_path=vae, max_train_steps=1, **QUIET) == 0
+    assert (out / "vqvae" / "config.json").is_file() and "vqvae" in recorded(out)
+    assert run(images, pixel_config, out, "--overwrite_output_dir", max_train_steps=1, **QUIET) == 0
+    assert json.loads((out / "model_index.json").read_text())["_class_name"] == "DDPMPipeline"
+    assert not (out / "vqvae").exists()
+    assert not [name for name in hub.upload_file_list(out) if name.startswith("vqvae/")]
+
+
+@pytest.mark.parametrize("name", ["unet", "scheduler", "logs"])
+def test_a_users_folder_where_the_run_would_write_stops_the_run(tmp_path, image_folder, tiny_config, name):
+    out = tmp_path / "out"
+    (out / name).mkdir(parents=True)
+    (out / name / "mine.txt").write_text("the user's own")
+    before = snapshot(out)
+    for extra in ([], ["--overwrite_output_dir"]):
+        with pytest.raises(ValueError, match=f"holds {name}, which no training run wrote there"):
+            run(image_folder, tiny_config, out, *extra, max_train_steps=1, **QUIET)
+    assert snapshot(out) == before
+
+
+def test_the_record_is_what_the_run_wrote_and_a_users_folder_it_did_not_write_survives(
+    tmp_path, image_folder, tiny_config
+):
+    out = tmp_path / "out"
+    for name in ("mel", "vqvae"):  # an image run writes neither
+        (out / name).mkdir(parents=True)
+        (out / name / "config.json").write_text('{"mine": true}')
+    assert run(image_folder, tiny_config, out, max_train_steps=1, **QUIET) == 0
+    written = {p.name for p in out.iterdir()} - {"mel", "vqvae", run_settings.OUTPUTS_FILE}
+    assert (
+        set(recorded(out))
+        == written
+        == {"model_index.json", "unet", "scheduler", "README.md", "training_args.json", "logs"}
+    )
+    assert run(image_folder, tiny_config, out, "--overwrite_output_dir", max_train_steps=1, **QUIET) == 0
+    assert (out / "mel" / "config.json").read_text() == (out / "vqvae" / "config.json").read_text() == '{"mine": true}'
+
+
+@pytest.mark.parametrize("kind", ["ddpm", "edm", "sagd", "audio", "latent"])
+def test_the_names_a_run_records_are_what_its_pipeline_save_writes(tmp_path, kind):
+    from diffusers_specreg.audio import make_mel
+    from diffusers_specreg.formulations import SchedulerSettings
+    from diffusers_specreg.latent import load_vae
+
+    flags = {
+        "ddpm": [],
+        "edm": ["--formulation", "edm"],
+        "sagd": ["--noise_spectrum", "powerlaw:alpha=-0.5"],
+        "audio": ["--modality", "audio"],
+        "latent": ["--vae_name_or_path", str(write_vae(tmp_path / "vae"))],
+    }[kind]
+    args = train_spectral.parse_args(["--output_dir", str(tmp_path / "out"), "--eval_num_samples", "0", *flags])
+    settings = train_spectral.derive_settings(args)
+    entry = settings.formulation
+    channels = {"audio": 1, "latent": 4}.get(kind, 3)
+    unet = tiny_unet(channels=channels, sample_size=16)
+    scheduler = entry.build_scheduler(SchedulerSettings(num_train_timesteps=50))
+    mel = make_mel(16, sample_rate=8000, n_fft=128, hop_length=32) if kind == "audio" else None
+    vae = load_vae(args.vae_name_or_path) if kind == "latent" else None
+    pipeline = train_spectral.make_pipeline(settings, unet, scheduler, False, mel=mel, vae=vae)
+    folder = tmp_path / "saved"
+    from diffusers_specreg.pipelines_io import save_pipeline
+
+    save_pipeline(pipeline, folder)
+    expected = set(train_spectral.run_output_names(args, settings)) - {"README.md", "training_args.json"}
+    assert {p.name for p in folder.iterdir()} == expected
+
+
+# --- 6, 7. a folder without a record: only what its files show to be a pipeline of ours ----------------------------
+
+
+def test_model_index_keys_never_name_anything_outside_the_folder(tmp_path):
+    out = tmp_path / "out"
+    save_ddpm(out)
+    victims = [tmp_path / "victim", tmp_path / "elsewhere" / "victim2"]
+    for victim in victims:
+        victim.mkdir(parents=True)
+        (victim / "precious.txt").write_text("not the run's")
+    index = json.loads((out / "model_index.json").read_text())
+    index.update({"../victim": ["diffusers", "DDPMScheduler"], str(victims[1]): ["diffusers", "DDPMScheduler"]})
+    (out / "model_index.json").write_text(json.dumps(index))
+    run_settings.check_output_dir(str(out), None, True)
+    run_settings.claim_output_dir(str(out), None, True)
+    assert all((victim / "precious.txt").read_text() == "not the run's" for victim in victims)
+    assert not (out / "unet").exists() and not (out / "model_index.json").exists()  # the pipeline itself did go
+
+
+def test_without_a_record_a_users_evaluation_and_pipeline_py_are_not_a_pipelines(tmp_path):
+    out = tmp_path / "train_unconditional_output"  # what Diffusers' train_unconditional.py leaves: no record
+    save_ddpm(out)
+    (out / "evaluation").mkdir()
+    (out / "evaluation" / "my_fid.md").write_text("FID 12.3, computed by hand")
+    (out / "pipeline.py").write_text("# my own sampler\n")
+    before = snapshot(out)
+    with pytest.raises(ValueError, match="holds pipeline.py, evaluation, which no training run wrote there"):
+        run_settings.check_output_dir(str(out), None, True)
+    assert snapshot(out) == before
+
+
+def test_without_a_record_an_older_versions_custom_pipeline_and_evaluation_go_with_the_overwrite(tmp_path):
+    from diffusers_specreg.formulations import FORMULATIONS, SchedulerSettings
+    from diffusers_specreg.pipelines import EDMPipeline
+    from diffusers_specreg.pipelines_io import save_pipeline
+
+    out = tmp_path / "older"
+    scheduler = FORMULATIONS["edm"].build_scheduler(SchedulerSettings())
+    save_pipeline(EDMPipeline(unet=tiny_unet(), scheduler=scheduler), out)
+    (out / "evaluation").mkdir()
+    (out / "evaluation" / "metrics.json").write_text(json.dumps({"data": {}, "pipelines": {}, "spectra": {}}))
+    (out / "evaluation" / "samples.png").write_bytes(b"png")
+    run_settings.check_output_dir(str(out), None, True)
+    run_settings.claim_output_dir(str(out), None, True)
+    assert not {"pipeline.py", "evaluation", "model_index.json", "unet", "scheduler"} & {p.name for p in out.iterdir()}
 
 
 # --- 11. a pipeline save is whole or not at all ---------------------------------------------------------------------
