@@ -240,13 +240,15 @@ def check_output_dir(args) -> None:
     way, weights no run of ours wrote, and the model being fine-tuned (never replaced: a crash would lose it)."""
     source = args.pretrained_model_name_or_path
     if source and os.path.isdir(source):
-        source_dir = os.path.join(source, args.subfolder) if args.subfolder else source
-        if os.path.realpath(source_dir) == os.path.realpath(args.output_dir):
-            raise ValueError(
-                f"--output_dir {args.output_dir!r} is the autoencoder being fine-tuned; the run would replace its "
-                "weights before training. Pass another --output_dir (the fine-tuned model is saved there)."
-            )
-    run_settings.check_output_dir(  # after the check above: it names the fine-tuned model, the better message
+        source = os.path.join(source, args.subfolder) if args.subfolder else source
+    run_settings.check_inputs(
+        args.output_dir,
+        {"--pretrained_model_name_or_path": source},
+        {"--train_data_dir": args.train_data_dir, "--dataset_name": args.dataset_name},
+        RUN_OUTPUTS,
+        args.logging_dir,
+    )
+    run_settings.check_output_dir(
         args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir, args.logging_dir, RUN_OUTPUTS
     )
     resuming = args.resume_from_checkpoint and training.list_checkpoints(args.output_dir)

@@ -526,13 +526,19 @@ def run_output_names(args, settings: RunSettings) -> list[str]:
 
 
 def check_output_dir(args, settings: RunSettings) -> None:
-    """Refuse to overwrite a trained pipeline, checkpoints or user files unless asked to; never delete on resume."""
-    run_settings.check_output_dir(
+    """Refuse to overwrite a trained pipeline, checkpoints or user files unless asked to; never delete on resume; never
+    write over or delete the model being fine-tuned, the autoencoder or the training data."""
+    outputs = run_output_names(args, settings)
+    vae = os.path.join(args.vae_name_or_path, args.vae_subfolder or "") if args.vae_name_or_path else None
+    run_settings.check_inputs(
         args.output_dir,
-        args.resume_from_checkpoint,
-        args.overwrite_output_dir,
+        {"--pretrained_model_name_or_path": args.pretrained_model_name_or_path, "--vae_name_or_path": vae},
+        {"--train_data_dir": args.train_data_dir, "--dataset_name": args.dataset_name},
+        outputs,
         args.logging_dir,
-        run_output_names(args, settings),
+    )
+    run_settings.check_output_dir(
+        args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir, args.logging_dir, outputs
     )
 
 

@@ -14,6 +14,13 @@ file is written):
   when their contents show them to be ours) and its checkpoints, and nothing else;
 - a file or folder the run would write that no run wrote (a user's `README.md`, `unet/`, `logs/`, `pipeline.py` or
   `evaluation/`, ...) stops the run, with or without `--overwrite_output_dir`;
+- what the run reads is never what it writes or deletes (`check_inputs`): the model being fine-tuned, its
+  autoencoder or the training data at or inside such a name, or `--output_dir` inside the training data, stop it.
+
+Settings (`settings_of` when saving a checkpoint, `check_resume_settings` when resuming): each flag is
+`INCOMPATIBLE` (resuming with another value cannot work or would silently mean something else: an error naming
+the flag), `UNCHECKED` (where the run writes, how long it runs, what it logs: no message) or anything else (a
+warning naming the flag; the new value takes effect, e.g. `--learning_rate`).
 """
 
 from __future__ import annotations
@@ -401,10 +408,93 @@ def _exists(folder: str, name: str) -> bool:
     return os.path.lexists(os.path.join(folder, name))
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# What the run reads is not what it writes
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _real(path: str) -> str:
+    return os.path.realpath(os.path.abspath(path))
+
+
+def _within(path: str, folder: str) -> bool:
+    """Whether the real `path` is `folder` or below it (both real paths)."""
+    return path == folder or os.path.commonpath([path, folder]) == folder
+
+
+def _managed_name(output_dir: str, path: str, outputs: Sequence[str], logging_dir: str | None) -> str | None:
+    """The top-level entry of `output_dir` that holds `path` if the run writes or may delete it (its outputs, the
+    logging folder, the previous run's outputs, checkpoints, temporary folders); `""` for `output_dir` itself;
+    None when `path` is outside `output_dir` or in a folder the run never touches."""
+    out, real = _real(output_dir), _real(path)
+    if not _within(real, out):
+        return None
+    if real == out:
+        return ""
+    name = os.path.relpath(real, out).split(os.sep)[0]
+    managed = set(run_outputs(output_dir, logging_dir, outputs)) | set(REPLACED_FILES)
+    if os.path.isdir(output_dir):
+        managed |= set(_previous_outputs(output_dir, logging_dir))
+    if name in managed or training.CHECKPOINT_PATTERN.match(name) or name.startswith(TEMPORARY_PREFIXES):
+        return name
+    return None
+
+
+def check_inputs(
+    output_dir: str,
+    models: Mapping[str, str | None],
+    data: Mapping[str, str | None],
+    outputs: Sequence[str] = DDPM_OUTPUTS,
+    logging_dir: str | None = "logs",
+) -> None:
+    """Refuse, before anything is built, a run whose inputs lie where it writes or deletes.
+
+    Args:
+        output_dir (`str`): `--output_dir`.
+        models (`Mapping[str, str | None]`): flag -> local folder of a model the run loads (the model being
+            fine-tuned, an autoencoder): refused at `output_dir` or inside a name the run writes or may delete
+            there (the run replaces it before its final save, so an interrupt would lose it).
+        data (`Mapping[str, str | None]`): flag -> local folder of training data: refused when `output_dir` lies in
+            it (sample images would become training data on resume, and the overwrite would delete files the scan
+            listed), and like a model inside what the run writes or deletes. Hub ids (no such folder) are skipped.
+        outputs (`Sequence[str]`): the top-level names the run writes besides the logging folder.
+        logging_dir (`str`, *optional*): `--logging_dir`.
+
+    Raises `ValueError` naming the flag, the overlap and the fix. Reads only.
+    """
+    for flag, path in data.items():
+        if path and os.path.isdir(path) and _within(_real(output_dir), _real(path)):
+            raise ValueError(
+                f"--output_dir {output_dir!r} lies in {flag} {path!r}: the run's sample images would become "
+                "training data on resume, and --overwrite_output_dir would delete files the data scan listed. Pick "
+                "an --output_dir outside the training data."
+            )
+    for is_model, inputs in ((True, models), (False, data)):
+        for flag, path in inputs.items():
+            if not (path and os.path.exists(path)):
+                continue
+            name = _managed_name(output_dir, path, outputs, logging_dir)
+            if name is None:
+                continue
+            where = "is --output_dir itself" if name == "" else f"is inside --output_dir {output_dir!r} ({name})"
+            if not is_model:
+                what = "the training data would be written over or deleted while the run reads it"
+            else:
+                model = "model being fine-tuned" if flag == "--pretrained_model_name_or_path" else "model it loads"
+                what = (
+                    f"the {model} would be replaced or deleted before the final save, and an interrupt would lose it"
+                )
+            raise ValueError(
+                f"{flag} {path!r} {where}, which this run writes or deletes: {what}. Pass another --output_dir, or "
+                "move it out of this one first."
+            )
+
+
 __all__ = [
     "INCOMPATIBLE",
     "OUTPUTS_FILE",
     "UNCHECKED",
+    "check_inputs",
     "check_output_dir",
     "check_resume_settings",
     "claim_output_dir",

@@ -19,8 +19,9 @@ from diffusers import DDPMPipeline, DDPMScheduler, DiffusionPipeline
 from diffusers_specreg import hub, run_settings
 
 sys.path.insert(0, str(REPO))
-from test_train_spectral import tiny_run  # noqa: E402
+from test_train_spectral import FAST, tiny_run  # noqa: E402
 
+import train_autoencoder  # noqa: E402
 import train_spectral  # noqa: E402
 
 QUIET = dict(save_images_epochs=100, eval_num_samples=0, lr_scheduler="constant")
@@ -164,6 +165,67 @@ def test_without_a_record_an_older_versions_custom_pipeline_and_evaluation_go_wi
     run_settings.check_output_dir(str(out), None, True)
     run_settings.claim_output_dir(str(out), None, True)
     assert not {"pipeline.py", "evaluation", "model_index.json", "unet", "scheduler"} & {p.name for p in out.iterdir()}
+
+
+# --- 8, 12. what the run reads is never what it replaces --------------------------------------------------------
+
+
+@pytest.mark.parametrize("inside", ["", "unet"])
+def test_fine_tuning_a_model_into_its_own_folder_is_refused_before_training(tmp_path, image_folder, inside):
+    out = tmp_path / "model"
+    save_ddpm(out)
+    before = snapshot(out)
+    source = out / inside if inside else out
+    argv = [*FAST, "--train_data_dir", str(image_folder), "--pretrained_model_name_or_path", str(source)]
+    argv += ["--output_dir", str(out), "--overwrite_output_dir", "--max_train_steps", "1", "--eval_num_samples", "0"]
+    with pytest.raises(ValueError, match="being fine-tuned"):
+        train_spectral.main(argv)
+    assert snapshot(out) == before
+
+
+def test_the_autoencoder_of_a_latent_model_in_its_own_folder_is_refused(tmp_path, image_folder):
+    out = tmp_path / "ldm"
+    (out / "vqvae").mkdir(parents=True)
+    with pytest.raises(ValueError, match="--vae_name_or_path .* inside --output_dir"):
+        run_settings.check_inputs(str(out), {"--vae_name_or_path": str(out / "vqvae")}, {}, ["vqvae"])
+
+
+def test_output_dir_inside_the_training_data_is_refused_before_training(tmp_path, tiny_config):
+    images = write_image_folder(tmp_path / "images")
+    before = snapshot(images)
+    for out in (images / "out", images):
+        with pytest.raises(ValueError, match="--train_data_dir"):
+            run(images, tiny_config, out, max_train_steps=1, eval_num_samples=2)
+    autoencoder = [*train_autoencoder_fast(), "--train_data_dir", str(images), "--output_dir", str(images / "ae")]
+    with pytest.raises(ValueError, match="--train_data_dir"):
+        train_autoencoder.main(autoencoder)
+    assert snapshot(images) == before
+
+
+def train_autoencoder_fast() -> list[str]:
+    from test_train_autoencoder import FAST as AE_FAST
+
+    return [*AE_FAST, "--max_train_steps", "1", "--num_validation_images", "2", "--resolution", "16"]
+
+
+def test_training_data_inside_what_the_overwrite_deletes_is_refused_before_training(
+    tmp_path, image_folder, tiny_config
+):
+    out = tmp_path / "out"
+    assert run(image_folder, tiny_config, out, max_train_steps=1, eval_num_samples=2, save_images_epochs=100) == 0
+    data = out / "evaluation"  # the previous run's sample grids, now named as training data
+    before = snapshot(data)
+    with pytest.raises(ValueError, match="--train_data_dir .* inside --output_dir"):
+        run(data, tiny_config, out, "--overwrite_output_dir", max_train_steps=1, **QUIET)
+    assert snapshot(data) == before
+
+
+def test_a_local_dataset_name_counts_as_training_data(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    with pytest.raises(ValueError, match="--dataset_name"):
+        run_settings.check_inputs(str(data / "out"), {}, {"--dataset_name": str(data)}, [])
+    run_settings.check_inputs(str(data / "out"), {}, {"--dataset_name": "user/remote-dataset"}, [])
 
 
 # --- 11. a pipeline save is whole or not at all ---------------------------------------------------------------------
