@@ -433,6 +433,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     training.stop_when_launcher_dies()
     validate_args(args)
+    with run_settings.OutputDirLock(args.output_dir):  # one run at a time in --output_dir (the main process holds it)
+        return train(args)
+
+
+def train(args) -> int:
+    """`main` once the flags are checked, inside the output folder's lock: check the folder, set up, train, save."""
     check_output_dir(args)
 
     # 1. model and data: every bad input fails here, before training

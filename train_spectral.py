@@ -1079,6 +1079,12 @@ def main(argv: list[str] | None = None) -> int:
     training.stop_when_launcher_dies()
     settings = derive_settings(args)
     validate_args(args, settings)
+    with run_settings.OutputDirLock(args.output_dir):  # one run at a time in --output_dir (the main process holds it)
+        return train(args, settings)
+
+
+def train(args, settings: RunSettings) -> int:
+    """`main` once the flags are checked, inside the output folder's lock: check the folder, set up, train, save."""
     check_output_dir(args, settings)
     accelerator = training.make_accelerator(args, logger)
 

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, tiny_unet, write_image_folder, write_unet_config, write_vae
+from conftest import REPO, launch, tiny_unet, write_image_folder, write_unet_config, write_vae
 from diffusers import DDPMPipeline, DDPMScheduler, DiffusionPipeline
 
 from diffusers_specreg import hub, run_settings
@@ -25,6 +28,7 @@ import train_autoencoder  # noqa: E402
 import train_spectral  # noqa: E402
 
 QUIET = dict(save_images_epochs=100, eval_num_samples=0, lr_scheduler="constant")
+LOCK_FILE = ".train_spectral.lock"
 
 
 def run(images, config, out, *extra, **options) -> int:
@@ -226,6 +230,125 @@ def test_a_local_dataset_name_counts_as_training_data(tmp_path):
     with pytest.raises(ValueError, match="--dataset_name"):
         run_settings.check_inputs(str(data / "out"), {}, {"--dataset_name": str(data)}, [])
     run_settings.check_inputs(str(data / "out"), {}, {"--dataset_name": "user/remote-dataset"}, [])
+
+
+# --- 10. one run at a time in a folder ------------------------------------------------------------------------------
+
+
+def test_a_second_run_into_a_folder_in_use_stops_and_sigterm_releases_the_lock(tmp_path, image_folder, tiny_config):
+    out = tmp_path / "out"
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu"]
+    launcher += ["--num_machines", "1", "--dynamo_backend", "no", "--mixed_precision", "no"]
+    args = tiny_run(image_folder, tiny_config, out, max_train_steps=100000, checkpointing_steps=100000)
+    first = subprocess.Popen(
+        [*launcher, str(REPO / "train_spectral.py"), *args],
+        cwd=REPO,
+        env=dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not any(p.stat().st_size > 200 for p in (out / "logs").rglob("events.*")):
+            time.sleep(1)  # the first run is training
+        assert first.poll() is None
+        with pytest.raises(ValueError, match="is in use by another training run") as refused:
+            run(image_folder, tiny_config, out, "--overwrite_output_dir", max_train_steps=1, **QUIET)
+        owner = json.loads((out / LOCK_FILE).read_text())
+        assert f"pid {owner['pid']} on {socket.gethostname()}" in str(refused.value)
+        os.killpg(first.pid, signal.SIGTERM)  # a scheduler's stop: the first run checkpoints and exits
+        _, stderr = first.communicate(timeout=300)  # the pipe closes when the training process has exited too
+    finally:
+        try:
+            os.killpg(first.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert "Interrupted (SIGTERM): saved checkpoint-" in stderr, stderr[-3000:]
+    assert len(list(out.glob("checkpoint-*"))) == 1 and (out / "logs").is_dir()  # the second run deleted nothing
+    assert not (out / LOCK_FILE).exists()
+
+
+def write_lock(out: Path, **owner) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    lock = out / run_settings.LOCK_FILE
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), **owner}))
+    return lock
+
+
+def finished_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_a_stale_lock_is_taken_over_and_released(tmp_path, caplog):
+    out = tmp_path / "out"
+    for stale in ({"pid": finished_pid()}, {"started": -1}):  # a process that ended; a pid reused since
+        lock = write_lock(out, **stale)
+        with run_settings.OutputDirLock(str(out)):
+            assert json.loads(lock.read_text())["pid"] == os.getpid()
+            assert LOCK_FILE not in hub.upload_file_list(out)  # a push while the run holds it leaves it out
+        assert not lock.exists() and out.is_dir()  # the folder was there before: it stays
+    assert caplog.text.count("stale lock") == 2
+
+
+def test_a_lock_of_another_host_or_unreadable_is_never_taken_over(tmp_path):
+    out = tmp_path / "out"
+    lock = write_lock(out, host="gpu-node-7")
+    with pytest.raises(ValueError, match=f"pid {os.getpid()} on gpu-node-7.*delete {re.escape(str(lock))}"):
+        run_settings.OutputDirLock(str(out)).__enter__()
+    lock.write_text("")
+    with pytest.raises(ValueError, match="cannot be read"):
+        run_settings.OutputDirLock(str(out)).__enter__()
+    assert lock.read_text() == ""
+
+
+def test_sigterm_before_training_exits_through_the_lock(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exited:
+        with run_settings.OutputDirLock(str(out)):
+            os.kill(os.getpid(), signal.SIGTERM)  # e.g. while the data are scanned: no handler of the loop's yet
+            time.sleep(10)
+    assert exited.value.code == 143 and not out.exists()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_the_lock_goes_when_the_run_stops_on_bad_input(tmp_path, tiny_config):
+    empty = tmp_path / "no_images"
+    empty.mkdir()
+    out = tmp_path / "out"
+    with pytest.raises(ValueError):
+        run(empty, tiny_config, out, max_train_steps=1, **QUIET)
+    assert not out.exists()  # made for the lock only, and removed with it
+    out.mkdir()
+    with pytest.raises(ValueError):
+        run(empty, tiny_config, out, max_train_steps=1, **QUIET)
+    assert out.is_dir() and not list(out.iterdir())
+
+
+def test_only_the_main_process_of_a_two_process_run_takes_the_lock(tmp_path, image_folder, tiny_config):
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        result = launch(tiny_run(image_folder, tiny_config, out, max_train_steps=1, **QUIET), 2, check=False)
+        assert result.returncode != 0 and "is in use by another training run" in result.stderr
+        assert json.loads((out / LOCK_FILE).read_text())["pid"] == holder.pid  # neither rank removed it
+    finally:
+        holder.kill()
+        holder.wait()
+    assert [p.name for p in out.iterdir()] == [LOCK_FILE]  # nothing else was written
+
+
+HOLD_LOCK = """
+import sys, time
+from diffusers_specreg.run_settings import OutputDirLock
+lock = OutputDirLock(sys.argv[1]).__enter__()
+print("locked", flush=True)
+time.sleep(600)
+"""
 
 
 # --- 11. a pipeline save is whole or not at all ---------------------------------------------------------------------
