@@ -143,7 +143,7 @@ def test_model_index_keys_never_name_anything_outside_the_folder(tmp_path):
     assert not (out / "unet").exists() and not (out / "model_index.json").exists()  # the pipeline itself did go
 
 
-def test_without_a_record_a_users_evaluation_and_pipeline_py_are_not_a_pipelines(tmp_path):
+def test_without_a_record_a_users_evaluation_and_pipeline_py_stop_the_overwrite(tmp_path):
     out = tmp_path / "train_unconditional_output"  # what Diffusers' train_unconditional.py leaves: no record
     save_ddpm(out)
     (out / "evaluation").mkdir()
@@ -187,7 +187,7 @@ def test_fine_tuning_a_model_into_its_own_folder_is_refused_before_training(tmp_
     assert snapshot(out) == before
 
 
-def test_the_autoencoder_of_a_latent_model_in_its_own_folder_is_refused(tmp_path, image_folder):
+def test_the_autoencoder_of_a_latent_model_in_its_own_folder_is_refused(tmp_path):
     out = tmp_path / "ldm"
     (out / "vqvae").mkdir(parents=True)
     with pytest.raises(ValueError, match="--vae_name_or_path .* inside --output_dir"):
