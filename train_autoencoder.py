@@ -47,18 +47,21 @@ from diffusers_specreg.autoencoder import (
     plot_latent_spectrum,
 )
 from diffusers_specreg.data import BUILTIN_DATASETS, DataError, build_image_dataset
+from diffusers_specreg.pipelines_io import save_model
 from diffusers_specreg.spectrum_matching import DSM_BLOCK, DSM_KS, DSMSampler, EncodingSpectrumMatching
 
 logger = get_logger(__name__, log_level="INFO")
 _STATE = {"training_started": False}  # errors before this is set are bad input: one line, exit code 2
 
-# files this script writes in --output_dir besides those run_settings records for every run
+# a model's files in --output_dir (a finished one stops the run unless --overwrite_output_dir)
 AUTOENCODER_OUTPUTS = (
     "config.json",
     "diffusion_pytorch_model.safetensors",
     "diffusion_pytorch_model.bin",
     "latent_spectrum.png",
 )
+# the top-level names a run writes in --output_dir besides the logging folder and checkpoints
+RUN_OUTPUTS = ("config.json", "diffusion_pytorch_model.safetensors", "latent_spectrum.png", "evaluation", "README.md")
 # flags that cannot change when resuming (besides run_settings.INCOMPATIBLE)
 AUTOENCODER_INCOMPATIBLE = ("latent_regularizer", "model_preset", "pretrained_model_name_or_path", "subfolder")
 
@@ -244,17 +247,19 @@ def validate_args(args) -> None:
 def check_output_dir(args) -> None:
     """As train_spectral.py (run_settings.check_output_dir), plus the autoencoder's own files: a finished model in the
     way, weights no run of ours wrote, and the model being fine-tuned (never replaced: a crash would lose it)."""
-    run_settings.check_output_dir(
-        args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir, args.logging_dir
-    )
     source = args.pretrained_model_name_or_path
     if source and os.path.isdir(source):
-        source_dir = os.path.join(source, args.subfolder) if args.subfolder else source
-        if os.path.realpath(source_dir) == os.path.realpath(args.output_dir):
-            raise ValueError(
-                f"--output_dir {args.output_dir!r} is the autoencoder being fine-tuned; the run would replace its "
-                "weights before training. Pass another --output_dir (the fine-tuned model is saved there)."
-            )
+        source = os.path.join(source, args.subfolder) if args.subfolder else source
+    run_settings.check_inputs(
+        args.output_dir,
+        {"--pretrained_model_name_or_path": source},
+        {"--train_data_dir": args.train_data_dir, "--dataset_name": args.dataset_name},
+        RUN_OUTPUTS,
+        args.logging_dir,
+    )
+    run_settings.check_output_dir(
+        args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir, args.logging_dir, RUN_OUTPUTS
+    )
     resuming = args.resume_from_checkpoint and training.list_checkpoints(args.output_dir)
     if resuming:
         return
@@ -278,18 +283,8 @@ def check_output_dir(args) -> None:
 
 def claim_output_dir(args) -> None:
     run_settings.claim_output_dir(
-        args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir, args.logging_dir
+        args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir, args.logging_dir, RUN_OUTPUTS
     )
-    if args.overwrite_output_dir and not (args.resume_from_checkpoint and training.list_checkpoints(args.output_dir)):
-        for name in AUTOENCODER_OUTPUTS:  # a previous autoencoder run's files (recorded below)
-            path = os.path.join(args.output_dir, name)
-            if os.path.isfile(path):
-                os.remove(path)
-    record = os.path.join(args.output_dir, run_settings.OUTPUTS_FILE)
-    with open(record) as f:
-        names = json.load(f)["outputs"]
-    with open(record, "w") as f:
-        json.dump({"outputs": list(dict.fromkeys([*names, *AUTOENCODER_OUTPUTS]))}, f, indent=2)
 
 
 def load_vae(args):
@@ -424,7 +419,7 @@ def finish(args, accelerator, vae, train_dataset, held_out: torch.Tensor, data_d
     scaling_factor = measure_scaling_factor(vae, batches, generator)
     logger.info(f"scaling_factor = 1/std of sampled latents = {scaling_factor:.6f}")
     vae.register_to_config(scaling_factor=scaling_factor)
-    vae.save_pretrained(args.output_dir)
+    save_model(vae, args.output_dir)  # whole or not at all: a full disk or a kill leaves the previous model
     result = evaluate_autoencoder(vae, held_out)
     plot_latent_spectrum(result, os.path.join(args.output_dir, "latent_spectrum.png"))
     result["scaling_factor"] = scaling_factor
@@ -447,6 +442,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     training.stop_when_launcher_dies()
     validate_args(args)
+    with run_settings.OutputDirLock(args.output_dir):  # one run at a time in --output_dir (the main process holds it)
+        return train(args)
+
+
+def train(args) -> int:
+    """`main` once the flags are checked, inside the output folder's lock: check the folder, set up, train, save."""
     check_output_dir(args)
 
     # 1. model and data: every bad input fails here, before training

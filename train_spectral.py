@@ -45,6 +45,7 @@ except ImportError as error:
 from diffusers_specreg.formulations import Formulation, SchedulerSettings, formulation_choices, select_formulation
 from diffusers_specreg.latent import LatentCodec, check_latent_unet, load_vae
 from diffusers_specreg.objectives import build_objective
+from diffusers_specreg.pipelines_io import CUSTOM_PIPELINE_FILE_NAME
 from diffusers_specreg.regularizer import DEFAULT_WEIGHTS, SpectralRegularizer
 from diffusers_specreg.weighting import DEFAULT_WEIGHTING, WEIGHTINGS
 
@@ -533,10 +534,32 @@ def check_wavelet_levels(args, losses: list[str], size: int, grid: str = "--reso
         )
 
 
-def check_output_dir(args) -> None:
-    """Refuse to overwrite a trained pipeline, checkpoints or user files unless asked to; never delete on resume."""
+def run_output_names(args, settings: RunSettings) -> list[str]:
+    """The top-level names this run writes in --output_dir besides the logging folder and checkpoints: the pipeline
+    (`model_index.json`, a folder per component: `mel/` for audio, `vqvae/` for latent diffusion; `pipeline.py` for a
+    custom pipeline), the card and `training_args.json`, and `evaluation/` when it evaluates."""
+    names = ["model_index.json", "unet", "scheduler"]
+    names += ["mel"] if settings.formulation.modality == "audio" else []
+    names += ["vqvae"] if args.vae_name_or_path else []
+    names += [CUSTOM_PIPELINE_FILE_NAME] if settings.formulation.is_custom else []
+    names += ["README.md", "training_args.json"]
+    return names + (["evaluation"] if args.eval_num_samples > 0 else [])
+
+
+def check_output_dir(args, settings: RunSettings) -> None:
+    """Refuse to overwrite a trained pipeline, checkpoints or user files unless asked to; never delete on resume; never
+    write over or delete the model being fine-tuned, the autoencoder or the training data."""
+    outputs = run_output_names(args, settings)
+    vae = os.path.join(args.vae_name_or_path, args.vae_subfolder or "") if args.vae_name_or_path else None
+    run_settings.check_inputs(
+        args.output_dir,
+        {"--pretrained_model_name_or_path": args.pretrained_model_name_or_path, "--vae_name_or_path": vae},
+        {"--train_data_dir": args.train_data_dir, "--dataset_name": args.dataset_name},
+        outputs,
+        args.logging_dir,
+    )
     run_settings.check_output_dir(
-        args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir, args.logging_dir
+        args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir, args.logging_dir, outputs
     )
 
 
@@ -1005,7 +1028,11 @@ def setup(args, settings: RunSettings, accelerator: Accelerator) -> tuple[Traini
 
     if accelerator.is_main_process:
         run_settings.claim_output_dir(
-            args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir, args.logging_dir
+            args.output_dir,
+            args.resume_from_checkpoint,
+            args.overwrite_output_dir,
+            args.logging_dir,
+            run_output_names(args, settings),
         )
         hparams = {
             k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in settings.config(args).items()
@@ -1094,7 +1121,13 @@ def main(argv: list[str] | None = None) -> int:
     training.stop_when_launcher_dies()
     settings = derive_settings(args)
     validate_args(args, settings)
-    check_output_dir(args)
+    with run_settings.OutputDirLock(args.output_dir):  # one run at a time in --output_dir (the main process holds it)
+        return train(args, settings)
+
+
+def train(args, settings: RunSettings) -> int:
+    """`main` once the flags are checked, inside the output folder's lock: check the folder, set up, train, save."""
+    check_output_dir(args, settings)
     accelerator = training.make_accelerator(args, logger)
 
     # 1. setup: data, model, scheduler, objective, optimiser; then the checkpoint to resume from

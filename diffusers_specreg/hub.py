@@ -4,7 +4,7 @@ Diffusers' `train_unconditional.py` uploads its whole `output_dir`, `checkpoint-
 failed upload ends the run. Here:
 
 - `upload_ignore_patterns` lists what never leaves the machine: `checkpoint-*` and `.tmp-checkpoint-*` folders (at any
-  depth), the logging folder, `*.tmp` files, the run's record of its outputs and anything that could hold a credential (`.huggingface/`, `*.token`,
+  depth), the logging folder, `*.tmp` files, the run's record of its outputs and its lock, anything that could hold a credential (`.huggingface/`, `*.token`,
   files named `token`, `.env`, `.netrc`, `.git-credentials`);
 - `upload_file_list` returns the files an upload would send, selected by the same matcher `upload_folder` uses
   (`huggingface_hub.utils.filter_repo_objects`, plus its own `.git` / `.cache/huggingface` rules), so the selection
@@ -27,8 +27,9 @@ logger = logging.getLogger(__name__)
 
 # Folder patterns are given twice: at the top of the output folder and below it (fnmatch `*` crosses "/").
 CHECKPOINT_PATTERNS = ("checkpoint-*", "*/checkpoint-*", ".tmp-checkpoint-*", "*/.tmp-checkpoint-*")
-# `*.tmp` files, and the record of which files a training run wrote (diffusers_specreg.run_settings.OUTPUTS_FILE)
-TEMPORARY_PATTERNS = ("*.tmp", ".train_spectral_outputs.json")
+# `*.tmp` files, the record of which files a training run wrote and the lock of the run writing there
+# (diffusers_specreg.run_settings.OUTPUTS_FILE, LOCK_FILE)
+TEMPORARY_PATTERNS = ("*.tmp", ".train_spectral_outputs.json", ".train_spectral.lock")
 # upload_folder refuses any file under a `.cache/` or `.git/` folder (huggingface_hub FORBIDDEN_FOLDERS)
 FORBIDDEN_PATTERNS = (".cache/*", "*/.cache/*", ".git/*", "*/.git/*")
 SECRET_PATTERNS = (

@@ -20,6 +20,10 @@ model.
 Known Diffusers quirk: every local folder's file is imported as the same module `diffusers_modules.local.pipeline`,
 so loading two *different* local custom pipelines in one process can pick the first file's module;
 `sys.modules.pop("diffusers_modules.local.pipeline", None)` between the loads avoids it.
+
+Saves are whole or not at all ([`write_atomically`]): [`save_pipeline`] and [`save_model`] write into a temporary
+folder inside the target, then move each entry into place, `model_index.json` / `config.json` last. A full disk or a
+kill while writing (the slow part) leaves the previous model as it was; the next save removes the leftovers.
 """
 
 import inspect
@@ -28,15 +32,25 @@ import os
 import re
 import shutil
 import sys
+from collections.abc import Callable
 
 from diffusers import DiffusionPipeline
 
-__all__ = ["CUSTOM_PIPELINE_FILE_NAME", "DYNAMIC_PIPELINE_MODULE", "save_pipeline", "write_custom_pipeline_file"]
+__all__ = [
+    "CUSTOM_PIPELINE_FILE_NAME",
+    "DYNAMIC_PIPELINE_MODULE",
+    "save_model",
+    "save_pipeline",
+    "write_atomically",
+    "write_custom_pipeline_file",
+]
 
 CUSTOM_PIPELINE_FILE_NAME = "pipeline.py"
 DYNAMIC_PIPELINE_MODULE = "diffusers_modules.local.pipeline"
 
 _RELATIVE_IMPORT = re.compile(r"^\s*from\s+\.", flags=re.MULTILINE)
+STAGING_FOLDER = ".tmp-save"  # inside the target folder (same file system, so entries move by rename)
+REPLACED_FOLDER = ".tmp-save-replaced"  # the previous entries, removed once the new ones are in place
 
 
 def write_custom_pipeline_file(
@@ -104,16 +118,85 @@ def is_custom_pipeline(pipeline_cls: type[DiffusionPipeline] | DiffusionPipeline
     return pipeline_cls.__module__.split(".")[0] != "diffusers"
 
 
+def _fsync_files(folder: str) -> None:
+    for root, _, names in os.walk(folder):
+        for name in names:
+            with open(os.path.join(root, name), "rb") as f:
+                os.fsync(f.fileno())
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.remove(path)
+
+
+def write_atomically(folder: str | os.PathLike, write: Callable[[str], None], commit: str) -> list[str]:
+    r"""
+    Replace what `write` writes in `folder` as one step, or leave `folder` as it was.
+
+    `write(staging)` fills a temporary folder inside `folder` (`.tmp-save/`); its files are flushed to disk; then
+    `commit` (the file a loader reads first, e.g. `model_index.json`) is taken out of `folder`, every other entry
+    replaces its namesake by a rename, and `commit` comes back in last, so a folder caught between two renames is
+    no model rather than a mixed one. An exception in `write` (a full disk) removes the temporary folder and leaves
+    `folder` untouched; a kill leaves it untouched but for the temporary folder, which the next call removes.
+    Entries of `folder` that `write` does not write stay.
+
+    Args:
+        folder (`str` or `os.PathLike`): the target folder (created if missing).
+        write (`Callable[[str], None]`): writes the new files into the folder it is given.
+        commit (`str`): the top-level name moved in last.
+
+    Returns:
+        `list[str]`: the top-level names written.
+    """
+    folder = os.fspath(folder)
+    os.makedirs(folder, exist_ok=True)
+    staging, replaced = os.path.join(folder, STAGING_FOLDER), os.path.join(folder, REPLACED_FOLDER)
+    for leftover in (staging, replaced):  # of a save that was killed
+        _remove(leftover)
+    try:
+        write(staging)
+        _fsync_files(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    names = sorted(os.listdir(staging), key=lambda name: name == commit)  # `commit` last
+    os.makedirs(replaced)
+    if commit in names and os.path.lexists(os.path.join(folder, commit)):
+        os.replace(os.path.join(folder, commit), os.path.join(replaced, commit))
+    for name in names:
+        target = os.path.join(folder, name)
+        if os.path.lexists(target):
+            os.replace(target, os.path.join(replaced, name))
+        os.replace(os.path.join(staging, name), target)
+    shutil.rmtree(replaced)
+    os.rmdir(staging)
+    return names
+
+
+def save_model(model, folder: str | os.PathLike) -> None:
+    """`model.save_pretrained(folder)` (safetensors) for a Diffusers model such as `AutoencoderKL`, whole or not at
+    all ([`write_atomically`], `config.json` last)."""
+    write_atomically(folder, lambda staging: model.save_pretrained(staging, safe_serialization=True), "config.json")
+
+
 def save_pipeline(pipeline: DiffusionPipeline, folder: str | os.PathLike) -> None:
     r"""
     `pipeline.save_pretrained(folder)` (safetensors), plus, for a pipeline class defined outside `diffusers`, its file
     as `folder/pipeline.py` and `"_class_name": ["pipeline", "<Class>"]` in `model_index.json`: the folder then loads
-    with `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` and nothing else.
+    with `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` and nothing else. Whole or not at all:
+    a save cut short (full disk, kill) leaves the previous pipeline in `folder` as it was ([`write_atomically`]).
 
     Args:
         pipeline (`DiffusionPipeline`): the pipeline to save.
         folder (`str` or `os.PathLike`): the output folder (created if missing).
     """
+    write_atomically(folder, lambda staging: _save_pipeline_files(pipeline, staging), "model_index.json")
+
+
+def _save_pipeline_files(pipeline: DiffusionPipeline, folder: str) -> None:
     pipeline.save_pretrained(folder, safe_serialization=True)
     if not is_custom_pipeline(pipeline):
         return

@@ -4,15 +4,19 @@ manifest that checkpoints carry.
 Output folder (`check_output_dir` before anything is built, `claim_output_dir` on the main process before the first
 file is written):
 
-- a run records the top-level names it writes (pipeline files, `README.md`, `training_args.json`, `evaluation/`,
-  the logging folder) in `.train_spectral_outputs.json`;
+- one run at a time: `OutputDirLock` (the main process holds `.train_spectral.lock` for the whole run);
+- a run records the top-level names it writes, and only those (its pipeline's files, `README.md`,
+  `training_args.json`, `evaluation/` when it evaluates, the logging folder), in `.train_spectral_outputs.json`;
 - a second run into a folder with a finished pipeline or checkpoints stops, unless `--resume_from_checkpoint`
   finds a checkpoint to continue or `--overwrite_output_dir` is given; `--resume_from_checkpoint latest` into a
   folder with a pipeline but no checkpoint stops too (it would start over and replace the pipeline);
-- `--overwrite_output_dir` removes everything the previous run wrote (its record, or for folders of older
-  versions the pipeline named by `model_index.json`, card, evaluation, logs and checkpoints) and nothing else;
-- a file the run would replace that no run wrote (a user's `README.md`, `training_args.json`, `pipeline.py` or
-  `evaluation/`) stops the run, with or without `--overwrite_output_dir`.
+- `--overwrite_output_dir` removes everything the previous run wrote (its record, or for folders without one the
+  component folders `model_index.json` names inside the folder, and the card, `pipeline.py`, evaluation and logs
+  when their contents show them to be ours) and its checkpoints, and nothing else;
+- a file or folder the run would write that no run wrote (a user's `README.md`, `unet/`, `logs/`, `pipeline.py` or
+  `evaluation/`, ...) stops the run, with or without `--overwrite_output_dir`;
+- what the run reads is never what it writes or deletes (`check_inputs`): the model being fine-tuned, its
+  autoencoder or the training data at or inside such a name, or `--output_dir` inside the training data, stop it.
 
 Settings (`settings_of` when saving a checkpoint, `check_resume_settings` when resuming): each flag is
 `INCOMPATIBLE` (resuming with another value cannot work or would silently mean something else: an error naming
@@ -26,17 +30,27 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Mapping
+import signal
+import socket
+import threading
+import time
+from collections.abc import Mapping, Sequence
 
 from diffusers_specreg import training
 
 logger = logging.getLogger(__name__)
 
 OUTPUTS_FILE = ".train_spectral_outputs.json"
+LOCK_FILE = ".train_spectral.lock"
 CARD_MARKER = "diffusers-specreg"  # a tag of every model card we write
 # names a run writes (besides the logging folder) that could also be a user's own file: never replaced unless ours
 REPLACED_FILES = ("README.md", "training_args.json", "pipeline.py", "evaluation")
-PIPELINE_FILES = ("model_index.json", "unet", "scheduler", "mel")
+# what a DDPM run writes besides the logging folder (the scripts pass their own list: `outputs=`)
+DDPM_OUTPUTS = ("model_index.json", "unet", "scheduler", "README.md", "training_args.json", "evaluation")
+# temporary folders of an interrupted save (`pipelines_io.write_atomically`) or checkpoint (`training.save_checkpoint`)
+TEMPORARY_PREFIXES = (".tmp-checkpoint-", ".tmp-save")
+# the files `diffusers_specreg.evaluate` and train_autoencoder.py write into `evaluation/`
+EVALUATION_SUFFIXES = (".json", ".md", ".png", ".wav")
 
 # Flags that cannot change on resume: the model's shapes or meaning, the state the checkpoint holds, or the mapping
 # from optimiser steps to data position.
@@ -182,11 +196,16 @@ def _top_name(output_dir: str, logging_dir: str | None) -> str | None:
     return path.split(os.sep)[0]
 
 
-def run_outputs(output_dir: str, logging_dir: str | None) -> list[str]:
-    """The top-level names in `output_dir` that a run writes."""
-    names = [*PIPELINE_FILES, *REPLACED_FILES]
+def run_outputs(output_dir: str, logging_dir: str | None, outputs: Sequence[str] = DDPM_OUTPUTS) -> list[str]:
+    """The top-level names in `output_dir` that a run writes: `outputs` and the logging folder."""
     logs = _top_name(output_dir, logging_dir)
-    return names + ([logs] if logs else [])
+    return list(dict.fromkeys([*outputs, *([logs] if logs else [])]))
+
+
+def _plain_name(name) -> bool:
+    """A name of an entry of the folder itself: no separator, no `..`, not absolute."""
+    separators = [os.sep, *([os.altsep] if os.altsep else []), "/", "\\"]
+    return isinstance(name, str) and name not in ("", ".", "..") and not any(s in name for s in separators)
 
 
 def read_outputs(output_dir: str) -> list[str] | None:
@@ -199,6 +218,29 @@ def read_outputs(output_dir: str) -> list[str] | None:
             return list(json.load(f)["outputs"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _read_index(output_dir: str) -> dict | None:
+    try:
+        with open(os.path.join(output_dir, "model_index.json")) as f:
+            index = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return index if isinstance(index, dict) else None
+
+
+def _index_components(index: dict) -> list[str]:
+    """The component folders a `model_index.json` names: keys with a `[library, class]` value (a `[null, null]`
+    one was not saved), and only plain names, so that no key reaches outside the folder (`"../x"`, `"/x"`)."""
+    return [
+        key
+        for key, value in index.items()
+        if _plain_name(key)
+        and not key.startswith(("_", "."))
+        and isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(isinstance(v, str) for v in value)
+    ]
 
 
 def _is_our_card(path: str) -> bool:
@@ -219,21 +261,56 @@ def _is_our_training_args(path: str) -> bool:
     return isinstance(data, dict) and "spectral_loss" in data and "formulation" in data
 
 
+def _is_our_pipeline_file(output_dir: str, index: dict | None) -> bool:
+    """`pipeline.py` is the pipeline's own when `model_index.json` loads it (`"_class_name": ["pipeline", C]`), C is
+    one of our custom pipelines and the file defines it."""
+    from diffusers_specreg.formulations import FORMULATIONS
+
+    name = (index or {}).get("_class_name")
+    ours = {entry.pipeline_class for entry in FORMULATIONS.values() if entry.is_custom}
+    if not (isinstance(name, list) and len(name) == 2 and name[0] == "pipeline" and name[1] in ours):
+        return False
+    try:
+        with open(os.path.join(output_dir, "pipeline.py"), encoding="utf-8") as f:
+            return f"class {name[1]}(" in f.read()
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _is_our_evaluation(output_dir: str) -> bool:
+    """`evaluation/` is ours when its `metrics.json` (evaluate) or `autoencoder.json` (train_autoencoder.py) is and
+    every file in it is of a kind they write."""
+    folder = os.path.join(output_dir, "evaluation")
+    for name, keys in (("metrics.json", ("pipelines", "data")), ("autoencoder.json", ("psnr", "latent_slope"))):
+        try:
+            with open(os.path.join(folder, name)) as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and all(key in data for key in keys):
+            break
+    else:
+        return False
+    return all(name.endswith(EVALUATION_SUFFIXES) for _, _, names in os.walk(folder) for name in names)
+
+
 def _previous_outputs(output_dir: str, logging_dir: str | None) -> list[str]:
-    """What the previous run in `output_dir` wrote: its record, or (older versions) what its files show."""
+    """What the previous run in `output_dir` wrote: its record, or (no record: an older version, or another script
+    such as Diffusers' train_unconditional.py) what its files show."""
     recorded = read_outputs(output_dir)
     if recorded is not None:  # only plain names inside the folder, whatever the file says
-        return [n for n in recorded if isinstance(n, str) and n and n == os.path.basename(n) and n not in (".", "..")]
+        return [name for name in recorded if _plain_name(name)]
     names = []
-    index = os.path.join(output_dir, "model_index.json")
-    if os.path.isfile(index):
-        try:
-            with open(index) as f:
-                names += ["model_index.json"] + [k for k in json.load(f) if not k.startswith("_")]
-        except (OSError, ValueError):
-            names.append("model_index.json")
+    index = _read_index(output_dir)
+    if index is not None:
+        names += ["model_index.json", *_index_components(index)]
+        if _is_our_pipeline_file(output_dir, index):
+            names.append("pipeline.py")
+    elif os.path.isfile(os.path.join(output_dir, "model_index.json")):
+        names.append("model_index.json")  # unreadable: a pipeline save cut short
     if names or training.list_checkpoints(output_dir):
-        names += ["pipeline.py", "evaluation"]
+        if _is_our_evaluation(output_dir):
+            names.append("evaluation")
         logs = _top_name(output_dir, logging_dir)
         names += [logs] if logs else []
     if _is_our_card(os.path.join(output_dir, "README.md")):
@@ -250,11 +327,16 @@ def _resuming(output_dir: str, resume_from_checkpoint: str | None) -> bool:
 
 
 def check_output_dir(
-    output_dir: str, resume_from_checkpoint: str | None, overwrite_output_dir: bool, logging_dir: str | None = "logs"
+    output_dir: str,
+    resume_from_checkpoint: str | None,
+    overwrite_output_dir: bool,
+    logging_dir: str | None = "logs",
+    outputs: Sequence[str] = DDPM_OUTPUTS,
 ) -> None:
     """Refuse, before anything is built, a run that would replace a finished pipeline, checkpoints or user files.
 
-    Raises `ValueError` naming what is in the way and the flag or folder that resolves it. Reads only.
+    `outputs` are the top-level names the run writes besides the logging folder. Raises `ValueError` naming what is
+    in the way and the flag or folder that resolves it. Reads only.
     """
     if not os.path.isdir(output_dir):
         return
@@ -276,21 +358,28 @@ def check_output_dir(
             "another --output_dir."
         )
     ours = set(_previous_outputs(output_dir, logging_dir))
-    foreign = [name for name in REPLACED_FILES if os.path.exists(os.path.join(output_dir, name)) and name not in ours]
+    written = dict.fromkeys([*REPLACED_FILES, *run_outputs(output_dir, logging_dir, outputs)])
+    foreign = [name for name in written if os.path.lexists(os.path.join(output_dir, name)) and name not in ours]
     if foreign:
+        logs = _top_name(output_dir, logging_dir)
         raise ValueError(
             f"--output_dir {output_dir!r} holds {', '.join(foreign)}, which no training run wrote there; this run "
-            "would replace it (--overwrite_output_dir only replaces a previous run's outputs). Move it elsewhere, "
-            "or pick another --output_dir."
+            "would write into it or replace it (--overwrite_output_dir only replaces a previous run's outputs). Move "
+            f"it elsewhere{', pass another --logging_dir' if logs in foreign else ''}, or pick another --output_dir."
         )
 
 
 def claim_output_dir(
-    output_dir: str, resume_from_checkpoint: str | None, overwrite_output_dir: bool, logging_dir: str | None = "logs"
+    output_dir: str,
+    resume_from_checkpoint: str | None,
+    overwrite_output_dir: bool,
+    logging_dir: str | None = "logs",
+    outputs: Sequence[str] = DDPM_OUTPUTS,
 ) -> list[str]:
-    """Create `output_dir` and record this run's outputs; with `overwrite_output_dir` (and nothing to resume), first
-    delete everything the previous run wrote there, checkpoints included, and nothing else. Call on the main
-    process after `check_output_dir`, before the first file is written. Returns the deleted paths."""
+    """Create `output_dir` and record this run's outputs (`outputs`, the top-level names it writes besides the
+    logging folder); with `overwrite_output_dir` (and nothing to resume), first delete everything the previous run
+    wrote there, checkpoints included, and nothing else. Call on the main process after `check_output_dir`, before
+    the first file is written. Returns the deleted paths."""
     os.makedirs(output_dir, exist_ok=True)
     resuming = _resuming(output_dir, resume_from_checkpoint)
     previous = _previous_outputs(output_dir, logging_dir)
@@ -298,7 +387,7 @@ def claim_output_dir(
     if overwrite_output_dir and not resuming:
         doomed = [os.path.join(output_dir, name) for name in previous]
         doomed += [path for _, path in training.list_checkpoints(output_dir)]
-        doomed += [os.path.join(output_dir, n) for n in os.listdir(output_dir) if n.startswith(".tmp-checkpoint-")]
+        doomed += [os.path.join(output_dir, n) for n in os.listdir(output_dir) if n.startswith(TEMPORARY_PREFIXES)]
         for path in doomed:
             if os.path.isdir(path) and not os.path.islink(path):
                 shutil.rmtree(path)
@@ -313,16 +402,291 @@ def claim_output_dir(
                 ", ".join(os.path.relpath(p, output_dir) for p in removed),
             )
         previous = []
-    names = list(dict.fromkeys([*previous, *run_outputs(output_dir, logging_dir)]))
+    # only what this run writes and no one else's: a name already there is recorded only if a run wrote it
+    mine = [n for n in run_outputs(output_dir, logging_dir, outputs) if n in previous or not _exists(output_dir, n)]
+    names = list(dict.fromkeys([*previous, *mine]))
     with open(os.path.join(output_dir, OUTPUTS_FILE), "w") as f:
         json.dump({"outputs": names}, f, indent=2)
     return removed
 
 
+def _exists(folder: str, name: str) -> bool:
+    return os.path.lexists(os.path.join(folder, name))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What the run reads is not what it writes
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _real(path: str) -> str:
+    return os.path.realpath(os.path.abspath(path))
+
+
+def _within(path: str, folder: str) -> bool:
+    """Whether the real `path` is `folder` or below it (both real paths)."""
+    return path == folder or os.path.commonpath([path, folder]) == folder
+
+
+def _managed_name(output_dir: str, path: str, outputs: Sequence[str], logging_dir: str | None) -> str | None:
+    """The top-level entry of `output_dir` that holds `path` if the run writes or may delete it (its outputs, the
+    logging folder, the previous run's outputs, checkpoints, temporary folders); `""` for `output_dir` itself;
+    None when `path` is outside `output_dir` or in a folder the run never touches."""
+    out, real = _real(output_dir), _real(path)
+    if not _within(real, out):
+        return None
+    if real == out:
+        return ""
+    name = os.path.relpath(real, out).split(os.sep)[0]
+    managed = set(run_outputs(output_dir, logging_dir, outputs)) | set(REPLACED_FILES)
+    if os.path.isdir(output_dir):
+        managed |= set(_previous_outputs(output_dir, logging_dir))
+    if name in managed or training.CHECKPOINT_PATTERN.match(name) or name.startswith(TEMPORARY_PREFIXES):
+        return name
+    return None
+
+
+def check_inputs(
+    output_dir: str,
+    models: Mapping[str, str | None],
+    data: Mapping[str, str | None],
+    outputs: Sequence[str] = DDPM_OUTPUTS,
+    logging_dir: str | None = "logs",
+) -> None:
+    """Refuse, before anything is built, a run whose inputs lie where it writes or deletes.
+
+    Args:
+        output_dir (`str`): `--output_dir`.
+        models (`Mapping[str, str | None]`): flag -> local folder of a model the run loads (the model being
+            fine-tuned, an autoencoder): refused at `output_dir` or inside a name the run writes or may delete
+            there (the run replaces it before its final save, so an interrupt would lose it).
+        data (`Mapping[str, str | None]`): flag -> local folder of training data: refused when `output_dir` lies in
+            it (sample images would become training data on resume, and the overwrite would delete files the scan
+            listed), and like a model inside what the run writes or deletes. Hub ids (no such folder) are skipped.
+        outputs (`Sequence[str]`): the top-level names the run writes besides the logging folder.
+        logging_dir (`str`, *optional*): `--logging_dir`.
+
+    Raises `ValueError` naming the flag, the overlap and the fix. Reads only.
+    """
+    for flag, path in data.items():
+        if path and os.path.isdir(path) and _within(_real(output_dir), _real(path)):
+            raise ValueError(
+                f"--output_dir {output_dir!r} lies in {flag} {path!r}: the run's sample images would become "
+                "training data on resume, and --overwrite_output_dir would delete files the data scan listed. Pick "
+                "an --output_dir outside the training data."
+            )
+    for is_model, inputs in ((True, models), (False, data)):
+        for flag, path in inputs.items():
+            if not (path and os.path.exists(path)):
+                continue
+            name = _managed_name(output_dir, path, outputs, logging_dir)
+            if name is None:
+                continue
+            where = "is --output_dir itself" if name == "" else f"is inside --output_dir {output_dir!r} ({name})"
+            if not is_model:
+                what = "the training data would be written over or deleted while the run reads it"
+            else:
+                model = "model being fine-tuned" if flag == "--pretrained_model_name_or_path" else "model it loads"
+                what = (
+                    f"the {model} would be replaced or deleted before the final save, and an interrupt would lose it"
+                )
+            raise ValueError(
+                f"{flag} {path!r} {where}, which this run writes or deletes: {what}. Pass another --output_dir, or "
+                "move it out of this one first."
+            )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One run at a time
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _process_start(pid: int) -> int | None:
+    """When process `pid` started (clock ticks after boot; Linux), None where unknown. With the pid it names one
+    process: a pid is reused once its process has ended."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _exit_on_signal(signum, frame):
+    raise SystemExit(128 + signal.SIGTERM)  # as a process ended by SIGTERM reports it; the `with` block cleans up
+
+
+class OutputDirLock:
+    r"""
+    One training run at a time in an output folder: `LOCK_FILE` inside it, created atomically by the main process
+    (environment `RANK` 0 or unset; the other processes of a distributed run take nothing and stop with it when it
+    stops), holding the owner's pid, host, process start time and start date. Use it as a context manager.
+
+    A second run stops with a `ValueError` naming the owner. A lock is stale, and taken over with a warning, when
+    it was taken on this host and its process has ended, or its pid now names a process started at another time. A
+    lock of another host is never taken over (its process cannot be checked from here): the message names the file
+    to delete once that run is over, as for a lock that cannot be read.
+
+    The lock goes when the block ends, normally or by an exception (Ctrl-C included); inside the block SIGTERM and
+    the launcher's death signal (`training.LAUNCHER_DIED_SIGNAL`), where nothing else handles them, exit through it
+    with code 143 (the training loop's own handler, installed later, checkpoints first). A lock left by a killed
+    run (SIGKILL) is stale by the rule above.
+
+    Args:
+        output_dir (`str`): the folder; created if missing, and removed again on release if still empty.
+        main_process (`bool`, *optional*): whether this process takes the lock; default: `RANK` is 0 or unset.
+    """
+
+    def __init__(self, output_dir: str, main_process: bool | None = None):
+        self.output_dir = output_dir
+        self.path = os.path.join(output_dir, LOCK_FILE)
+        if main_process is None:
+            main_process = int(os.environ.get("RANK") or 0) == 0
+        self.main_process = main_process
+        self._held = False
+        self._made_dir = False
+        self._handlers: dict = {}
+
+    def __enter__(self) -> OutputDirLock:
+        if not self.main_process:
+            return self
+        self._made_dir = not os.path.isdir(self.output_dir)
+        os.makedirs(self.output_dir, exist_ok=True)
+        try:
+            self._acquire()
+        except BaseException:
+            self._remove_made_dir()
+            raise
+        self._held = True
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, training.LAUNCHER_DIED_SIGNAL):
+                if signal.getsignal(sig) == signal.SIG_DFL:
+                    self._handlers[sig] = signal.signal(sig, _exit_on_signal)
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.release()
+        return False
+
+    def release(self) -> None:
+        """Remove the lock if this process holds it (and the folder, if the lock made it and it is empty)."""
+        if not self._held:
+            return
+        self._held = False
+        for sig, handler in self._handlers.items():
+            signal.signal(sig, handler)
+        self._handlers = {}
+        owner = self._read()
+        if owner is not None and owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
+            try:
+                os.remove(self.path)
+            except FileNotFoundError:
+                pass
+        self._remove_made_dir()
+
+    def _remove_made_dir(self) -> None:
+        if self._made_dir:
+            try:
+                os.rmdir(self.output_dir)  # only if empty: a run that stopped before writing anything
+            except OSError:
+                pass
+
+    def _acquire(self) -> None:
+        me = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": _process_start(os.getpid()),
+            "since": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        }
+        for _ in range(3):
+            if self._create(me):
+                return
+            owner = self._read()
+            reason = self._stale(owner)
+            if reason is None:
+                raise ValueError(self._message(owner))
+            logger.warning("Taking over the stale lock %s: %s.", self.path, reason)
+            if self._read() == owner:  # not replaced meanwhile by a run that took it over first
+                try:
+                    os.remove(self.path)
+                except FileNotFoundError:
+                    pass
+        raise ValueError(
+            f"--output_dir {self.output_dir!r}: could not take {self.path}; other runs are starting there."
+        )
+
+    def _create(self, owner: dict) -> bool:
+        """Write the lock whole, then make it appear at once (a hard link fails if the lock exists); False if it
+        exists."""
+        staged = f"{self.path}.{os.getpid()}.tmp"
+        with open(staged, "w") as f:
+            json.dump(owner, f)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(staged, self.path)
+            return True
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links: exclusive creation
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "w") as f:
+                json.dump(owner, f)
+            return True
+        finally:
+            os.remove(staged)
+
+    def _read(self) -> dict | None:
+        try:
+            with open(self.path) as f:
+                owner = json.load(f)
+        except (OSError, ValueError):
+            return None
+        return owner if isinstance(owner, dict) and isinstance(owner.get("pid"), int) else None
+
+    @staticmethod
+    def _stale(owner: dict | None) -> str | None:
+        """Why the lock of `owner` is stale, None when its run may be alive (or cannot be checked from here)."""
+        if owner is None or owner.get("host") != socket.gethostname():
+            return None
+        pid = owner["pid"]
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return f"its run (pid {pid}) has ended"
+        except OSError:  # PermissionError: alive, another user's
+            return None
+        started, now = owner.get("started"), _process_start(pid)
+        if started is not None and now is not None and started != now:
+            return f"pid {pid} now names another process"
+        return None
+
+    def _message(self, owner: dict | None) -> str:
+        if owner is None:
+            return (
+                f"--output_dir {self.output_dir!r} may be in use by another training run: its lock {self.path} "
+                f"cannot be read. If no run is using the folder, delete {self.path}; or pick another --output_dir."
+            )
+        who = f"pid {owner['pid']} on {owner.get('host')}, since {owner.get('since')}"
+        message = (
+            f"--output_dir {self.output_dir!r} is in use by another training run ({who}); two runs in one folder "
+            "would delete each other's checkpoints and overwrite each other's pipeline. Wait for it to finish, stop "
+            "it, or pick another --output_dir."
+        )
+        if owner.get("host") != socket.gethostname():
+            message += f" Its process cannot be checked from this machine: if that run is over, delete {self.path}."
+        return message
+
+
 __all__ = [
     "INCOMPATIBLE",
+    "LOCK_FILE",
     "OUTPUTS_FILE",
     "UNCHECKED",
+    "OutputDirLock",
+    "check_inputs",
     "check_output_dir",
     "check_resume_settings",
     "claim_output_dir",

@@ -374,4 +374,5 @@ def test_two_process_mid_epoch_resume_is_bit_identical(tmp_path):
     ]
     result = launch([*resume, "latest"], num_processes=2)
     assert "at step 2" in result.stderr
+    assert not (tmp_path / "resumed" / ".train_spectral.lock").exists()  # the main process released it (issue 19)
     assert_identical(tmp_path / "straight", tmp_path / "resumed")
