@@ -176,14 +176,37 @@ def list_checkpoints(output_dir: str) -> list[tuple[int, str]]:
     return sorted(found)
 
 
-def prune_checkpoints(output_dir: str, total_limit: int | None, keep_slots: int = 0) -> list[str]:
-    """Delete the oldest checkpoints so that at most `total_limit - keep_slots` remain; returns what it deleted."""
+def _write_sequence(checkpoint: str) -> int:
+    """Where `checkpoint` stands in the order its folder's checkpoints were written (`checkpoint.json`); 0 for
+    checkpoints of older versions, which record none."""
+    try:
+        sequence = _read_json(os.path.join(checkpoint, CHECKPOINT_MANIFEST_FILE)).get("sequence", 0)
+    except (OSError, ValueError):
+        return 0
+    return sequence if isinstance(sequence, int) and not isinstance(sequence, bool) else 0
+
+
+def checkpoints_by_write_order(output_dir: str) -> list[tuple[int, str]]:
+    """The checkpoints of `list_checkpoints`, written longest ago first: by the sequence number `save_checkpoint`
+    records, then by step (checkpoints of older versions count as written before all others, in step order).
+
+    After a run resumed an older checkpoint (`checkpoint-200` while `checkpoint-500` exists), what it writes is
+    newer than the abandoned higher steps, whatever its step."""
+    return sorted(list_checkpoints(output_dir), key=lambda item: (_write_sequence(item[1]), item[0]))
+
+
+def prune_checkpoints(
+    output_dir: str, total_limit: int | None, keep_slots: int = 0, keep: str | None = None
+) -> list[str]:
+    """Delete the checkpoints written longest ago (`checkpoints_by_write_order`) so that at most
+    `total_limit - keep_slots` remain, never `keep` (the checkpoint just written); returns what it deleted."""
     if total_limit is None:
         return []
-    checkpoints = list_checkpoints(output_dir)
+    checkpoints = [path for _, path in checkpoints_by_write_order(output_dir)]
     excess = len(checkpoints) - max(total_limit - keep_slots, 0)
+    kept = os.path.abspath(keep) if keep else None
     removed = []
-    for _, path in checkpoints[: max(excess, 0)]:
+    for path in [p for p in checkpoints if os.path.abspath(p) != kept][: max(excess, 0)]:
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     return removed
@@ -285,8 +308,9 @@ def save_checkpoint(
     """Write `checkpoint-{step}` atomically: `accelerator.save_state` plus safetensors / JSON files of ours.
 
     The state goes to a temporary folder first, then one `os.replace` on the main process makes it visible, so a
-    crash mid-save never leaves a half checkpoint that `--resume_from_checkpoint latest` would pick. The oldest
-    checkpoints beyond `total_limit` are deleted only after the new one is complete. Call on every process.
+    crash mid-save never leaves a half checkpoint that `--resume_from_checkpoint latest` would pick. The
+    checkpoints written longest ago beyond `total_limit` are deleted only after the new one is complete, never the
+    new one (`prune_checkpoints`). Call on every process.
 
     Nothing of ours is pickled: Accelerate's `custom_checkpoint_*.pkl` (which it always unpickles with
     `weights_only=False`) is not used, and what we add is safetensors or JSON. `checkpoint.json`, written last,
@@ -324,6 +348,8 @@ def save_checkpoint(
         _write_json(os.path.join(tmp, TRAINING_STATE_FILE), state)
         manifest = {
             "format": 1,
+            # the write order, which `latest` and the rotation follow (not the step: see checkpoints_by_write_order)
+            "sequence": 1 + max((_write_sequence(path) for _, path in list_checkpoints(output_dir)), default=0),
             "num_processes": accelerator.num_processes,
             "extra_state": sorted(name for name, obj in (extra_state or {}).items() if obj is not None),
             "files": _file_sizes(tmp),
@@ -332,7 +358,7 @@ def save_checkpoint(
         if os.path.exists(final):
             shutil.rmtree(final)
         os.replace(tmp, final)
-        prune_checkpoints(output_dir, total_limit)
+        prune_checkpoints(output_dir, total_limit, keep=final)
     accelerator.wait_for_everyone()
     return final
 
@@ -399,13 +425,15 @@ def checkpoint_problems(checkpoint: str) -> list[str]:
 def resolve_resume(output_dir: str, resume_from_checkpoint: str | None) -> str | None:
     """The checkpoint folder to resume from: a path, a `checkpoint-N` name in output_dir, or "latest".
 
-    Returns None for "latest" when there is none (a fresh run). "latest" skips a damaged newest checkpoint with a
-    warning that names the damaged file and uses the newest intact one; a named checkpoint that is missing,
+    Returns None for "latest" when there is none (a fresh run). "latest" is the checkpoint written last (after a
+    resume from an older checkpoint, that run's, not a higher step of the abandoned one); it skips a damaged newest
+    checkpoint with a warning that names the damaged file and uses the newest intact one; a named checkpoint that is
+    missing,
     incomplete or damaged raises `CheckpointError` naming the file and the intact checkpoints to use instead.
     """
     if not resume_from_checkpoint:
         return None
-    checkpoints = list_checkpoints(output_dir)
+    checkpoints = checkpoints_by_write_order(output_dir)
     if resume_from_checkpoint == "latest":
         if not checkpoints:
             return None
@@ -437,14 +465,15 @@ def resolve_resume(output_dir: str, resume_from_checkpoint: str | None) -> str |
             return path
     raise CheckpointError(
         f"--resume_from_checkpoint {resume_from_checkpoint!r} is not a complete checkpoint (no training_state.json). "
-        f"Available in {output_dir}: {[os.path.basename(p) for _, p in checkpoints] or 'none'}; or pass 'latest'."
+        f"Available in {output_dir}: {[os.path.basename(p) for _, p in sorted(checkpoints)] or 'none'}; or pass "
+        "'latest'."
     )
 
 
 def _intact_hint(output_dir: str, exclude: str) -> str:
     intact = [
         os.path.basename(p)
-        for _, p in reversed(list_checkpoints(output_dir))
+        for _, p in reversed(checkpoints_by_write_order(output_dir))
         if os.path.abspath(p) != os.path.abspath(exclude) and not checkpoint_problems(p)
     ]
     if intact:
