@@ -586,8 +586,12 @@ def main(argv: list[str] | None = None) -> int:
         total=max_train_steps, initial=global_step, disable=not accelerator.is_local_main_process, desc="Steps"
     )
     _STATE["training_started"] = True
+    saved_step = global_step if global_step else None  # the checkpoint resumed from holds this very state
 
     def checkpoint_now():
+        nonlocal saved_step
+        if saved_step == global_step:  # on disk already (a checkpointing step): a second save would replace it
+            return
         training.save_checkpoint(
             accelerator,
             args.output_dir,
@@ -597,6 +601,12 @@ def main(argv: list[str] | None = None) -> int:
             rank_state={"noise_rng": rng.state_dict()},
             settings=manifest,
         )
+        saved_step = global_step
+
+    def stop_on_signal() -> int:
+        checkpoint_now()
+        logger.warning(f"Interrupted: saved checkpoint-{global_step}. Resume with --resume_from_checkpoint latest.")
+        return interrupt.exit_code
 
     try:
         # 3. the training loop
@@ -634,24 +644,27 @@ def main(argv: list[str] | None = None) -> int:
                     if global_step % args.checkpointing_steps == 0:
                         checkpoint_now()
                     if training.interrupted_anywhere(accelerator, interrupt):
-                        checkpoint_now()
-                        logger.warning(
-                            f"Interrupted: saved checkpoint-{global_step}. Resume with --resume_from_checkpoint latest."
-                        )
-                        return interrupt.exit_code
+                        return stop_on_signal()
                     if global_step >= max_train_steps:
                         stop = True
                         break
         progress_bar.close()
 
-        # 4. finish: scaling factor, save_pretrained, held-out evaluation, card, Hub
-        if accelerator.is_main_process:
+        # 4. finish: scaling factor, save_pretrained, held-out evaluation, card, Hub; a SIGINT / SIGTERM stops its
+        # loops within one encoder or decoder call, and the checkpoint of the last step is saved (resuming finishes)
+        if accelerator.is_main_process and not interrupt.raised:
             vae = accelerator.unwrap_model(model).vae
-            log_reconstructions(accelerator, vae, preview, global_step)
-            finish(args, accelerator, vae, train_dataset, held_out, data.description, global_step)
-            if args.push_to_hub:
-                hub.push_run(args, f"Step {global_step}")
+            try:
+                with training.stop_on_interrupt(interrupt, vae.encoder, vae.decoder):
+                    log_reconstructions(accelerator, vae, preview, global_step)
+                    finish(args, accelerator, vae, train_dataset, held_out, data.description, global_step)
+                if args.push_to_hub and not interrupt.raised:
+                    hub.push_run(args, f"Step {global_step}")
+            except training.TrainingInterrupted:
+                pass
         accelerator.wait_for_everyone()
+        if training.interrupted_anywhere(accelerator, interrupt):
+            return stop_on_signal()
         logger.info(f"Saved the autoencoder and its model card to {args.output_dir}")
         return 0
     finally:

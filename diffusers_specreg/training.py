@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -658,6 +659,32 @@ class InterruptFlag:
     @property
     def raised(self) -> bool:
         return self.signal_name is not None
+
+
+class TrainingInterrupted(Exception):
+    """Raised by `stop_on_interrupt` inside sampling or evaluation once SIGINT / SIGTERM arrived; the training script
+    catches it, saves a checkpoint and exits with `InterruptFlag.exit_code`."""
+
+
+@contextlib.contextmanager
+def stop_on_interrupt(interrupt: InterruptFlag | None, *modules: torch.nn.Module):
+    """Inside the block, every forward call of `modules` (the UNet of a sampling loop: one call per step) first checks
+    `interrupt` and raises `TrainingInterrupted` once it is raised.
+
+    A signal during a 1000-step sample or the card's evaluation is acted on within one step instead of after the
+    whole loop, which can outlast a cluster's grace period before its SIGKILL. Nothing is checked when `interrupt` is
+    None."""
+
+    def check(module, inputs):
+        if interrupt is not None and interrupt.raised:
+            raise TrainingInterrupted(interrupt.signal_name)
+
+    handles = [module.register_forward_pre_hook(check) for module in modules if module is not None]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 class CheckpointedGenerator:

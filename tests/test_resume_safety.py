@@ -10,13 +10,17 @@ import signal
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import REPO
 
 from diffusers_specreg import training
 
 sys.path.insert(0, str(REPO))
+from test_train_spectral import tiny_run  # noqa: E402
 
+import train_autoencoder  # noqa: E402
+import train_spectral  # noqa: E402
 
 QUIET = dict(save_images_epochs=100, eval_num_samples=0, lr_scheduler="constant")
 
@@ -90,3 +94,90 @@ def test_latest_is_the_newest_written_not_the_highest_step(tmp_path):
     assert training.resolve_resume(str(tmp_path), "latest") == str(tmp_path / "checkpoint-300")
     (tmp_path / "checkpoint-300" / "training_state.json").write_text('{"global_st')  # damaged: the one before
     assert training.resolve_resume(str(tmp_path), "latest") == str(tmp_path / "checkpoint-500")
+
+
+# --- 13. signals during sampling, evaluation and on a checkpoint step ----------------------------------------------
+
+
+def test_sigterm_while_sampling_stops_within_a_step_and_saves_the_checkpoint_first(
+    tmp_path, image_folder, tiny_config
+):
+    from diffusers import DDIMScheduler
+
+    out = tmp_path / "out"
+    args = tiny_run(image_folder, tiny_config, out, max_train_steps=6, checkpointing_steps=100, **QUIET)
+    args += ["--save_images_epochs", "1", "--ddpm_num_steps", "200", "--ddpm_num_inference_steps", "200"]
+    with Calls(DDIMScheduler.step, sigterm_at=DDIMScheduler.step) as calls:  # the samples of epoch 0 (3 steps)
+        assert train_spectral.main(args) == 143
+    assert calls.counts["DDIMScheduler.step"] <= 2  # not the 200 sampling steps
+    assert checkpoint_names(out) == ["checkpoint-3"]  # the step it stopped at, not one more
+    assert not (out / "model_index.json").exists()  # the pipeline save (and a push) after the samples skipped
+
+
+def test_sigterm_during_the_final_evaluation_saves_a_checkpoint_that_finishes_the_run(
+    tmp_path, image_folder, tiny_config
+):
+    from diffusers import DDPMScheduler
+
+    from diffusers_specreg.evaluate import evaluate_pipeline
+
+    out = tmp_path / "out"
+    options = dict(QUIET, eval_num_samples=2)
+    args = tiny_run(image_folder, tiny_config, out, max_train_steps=3, checkpointing_steps=100, **options)
+    args += ["--ddpm_num_steps", "200", "--ddpm_num_inference_steps", "200"]
+    with Calls(DDPMScheduler.step, sigterm_at=evaluate_pipeline) as calls:
+        assert train_spectral.main(args) == 143  # was 0: the card's 200-step sampling ran to its end
+    assert calls.counts["DDPMScheduler.step"] <= 1
+    assert checkpoint_names(out) == ["checkpoint-3"] and not (out / "README.md").exists()
+    assert train_spectral.main([*args, "--resume_from_checkpoint", "latest", "--ddpm_num_inference_steps", "2"]) == 0
+    assert (out / "README.md").is_file() and (out / "evaluation" / "metrics.json").is_file()
+
+
+AUTOENCODER_FAST = [
+    "--builtin_num_samples",
+    "12",
+    "--num_validation_images",
+    "4",
+    "--train_batch_size",
+    "4",
+    "--lr_warmup_steps",
+    "1",
+    "--scaling_batches",
+    "2",
+    "--resolution",
+    "16",
+    "--seed",
+    "0",
+]
+
+
+def _spectral(image_folder, tiny_config, out, **options):
+    return tiny_run(image_folder, tiny_config, out, **dict(QUIET, **options))
+
+
+def _autoencoder(image_folder, tiny_config, out, max_train_steps, checkpointing_steps):
+    steps = ["--max_train_steps", str(max_train_steps), "--checkpointing_steps", str(checkpointing_steps)]
+    return [*AUTOENCODER_FAST, "--output_dir", str(out), *steps]
+
+
+@pytest.mark.parametrize("script", [train_spectral, train_autoencoder], ids=["train_spectral", "train_autoencoder"])
+def test_sigterm_on_a_checkpoint_step_saves_that_step_once(tmp_path, image_folder, tiny_config, script):
+    out = tmp_path / "out"
+    build = _spectral if script is train_spectral else _autoencoder
+    args = build(image_folder, tiny_config, out, max_train_steps=6, checkpointing_steps=2)
+    with Calls(training.save_checkpoint, sigterm_at=training.save_checkpoint) as calls:
+        assert script.main(args) == 143
+    assert calls.counts["save_checkpoint"] == 1  # was 2: the second save of step 2 replaced the first
+    assert checkpoint_names(out) == ["checkpoint-2"]
+
+
+def test_autoencoder_sigterm_while_finishing_saves_a_checkpoint_that_finishes_the_run(tmp_path):
+    from diffusers_specreg import autoencoder
+
+    out = tmp_path / "ae"
+    args = [*AUTOENCODER_FAST, "--output_dir", str(out), "--max_train_steps", "2", "--checkpointing_steps", "100"]
+    with Calls(sigterm_at=autoencoder.measure_scaling_factor):  # the first of its end-of-run loops
+        assert train_autoencoder.main(args) == 143  # was 0
+    assert checkpoint_names(out) == ["checkpoint-2"] and not (out / "config.json").exists()
+    assert train_autoencoder.main([*args, "--resume_from_checkpoint", "latest"]) == 0
+    assert (out / "config.json").is_file() and (out / "README.md").is_file()
