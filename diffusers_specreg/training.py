@@ -792,22 +792,29 @@ def clip_and_step(
     makes the same decision. A non-finite norm (a NaN / inf gradient with a finite loss, for example from an
     unbounded phase gradient) skips the update: weights, optimiser moments and the LR schedule stay exactly as they
     were, the skip is counted and logged by `guard`, and `guard` stops the run after too many in a row. Under fp16
-    mixed precision an overflow is the loss scaler's business (it skips the step and lowers the scale), so the step
-    goes to the scaler and is not counted here. Between gradient-accumulation boundaries this only forwards to the
-    (no-op) optimiser step. With DeepSpeed, which returns no norm, the gradient check does not apply.
+    mixed precision (an `accelerator.scaler`) the step goes to the loss scaler, which skips a step whose gradient
+    overflowed or is NaN and lowers its scale (and Accelerate then holds the LR schedule); that skip is counted by
+    `guard` in the same way, so NaN gradients stop an fp16 run too. Between gradient-accumulation boundaries this
+    only forwards to the (no-op) optimiser step. With DeepSpeed, which returns no norm, the gradient check does not
+    apply.
 
     Returns:
-        `bool`: whether the update was taken (True between accumulation boundaries).
+        `bool`: whether the update was taken (True between accumulation boundaries); False for a skipped step, on
+        which an EMA must not step either.
     """
+    scaler = getattr(accelerator, "scaler", None) if accelerator.sync_gradients else None
     if accelerator.sync_gradients:
         norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
         finite = norm is None or bool(torch.isfinite(torch.as_tensor(norm)).all())
-        if accelerator.mixed_precision == "fp16":
-            finite = True  # the GradScaler skips overflowing steps itself
-        if not guard.check(finite, step, {"grad_norm": norm}, "gradient"):
+        # with a loss scaler the step must reach it even when not finite: its update lowers the scale
+        if scaler is None and not guard.check(finite, step, {"grad_norm": norm}, "gradient"):
             return False
     optimizer.step()
     lr_scheduler.step()
+    if scaler is not None:  # a step the scaler skipped counts as a non-finite gradient
+        terms = {"grad_norm": torch.as_tensor(norm), "loss_scale": torch.tensor(scaler.get_scale())}
+        if not guard.check(not getattr(optimizer, "step_was_skipped", False), step, terms, "gradient"):
+            return False
     return True
 
 

@@ -181,3 +181,51 @@ def test_autoencoder_sigterm_while_finishing_saves_a_checkpoint_that_finishes_th
     assert checkpoint_names(out) == ["checkpoint-2"] and not (out / "config.json").exists()
     assert train_autoencoder.main([*args, "--resume_from_checkpoint", "latest"]) == 0
     assert (out / "config.json").is_file() and (out / "README.md").is_file()
+
+
+# --- 14. fp16: the loss scaler's skips ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_accelerator_state():
+    """Accelerate keeps one state per process: reset it so an Accelerator can take another mixed precision."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_fp16_loss_scaler_skips_are_counted_and_stop_the_run(fresh_accelerator_state):
+    # fp16 mixed precision needs a GPU (Accelerate gives a CPU accelerator no GradScaler and no autocast); the
+    # decision is tested with a real Accelerator that says fp16 and a real torch.amp.GradScaler on the CPU.
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=True, mixed_precision="fp16")
+    accelerator.scaler = torch.amp.GradScaler("cpu")  # what Accelerate creates for fp16 on a GPU
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (1 + step))
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    guard = training.NonFiniteGuard(max_consecutive=3)
+
+    def step(number, poison):
+        accelerator.backward(model(torch.ones(3, 4)).square().mean())
+        if poison:  # a finite loss with a NaN gradient: the scaler sees it as an overflow and skips the step
+            model.weight.grad[0, 0] = float("nan")
+        try:
+            return training.clip_and_step(accelerator, model, optimizer, scheduler, guard, number)
+        finally:
+            optimizer.zero_grad()
+
+    assert step(0, poison=False)
+    weights, lr, scale = model.weight.detach().clone(), scheduler.get_last_lr(), accelerator.scaler.get_scale()
+    assert not step(1, poison=True)  # was True: the EMA stepped on it and the guard never counted it
+    assert torch.equal(model.weight, weights) and scheduler.get_last_lr() == lr
+    assert accelerator.scaler.get_scale() == scale / 2 and guard.skipped == guard.skipped_gradients == 1
+    assert not step(2, poison=True)
+    assert step(3, poison=False) and guard.consecutive == 0  # an update taken ends the run of skips
+    assert not step(4, poison=True) and not step(5, poison=True)
+    with pytest.raises(training.NonFiniteLossError, match="gradient was not finite for 3 batches"):
+        step(6, poison=True)
