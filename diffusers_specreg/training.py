@@ -269,10 +269,12 @@ def _save_extra_state(obj, folder: str, name: str) -> None:
 def _load_extra_state(obj, folder: str, name: str, device) -> None:
     from safetensors.torch import load_file
 
-    if _is_ema(obj):  # the folder EMAModel.save_pretrained writes: weights, and the EMA's counters in config.json
+    if _is_ema(obj):  # the folder EMAModel.save_pretrained writes: weights, and the EMA's settings in config.json
         path = os.path.join(folder, name)
         config = obj.model_cls.load_config(path)
-        state = {key: config[key] for key in obj.state_dict() if key != "shadow_params" and key in config}
+        # the weights and the step count only: decay, inv_gamma and power stay the object's (this run's flags), so a
+        # changed --ema_max_decay / --ema_power / --ema_inv_gamma takes effect as the resume warning says
+        state = {key: config[key] for key in ("optimization_step",) if key in config}
         state["shadow_params"] = [p.detach() for p in obj.model_cls.from_pretrained(path).parameters()]
         obj.load_state_dict(state)
         obj.to(device)

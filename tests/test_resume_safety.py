@@ -5,6 +5,7 @@ Real checkpoints, real accelerators, in-process runs of the training scripts on 
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import signal
 import sys
@@ -229,3 +230,36 @@ def test_fp16_loss_scaler_skips_are_counted_and_stop_the_run(fresh_accelerator_s
     assert not step(4, poison=True) and not step(5, poison=True)
     with pytest.raises(training.NonFiniteLossError, match="gradient was not finite for 3 batches"):
         step(6, poison=True)
+
+
+# --- 17. EMA flags on resume ----------------------------------------------------------------------------------------
+
+
+def logged_scalars(log_dir: Path, tag: str) -> dict[int, float]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    values = {}
+    for events in sorted(log_dir.rglob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        if tag in accumulator.Tags()["scalars"]:
+            values.update({event.step: event.value for event in accumulator.Scalars(tag)})
+    return values
+
+
+def test_changed_ema_flags_take_effect_on_resume(tmp_path, image_folder, tiny_config, caplog):
+    out = tmp_path / "out"
+    options = dict(QUIET, use_ema=True, checkpointing_steps=2)
+    assert train_spectral.main(tiny_run(image_folder, tiny_config, out, max_train_steps=2, **options)) == 0
+    resume = ["--resume_from_checkpoint", "latest", "--ema_power", "0.5", "--ema_max_decay", "0.45"]
+    with caplog.at_level(logging.WARNING):
+        assert (
+            train_spectral.main([*tiny_run(image_folder, tiny_config, out, max_train_steps=4, **options), *resume])
+            == 0
+        )
+    assert "--ema_power: 0.75 in the checkpoint, 0.5 now" in caplog.text
+    decay = logged_scalars(out / "logs", "ema_decay")
+    # EMAModel's warm-up 1 - (1 + (n - 1) / inv_gamma) ** -power, capped at the max decay (n: the EMA's own step count)
+    assert decay[2] == pytest.approx(1 - 2**-0.75)  # the first run
+    assert decay[3] == pytest.approx(1 - 3**-0.5)  # was 1 - 3 ** -0.75 = 0.561: the checkpoint's power
+    assert decay[4] == pytest.approx(0.45)  # was 0.646: the checkpoint's max decay 0.9999
