@@ -536,7 +536,9 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = {k: v for k, v in vars(args).items()}
     settings["resolution"] = resolution
-    manifest = run_settings.settings_of(settings, accelerator.num_processes, dict(vae.config))
+    settings["max_train_steps"] = max_train_steps  # the run length also when --num_epochs sets it
+    dataset = run_settings.dataset_fingerprint(train_dataset, args.train_data_dir)
+    manifest = run_settings.settings_of(settings, accelerator.num_processes, dict(vae.config), dataset)
     if accelerator.is_main_process:
         claim_output_dir(args)
         hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in settings.items()}

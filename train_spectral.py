@@ -1012,7 +1012,8 @@ def resume(args, settings: RunSettings, accelerator: Accelerator, run: Training)
     if args.resume_from_checkpoint and checkpoint is None:
         logger.info(f"No checkpoint in {args.output_dir} to resume from; starting a new training run.")
     unet_config = accelerator.unwrap_model(run.model).config
-    manifest = run_settings.settings_of(settings.config(args), accelerator.num_processes, unet_config)
+    dataset = run_settings.dataset_fingerprint(run.data.dataset, args.train_data_dir)
+    manifest = run_settings.settings_of(settings.config(args), accelerator.num_processes, unet_config, dataset)
     if checkpoint is not None:
         run_settings.check_resume_settings(checkpoint, manifest)
         resumed = training.load_checkpoint(accelerator, checkpoint, run.checkpointed)

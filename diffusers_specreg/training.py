@@ -534,7 +534,9 @@ def load_checkpoint(accelerator, checkpoint: str, extra_state: dict | None = Non
             restored in place (an EMA model is moved to `accelerator.device`).
 
     Raises `CheckpointError` naming the file when a part the run needs is missing (e.g. the EMA state of a
-    checkpoint written by an older version, which pickled it).
+    checkpoint written by an older version, which pickled it). An EMA model gets its weights and step count back,
+    not its decay settings (the object's stay). An fp16 run resuming a checkpoint saved without fp16 (no
+    `scaler.pt`) starts with a fresh loss scale.
     """
     for name, obj in (extra_state or {}).items():
         if obj is None:
@@ -554,7 +556,22 @@ def load_checkpoint(accelerator, checkpoint: str, extra_state: dict | None = Non
             "run arbitrary code). It was written by an older version or placed there by someone else. Resume from a "
             "checkpoint written by this version, or start a new run."
         )
-    accelerator.load_state(checkpoint)
+    scaler = getattr(accelerator, "scaler", None)
+    if scaler is not None and not os.path.isfile(os.path.join(checkpoint, "scaler.pt")):
+        # fp16 resuming a checkpoint of --mixed_precision no or bf16: Accelerate would fail on the missing file
+        logger.warning(
+            "%s has no scaler.pt (it was saved without fp16 mixed precision: --mixed_precision no or bf16); the fp16 "
+            "loss scale starts afresh at %g, as in a new run.",
+            os.path.basename(os.path.normpath(checkpoint)),
+            scaler.get_scale(),
+        )
+        accelerator.scaler = None  # only for the loading; the prepared optimisers hold the scaler themselves
+        try:
+            accelerator.load_state(checkpoint)
+        finally:
+            accelerator.scaler = scaler
+    else:
+        accelerator.load_state(checkpoint)
     for name, obj in (extra_state or {}).items():
         if obj is not None:
             _load_extra_state(obj, checkpoint, name, accelerator.device)

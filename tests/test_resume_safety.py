@@ -5,17 +5,19 @@ Real checkpoints, real accelerators, in-process runs of the training scripts on 
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, write_image_folder
 
-from diffusers_specreg import training
+from diffusers_specreg import run_settings, training
 
 sys.path.insert(0, str(REPO))
 from test_train_spectral import tiny_run  # noqa: E402
@@ -263,3 +265,116 @@ def test_changed_ema_flags_take_effect_on_resume(tmp_path, image_folder, tiny_co
     assert decay[2] == pytest.approx(1 - 2**-0.75)  # the first run
     assert decay[3] == pytest.approx(1 - 3**-0.5)  # was 1 - 3 ** -0.75 = 0.561: the checkpoint's power
     assert decay[4] == pytest.approx(0.45)  # was 0.646: the checkpoint's max decay 0.9999
+
+
+# --- 19. mixed precision, data set and run length on resume -------------------------------------------------------
+
+
+def test_resuming_a_checkpoint_without_loss_scale_under_fp16_starts_a_fresh_scale(tmp_path, caplog):
+    # a checkpoint of --mixed_precision no (no scaler.pt) resumed by an fp16 run, whose GradScaler (a GPU's, here a
+    # real torch.amp.GradScaler on the CPU) has nothing to load
+    accelerator, model, _ = _accelerator_with_a_model()
+    training.save_checkpoint(accelerator, str(tmp_path), 2, {"global_step": 2})
+    assert not (tmp_path / "checkpoint-2" / "scaler.pt").exists()
+    saved = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    scaler = torch.amp.GradScaler("cpu")
+    accelerator.scaler = scaler
+    try:
+        with caplog.at_level(logging.WARNING):
+            resumed = training.load_checkpoint(accelerator, str(tmp_path / "checkpoint-2"))  # was FileNotFoundError
+    finally:
+        accelerator.scaler = None
+    assert resumed.global_step == 2 and torch.equal(model.weight, saved)
+    assert "no scaler.pt" in caplog.text and "--mixed_precision no" in caplog.text
+    assert scaler.get_scale() == 2.0**16  # the GradScaler's initial scale, as a new fp16 run starts
+
+
+def snapshot(out: Path) -> dict[str, bytes]:
+    """Every file but the tensorboard logs (a resumed run opens a new event file before it compares settings)."""
+    files = (p for p in sorted(out.rglob("*")) if p.is_file() and "logs" not in p.relative_to(out).parts)
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in files}
+
+
+@pytest.fixture
+def checkpointed_run(tmp_path, tiny_config):
+    images = write_image_folder(tmp_path / "images", count=12)
+    out = tmp_path / "out"
+    args = tiny_run(images, tiny_config, out, max_train_steps=2, checkpointing_steps=2, **QUIET)
+    assert train_spectral.main(args) == 0
+    return images, out
+
+
+def test_resume_with_another_number_of_images_is_refused_before_training(checkpointed_run, tmp_path, tiny_config):
+    images, out = checkpointed_run
+    more = tmp_path / "more"
+    shutil.copytree(images, more)
+    shutil.copy(more / "img_1.png", more / "img_extra.png")
+    before = snapshot(out)
+    args = tiny_run(more, tiny_config, out, max_train_steps=4, checkpointing_steps=2, **QUIET)
+    with pytest.raises(ValueError, match="the data set's size: 12 images in the checkpoint, 13 now"):
+        train_spectral.main([*args, "--resume_from_checkpoint", "latest"])
+    assert snapshot(out) == before  # nothing trained or saved
+
+
+def test_resume_with_other_files_of_the_same_count_is_named(checkpointed_run, tmp_path, tiny_config, caplog):
+    images, out = checkpointed_run
+    moved = tmp_path / "moved"  # another folder with the same files: nothing to say
+    shutil.copytree(images, moved)
+    args = tiny_run(moved, tiny_config, out, max_train_steps=3, checkpointing_steps=100, **QUIET)
+    with caplog.at_level(logging.WARNING):
+        assert train_spectral.main([*args, "--resume_from_checkpoint", "latest"]) == 0
+    assert "the data set's files" not in caplog.text
+    (moved / "img_1.png").rename(moved / "img_1_renamed.png")
+    args = tiny_run(moved, tiny_config, out, max_train_steps=4, checkpointing_steps=100, **QUIET)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert train_spectral.main([*args, "--resume_from_checkpoint", "checkpoint-2"]) == 0
+    assert "the data set's files" in caplog.text and "differ" in caplog.text
+
+
+def test_dataset_fingerprint_reads_names_and_sizes_relative_to_the_folder(tmp_path):
+    from diffusers_specreg.data import build_image_dataset
+
+    def fingerprint(folder):
+        data = build_image_dataset(
+            dataset_name=None,
+            dataset_config_name=None,
+            train_data_dir=str(folder),
+            cache_dir=None,
+            resolution=16,
+            center_crop=False,
+            random_flip=False,
+            preserve_input_precision=False,
+        )
+        return run_settings.dataset_fingerprint(data.dataset, str(folder))
+
+    images = write_image_folder(tmp_path / "images", count=4)
+    first = fingerprint(images)
+    assert first["count"] == 4 and len(first["sha256"]) == 64
+    assert fingerprint(shutil.copytree(images, tmp_path / "elsewhere")) == first
+    (images / "img_1.png").write_bytes((images / "img_1.png").read_bytes() + b"\0")  # one more byte
+    assert fingerprint(images)["sha256"] != first["sha256"]
+
+
+def _saved_settings(folder: Path, step: int, **settings) -> Path:
+    folder.mkdir()
+    (folder / "training_state.json").write_text(json.dumps({"global_step": step}))
+    (folder / "run_settings.json").write_text(json.dumps(settings))
+    return folder
+
+
+def test_a_new_run_length_under_a_cosine_schedule_is_named_with_the_learning_rate(tmp_path, caplog):
+    common = dict(lr_scheduler="cosine", learning_rate=1e-4, lr_warmup_steps=10, num_processes=1)
+    checkpoint = _saved_settings(tmp_path / "checkpoint-500", 500, max_train_steps=1000, **common)
+    with caplog.at_level(logging.WARNING):
+        run_settings.check_resume_settings(str(checkpoint), dict(common, max_train_steps=2000))
+    assert "--max_train_steps: 1000 in the checkpoint, 2000 now" in caplog.text
+    assert "learning rate at step 500 from 5.08e-05 to 8.58e-05" in caplog.text
+    constant = dict(common, lr_scheduler="constant")
+    checkpoint = _saved_settings(tmp_path / "checkpoint-constant", 500, max_train_steps=1000, **constant)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        run_settings.check_resume_settings(str(checkpoint), dict(constant, max_train_steps=2000))
+    assert "max_train_steps" not in caplog.text  # a constant rate does not depend on the run length
