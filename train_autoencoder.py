@@ -547,7 +547,9 @@ def train(args) -> int:
 
     settings = {k: v for k, v in vars(args).items()}
     settings["resolution"] = resolution
-    manifest = run_settings.settings_of(settings, accelerator.num_processes, dict(vae.config))
+    settings["max_train_steps"] = max_train_steps  # the run length also when --num_epochs sets it
+    dataset = run_settings.dataset_fingerprint(train_dataset, args.train_data_dir)
+    manifest = run_settings.settings_of(settings, accelerator.num_processes, dict(vae.config), dataset)
     if accelerator.is_main_process:
         claim_output_dir(args)
         hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in settings.items()}
@@ -597,8 +599,12 @@ def train(args) -> int:
         total=max_train_steps, initial=global_step, disable=not accelerator.is_local_main_process, desc="Steps"
     )
     _STATE["training_started"] = True
+    saved_step = global_step if global_step else None  # the checkpoint resumed from holds this very state
 
     def checkpoint_now():
+        nonlocal saved_step
+        if saved_step == global_step:  # on disk already (a checkpointing step): a second save would replace it
+            return
         training.save_checkpoint(
             accelerator,
             args.output_dir,
@@ -608,6 +614,12 @@ def train(args) -> int:
             rank_state={"noise_rng": rng.state_dict()},
             settings=manifest,
         )
+        saved_step = global_step
+
+    def stop_on_signal() -> int:
+        checkpoint_now()
+        logger.warning(f"Interrupted: saved checkpoint-{global_step}. Resume with --resume_from_checkpoint latest.")
+        return interrupt.exit_code
 
     try:
         # 3. the training loop
@@ -645,24 +657,27 @@ def train(args) -> int:
                     if global_step % args.checkpointing_steps == 0:
                         checkpoint_now()
                     if training.interrupted_anywhere(accelerator, interrupt):
-                        checkpoint_now()
-                        logger.warning(
-                            f"Interrupted: saved checkpoint-{global_step}. Resume with --resume_from_checkpoint latest."
-                        )
-                        return interrupt.exit_code
+                        return stop_on_signal()
                     if global_step >= max_train_steps:
                         stop = True
                         break
         progress_bar.close()
 
-        # 4. finish: scaling factor, save_pretrained, held-out evaluation, card, Hub
-        if accelerator.is_main_process:
+        # 4. finish: scaling factor, save_pretrained, held-out evaluation, card, Hub; a SIGINT / SIGTERM stops its
+        # loops within one encoder or decoder call, and the checkpoint of the last step is saved (resuming finishes)
+        if accelerator.is_main_process and not interrupt.raised:
             vae = accelerator.unwrap_model(model).vae
-            log_reconstructions(accelerator, vae, preview, global_step)
-            finish(args, accelerator, vae, train_dataset, held_out, data.description, global_step)
-            if args.push_to_hub:
-                hub.push_run(args, f"Step {global_step}")
+            try:
+                with training.stop_on_interrupt(interrupt, vae.encoder, vae.decoder):
+                    log_reconstructions(accelerator, vae, preview, global_step)
+                    finish(args, accelerator, vae, train_dataset, held_out, data.description, global_step)
+                if args.push_to_hub and not interrupt.raised:
+                    hub.push_run(args, f"Step {global_step}")
+            except training.TrainingInterrupted:
+                pass
         accelerator.wait_for_everyone()
+        if training.interrupted_anywhere(accelerator, interrupt):
+            return stop_on_signal()
         logger.info(f"Saved the autoencoder and its model card to {args.output_dir}")
         return 0
     finally:

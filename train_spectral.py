@@ -683,8 +683,11 @@ def save_pipeline(args, settings, unet, noise_scheduler, ema_model, mel=None, va
         save(make_pipeline(settings, unet, noise_scheduler, for_sampling=False, mel=mel, vae=vae), args.output_dir)
 
 
-def evaluate_and_write_card(args, settings, accelerator, data, regularizer, codec: LatentCodec | None = None):
-    """Quick evaluation of the saved pipeline (metrics in the card), then the model card itself."""
+def evaluate_and_write_card(
+    args, settings, accelerator, data, regularizer, codec: LatentCodec | None = None, interrupt=None
+):
+    """Quick evaluation of the saved pipeline (metrics in the card), then the model card itself. A SIGINT / SIGTERM
+    (`interrupt`) during the evaluation's sampling raises `training.TrainingInterrupted` within one step."""
     from diffusers_specreg.evaluate import dataset_info, evaluate_pipeline, load_pipeline
     from diffusers_specreg.model_card import write_model_card
 
@@ -692,21 +695,25 @@ def evaluate_and_write_card(args, settings, accelerator, data, regularizer, code
     if args.eval_num_samples > 0 and card_evaluation_problem(args, data) is None:
         pipeline = load_pipeline(args.output_dir, device=accelerator.device)
         pipeline.set_progress_bar_config(disable=True)
-        metrics = evaluate_pipeline(
-            pipeline,
-            data.dataset,
-            args.eval_num_samples,
-            args.eval_batch_size,
-            settings.ddpm_num_inference_steps,
-            args.seed or 0,
-            os.path.join(args.output_dir, "evaluation"),
-            name=os.path.basename(os.path.abspath(args.output_dir)),
-            dataset=dataset_info(
-                args.dataset_name, args.train_data_dir, args.builtin_dataset, modality=settings.formulation.modality
-            ),
-            # audio pipelines are sampled with DDIM on the mel images either way (their own call vocodes every image)
-            sampler=args.eval_sampler if settings.formulation.modality != "audio" else "fast",
-        )
+        with training.stop_on_interrupt(interrupt, pipeline.unet):
+            metrics = evaluate_pipeline(
+                pipeline,
+                data.dataset,
+                args.eval_num_samples,
+                args.eval_batch_size,
+                settings.ddpm_num_inference_steps,
+                args.seed or 0,
+                os.path.join(args.output_dir, "evaluation"),
+                name=os.path.basename(os.path.abspath(args.output_dir)),
+                dataset=dataset_info(
+                    args.dataset_name,
+                    args.train_data_dir,
+                    args.builtin_dataset,
+                    modality=settings.formulation.modality,
+                ),
+                # audio pipelines are sampled with DDIM on the mel images either way (their call vocodes every image)
+                sampler=args.eval_sampler if settings.formulation.modality != "audio" else "fast",
+            )
         grid, plot = "evaluation/samples.png", "evaluation/rapsd.png"
         logger.info(f"Spectral metrics of {args.eval_num_samples} samples: {metrics.log_rapsd_distance}")
     config = settings.config(args)
@@ -1074,7 +1081,8 @@ def resume(args, settings: RunSettings, accelerator: Accelerator, run: Training)
     if args.resume_from_checkpoint and checkpoint is None:
         logger.info(f"No checkpoint in {args.output_dir} to resume from; starting a new training run.")
     unet_config = accelerator.unwrap_model(run.model).config
-    manifest = run_settings.settings_of(settings.config(args), accelerator.num_processes, unet_config)
+    dataset = run_settings.dataset_fingerprint(run.data.dataset, args.train_data_dir)
+    manifest = run_settings.settings_of(settings.config(args), accelerator.num_processes, unet_config, dataset)
     if checkpoint is not None:
         run_settings.check_resume_settings(checkpoint, manifest)
         resumed = training.load_checkpoint(accelerator, checkpoint, run.checkpointed)
@@ -1090,29 +1098,40 @@ def resume(args, settings: RunSettings, accelerator: Accelerator, run: Training)
     return global_step, first_epoch, resume_batches, manifest
 
 
-def end_of_epoch(args, settings, accelerator, run: Training, epoch: int, global_step: int, last: bool) -> None:
-    """Samples and pipeline, as the anchor: every N epochs and at the end (main process)."""
+def end_of_epoch(
+    args, settings, accelerator, run: Training, epoch: int, global_step: int, last: bool, interrupt
+) -> None:
+    """Samples and pipeline, as the anchor: every N epochs and at the end (main process). A SIGINT / SIGTERM
+    (`interrupt`) stops the sampling within one step and skips what is left, so the caller saves the checkpoint
+    first."""
     if not accelerator.is_main_process:
         return
     unet = accelerator.unwrap_model(run.model)
     if epoch % args.save_images_epochs == 0 or last:
         unet.eval()
-        log_samples(
-            args,
-            settings,
-            accelerator,
-            unet,
-            run.noise_scheduler,
-            run.ema_model,
-            run.data_preview,
-            global_step,
-            run.mel,
-            run.pipeline_vae,
-        )
-        unet.train()
+        try:
+            with training.stop_on_interrupt(interrupt, unet):
+                log_samples(
+                    args,
+                    settings,
+                    accelerator,
+                    unet,
+                    run.noise_scheduler,
+                    run.ema_model,
+                    run.data_preview,
+                    global_step,
+                    run.mel,
+                    run.pipeline_vae,
+                )
+        except training.TrainingInterrupted:
+            return
+        finally:
+            unet.train()
+    if interrupt.raised:
+        return
     if epoch % args.save_model_epochs == 0 or last:
         save_pipeline(args, settings, unet, run.noise_scheduler, run.ema_model, run.mel, run.pipeline_vae)
-        if args.push_to_hub and not last:
+        if args.push_to_hub and not last and not interrupt.raised:
             hub.push_run(args, f"Epoch {epoch}")
 
 
@@ -1156,8 +1175,12 @@ def train(args, settings: RunSettings) -> int:
     )
     stop = False
     _STATE["training_started"] = True
+    saved_step = global_step if global_step else None  # the checkpoint resumed from holds this very state
 
     def checkpoint_now():
+        nonlocal saved_step
+        if saved_step == global_step:  # on disk already (a checkpointing step): a second save would replace it
+            return
         training.save_checkpoint(
             accelerator,
             args.output_dir,
@@ -1168,6 +1191,15 @@ def train(args, settings: RunSettings) -> int:
             extra_state=run.checkpointed,
             settings=manifest,
         )
+        saved_step = global_step
+
+    def stop_on_signal() -> int:
+        checkpoint_now()
+        logger.warning(
+            f"Interrupted ({interrupt.signal_name or 'signal on another process'}): saved checkpoint-{global_step}. "
+            "Resume with --resume_from_checkpoint latest."
+        )
+        return interrupt.exit_code
 
     if global_step >= settings.max_train_steps:
         logger.info(f"The run already reached --max_train_steps {settings.max_train_steps}; nothing left to train.")
@@ -1228,20 +1260,16 @@ def train(args, settings: RunSettings) -> int:
                     if global_step % args.checkpointing_steps == 0:
                         checkpoint_now()
                     if training.interrupted_anywhere(accelerator, interrupt):
-                        checkpoint_now()
-                        logger.warning(
-                            f"Interrupted ({interrupt.signal_name or 'signal on another process'}): saved "
-                            f"checkpoint-{global_step}. Resume with --resume_from_checkpoint latest."
-                        )
-                        return interrupt.exit_code
+                        return stop_on_signal()
                     if global_step >= settings.max_train_steps:
                         stop = True
                         break
             progress_bar.refresh()
-            end_of_epoch(
-                args, settings, accelerator, run, epoch, global_step, stop or epoch == settings.num_epochs - 1
-            )
+            last = stop or epoch == settings.num_epochs - 1
+            end_of_epoch(args, settings, accelerator, run, epoch, global_step, last, interrupt)
             accelerator.wait_for_everyone()
+            if training.interrupted_anywhere(accelerator, interrupt):  # during the samples or the pipeline save
+                return stop_on_signal()
             if stop:
                 break
 
@@ -1252,11 +1280,16 @@ def train(args, settings: RunSettings) -> int:
                 f"Skipped {guard.skipped} batches with a non-finite loss or gradient ({guard.skipped_gradients} "
                 "gradient)."
             )
-        if accelerator.is_main_process:
-            evaluate_and_write_card(args, settings, accelerator, run.data, regularizer, run.codec)
-            if args.push_to_hub:
-                hub.push_run(args, f"Step {global_step}")
+        if accelerator.is_main_process and not interrupt.raised:
+            try:
+                evaluate_and_write_card(args, settings, accelerator, run.data, regularizer, run.codec, interrupt)
+                if args.push_to_hub and not interrupt.raised:
+                    hub.push_run(args, f"Step {global_step}")
+            except training.TrainingInterrupted:
+                pass  # the checkpoint of the last step is saved below; resuming it writes the card
         accelerator.wait_for_everyone()
+        if training.interrupted_anywhere(accelerator, interrupt):
+            return stop_on_signal()
         logger.info(f"Saved the pipeline and its model card to {args.output_dir}")
         return 0
     finally:

@@ -20,12 +20,15 @@ file is written):
 
 Settings (`settings_of` when saving a checkpoint, `check_resume_settings` when resuming): each flag is
 `INCOMPATIBLE` (resuming with another value cannot work or would silently mean something else: an error naming
-the flag), `UNCHECKED` (where the run writes, how long it runs, what it logs: no message) or anything else (a
-warning naming the flag; the new value takes effect, e.g. `--learning_rate`).
+the flag), `UNCHECKED` (where the run writes, what it logs: no message) or anything else (a warning naming the flag;
+the new value takes effect, e.g. `--learning_rate`). The training data are compared by `dataset_fingerprint`: another
+number of images is an error, other files of the same number a warning. A new `--max_train_steps` is named, with
+the learning rate it moves, when the LR schedule depends on the run length (`LENGTH_DEPENDENT_SCHEDULES`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -35,6 +38,8 @@ import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
+
+import torch
 
 from diffusers_specreg import training
 
@@ -79,8 +84,7 @@ UNCHECKED = (
     "output_dir",
     "overwrite_output_dir",
     "resume_from_checkpoint",
-    "max_train_steps",
-    "num_epochs",
+    "num_epochs",  # the run length is compared as max_train_steps (derived from it), see LENGTH_DEPENDENT_SCHEDULES
     "checkpointing_steps",
     "checkpoints_total_limit",
     "save_images_epochs",
@@ -97,6 +101,9 @@ UNCHECKED = (
     "cache_dir",
     "max_nonfinite_steps",
 )
+# LR schedules of Diffusers' `get_scheduler` whose rate at a step depends on --max_train_steps: a new run length is
+# named on resume (with the rate it moves); under the others it changes nothing and goes unmentioned.
+LENGTH_DEPENDENT_SCHEDULES = ("linear", "cosine", "cosine_with_restarts", "polynomial")
 # Not settings: the secret, the launcher's rank, and values `fill_defaults` derives.
 NOT_SETTINGS = ("hub_token", "local_rank", "resolution_from_user", "prediction_type_from_user", "builtin")
 
@@ -114,10 +121,35 @@ def _jsonable(value):
     return str(value)
 
 
-def settings_of(config, num_processes: int, unet_config: dict | None = None) -> dict:
+def dataset_fingerprint(dataset, root: str | None = None) -> dict:
+    """What resume compares of the training data: `count`, the number of examples, and `sha256`, a hash of the image
+    files' names (relative to `root`, e.g. `--train_data_dir`, so a moved folder is the same data) and sizes, of the
+    examples themselves for data held in memory (built-in, mel slices), or of a `datasets` dataset's fingerprint;
+    `sha256` is None when the dataset exposes none of these. A `torch.utils.data.Subset` counts its own examples."""
+    indices = list(dataset.indices) if isinstance(dataset, torch.utils.data.Subset) else None
+    source = dataset.dataset if indices is not None else dataset
+    digest = hashlib.sha256()
+    files, images = getattr(source, "files", None), getattr(source, "images", None)
+    hf_fingerprint = getattr(getattr(source, "dataset", None), "_fingerprint", None)
+    if files is not None:
+        for path in files if indices is None else [files[i] for i in indices]:
+            name = os.path.relpath(path, root) if root else os.path.basename(path)
+            digest.update(f"{name.replace(os.sep, '/')}\0{os.path.getsize(path)}\n".encode())
+    elif isinstance(images, torch.Tensor):
+        selected = images if indices is None else images[indices]
+        digest.update(selected.detach().cpu().contiguous().view(torch.uint8).numpy())  # any dtype, no copy
+    elif isinstance(hf_fingerprint, str):
+        digest.update(f"{hf_fingerprint}\0{indices}".encode())
+    else:
+        return {"count": len(dataset), "sha256": None}
+    return {"count": len(dataset), "sha256": digest.hexdigest()}
+
+
+def settings_of(config, num_processes: int, unet_config: dict | None = None, dataset: dict | None = None) -> dict:
     """The run's settings as JSON: every flag (a parsed `argparse.Namespace`, or a mapping such as
-    `RunSettings.config(args)` with the derived values filled in) but the token, the number of processes and the
-    UNet's config (compared by content: the config file or pretrained model may have moved)."""
+    `RunSettings.config(args)` with the derived values filled in) but the token, the number of processes, the
+    UNet's config (compared by content: the config file or pretrained model may have moved) and the training data's
+    `dataset_fingerprint`."""
     items = config.items() if isinstance(config, Mapping) else vars(config).items()
     settings = {
         key: _jsonable(value)
@@ -127,6 +159,8 @@ def settings_of(config, num_processes: int, unet_config: dict | None = None) -> 
     settings["num_processes"] = num_processes
     if unet_config is not None:
         settings["unet_config"] = {k: _jsonable(v) for k, v in sorted(unet_config.items()) if not k.startswith("_")}
+    if dataset is not None:
+        settings["dataset"] = dict(dataset)
     return settings
 
 
@@ -139,17 +173,64 @@ def _flag(key: str) -> str:
 
 
 def _flatten(settings: dict) -> dict:
-    flat = {k: v for k, v in settings.items() if k != "unet_config"}
+    flat = {k: v for k, v in settings.items() if k not in ("unet_config", "dataset")}
     flat.update({f"unet_config.{k}": v for k, v in (settings.get("unet_config") or {}).items()})
     return flat
 
 
-def compare_settings(saved: dict, current: dict) -> tuple[list[str], list[str]]:
-    """(errors, warnings): one line per changed flag, `INCOMPATIBLE` ones in errors, `UNCHECKED` ones left out."""
-    errors, warnings = [], []
+def _dataset_changes(saved: dict | None, current: dict | None) -> tuple[list[str], list[str]]:
+    """(errors, warnings) of two `dataset_fingerprint`s; nothing for a checkpoint of a version that saved none."""
+    if not isinstance(saved, dict) or not isinstance(current, dict):
+        return [], []
+    if saved.get("count") != current.get("count"):
+        # the resumed position (epoch, batch) is computed from the number of examples: it would be another one
+        return [f"the data set's size: {saved.get('count')} images in the checkpoint, {current.get('count')} now"], []
+    if saved.get("sha256") and current.get("sha256") and saved["sha256"] != current["sha256"]:
+        return [], ["the data set's files (names and sizes, or the images themselves) differ from the checkpoint's"]
+    return [], []
+
+
+def _rate_at(settings: dict, max_train_steps, step: int) -> float | None:
+    """The learning rate of `settings` (schedule, rate, warm-up, processes) at `step` of a `max_train_steps` run, as
+    the training scripts build it with Diffusers' `get_scheduler`; None when it cannot be computed."""
+    from diffusers.optimization import get_scheduler
+
+    try:
+        learning_rate, processes = float(settings["learning_rate"]), int(settings.get("num_processes") or 1)
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=learning_rate)
+        scheduler = get_scheduler(
+            settings["lr_scheduler"],
+            optimizer=optimizer,
+            num_warmup_steps=int(settings.get("lr_warmup_steps") or 0) * processes,
+            num_training_steps=int(max_train_steps) * processes,
+        )
+        return learning_rate * scheduler.lr_lambdas[0](step * processes)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+        return None
+
+
+def _run_length_change(saved: dict, current: dict, step: int | None) -> str | None:
+    """The warning for a new --max_train_steps under a schedule that depends on it, else None."""
+    old, new = saved.get("max_train_steps"), current.get("max_train_steps")
+    schedule = current.get("lr_scheduler")
+    if old is None or new is None or old == new or schedule not in LENGTH_DEPENDENT_SCHEDULES:
+        return None
+    line = f"--max_train_steps: {old} in the checkpoint, {new} now: the {schedule} schedule is recomputed for it"
+    before, after = (_rate_at(current, total, step) if step is not None else None for total in (old, new))
+    if before is None or after is None:
+        return line
+    return f"{line}, which moves the learning rate at step {step} from {before:.3g} to {after:.3g}"
+
+
+def compare_settings(saved: dict, current: dict, step: int | None = None) -> tuple[list[str], list[str]]:
+    """(errors, warnings): one line per changed flag, `INCOMPATIBLE` ones in errors, `UNCHECKED` ones left out; the
+    data set (`_dataset_changes`) and the run length (`_run_length_change`, at the checkpoint's `step`) too."""
+    errors, warnings = _dataset_changes(saved.get("dataset"), current.get("dataset"))
+    run_length = _run_length_change(saved, current, step)
+    warnings += [run_length] if run_length else []
     saved, current = _flatten(saved), _flatten(current)
     for key in sorted(set(saved) | set(current)):
-        if key in UNCHECKED or key in NOT_SETTINGS:
+        if key in UNCHECKED or key in NOT_SETTINGS or key == "max_train_steps":
             continue
         old, new = saved.get(key), current.get(key)
         if json.dumps(old) == json.dumps(new):
@@ -170,7 +251,11 @@ def check_resume_settings(checkpoint: str, current: dict) -> None:
             "%s has no %s (an older version wrote it): the settings cannot be compared.", name, "run_settings.json"
         )
         return
-    errors, warnings = compare_settings(saved, current)
+    try:
+        step = int(training.read_training_state(checkpoint)["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        step = None
+    errors, warnings = compare_settings(saved, current, step)
     if errors:
         raise ValueError(
             f"Cannot resume from {name} with changed settings: {'; '.join(errors)}. Resume with the checkpoint's "
@@ -691,6 +776,7 @@ __all__ = [
     "check_resume_settings",
     "claim_output_dir",
     "compare_settings",
+    "dataset_fingerprint",
     "read_outputs",
     "run_outputs",
     "settings_of",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -176,14 +177,37 @@ def list_checkpoints(output_dir: str) -> list[tuple[int, str]]:
     return sorted(found)
 
 
-def prune_checkpoints(output_dir: str, total_limit: int | None, keep_slots: int = 0) -> list[str]:
-    """Delete the oldest checkpoints so that at most `total_limit - keep_slots` remain; returns what it deleted."""
+def _write_sequence(checkpoint: str) -> int:
+    """Where `checkpoint` stands in the order its folder's checkpoints were written (`checkpoint.json`); 0 for
+    checkpoints of older versions, which record none."""
+    try:
+        sequence = _read_json(os.path.join(checkpoint, CHECKPOINT_MANIFEST_FILE)).get("sequence", 0)
+    except (OSError, ValueError):
+        return 0
+    return sequence if isinstance(sequence, int) and not isinstance(sequence, bool) else 0
+
+
+def checkpoints_by_write_order(output_dir: str) -> list[tuple[int, str]]:
+    """The checkpoints of `list_checkpoints`, written longest ago first: by the sequence number `save_checkpoint`
+    records, then by step (checkpoints of older versions count as written before all others, in step order).
+
+    After a run resumed an older checkpoint (`checkpoint-200` while `checkpoint-500` exists), what it writes is
+    newer than the abandoned higher steps, whatever its step."""
+    return sorted(list_checkpoints(output_dir), key=lambda item: (_write_sequence(item[1]), item[0]))
+
+
+def prune_checkpoints(
+    output_dir: str, total_limit: int | None, keep_slots: int = 0, keep: str | None = None
+) -> list[str]:
+    """Delete the checkpoints written longest ago (`checkpoints_by_write_order`) so that at most
+    `total_limit - keep_slots` remain, never `keep` (the checkpoint just written); returns what it deleted."""
     if total_limit is None:
         return []
-    checkpoints = list_checkpoints(output_dir)
+    checkpoints = [path for _, path in checkpoints_by_write_order(output_dir)]
     excess = len(checkpoints) - max(total_limit - keep_slots, 0)
+    kept = os.path.abspath(keep) if keep else None
     removed = []
-    for _, path in checkpoints[: max(excess, 0)]:
+    for path in [p for p in checkpoints if os.path.abspath(p) != kept][: max(excess, 0)]:
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     return removed
@@ -245,10 +269,12 @@ def _save_extra_state(obj, folder: str, name: str) -> None:
 def _load_extra_state(obj, folder: str, name: str, device) -> None:
     from safetensors.torch import load_file
 
-    if _is_ema(obj):  # the folder EMAModel.save_pretrained writes: weights, and the EMA's counters in config.json
+    if _is_ema(obj):  # the folder EMAModel.save_pretrained writes: weights, and the EMA's settings in config.json
         path = os.path.join(folder, name)
         config = obj.model_cls.load_config(path)
-        state = {key: config[key] for key in obj.state_dict() if key != "shadow_params" and key in config}
+        # the weights and the step count only: decay, inv_gamma and power stay the object's (this run's flags), so a
+        # changed --ema_max_decay / --ema_power / --ema_inv_gamma takes effect as the resume warning says
+        state = {key: config[key] for key in ("optimization_step",) if key in config}
         state["shadow_params"] = [p.detach() for p in obj.model_cls.from_pretrained(path).parameters()]
         obj.load_state_dict(state)
         obj.to(device)
@@ -285,8 +311,9 @@ def save_checkpoint(
     """Write `checkpoint-{step}` atomically: `accelerator.save_state` plus safetensors / JSON files of ours.
 
     The state goes to a temporary folder first, then one `os.replace` on the main process makes it visible, so a
-    crash mid-save never leaves a half checkpoint that `--resume_from_checkpoint latest` would pick. The oldest
-    checkpoints beyond `total_limit` are deleted only after the new one is complete. Call on every process.
+    crash mid-save never leaves a half checkpoint that `--resume_from_checkpoint latest` would pick. The
+    checkpoints written longest ago beyond `total_limit` are deleted only after the new one is complete, never the
+    new one (`prune_checkpoints`). Call on every process.
 
     Nothing of ours is pickled: Accelerate's `custom_checkpoint_*.pkl` (which it always unpickles with
     `weights_only=False`) is not used, and what we add is safetensors or JSON. `checkpoint.json`, written last,
@@ -324,6 +351,8 @@ def save_checkpoint(
         _write_json(os.path.join(tmp, TRAINING_STATE_FILE), state)
         manifest = {
             "format": 1,
+            # the write order, which `latest` and the rotation follow (not the step: see checkpoints_by_write_order)
+            "sequence": 1 + max((_write_sequence(path) for _, path in list_checkpoints(output_dir)), default=0),
             "num_processes": accelerator.num_processes,
             "extra_state": sorted(name for name, obj in (extra_state or {}).items() if obj is not None),
             "files": _file_sizes(tmp),
@@ -332,7 +361,7 @@ def save_checkpoint(
         if os.path.exists(final):
             shutil.rmtree(final)
         os.replace(tmp, final)
-        prune_checkpoints(output_dir, total_limit)
+        prune_checkpoints(output_dir, total_limit, keep=final)
     accelerator.wait_for_everyone()
     return final
 
@@ -399,13 +428,15 @@ def checkpoint_problems(checkpoint: str) -> list[str]:
 def resolve_resume(output_dir: str, resume_from_checkpoint: str | None) -> str | None:
     """The checkpoint folder to resume from: a path, a `checkpoint-N` name in output_dir, or "latest".
 
-    Returns None for "latest" when there is none (a fresh run). "latest" skips a damaged newest checkpoint with a
-    warning that names the damaged file and uses the newest intact one; a named checkpoint that is missing,
+    Returns None for "latest" when there is none (a fresh run). "latest" is the checkpoint written last (after a
+    resume from an older checkpoint, that run's, not a higher step of the abandoned one); it skips a damaged newest
+    checkpoint with a warning that names the damaged file and uses the newest intact one; a named checkpoint that is
+    missing,
     incomplete or damaged raises `CheckpointError` naming the file and the intact checkpoints to use instead.
     """
     if not resume_from_checkpoint:
         return None
-    checkpoints = list_checkpoints(output_dir)
+    checkpoints = checkpoints_by_write_order(output_dir)
     if resume_from_checkpoint == "latest":
         if not checkpoints:
             return None
@@ -437,14 +468,15 @@ def resolve_resume(output_dir: str, resume_from_checkpoint: str | None) -> str |
             return path
     raise CheckpointError(
         f"--resume_from_checkpoint {resume_from_checkpoint!r} is not a complete checkpoint (no training_state.json). "
-        f"Available in {output_dir}: {[os.path.basename(p) for _, p in checkpoints] or 'none'}; or pass 'latest'."
+        f"Available in {output_dir}: {[os.path.basename(p) for _, p in sorted(checkpoints)] or 'none'}; or pass "
+        "'latest'."
     )
 
 
 def _intact_hint(output_dir: str, exclude: str) -> str:
     intact = [
         os.path.basename(p)
-        for _, p in reversed(list_checkpoints(output_dir))
+        for _, p in reversed(checkpoints_by_write_order(output_dir))
         if os.path.abspath(p) != os.path.abspath(exclude) and not checkpoint_problems(p)
     ]
     if intact:
@@ -502,7 +534,9 @@ def load_checkpoint(accelerator, checkpoint: str, extra_state: dict | None = Non
             restored in place (an EMA model is moved to `accelerator.device`).
 
     Raises `CheckpointError` naming the file when a part the run needs is missing (e.g. the EMA state of a
-    checkpoint written by an older version, which pickled it).
+    checkpoint written by an older version, which pickled it). An EMA model gets its weights and step count back,
+    not its decay settings (the object's stay). An fp16 run resuming a checkpoint saved without fp16 (no
+    `scaler.pt`) starts with a fresh loss scale.
     """
     for name, obj in (extra_state or {}).items():
         if obj is None:
@@ -522,7 +556,22 @@ def load_checkpoint(accelerator, checkpoint: str, extra_state: dict | None = Non
             "run arbitrary code). It was written by an older version or placed there by someone else. Resume from a "
             "checkpoint written by this version, or start a new run."
         )
-    accelerator.load_state(checkpoint)
+    scaler = getattr(accelerator, "scaler", None)
+    if scaler is not None and not os.path.isfile(os.path.join(checkpoint, "scaler.pt")):
+        # fp16 resuming a checkpoint of --mixed_precision no or bf16: Accelerate would fail on the missing file
+        logger.warning(
+            "%s has no scaler.pt (it was saved without fp16 mixed precision: --mixed_precision no or bf16); the fp16 "
+            "loss scale starts afresh at %g, as in a new run.",
+            os.path.basename(os.path.normpath(checkpoint)),
+            scaler.get_scale(),
+        )
+        accelerator.scaler = None  # only for the loading; the prepared optimisers hold the scaler themselves
+        try:
+            accelerator.load_state(checkpoint)
+        finally:
+            accelerator.scaler = scaler
+    else:
+        accelerator.load_state(checkpoint)
     for name, obj in (extra_state or {}).items():
         if obj is not None:
             _load_extra_state(obj, checkpoint, name, accelerator.device)
@@ -631,6 +680,32 @@ class InterruptFlag:
         return self.signal_name is not None
 
 
+class TrainingInterrupted(Exception):
+    """Raised by `stop_on_interrupt` inside sampling or evaluation once SIGINT / SIGTERM arrived; the training script
+    catches it, saves a checkpoint and exits with `InterruptFlag.exit_code`."""
+
+
+@contextlib.contextmanager
+def stop_on_interrupt(interrupt: InterruptFlag | None, *modules: torch.nn.Module):
+    """Inside the block, every forward call of `modules` (the UNet of a sampling loop: one call per step) first checks
+    `interrupt` and raises `TrainingInterrupted` once it is raised.
+
+    A signal during a 1000-step sample or the card's evaluation is acted on within one step instead of after the
+    whole loop, which can outlast a cluster's grace period before its SIGKILL. Nothing is checked when `interrupt` is
+    None."""
+
+    def check(module, inputs):
+        if interrupt is not None and interrupt.raised:
+            raise TrainingInterrupted(interrupt.signal_name)
+
+    handles = [module.register_forward_pre_hook(check) for module in modules if module is not None]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 class CheckpointedGenerator:
     """A `torch.Generator` for the training noise whose state is saved in checkpoints.
 
@@ -736,22 +811,29 @@ def clip_and_step(
     makes the same decision. A non-finite norm (a NaN / inf gradient with a finite loss, for example from an
     unbounded phase gradient) skips the update: weights, optimiser moments and the LR schedule stay exactly as they
     were, the skip is counted and logged by `guard`, and `guard` stops the run after too many in a row. Under fp16
-    mixed precision an overflow is the loss scaler's business (it skips the step and lowers the scale), so the step
-    goes to the scaler and is not counted here. Between gradient-accumulation boundaries this only forwards to the
-    (no-op) optimiser step. With DeepSpeed, which returns no norm, the gradient check does not apply.
+    mixed precision (an `accelerator.scaler`) the step goes to the loss scaler, which skips a step whose gradient
+    overflowed or is NaN and lowers its scale (and Accelerate then holds the LR schedule); that skip is counted by
+    `guard` in the same way, so NaN gradients stop an fp16 run too. Between gradient-accumulation boundaries this
+    only forwards to the (no-op) optimiser step. With DeepSpeed, which returns no norm, the gradient check does not
+    apply.
 
     Returns:
-        `bool`: whether the update was taken (True between accumulation boundaries).
+        `bool`: whether the update was taken (True between accumulation boundaries); False for a skipped step, on
+        which an EMA must not step either.
     """
+    scaler = getattr(accelerator, "scaler", None) if accelerator.sync_gradients else None
     if accelerator.sync_gradients:
         norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
         finite = norm is None or bool(torch.isfinite(torch.as_tensor(norm)).all())
-        if accelerator.mixed_precision == "fp16":
-            finite = True  # the GradScaler skips overflowing steps itself
-        if not guard.check(finite, step, {"grad_norm": norm}, "gradient"):
+        # with a loss scaler the step must reach it even when not finite: its update lowers the scale
+        if scaler is None and not guard.check(finite, step, {"grad_norm": norm}, "gradient"):
             return False
     optimizer.step()
     lr_scheduler.step()
+    if scaler is not None:  # a step the scaler skipped counts as a non-finite gradient
+        terms = {"grad_norm": torch.as_tensor(norm), "loss_scale": torch.tensor(scaler.get_scale())}
+        if not guard.check(not getattr(optimizer, "step_was_skipped", False), step, terms, "gradient"):
+            return False
     return True
 
 
