@@ -102,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--device", type=str, default=None, help="Default: cuda if available, else cpu.")
     parser.add_argument(
+        "--trust_remote_code",
+        action="store_true",
+        help="Run the code a pipeline folder or Hub repo carries (a pipeline.py that is not a copy of this package's "
+        "own, custom component modules), as Diffusers' flag of the same name. Only for sources you trust.",
+    )
+    parser.add_argument(
         "--update_model_card",
         action="store_true",
         help="Copy each local pipeline's results into <pipeline>/evaluation/ and rewrite its README.md.",
@@ -243,7 +249,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     pipelines = []
     for path in args.pipeline:
         try:
-            pipelines.append(load_pipeline(path, device=device, cache_dir=args.cache_dir))
+            pipelines.append(
+                load_pipeline(path, device=device, cache_dir=args.cache_dir, trust_remote_code=args.trust_remote_code)
+            )
         except OSError as error:  # missing folder, no model_index.json, Hub unreachable
             raise ValueError(f"Cannot load the pipeline {path!r}: {error}") from error
     shapes = {image_shape(p) for p in pipelines}
