@@ -809,6 +809,7 @@ def write_model_card(
     license: str | None = None,
     template_path: str | os.PathLike | None = None,
     evaluation_dir: str | None = None,
+    write_training_args: bool = True,
 ) -> str:
     r"""
     Write `output_dir/README.md` (Hub metadata + body) and `output_dir/training_args.json` (the redacted config).
@@ -839,6 +840,7 @@ def write_model_card(
         evaluation_dir (`str`, *optional*, defaults to `None`): the folder, relative to `output_dir`, of the
             evaluation's `metrics.json`; the audio files named in `metrics.audio` (spectrogram figure, WAVs) are
             relative to it. `None` takes the folder of `sample_grid` (`"evaluation"` for `"evaluation/samples.png"`).
+        write_training_args (`bool`, defaults to `True`): also write `training_args.json`.
 
     Returns:
         `str`: the path of the written `README.md`.
@@ -891,8 +893,9 @@ def write_model_card(
     )
     card = ModelCard(body)  # parses and checks the YAML metadata
     os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, TRAINING_ARGS_FILE), "w", encoding="utf-8") as f:
-        json.dump(config, f, indent=2, sort_keys=True, default=str)
+    if write_training_args:
+        with open(os.path.join(output_dir, TRAINING_ARGS_FILE), "w", encoding="utf-8") as f:
+            json.dump(config, f, indent=2, sort_keys=True, default=str)
     path = os.path.join(output_dir, "README.md")
     card.save(path)
     return path
@@ -910,7 +913,9 @@ def update_model_card(
     Rewrite `output_dir/README.md` with new metrics (and images), keeping what the previous card recorded.
 
     The training configuration comes from `output_dir/training_args.json` (written by `write_model_card`),
-    `base_model` and `datasets` from the existing card's metadata, the pipeline class from `model_index.json`.
+    `base_model` and `datasets` from the existing card's metadata, the pipeline class from `model_index.json`. A
+    `README.md`, `training_args.json` or `evaluation/` that no training run wrote (see [`foreign_card_files`]) is
+    never replaced: `ValueError`, and nothing is written. A folder without `training_args.json` does not get one.
 
     Args:
         output_dir (`str` or `os.PathLike`): the saved pipeline folder.
@@ -926,6 +931,9 @@ def update_model_card(
     from huggingface_hub import ModelCard
 
     output_dir = os.fspath(output_dir)
+    error = card_update_error(output_dir)
+    if error is not None:
+        raise ValueError(error)
     config: dict = {}
     args_path = os.path.join(output_dir, TRAINING_ARGS_FILE)
     if os.path.isfile(args_path):
@@ -959,6 +967,44 @@ def update_model_card(
         sample_grid=sample_grid,
         spectrum_plot=spectrum_plot,
         evaluation_dir=evaluation_dir,
+        write_training_args=os.path.isfile(args_path),
+    )
+
+
+# what a card update writes into a model folder
+CARD_UPDATE_FILES = ("README.md", TRAINING_ARGS_FILE, "evaluation")
+
+
+def foreign_card_files(output_dir: str | os.PathLike) -> list[str]:
+    r"""
+    The files of a model folder that a card update would replace but no training run wrote there: `README.md`,
+    `training_args.json` and `evaluation/`, unless the run's record (`.train_spectral_outputs.json`) lists them or,
+    for folders of older versions, they are ours by their content (a card tagged `diffusers-specreg`, training
+    arguments with `spectral_loss` and `formulation`); `diffusers_specreg.run_settings` decides, as for a training
+    run into the folder.
+
+    Args:
+        output_dir (`str` or `os.PathLike`): the model folder.
+
+    Returns:
+        `list[str]`: the names, in the order above; empty when the update may go ahead.
+    """
+    from .run_settings import _previous_outputs
+
+    output_dir = os.fspath(output_dir)
+    ours = set(_previous_outputs(output_dir, None))
+    return [n for n in CARD_UPDATE_FILES if os.path.exists(os.path.join(output_dir, n)) and n not in ours]
+
+
+def card_update_error(output_dir: str | os.PathLike) -> str | None:
+    """Why the model card of `output_dir` may not be updated (files no run wrote, [`foreign_card_files`]), or `None`."""
+    foreign = foreign_card_files(output_dir)
+    if not foreign:
+        return None
+    return (
+        f"{os.fspath(output_dir)} holds {', '.join(foreign)}, which no training run wrote; updating its model card "
+        "(--update_model_card) would replace it. Move it elsewhere, or evaluate without --update_model_card (the "
+        "results stay in --output_dir)."
     )
 
 
@@ -969,7 +1015,9 @@ __all__ = [
     "METRIC_ROWS",
     "audio_files",
     "card_tags",
+    "card_update_error",
     "eval_results",
+    "foreign_card_files",
     "is_hub_id",
     "load_template",
     "model_card_data",

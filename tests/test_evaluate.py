@@ -210,7 +210,10 @@ def test_default_fwd_level_has_enough_samples_at_the_project_defaults(channels, 
 def test_update_model_card_rewrites_the_card(saved, tmp_path):
     folder = tmp_path / "model"
     DDPMPipeline.from_pretrained(saved[0]).save_pretrained(folder)
-    write_model_card(folder, config={"spectral_loss": ["amplitude"], "spectral_weight": ["0.5"]})
+    # the card and training arguments of a training run (foreign ones are never replaced: see the tests below)
+    write_model_card(
+        folder, config={"spectral_loss": ["amplitude"], "spectral_weight": ["0.5"], "formulation": "ddpm"}
+    )
     argv = ["--pipeline", str(folder), "--output_dir", str(tmp_path / "eval"), "--update_model_card", *COMMON]
     assert main(argv) == 0
     metrics = read_metrics(tmp_path / "eval")["pipelines"]["model"]
@@ -563,3 +566,35 @@ def test_a_hub_repo_runs_no_code_of_its_own_without_trust_remote_code(tmp_path, 
     with pytest.raises(ValueError, match=r"pipeline\.py of the Hub repo me/hostile.*--trust_remote_code"):
         load_pipeline("me/hostile", cache_dir=str(cache))
     assert not marker.exists()
+
+
+def test_names_that_sanitise_alike_get_files_of_their_own(saved, tmp_path):
+    # "λ=1" and "μ=1" both sanitise to "1", "MSE*" to "MSE"; "mse" differs from "MSE" only in case
+    names = ["λ=1", "μ=1", "MSE", "MSE*", "mse"]
+    argv = []
+    for i, name in enumerate(names):
+        argv += ["--pipeline", str(saved[i % 2]), "--name", name]
+    assert main([*argv, "--output_dir", str(tmp_path / "eval"), *COMMON]) == 0
+    report = read_metrics(tmp_path / "eval")
+    grids = [report["pipelines"][name]["sample_grid"] for name in names]
+    assert len({grid.lower() for grid in grids}) == len(names)  # distinct, on a case-insensitive file system too
+    assert all((tmp_path / "eval" / grid).is_file() and "/" not in grid for grid in grids)
+    with Image.open(tmp_path / "eval" / grids[0]) as a, Image.open(tmp_path / "eval" / grids[1]) as b:
+        assert np.asarray(a).tolist() != np.asarray(b).tolist()  # each grid shows its own model's samples
+    assert grids[2] == "samples_MSE.png"  # a name that is already a safe file name is kept as it is
+
+
+@pytest.mark.parametrize("name", ["README.md", "training_args.json"])
+def test_update_model_card_never_replaces_a_card_no_run_wrote(saved, tmp_path, name):
+    folder = tmp_path / "model"
+    DDPMPipeline.from_pretrained(saved[0]).save_pretrained(folder)
+    mine = "# My notes\n" if name == "README.md" else '{"my": "settings"}\n'
+    (folder / name).write_text(mine)
+    out = tmp_path / "eval"
+    with pytest.raises(ValueError, match=rf"{name}, which no training run wrote.*--update_model_card"):
+        main(["--pipeline", str(folder), "--output_dir", str(out), "--update_model_card", *COMMON])
+    assert (folder / name).read_text() == mine
+    assert not (folder / "evaluation").exists() and not out.exists()  # refused before anything was sampled
+    # without --update_model_card the folder is only read
+    assert main(["--pipeline", str(folder), "--output_dir", str(out), *COMMON]) == 0
+    assert (folder / name).read_text() == mine and not (folder / "evaluation").exists()

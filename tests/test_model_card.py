@@ -238,6 +238,18 @@ def test_update_model_card_keeps_config_and_metadata(tiny_pipeline_dir):
     assert "# the saved DDPMPipeline" in card.text  # pipeline class read from model_index.json
 
 
+def test_update_model_card_adds_no_training_args_and_never_replaces_a_users_card(tmp_path):
+    folder = tmp_path / "saved-by-hand"
+    DDPMPipeline(unet=tiny_unet(0), scheduler=DDPMScheduler(num_train_timesteps=50)).save_pretrained(folder)
+    update_model_card(folder, METRICS)  # no card yet: one is written, and no empty training_args.json
+    assert ModelCard.load(folder / "README.md").data.eval_results and not (folder / "training_args.json").exists()
+    update_model_card(folder, dict(METRICS, fwd=1.5))  # the card it wrote may be updated again
+    (folder / "README.md").write_text("# My own notes\n")
+    with pytest.raises(ValueError, match="README.md, which no training run wrote"):
+        update_model_card(folder, METRICS)
+    assert (folder / "README.md").read_text() == "# My own notes\n"
+
+
 def test_metric_rows_read_the_typed_evaluation_result():
     result = EvaluationResult.from_dict(dict(METRICS, fid=7.5))
     values = {row[1]: row[0](result) for row in METRIC_ROWS}

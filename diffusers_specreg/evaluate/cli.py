@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--update_model_card",
         action="store_true",
-        help="Copy each local pipeline's results into <pipeline>/evaluation/ and rewrite its README.md.",
+        help="Copy each local pipeline's results into <pipeline>/evaluation/ and rewrite its README.md (a README.md, "
+        "training_args.json or evaluation/ there that no training run wrote stops the command first).",
     )
     parser.add_argument("--no_progress", action="store_true", help="Hide the progress bars.")
     return parser
@@ -243,6 +244,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ..training import configure_cpu_threads
 
         logger.info(configure_cpu_threads(1))
+    if args.update_model_card:  # before anything is loaded or sampled
+        from ..model_card import card_update_error
+
+        errors = [card_update_error(path) for path in args.pipeline if os.path.isdir(path)]
+        if any(errors):
+            raise ValueError(" ".join(e for e in errors if e))
     fid_extractor = InceptionFeatures(args.fid_weights, device) if args.fid_weights else None
     progress = not args.no_progress
 
