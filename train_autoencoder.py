@@ -439,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     training.stop_when_launcher_dies()
     validate_args(args)
     check_output_dir(args)
+    hub.check_push_run(args)
 
     # 1. model and data: every bad input fails here, before training
     pretrained = load_vae(args)

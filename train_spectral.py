@@ -1053,6 +1053,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = derive_settings(args)
     validate_args(args, settings)
     check_output_dir(args)
+    hub.check_push_run(args)
     accelerator = training.make_accelerator(args, logger)
 
     # 1. setup: data, model, scheduler, objective, optimiser; then the checkpoint to resume from
