@@ -228,6 +228,8 @@ def test_update_model_card_rewrites_the_card(saved, tmp_path):
     )
     for name in ("samples.png", "rapsd.png", "metrics.json"):
         assert (folder / "evaluation" / name).is_file()
+    # the copy in the folder names the folder itself, not the local path it was evaluated at
+    assert json.loads((folder / "evaluation" / "metrics.json").read_text())["pipeline"] == "."
     # the folder still loads as a pipeline
     assert isinstance(load_pipeline(str(folder)), DDPMPipeline)
 
@@ -453,6 +455,12 @@ def test_audio_dataset_info():
     assert evaluate.audio_dataset_info({"type": "me/speech", "name": "me/speech"})["type"] == "me/speech"
     with pytest.raises(ValueError, match="Unknown modality"):
         evaluate.dataset_info(modality="video")
+
+
+def test_a_local_dataset_is_recorded_with_the_home_folder_as_tilde(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "alice"))
+    assert evaluate.dataset_info(str(tmp_path / "alice" / "my-data")) == {"type": "~/my-data", "name": "~/my-data"}
+    assert evaluate.dataset_info("me/checkers")["type"] == "me/checkers"
 
 
 def test_audio_samples_are_the_audio_pipeline_images_without_its_griffin_lim():

@@ -346,7 +346,7 @@ def write_report(
 
 def _update_card(path: str, result: PipelineResult, reference: ReferenceStatistics) -> str:
     """Copy the pipeline's evaluation into `<path>/evaluation/` and rewrite its model card with it."""
-    from ..model_card import update_model_card
+    from ..model_card import publishable_path, update_model_card
 
     folder = os.path.join(path, "evaluation")
     os.makedirs(folder, exist_ok=True)
@@ -361,7 +361,9 @@ def _update_card(path: str, result: PipelineResult, reference: ReferenceStatisti
     files = {"sample_grid": "samples.png", "spectrum_plot": "rapsd.png"}
     if result.audio is not None and reference.audio is not None:
         files.update(_write_audio_files(folder, result, reference, SPECTROGRAM_FIGURE, AUDIO_FOLDER))
-    metrics = result.metrics.with_files(**files)
+    # published with the folder: its own path is ".", not the local path it was evaluated at
+    metrics = dataclasses.replace(result.metrics, pipeline=publishable_path(os.path.abspath(path), path))
+    metrics = metrics.with_files(**files)
     with open(os.path.join(folder, "metrics.json"), "w", encoding="utf-8") as f:
         json.dump(json_ready(metrics.to_dict()), f, indent=2)
     return update_model_card(
