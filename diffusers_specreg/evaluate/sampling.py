@@ -50,17 +50,20 @@ def load_pipeline(
     import diffusers
     from diffusers import DiffusionPipeline
 
-    index = DiffusionPipeline.load_config(name_or_path, cache_dir=cache_dir)
-    name = index.get("_class_name", "")
-    custom = isinstance(name, (list, tuple)) or not hasattr(diffusers, name)
     local = os.path.isdir(name_or_path)
     folder, kwargs = name_or_path, {}
     if not local and not trust_remote_code:
-        # the repo's code files, at one commit: the files checked are the files loaded
+        # the repo's index and the code files it names, at one commit: the files checked are the files loaded
         from huggingface_hub import snapshot_download
 
-        folder = snapshot_download(name_or_path, cache_dir=cache_dir, allow_patterns=["model_index.json", *CODE_FILES])
-        kwargs["revision"] = os.path.basename(os.path.normpath(folder))  # snapshots/<commit>
+        folder = snapshot_download(name_or_path, cache_dir=cache_dir, allow_patterns=["model_index.json"])
+        kwargs["revision"] = os.path.basename(os.path.normpath(folder))  # .../snapshots/<commit>
+        named = list(code_files(DiffusionPipeline.load_config(folder)))
+        if named:
+            snapshot_download(name_or_path, cache_dir=cache_dir, revision=kwargs["revision"], allow_patterns=named)
+    index = DiffusionPipeline.load_config(folder, cache_dir=cache_dir)
+    name = index.get("_class_name", "")
+    custom = isinstance(name, (list, tuple)) or not hasattr(diffusers, name)
     foreign = [] if trust_remote_code else foreign_code_files(folder, index)
     if foreign:
         files = [os.path.join(name_or_path, f) for f in foreign] if local else foreign
@@ -83,11 +86,6 @@ def load_pipeline(
     return pipeline
 
 
-# the Python files `DiffusionPipeline.from_pretrained` may import from a folder: pipeline files at the top, custom
-# components `<component>/<library>.py`
-CODE_FILES = ("*.py", "*/*.py")
-
-
 def shipped_pipeline_sources() -> set[bytes]:
     """The bytes of every pipeline file this package ships (`pipelines/`, installed as `diffusers_specreg.pipelines`),
     which `save_pipeline` copies into a folder as `pipeline.py`."""
@@ -107,41 +105,57 @@ def shipped_pipeline_sources() -> set[bytes]:
     return sources
 
 
+def code_files(index: dict) -> dict[str, str]:
+    r"""
+    The Python files `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` imports from a folder when
+    they exist, as its `model_index.json` names them (Diffusers 0.42, `pipeline_loading_utils`).
+
+    Args:
+        index (`dict`): the folder's `model_index.json`.
+
+    Returns:
+        `dict[str, str]`: path relative to the folder -> `"pipeline"` (`<_class_name[0]>.py`, or `pipeline.py` for a
+        `_class_name` Diffusers does not ship, loaded with `custom_pipeline`) or `"component"` (a custom component
+        module `<component>/<library>.py`).
+    """
+    import diffusers
+
+    files = {}
+    name = index.get("_class_name", "")
+    if isinstance(name, (list, tuple)) and name and isinstance(name[0], str):
+        files[f"{name[0]}.py"] = "pipeline"
+    elif isinstance(name, str) and not hasattr(diffusers, name):
+        files["pipeline.py"] = "pipeline"
+    for key, value in index.items():
+        if not key.startswith("_") and isinstance(value, (list, tuple)) and len(value) == 2:
+            if isinstance(value[0], str):
+                files[f"{key}/{value[0]}.py"] = "component"
+    return files
+
+
 def foreign_code_files(folder: str, index: dict) -> list[str]:
     r"""
     The Python files of a pipeline folder that `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`
-    would import and that are not byte-identical copies of a pipeline file this package ships.
+    would import ([`code_files`]) other than byte-identical copies of a pipeline file this package ships.
 
     Args:
         folder (`str`): the pipeline folder (or a Hub repo's snapshot).
         index (`dict`): its `model_index.json`.
 
     Returns:
-        `list[str]`: paths relative to `folder`: the pipeline file (`<_class_name[0]>.py`, or `pipeline.py` for a
-        `_class_name` Diffusers does not ship) and every custom component module (`<component>/<library>.py`, always
-        foreign).
+        `list[str]`: paths relative to `folder`: a pipeline file of its own, every custom component module.
     """
-    import diffusers
-
-    name = index.get("_class_name", "")
-    pipeline_files = []
-    if isinstance(name, (list, tuple)) and name and isinstance(name[0], str):
-        pipeline_files.append(f"{name[0]}.py")
-    elif isinstance(name, str) and not hasattr(diffusers, name):
-        pipeline_files.append("pipeline.py")
     shipped = shipped_pipeline_sources()
     foreign = []
-    for relative in pipeline_files:
+    for relative, kind in code_files(index).items():
         path = os.path.join(folder, relative)
-        if os.path.isfile(path):
-            with open(path, "rb") as f:
-                if f.read() not in shipped:
-                    foreign.append(relative)
-    for key, value in index.items():
-        if key.startswith("_") or not (isinstance(value, (list, tuple)) and len(value) == 2):
+        if not os.path.isfile(path):
             continue
-        if isinstance(value[0], str) and os.path.isfile(os.path.join(folder, key, f"{value[0]}.py")):
-            foreign.append(f"{key}/{value[0]}.py")
+        if kind == "pipeline":
+            with open(path, "rb") as f:
+                if f.read() in shipped:
+                    continue
+        foreign.append(relative)
     return foreign
 
 
