@@ -451,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     validate_args(args)
     check_output_dir(args)
     hub.check_push_run(args)
+    training.main_process_timeout()  # SPECREG_MAIN_PROCESS_TIMEOUT, checked before training
 
     # 1. model and data: every bad input fails here, before training
     pretrained = load_vae(args)
@@ -663,7 +664,7 @@ def main(argv: list[str] | None = None) -> int:
             finish(args, accelerator, vae, train_dataset, held_out, data.description, global_step)
             if args.push_to_hub:
                 hub.push_run(args, f"Step {global_step}")
-        accelerator.wait_for_everyone()
+        training.wait_for_main_process(accelerator)  # however long the evaluation and upload take
         logger.info(f"Saved the autoencoder and its model card to {args.output_dir}")
         return 0
     finally:

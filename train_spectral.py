@@ -1054,6 +1054,7 @@ def main(argv: list[str] | None = None) -> int:
     validate_args(args, settings)
     check_output_dir(args)
     hub.check_push_run(args)
+    training.main_process_timeout()  # SPECREG_MAIN_PROCESS_TIMEOUT, checked before training
     accelerator = training.make_accelerator(args, logger)
 
     # 1. setup: data, model, scheduler, objective, optimiser; then the checkpoint to resume from
@@ -1167,7 +1168,7 @@ def main(argv: list[str] | None = None) -> int:
             end_of_epoch(
                 args, settings, accelerator, run, epoch, global_step, stop or epoch == settings.num_epochs - 1
             )
-            accelerator.wait_for_everyone()
+            training.wait_for_main_process(accelerator)  # its samples, pipeline and Hub push: no collective timeout
             if stop:
                 break
 
@@ -1182,7 +1183,7 @@ def main(argv: list[str] | None = None) -> int:
             evaluate_and_write_card(args, settings, accelerator, run.data, regularizer, run.codec)
             if args.push_to_hub:
                 hub.push_run(args, f"Step {global_step}")
-        accelerator.wait_for_everyone()
+        training.wait_for_main_process(accelerator)  # however long the evaluation and upload take
         logger.info(f"Saved the pipeline and its model card to {args.output_dir}")
         return 0
     finally:
