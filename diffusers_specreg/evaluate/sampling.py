@@ -55,8 +55,12 @@ def load_pipeline(
     if not local and not trust_remote_code:
         # the repo's index and the code files it names, at one commit: the files checked are the files loaded
         from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HFValidationError
 
-        folder = snapshot_download(name_or_path, cache_dir=cache_dir, allow_patterns=["model_index.json"])
+        try:
+            folder = snapshot_download(name_or_path, cache_dir=cache_dir, allow_patterns=["model_index.json"])
+        except HFValidationError as error:  # e.g. a folder that does not exist: as from_pretrained, an OSError
+            raise OSError(f"{name_or_path!r} is neither a folder nor a Hub repo id: {error}") from error
         kwargs["revision"] = os.path.basename(os.path.normpath(folder))  # .../snapshots/<commit>
         named = list(code_files(DiffusionPipeline.load_config(folder)))
         if named:
