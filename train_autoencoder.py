@@ -338,7 +338,13 @@ def args_logger(accelerator) -> str | None:
 
 def write_card(args, output_dir: str, result: dict, scaling_factor: float, data_description: str, steps: int) -> None:
     """README.md: what was trained, the held-out PSNR and spectral slopes, the ESM plot, how to use it."""
-    from diffusers_specreg.model_card import CITATIONS, render_config_table
+    from diffusers_specreg.model_card import (
+        CITATIONS,
+        is_hub_id,
+        publishable_path,
+        redact_config,
+        render_config_table,
+    )
 
     regularizers = ", ".join(args.latent_regularizer) or "none"
     weights = []
@@ -350,7 +356,12 @@ def write_card(args, output_dir: str, result: dict, scaling_factor: float, data_
         weights.append(f"DSM k drawn from {args.dsm_ks}")
     perceptual = f"LPIPS (weight {args.perceptual_weight:g})" if args.perceptual_loss == "lpips" else "none"
     base = args.pretrained_model_name_or_path
-    config = {k: v for k, v in vars(args).items() if k not in ("hub_token", "local_rank")}
+    shown_base = publishable_path(base, output_dir)  # local paths relative to the folder, the home folder as ~
+    for source in (args.train_data_dir, args.dataset_name):
+        if source:
+            data_description = data_description.replace(source, publishable_path(source, output_dir))
+    config = redact_config({k: v for k, v in vars(args).items() if k != "local_rank"}, output_dir)
+    repo = args.hub_model_id or os.path.basename(os.path.abspath(output_dir))
     key = "2603.14645"
     card = f"""---
 library_name: diffusers
@@ -359,13 +370,13 @@ tags:
 - diffusers-specreg
 - autoencoder
 - spectrum-matching
-{f"base_model: {base}" if base and "/" in base and not os.path.exists(base) else ""}
+{f"base_model: {base}" if is_hub_id(base) and "/" in base else ""}
 ---
 
 # AutoencoderKL with Spectrum Matching ({regularizers})
 
 An `AutoencoderKL` for latent diffusion trained with `train_autoencoder.py` of diffusers-specreg
-{f"(fine-tuned from `{base}`) " if base else ""}on {data_description}, {steps} steps at {args.resolution}x{args.resolution}.
+{f"(fine-tuned from `{shown_base}`) " if base else ""}on {data_description}, {steps} steps at {args.resolution}x{args.resolution}.
 Latent regularizers: **{regularizers}** ({"; ".join(weights) or "none"}); reconstruction loss L1, perceptual
 loss {perceptual}; no PatchGAN.
 
@@ -387,12 +398,12 @@ loss {perceptual}; no PatchGAN.
 ```python
 from diffusers import AutoencoderKL
 
-vae = AutoencoderKL.from_pretrained("{args.hub_model_id or output_dir}")
+vae = AutoencoderKL.from_pretrained("{repo}")
 latents = vae.encode(images).latent_dist.sample() * vae.config.scaling_factor  # images in [-1, 1]
 images = vae.decode(latents / vae.config.scaling_factor).sample
 ```
 
-Stage 2: `accelerate launch train_spectral.py --vae_name_or_path {args.hub_model_id or output_dir} ...`
+Stage 2: `accelerate launch train_spectral.py --vae_name_or_path {repo} ...`
 
 ## Training configuration
 
@@ -449,6 +460,8 @@ def main(argv: list[str] | None = None) -> int:
 def train(args) -> int:
     """`main` once the flags are checked, inside the output folder's lock: check the folder, set up, train, save."""
     check_output_dir(args)
+    hub.check_push_run(args)
+    training.main_process_timeout()  # SPECREG_MAIN_PROCESS_TIMEOUT, checked before training
 
     # 1. model and data: every bad input fails here, before training
     pretrained = load_vae(args)
@@ -675,7 +688,7 @@ def train(args) -> int:
                     hub.push_run(args, f"Step {global_step}")
             except training.TrainingInterrupted:
                 pass
-        accelerator.wait_for_everyone()
+        training.wait_for_main_process(accelerator)  # however long the evaluation and upload take
         if training.interrupted_anywhere(accelerator, interrupt):
             return stop_on_signal()
         logger.info(f"Saved the autoencoder and its model card to {args.output_dir}")

@@ -1140,6 +1140,7 @@ def main(argv: list[str] | None = None) -> int:
     training.stop_when_launcher_dies()
     settings = derive_settings(args)
     validate_args(args, settings)
+    training.main_process_timeout()  # SPECREG_MAIN_PROCESS_TIMEOUT, checked before training
     with run_settings.OutputDirLock(args.output_dir):  # one run at a time in --output_dir (the main process holds it)
         return train(args, settings)
 
@@ -1147,6 +1148,7 @@ def main(argv: list[str] | None = None) -> int:
 def train(args, settings: RunSettings) -> int:
     """`main` once the flags are checked, inside the output folder's lock: check the folder, set up, train, save."""
     check_output_dir(args, settings)
+    hub.check_push_run(args)
     accelerator = training.make_accelerator(args, logger)
 
     # 1. setup: data, model, scheduler, objective, optimiser; then the checkpoint to resume from
@@ -1267,7 +1269,7 @@ def train(args, settings: RunSettings) -> int:
             progress_bar.refresh()
             last = stop or epoch == settings.num_epochs - 1
             end_of_epoch(args, settings, accelerator, run, epoch, global_step, last, interrupt)
-            accelerator.wait_for_everyone()
+            training.wait_for_main_process(accelerator)  # its samples, pipeline and Hub push: no collective timeout
             if training.interrupted_anywhere(accelerator, interrupt):  # during the samples or the pipeline save
                 return stop_on_signal()
             if stop:
@@ -1287,7 +1289,7 @@ def train(args, settings: RunSettings) -> int:
                     hub.push_run(args, f"Step {global_step}")
             except training.TrainingInterrupted:
                 pass  # the checkpoint of the last step is saved below; resuming it writes the card
-        accelerator.wait_for_everyone()
+        training.wait_for_main_process(accelerator)  # however long the evaluation and upload take
         if training.interrupted_anywhere(accelerator, interrupt):
             return stop_on_signal()
         logger.info(f"Saved the pipeline and its model card to {args.output_dir}")

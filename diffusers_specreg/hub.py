@@ -11,7 +11,11 @@ failed upload ends the run. Here:
   can be checked offline;
 - `push_output_dir` creates the repo (`exist_ok=True`) and uploads; any failure (no network, bad token, offline mode)
   leaves the local folder untouched, logs a warning with the exact `hf upload` command (huggingface_hub >= 1.0 CLI)
-  that retries the upload, and returns `None`.
+  that retries the upload, and returns `None`;
+- an upload asked to be private (`--hub_private_repo`) never goes into an existing public repo (`create_repo` keeps
+  an existing repo's visibility, so it would publish the model): the training scripts refuse to start
+  (`check_private_repo`), and every push, mid-run ones included, is refused with a warning (not uploaded, the
+  local folder intact) if the repo is public by then.
 
 The token is only ever passed to `create_repo` and `upload_folder`; it never appears in a log line or a command.
 """
@@ -158,6 +162,44 @@ def _redact(text: str, token: str | None) -> str:
     return text.replace(token, "***") if token else text
 
 
+def _public_repo_message(repo_id: str) -> str:
+    return (
+        f"the Hub repo {repo_id} exists and is public, and --hub_private_repo asks for a private one (an existing repo "
+        "keeps its visibility), so uploading would publish the model. Make the repo private first (its Settings page "
+        f"on the Hub, or huggingface_hub.update_repo_settings({repo_id!r}, private=True)) or pass another --hub_model_id"
+    )
+
+
+def check_private_repo(repo_id: str, token: str | None = None) -> None:
+    r"""
+    Before a run starts: raise `ValueError` if `repo_id` (a bare name is looked up under the token's user) exists and is
+    public, for a run asked to upload privately. A repo that does not exist yet is fine (it is created private); when
+    the Hub cannot be asked (offline, no network), every push checks again before uploading.
+
+    Args:
+        repo_id (`str`): `"user/name"`, or `"name"` for a repo under the token's user.
+        token (`str`, *optional*, defaults to `None`): a Hub token; `None` uses the stored login or `HF_TOKEN`.
+    """
+    import huggingface_hub
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    try:
+        if "/" not in repo_id:
+            repo_id = f"{huggingface_hub.whoami(token=token)['name']}/{repo_id}"
+        private = huggingface_hub.model_info(repo_id, token=token).private
+    except RepositoryNotFoundError:
+        return
+    except Exception as error:  # offline, no network, no login: each push checks again
+        logger.info(
+            "Could not check the visibility of the Hub repo %s (%s); each upload checks it first.",
+            repo_id,
+            type(error).__name__,
+        )
+        return
+    if private is not True:
+        raise ValueError(f"--hub_private_repo: {_public_repo_message(repo_id)}.")
+
+
 def push_output_dir(
     output_dir: str | os.PathLike,
     repo_id: str,
@@ -174,7 +216,8 @@ def push_output_dir(
         output_dir (`str` or `os.PathLike`): the training output folder (pipeline, `README.md`, images).
         repo_id (`str`): `"user/name"`, or `"name"` for a repo under the token's user.
         token (`str`, *optional*, defaults to `None`): a Hub token; `None` uses the stored login or `HF_TOKEN`.
-        private (`bool`, defaults to `False`): create the repo private (an existing repo keeps its visibility).
+        private (`bool`, defaults to `False`): create the repo private; an existing repo keeps its visibility, so
+            an existing public repo gets no upload (a warning says so).
         commit_message (`str`, defaults to `"Upload model trained with diffusers-specreg"`): the commit message.
         logging_dir (`str` or `os.PathLike`, *optional*, defaults to `"logs"`): tracker folder to leave out,
             relative to `output_dir` or absolute.
@@ -188,10 +231,17 @@ def push_output_dir(
         raise ValueError(f"{os.fspath(output_dir)!r} is not a folder; expected the training output folder.")
     patterns = upload_ignore_patterns(output_dir, logging_dir, extra_ignore_patterns)
     try:
-        from huggingface_hub import create_repo, upload_folder
+        from huggingface_hub import create_repo, model_info, upload_folder
 
         repo_url = create_repo(repo_id, token=token, private=private, exist_ok=True)
         repo_id = repo_url.repo_id
+        if private and model_info(repo_id, token=token).private is not True:
+            logger.warning(
+                "Not uploaded: %s. The local files are intact; once the repo is private, upload them with:\n  %s",
+                _public_repo_message(repo_id),
+                retry_command(output_dir, repo_id, patterns, private=private, commit_message=commit_message),
+            )
+            return None
         # upload_folder appends its own patterns to the list it is given: pass a copy
         upload_folder(
             repo_id=repo_id,
@@ -219,6 +269,7 @@ def push_output_dir(
 __all__ = [
     "CHECKPOINT_PATTERNS",
     "DEFAULT_COMMIT_MESSAGE",
+    "check_private_repo",
     "FORBIDDEN_PATTERNS",
     "SECRET_PATTERNS",
     "TEMPORARY_PATTERNS",
@@ -229,12 +280,22 @@ __all__ = [
 ]
 
 
+def _run_repo_id(args) -> str:
+    return args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir))
+
+
+def check_push_run(args) -> None:
+    """Before training: `check_private_repo` for a training script's `--push_to_hub --hub_private_repo`."""
+    if args.push_to_hub and args.hub_private_repo:
+        check_private_repo(_run_repo_id(args), args.hub_token)
+
+
 def push_run(args, commit_message: str) -> None:
     """`push_output_dir` with a training script's flags (`--output_dir`, `--hub_model_id` (default: the folder's name),
     `--hub_token`, `--hub_private_repo`, `--logging_dir`)."""
     push_output_dir(
         args.output_dir,
-        args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
+        _run_repo_id(args),
         token=args.hub_token,
         private=args.hub_private_repo,
         commit_message=commit_message,

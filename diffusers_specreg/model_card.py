@@ -30,6 +30,7 @@ model folder are left out of the card rather than linked broken.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -231,20 +232,53 @@ def is_secret_key(key: str) -> bool:
     return any(part in lowered for part in SECRET_KEY_PARTS)
 
 
-def redact_config(config: Mapping) -> dict:
+# a home folder at the start of a path: /home/<user>, /Users/<user>, /root, C:\Users\<user>
+_HOME_FOLDER = re.compile(r"^(?:/home/[^/]+|/Users/[^/]+|/root|[A-Za-z]:[\\/]Users[\\/][^\\/]+)(?=$|[\\/])")
+
+
+def publishable_path(value, output_dir: str | os.PathLike | None = None):
+    r"""
+    A local path as the files a model folder publishes show it (card, `training_args.json`, `metrics.json`): inside
+    `output_dir` relative to it (`"."`, `"./unet.json"`), else with the home folder written `~` (`"~/data/imgs"`,
+    also for another user's `/home/<user>` or `/Users/<user>`), so that no local folder name above the model's own
+    is published. Relative paths, Hub ids and other values are returned as they are.
+
+    Args:
+        value: a configuration value; only strings that are absolute paths (or start with `~`) change.
+        output_dir (`str` or `os.PathLike`, *optional*, defaults to `None`): the model folder.
+    """
+    if not isinstance(value, str) or not value:
+        return value
+    path = os.path.expanduser(value) if value.startswith("~") else value
+    if not (os.path.isabs(path) or _HOME_FOLDER.match(path)):
+        return value
+    if output_dir is not None:
+        folder, absolute = os.path.abspath(os.fspath(output_dir)), os.path.abspath(path)
+        if absolute == folder or absolute.startswith(folder.rstrip(os.sep) + os.sep):
+            relative = os.path.relpath(absolute, folder).replace(os.sep, "/")
+            return "." if relative == "." else f"./{relative}"  # "./": never read as a Hub repo id
+    home = os.path.expanduser("~").rstrip(os.sep)
+    if home and (path == home or path.startswith(home + os.sep)):
+        return "~" + path[len(home) :].replace(os.sep, "/")
+    return _HOME_FOLDER.sub("~", path)
+
+
+def redact_config(config: Mapping, output_dir: str | os.PathLike | None = None) -> dict:
     """The configuration without credential keys (at any depth), with values made JSON-friendly (paths and other
-    objects as strings, tuples as lists)."""
+    objects as strings, tuples as lists) and local paths as [`publishable_path`] writes them (relative to
+    `output_dir` inside it, the home folder as `~`)."""
     clean = {}
     for key, value in config.items():
         if is_secret_key(str(key)):
             continue
         if isinstance(value, Mapping):
-            value = redact_config(value)
+            value = redact_config(value, output_dir)
         elif isinstance(value, (list, tuple)):
             value = [v if v is None or isinstance(v, (bool, int, float, str)) else str(v) for v in value]
+            value = [publishable_path(v, output_dir) for v in value]
         elif not (value is None or isinstance(value, (bool, int, float, str))):
             value = str(value)
-        clean[str(key)] = value
+        clean[str(key)] = publishable_path(value, output_dir)
     return clean
 
 
@@ -813,9 +847,12 @@ def write_model_card(
     license: str | None = None,
     template_path: str | os.PathLike | None = None,
     evaluation_dir: str | None = None,
+    write_training_args: bool = True,
 ) -> str:
     r"""
     Write `output_dir/README.md` (Hub metadata + body) and `output_dir/training_args.json` (the redacted config).
+    Both show local paths (of the configuration, `base_model`, `dataset_name`, the metrics' data set) relative to
+    `output_dir` when inside it and with the home folder as `~` otherwise ([`publishable_path`]).
 
     Args:
         output_dir (`str` or `os.PathLike`): the saved pipeline folder (created if missing).
@@ -843,6 +880,7 @@ def write_model_card(
         evaluation_dir (`str`, *optional*, defaults to `None`): the folder, relative to `output_dir`, of the
             evaluation's `metrics.json`; the audio files named in `metrics.audio` (spectrogram figure, WAVs) are
             relative to it. `None` takes the folder of `sample_grid` (`"evaluation"` for `"evaluation/samples.png"`).
+        write_training_args (`bool`, defaults to `True`): also write `training_args.json`.
 
     Returns:
         `str`: the path of the written `README.md`.
@@ -860,12 +898,19 @@ def write_model_card(
     ):
         if value is not None and (os.path.isabs(value) or value.startswith("..")):
             raise ValueError(f"`{name}` must be a path relative to output_dir (a Hub repo file), got {value!r}.")
-    config = redact_config(dict(config))
+    config = redact_config(dict(config), output_dir)
     metrics = EvaluationResult.from_dict(metrics) if metrics else None
+    if metrics is not None and isinstance(metrics.dataset, Mapping):
+        metrics = dataclasses.replace(metrics, dataset=redact_config(metrics.dataset, output_dir))
+    # local paths as publishable_path writes them (a Hub id stays as it is: it is looked up as a path first)
     if base_model is None:
         base_model = config.get("pretrained_model_name_or_path") or None
+    elif not is_hub_id(base_model):
+        base_model = publishable_path(base_model, output_dir)
     if dataset_name is None:
         dataset_name = config.get("dataset_name") or None
+    elif not is_hub_id(dataset_name):
+        dataset_name = publishable_path(dataset_name, output_dir)
     folder_name = os.path.basename(os.path.normpath(os.path.abspath(output_dir)))
     if repo_id is None:
         repo_id = config.get("hub_model_id") or folder_name
@@ -895,8 +940,9 @@ def write_model_card(
     )
     card = ModelCard(body)  # parses and checks the YAML metadata
     os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, TRAINING_ARGS_FILE), "w", encoding="utf-8") as f:
-        json.dump(config, f, indent=2, sort_keys=True, default=str)
+    if write_training_args:
+        with open(os.path.join(output_dir, TRAINING_ARGS_FILE), "w", encoding="utf-8") as f:
+            json.dump(config, f, indent=2, sort_keys=True, default=str)
     path = os.path.join(output_dir, "README.md")
     card.save(path)
     return path
@@ -914,7 +960,9 @@ def update_model_card(
     Rewrite `output_dir/README.md` with new metrics (and images), keeping what the previous card recorded.
 
     The training configuration comes from `output_dir/training_args.json` (written by `write_model_card`),
-    `base_model` and `datasets` from the existing card's metadata, the pipeline class from `model_index.json`.
+    `base_model` and `datasets` from the existing card's metadata, the pipeline class from `model_index.json`. A
+    `README.md`, `training_args.json` or `evaluation/` that no training run wrote (see [`foreign_card_files`]) is
+    never replaced: `ValueError`, and nothing is written. A folder without `training_args.json` does not get one.
 
     Args:
         output_dir (`str` or `os.PathLike`): the saved pipeline folder.
@@ -930,6 +978,9 @@ def update_model_card(
     from huggingface_hub import ModelCard
 
     output_dir = os.fspath(output_dir)
+    error = card_update_error(output_dir)
+    if error is not None:
+        raise ValueError(error)
     config: dict = {}
     args_path = os.path.join(output_dir, TRAINING_ARGS_FILE)
     if os.path.isfile(args_path):
@@ -963,6 +1014,44 @@ def update_model_card(
         sample_grid=sample_grid,
         spectrum_plot=spectrum_plot,
         evaluation_dir=evaluation_dir,
+        write_training_args=os.path.isfile(args_path),
+    )
+
+
+# what a card update writes into a model folder
+CARD_UPDATE_FILES = ("README.md", TRAINING_ARGS_FILE, "evaluation")
+
+
+def foreign_card_files(output_dir: str | os.PathLike) -> list[str]:
+    r"""
+    The files of a model folder that a card update would replace but no training run wrote there: `README.md`,
+    `training_args.json` and `evaluation/`, unless the run's record (`.train_spectral_outputs.json`) lists them or,
+    for folders of older versions, they are ours by their content (a card tagged `diffusers-specreg`, training
+    arguments with `spectral_loss` and `formulation`); `diffusers_specreg.run_settings` decides, as for a training
+    run into the folder.
+
+    Args:
+        output_dir (`str` or `os.PathLike`): the model folder.
+
+    Returns:
+        `list[str]`: the names, in the order above; empty when the update may go ahead.
+    """
+    from .run_settings import previous_outputs
+
+    output_dir = os.fspath(output_dir)
+    ours = set(previous_outputs(output_dir, None))
+    return [n for n in CARD_UPDATE_FILES if os.path.exists(os.path.join(output_dir, n)) and n not in ours]
+
+
+def card_update_error(output_dir: str | os.PathLike) -> str | None:
+    """Why the model card of `output_dir` may not be updated (files no run wrote, [`foreign_card_files`]), or `None`."""
+    foreign = foreign_card_files(output_dir)
+    if not foreign:
+        return None
+    return (
+        f"{os.fspath(output_dir)} holds {', '.join(foreign)}, which no training run wrote; updating its model card "
+        "(--update_model_card) would replace it. Move it elsewhere, or evaluate without --update_model_card (the "
+        "results stay in --output_dir)."
     )
 
 
@@ -973,10 +1062,13 @@ __all__ = [
     "METRIC_ROWS",
     "audio_files",
     "card_tags",
+    "card_update_error",
     "eval_results",
+    "foreign_card_files",
     "is_hub_id",
     "load_template",
     "model_card_data",
+    "publishable_path",
     "redact_config",
     "render_audio",
     "render_audio_metrics",

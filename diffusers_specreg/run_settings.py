@@ -379,7 +379,7 @@ def _is_our_evaluation(output_dir: str) -> bool:
     return all(name.endswith(EVALUATION_SUFFIXES) for _, _, names in os.walk(folder) for name in names)
 
 
-def _previous_outputs(output_dir: str, logging_dir: str | None) -> list[str]:
+def previous_outputs(output_dir: str, logging_dir: str | None) -> list[str]:
     """What the previous run in `output_dir` wrote: its record, or (no record: an older version, or another script
     such as Diffusers' train_unconditional.py) what its files show."""
     recorded = read_outputs(output_dir)
@@ -442,7 +442,7 @@ def check_output_dir(
             "--resume_from_checkpoint latest to continue that run, --overwrite_output_dir to replace it, or "
             "another --output_dir."
         )
-    ours = set(_previous_outputs(output_dir, logging_dir))
+    ours = set(previous_outputs(output_dir, logging_dir))
     written = dict.fromkeys([*REPLACED_FILES, *run_outputs(output_dir, logging_dir, outputs)])
     foreign = [name for name in written if os.path.lexists(os.path.join(output_dir, name)) and name not in ours]
     if foreign:
@@ -467,7 +467,7 @@ def claim_output_dir(
     the first file is written. Returns the deleted paths."""
     os.makedirs(output_dir, exist_ok=True)
     resuming = _resuming(output_dir, resume_from_checkpoint)
-    previous = _previous_outputs(output_dir, logging_dir)
+    previous = previous_outputs(output_dir, logging_dir)
     removed = []
     if overwrite_output_dir and not resuming:
         doomed = [os.path.join(output_dir, name) for name in previous]
@@ -525,7 +525,7 @@ def _managed_name(output_dir: str, path: str, outputs: Sequence[str], logging_di
     name = os.path.relpath(real, out).split(os.sep)[0]
     managed = set(run_outputs(output_dir, logging_dir, outputs)) | set(REPLACED_FILES)
     if os.path.isdir(output_dir):
-        managed |= set(_previous_outputs(output_dir, logging_dir))
+        managed |= set(previous_outputs(output_dir, logging_dir))
     if name in managed or training.CHECKPOINT_PATTERN.match(name) or name.startswith(TEMPORARY_PREFIXES):
         return name
     return None

@@ -944,3 +944,63 @@ def interrupted_anywhere(accelerator, interrupt: InterruptFlag) -> bool:
         flag = torch.tensor(float(interrupted), device=accelerator.device)
         interrupted = bool(accelerator.reduce(flag, "sum").item())
     return interrupted
+
+
+# seconds the other processes wait for the main process's own work (sampling, evaluation, saving, the Hub upload)
+MAIN_PROCESS_TIMEOUT_ENV = "SPECREG_MAIN_PROCESS_TIMEOUT"
+DEFAULT_MAIN_PROCESS_TIMEOUT = 6 * 3600.0
+_main_process_waits = {"count": 0}
+
+
+def main_process_timeout(environ=os.environ) -> float:
+    """How long (seconds) the other processes wait for the main process: `SPECREG_MAIN_PROCESS_TIMEOUT`, default 6
+    hours. A value that is not a number of seconds > 0 raises `ValueError` (the scripts check it before training)."""
+    value = environ.get(MAIN_PROCESS_TIMEOUT_ENV, "").strip()
+    if not value:
+        return DEFAULT_MAIN_PROCESS_TIMEOUT
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not (seconds > 0 and seconds != float("inf")):
+        raise ValueError(
+            f"{MAIN_PROCESS_TIMEOUT_ENV}={value!r} must be a number of seconds > 0 (how long the other processes wait "
+            f"for the main process's evaluation and upload); unset it for the default {DEFAULT_MAIN_PROCESS_TIMEOUT:g}."
+        )
+    return seconds
+
+
+def wait_for_main_process(accelerator, timeout: float | None = None) -> None:
+    r"""
+    Wait on every process while the main process alone samples, evaluates, saves or uploads, then pass a barrier
+    together. Call it on every process, the main one after its work.
+
+    A plain barrier (`accelerator.wait_for_everyone()`) gives up after the process group's collective timeout (NCCL:
+    10 minutes) and kills the job, so an end-of-run evaluation or a Hub upload longer than that lost the model card.
+    Here the other processes poll a key of the process group's store, which the main process sets when done, for up to
+    `timeout` seconds; the barrier after it is immediate.
+
+    Args:
+        accelerator (`Accelerator`): the run's accelerator.
+        timeout (`float`, *optional*, defaults to `None`): seconds; `None` reads [`main_process_timeout`].
+    """
+    import torch.distributed as dist
+
+    if accelerator.num_processes > 1 and dist.is_available() and dist.is_initialized():
+        timeout = main_process_timeout() if timeout is None else timeout
+        _main_process_waits["count"] += 1  # the same count on every process: one key per wait
+        key = f"diffusers_specreg/main_process_done/{_main_process_waits['count']}"
+        store = dist.distributed_c10d._get_default_store()
+        if accelerator.is_main_process:
+            store.set(key, "1")
+        else:
+            deadline, pause = time.monotonic() + timeout, 0.005
+            while not store.check([key]):  # polled (not a blocking wait): signals are handled meanwhile
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"Process {accelerator.process_index} waited {timeout:g} s for the main process (sampling, "
+                        f"evaluation, saving, Hub upload) and gave up; set {MAIN_PROCESS_TIMEOUT_ENV} to more seconds."
+                    )
+                time.sleep(pause)
+                pause = min(2 * pause, 0.5)
+    accelerator.wait_for_everyone()

@@ -210,7 +210,10 @@ def test_default_fwd_level_has_enough_samples_at_the_project_defaults(channels, 
 def test_update_model_card_rewrites_the_card(saved, tmp_path):
     folder = tmp_path / "model"
     DDPMPipeline.from_pretrained(saved[0]).save_pretrained(folder)
-    write_model_card(folder, config={"spectral_loss": ["amplitude"], "spectral_weight": ["0.5"]})
+    # the card and training arguments of a training run (foreign ones are never replaced: see the tests below)
+    write_model_card(
+        folder, config={"spectral_loss": ["amplitude"], "spectral_weight": ["0.5"], "formulation": "ddpm"}
+    )
     argv = ["--pipeline", str(folder), "--output_dir", str(tmp_path / "eval"), "--update_model_card", *COMMON]
     assert main(argv) == 0
     metrics = read_metrics(tmp_path / "eval")["pipelines"]["model"]
@@ -225,6 +228,8 @@ def test_update_model_card_rewrites_the_card(saved, tmp_path):
     )
     for name in ("samples.png", "rapsd.png", "metrics.json"):
         assert (folder / "evaluation" / name).is_file()
+    # the copy in the folder names the folder itself, not the local path it was evaluated at
+    assert json.loads((folder / "evaluation" / "metrics.json").read_text())["pipeline"] == "."
     # the folder still loads as a pipeline
     assert isinstance(load_pipeline(str(folder)), DDPMPipeline)
 
@@ -452,6 +457,12 @@ def test_audio_dataset_info():
         evaluate.dataset_info(modality="video")
 
 
+def test_a_local_dataset_is_recorded_with_the_home_folder_as_tilde(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "alice"))
+    assert evaluate.dataset_info(str(tmp_path / "alice" / "my-data")) == {"type": "~/my-data", "name": "~/my-data"}
+    assert evaluate.dataset_info("me/checkers")["type"] == "me/checkers"
+
+
 def test_audio_samples_are_the_audio_pipeline_images_without_its_griffin_lim():
     from diffusers import DDIMScheduler
 
@@ -483,3 +494,115 @@ def test_pipeline_sampler_is_ancestral_ddpm_and_named(saved, tmp_path):
     real = make_checkerboards(8, 16, seed=1)
     metrics = evaluate_pipeline(pipeline, real, 4, 4, 3, 0, None, progress=False, sampler="pipeline")
     assert metrics.sampler == "DDPM (ancestral), 3 steps"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Issue 19: code that a pipeline folder or Hub repo carries runs only when the user allows it (--trust_remote_code),
+# unless it is a byte-identical copy of a pipeline file this package ships
+# ---------------------------------------------------------------------------------------------------------------
+
+# appended to a pipeline.py (or written as a component module): leaves a file behind when Python imports it
+HOSTILE_CODE = "\n\nimport pathlib as _pathlib\n\n_pathlib.Path({marker!r}).write_text('ran')\n"
+
+
+def _edm_folder(folder: pathlib.Path) -> pathlib.Path:
+    """A tiny EDM pipeline saved as train_spectral.py saves it: `pipeline.py` is the package's own file."""
+    from diffusers_specreg.pipelines_io import save_pipeline
+
+    save_pipeline(_own_pipelines().EDMPipeline(unet=tiny_unet(2), scheduler=EDMEulerScheduler()), folder)
+    return folder
+
+
+def _hub_cache(cache: pathlib.Path, repo_id: str, folder: pathlib.Path) -> None:
+    """Put `folder` into a Hugging Face cache as the `main` revision of the model repo `repo_id` (what a download of
+    it leaves behind), so that offline loading by repo id reads it."""
+    import shutil
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    root = cache / f"models--{repo_id.replace('/', '--')}"
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text(commit)
+    shutil.copytree(folder, root / "snapshots" / commit)
+
+
+@pytest.fixture
+def fresh_dynamic_module():
+    # every local pipeline.py is imported as the same module: forget it before and after (pipelines_io docs)
+    sys.modules.pop(evaluate.DYNAMIC_PIPELINE_MODULE, None)
+    yield
+    sys.modules.pop(evaluate.DYNAMIC_PIPELINE_MODULE, None)
+
+
+@pytest.mark.parametrize("class_name", [["pipeline", "EDMPipeline"], "EDMPipeline"], ids=["list", "legacy"])
+def test_a_pipeline_py_of_its_own_runs_only_with_trust_remote_code(tmp_path, class_name, fresh_dynamic_module):
+    folder = _edm_folder(tmp_path / "edm")
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps(dict(index, _class_name=class_name)))
+    marker = tmp_path / "ran"
+    with open(folder / "pipeline.py", "a", encoding="utf-8") as f:
+        f.write(HOSTILE_CODE.format(marker=str(marker)))
+    out = tmp_path / "eval"
+    with pytest.raises(ValueError, match=r"edm/pipeline\.py.*--trust_remote_code"):
+        main(["--pipeline", str(folder), "--output_dir", str(out), *COMMON])
+    assert not marker.exists() and not out.exists()
+    # the user allows it: the file runs, and the pipeline is evaluated
+    assert main(["--pipeline", str(folder), "--output_dir", str(out), "--trust_remote_code", *COMMON]) == 0
+    assert marker.read_text() == "ran"
+    assert read_metrics(out)["pipelines"]["edm"]["pipeline_class"] == "EDMPipeline"
+
+
+def test_a_component_module_of_its_own_needs_trust_remote_code_too(tmp_path, fresh_dynamic_module):
+    folder = _edm_folder(tmp_path / "edm")  # pipeline.py is the package's own: alone, it loads without the flag
+    marker = tmp_path / "ran"
+    # Diffusers imports `<component>/<library>.py` when the folder has one (a custom component)
+    (folder / "unet" / "diffusers.py").write_text(HOSTILE_CODE.format(marker=str(marker)))
+    with pytest.raises(ValueError, match=r"unet/diffusers\.py.*trust_remote_code"):
+        load_pipeline(str(folder))
+    assert not marker.exists()
+
+
+def test_a_hub_repo_runs_no_code_of_its_own_without_trust_remote_code(tmp_path, fresh_dynamic_module):
+    folder = _edm_folder(tmp_path / "edm")
+    cache = tmp_path / "hub-cache"
+    _hub_cache(cache, "me/edm", folder)  # the package's own pipeline.py: loads by repo id without the flag
+    assert type(load_pipeline("me/edm", cache_dir=str(cache))).__name__ == "EDMPipeline"
+    sys.modules.pop(evaluate.DYNAMIC_PIPELINE_MODULE, None)
+    marker = tmp_path / "ran"
+    with open(folder / "pipeline.py", "a", encoding="utf-8") as f:
+        f.write(HOSTILE_CODE.format(marker=str(marker)))
+    _hub_cache(cache, "me/hostile", folder)
+    with pytest.raises(ValueError, match=r"pipeline\.py of the Hub repo me/hostile.*--trust_remote_code"):
+        load_pipeline("me/hostile", cache_dir=str(cache))
+    assert not marker.exists()
+
+
+def test_names_that_sanitise_alike_get_files_of_their_own(saved, tmp_path):
+    # "λ=1" and "μ=1" both sanitise to "1", "MSE*" to "MSE"; "mse" differs from "MSE" only in case
+    names = ["λ=1", "μ=1", "MSE", "MSE*", "mse"]
+    argv = []
+    for i, name in enumerate(names):
+        argv += ["--pipeline", str(saved[i % 2]), "--name", name]
+    assert main([*argv, "--output_dir", str(tmp_path / "eval"), *COMMON]) == 0
+    report = read_metrics(tmp_path / "eval")
+    grids = [report["pipelines"][name]["sample_grid"] for name in names]
+    assert len({grid.lower() for grid in grids}) == len(names)  # distinct, on a case-insensitive file system too
+    assert all((tmp_path / "eval" / grid).is_file() and "/" not in grid for grid in grids)
+    with Image.open(tmp_path / "eval" / grids[0]) as a, Image.open(tmp_path / "eval" / grids[1]) as b:
+        assert np.asarray(a).tolist() != np.asarray(b).tolist()  # each grid shows its own model's samples
+    assert grids[2] == "samples_MSE.png"  # a name that is already a safe file name is kept as it is
+
+
+@pytest.mark.parametrize("name", ["README.md", "training_args.json"])
+def test_update_model_card_never_replaces_a_card_no_run_wrote(saved, tmp_path, name):
+    folder = tmp_path / "model"
+    DDPMPipeline.from_pretrained(saved[0]).save_pretrained(folder)
+    mine = "# My notes\n" if name == "README.md" else '{"my": "settings"}\n'
+    (folder / name).write_text(mine)
+    out = tmp_path / "eval"
+    with pytest.raises(ValueError, match=rf"{name}, which no training run wrote.*--update_model_card"):
+        main(["--pipeline", str(folder), "--output_dir", str(out), "--update_model_card", *COMMON])
+    assert (folder / name).read_text() == mine
+    assert not (folder / "evaluation").exists() and not out.exists()  # refused before anything was sampled
+    # without --update_model_card the folder is only read
+    assert main(["--pipeline", str(folder), "--output_dir", str(out), *COMMON]) == 0
+    assert (folder / name).read_text() == mine and not (folder / "evaluation").exists()

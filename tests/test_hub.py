@@ -15,7 +15,13 @@ import huggingface_hub
 import pytest
 from huggingface_hub import constants
 
-from diffusers_specreg.hub import push_output_dir, retry_command, upload_file_list, upload_ignore_patterns
+from diffusers_specreg.hub import (
+    check_private_repo,
+    push_output_dir,
+    retry_command,
+    upload_file_list,
+    upload_ignore_patterns,
+)
 
 TOKEN = "hf_notARealTokenButSecret123"
 KEPT = [
@@ -147,11 +153,17 @@ def test_push_passes_patterns_and_token_only_to_the_api(output_dir, monkeypatch)
         calls["upload"] = kwargs
         kwargs["ignore_patterns"].append("mutated by the hub")  # upload_folder extends the list it gets
 
+    def fake_model_info(repo_id, token=None, **kwargs):  # a private push checks that the repo is private
+        calls["info"] = dict(repo_id=repo_id, token=token)
+        return type("Info", (), {"private": True})()
+
     monkeypatch.setattr(huggingface_hub, "create_repo", fake_create_repo)
     monkeypatch.setattr(huggingface_hub, "upload_folder", fake_upload_folder)
+    monkeypatch.setattr(huggingface_hub, "model_info", fake_model_info)
     result = push_output_dir(output_dir, "model", token=TOKEN, private=True, commit_message="Epoch 1")
     assert result == "https://huggingface.co/me/model"
     assert calls["create"] == dict(repo_id="model", token=TOKEN, private=True, exist_ok=True)
+    assert calls["info"] == dict(repo_id="me/model", token=TOKEN)
     upload = calls["upload"]
     assert upload["repo_id"] == "me/model" and upload["token"] == TOKEN and upload["commit_message"] == "Epoch 1"
     assert upload["folder_path"] == str(output_dir)
@@ -179,3 +191,73 @@ def test_push_failure_in_upload_redacts_token(output_dir, monkeypatch, caplog):
 def test_push_rejects_a_missing_folder(tmp_path):
     with pytest.raises(ValueError, match="not a folder"):
         push_output_dir(tmp_path / "missing", "me/model")
+
+
+# --- issue 19: --hub_private_repo never publishes into an existing public repo ----------------------------------
+
+
+class FakeRepoUrl(str):
+    repo_id = "me/model"
+
+
+def fake_hub(monkeypatch, private_on_hub: bool | None) -> list[dict]:
+    """The Hub calls push_output_dir makes, recorded; `private_on_hub`: the visibility of the existing repo "me/model"
+    (None: no such repo)."""
+    uploads = []
+
+    class Info:
+        private = private_on_hub
+
+    def fake_model_info(repo_id, token=None, **kwargs):
+        if private_on_hub is None or repo_id != "me/model":
+            raise huggingface_hub.errors.RepositoryNotFoundError(f"404 {repo_id}", response=None)
+        return Info()
+
+    monkeypatch.setattr(huggingface_hub, "create_repo", lambda *a, **k: FakeRepoUrl("https://huggingface.co/me/model"))
+    monkeypatch.setattr(huggingface_hub, "model_info", fake_model_info)
+    monkeypatch.setattr(huggingface_hub, "upload_folder", lambda **kwargs: uploads.append(kwargs))
+    monkeypatch.setattr(huggingface_hub, "whoami", lambda token=None, **kwargs: {"name": "me"})
+    return uploads
+
+
+def test_a_private_push_into_an_existing_public_repo_is_refused(output_dir, monkeypatch, caplog):
+    uploads = fake_hub(monkeypatch, private_on_hub=False)
+    before = snapshot(output_dir)
+    with caplog.at_level(logging.WARNING, logger="diffusers_specreg.hub"):
+        assert push_output_dir(output_dir, "model", token=TOKEN, private=True) is None
+    assert uploads == [] and snapshot(output_dir) == before
+    assert "Not uploaded" in caplog.text and "me/model exists and is public" in caplog.text
+    assert "--hub_private_repo" in caplog.text and TOKEN not in caplog.text
+    # a private repo gets the upload, and so does a public one when no privacy was asked for
+    fake_hub(monkeypatch, private_on_hub=True)
+    assert push_output_dir(output_dir, "model", private=True) == "https://huggingface.co/me/model"
+    uploads = fake_hub(monkeypatch, private_on_hub=False)
+    assert push_output_dir(output_dir, "model") == "https://huggingface.co/me/model" and len(uploads) == 1
+
+
+def test_the_private_repo_check_lets_a_run_start_when_the_hub_cannot_be_asked(monkeypatch, caplog):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with caplog.at_level(logging.INFO, logger="diffusers_specreg.hub"):
+        check_private_repo("me/model")  # offline: no error, every push checks again
+    assert "each upload checks it first" in caplog.text
+    fake_hub(monkeypatch, private_on_hub=None)
+    check_private_repo("me/new-model")  # no such repo yet: it is created private
+
+
+@pytest.mark.parametrize("script", ["train_spectral", "train_autoencoder"])
+def test_training_with_hub_private_repo_stops_before_training_when_the_repo_is_public(tmp_path, monkeypatch, script):
+    import importlib
+    import sys
+
+    from conftest import REPO
+
+    sys.path.insert(0, str(REPO))
+    main = importlib.import_module(script).main
+    out = tmp_path / "out"
+    argv = ["--output_dir", str(out), "--push_to_hub", "--hub_private_repo", "--max_train_steps", "1"]
+    fake_hub(monkeypatch, private_on_hub=False)
+    with pytest.raises(ValueError, match=r"--hub_private_repo: the Hub repo me/model exists and is public"):
+        main([*argv, "--hub_model_id", "me/model"])
+    with pytest.raises(ValueError, match=r"me/model exists and is public"):
+        main(argv[:1] + [str(tmp_path / "model")] + argv[2:])  # the default repo: the folder's name, under the user
+    assert not out.exists() and not (tmp_path / "model").exists()  # nothing was written

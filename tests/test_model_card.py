@@ -110,7 +110,7 @@ def test_token_is_never_written(tmp_path):
             text = f.read()
         assert TOKEN not in text and "hub_token" not in text, name
     saved = json.loads((tmp_path / "training_args.json").read_text())
-    assert saved["hub_model_id"] == "me/specreg-tiny" and saved["output_dir"] == str(tmp_path)
+    assert saved["hub_model_id"] == "me/specreg-tiny" and saved["output_dir"] == "."  # relative to the card
     assert saved["tracker_config"] == {"project": "p"}
 
 
@@ -166,6 +166,37 @@ def test_local_paths_stay_out_of_the_metadata(tmp_path):
     assert card.data.base_model is None and card.data.datasets is None
     assert f"Fine-tuned from `{base}`" in card.text
     assert not is_hub_id(str(base)) and is_hub_id("google/ddpm-cifar10-32") and not is_hub_id("../x")
+
+
+def test_local_paths_are_published_relative_to_the_folder_or_with_the_home_as_tilde(tmp_path, monkeypatch):
+    home = tmp_path / "home" / "alice"
+    monkeypatch.setenv("HOME", str(home))
+    out = home / "runs" / "my-model"
+    config = training_config(
+        output_dir=str(out),
+        logging_dir="logs",
+        train_data_dir=str(home / "data" / "imgs"),
+        model_config_name_or_path=str(out / "unet.json"),
+        cache_dir="/home/bob/.cache/huggingface",  # another user's home folder
+        vae_name_or_path="~/vaes/f4",
+        dataset_name=None,
+        pretrained_model_name_or_path=str(home / "models" / "base"),
+    )
+    base = str(home / "models" / "base")
+    metrics = dict(METRICS, dataset={"type": str(home / "ds"), "name": str(home / "ds")})
+    write_model_card(out, config=config, metrics=metrics, base_model=base)  # as train_spectral.py passes it
+    card = (out / "README.md").read_text(encoding="utf-8")
+    text = (out / "training_args.json").read_text(encoding="utf-8")
+    for written in (card, text):
+        assert "alice" not in written and "bob" not in written and str(tmp_path) not in written
+    saved = json.loads(text)
+    assert saved["output_dir"] == "." and saved["model_config_name_or_path"] == "./unet.json"
+    assert saved["train_data_dir"] == "~/data/imgs" and saved["cache_dir"] == "~/.cache/huggingface"
+    assert saved["pretrained_model_name_or_path"] == "~/models/base" and saved["vae_name_or_path"] == "~/vaes/f4"
+    assert saved["logging_dir"] == "logs" and saved["hub_model_id"] == "me/specreg-tiny"  # not paths: as they were
+    assert "Fine-tuned from `~/models/base`" in card and "| `train_data_dir` | `~/data/imgs` |" in card
+    data = ModelCard.load(out / "README.md").data
+    assert data.base_model is None and data.eval_results[0].dataset_type == "~/ds"
 
 
 def test_sagd_edm_and_audio_variants(tmp_path):
@@ -236,6 +267,18 @@ def test_update_model_card_keeps_config_and_metadata(tiny_pipeline_dir):
     assert card.data.base_model == "google/ddpm-cifar10-32" and card.data.datasets == ["me/checkers"]
     assert "| `wavelet` | `bior1.3` |" in card.text and "evaluation/samples.png" in card.text
     assert "# the saved DDPMPipeline" in card.text  # pipeline class read from model_index.json
+
+
+def test_update_model_card_adds_no_training_args_and_never_replaces_a_users_card(tmp_path):
+    folder = tmp_path / "saved-by-hand"
+    DDPMPipeline(unet=tiny_unet(0), scheduler=DDPMScheduler(num_train_timesteps=50)).save_pretrained(folder)
+    update_model_card(folder, METRICS)  # no card yet: one is written, and no empty training_args.json
+    assert ModelCard.load(folder / "README.md").data.eval_results and not (folder / "training_args.json").exists()
+    update_model_card(folder, dict(METRICS, fwd=1.5))  # the card it wrote may be updated again
+    (folder / "README.md").write_text("# My own notes\n")
+    with pytest.raises(ValueError, match="README.md, which no training run wrote"):
+        update_model_card(folder, METRICS)
+    assert (folder / "README.md").read_text() == "# My own notes\n"
 
 
 def test_metric_rows_read_the_typed_evaluation_result():

@@ -241,3 +241,19 @@ def test_the_model_being_fine_tuned_and_foreign_weights_are_never_replaced(tmp_p
         )
     assert (base / "diffusion_pytorch_model.safetensors").read_bytes() == before
     assert (foreign / "diffusion_pytorch_model.safetensors").read_bytes() == before
+
+
+def test_the_card_shows_local_paths_relative_to_the_folder_or_with_the_home_as_tilde(tmp_path, monkeypatch):
+    home = tmp_path / "home" / "alice"
+    monkeypatch.setenv("HOME", str(home))
+    out = home / "runs" / "vae-f4"
+    out.mkdir(parents=True)
+    base = home / "models" / "base-vae"
+    argv = ["--output_dir", str(out), "--train_data_dir", str(home / "imgs"), "--pretrained_model_name_or_path"]
+    args = train_autoencoder.parse_args([*argv, str(base)])
+    result = {"psnr": 30.0, "latent_slope": -2.0, "image_slope": -2.5, "latent_shape": [4, 8, 8]}
+    train_autoencoder.write_card(args, str(out), result, 0.5, f"12 images from {home / 'imgs'}", 10)
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "alice" not in card and str(tmp_path) not in card
+    assert "12 images from ~/imgs" in card and "(fine-tuned from `~/models/base-vae`)" in card
+    assert 'AutoencoderKL.from_pretrained("vae-f4")' in card and "| `output_dir` | `.` |" in card

@@ -144,6 +144,50 @@ def test_two_process_ddp_with_gradient_accumulation(tmp_path, image_folder, tiny
     assert "noisy; compare FWD values only at equal sample counts" not in result.stderr
 
 
+# sitecustomize.py for the launched processes: the process group's default collective timeout (gloo: 30 minutes,
+# NCCL: 10) shortened to TEST_COLLECTIVE_TIMEOUT seconds, so that a test can outlast it in seconds
+SHORT_COLLECTIVE_TIMEOUT = """
+import os
+
+if os.environ.get("TEST_COLLECTIVE_TIMEOUT"):
+    import datetime
+
+    import torch.distributed.distributed_c10d as c10d
+
+    c10d.default_pg_timeout = datetime.timedelta(seconds=float(os.environ["TEST_COLLECTIVE_TIMEOUT"]))
+"""
+
+
+@pytest.mark.launch
+def test_other_processes_wait_for_an_evaluation_longer_than_the_collective_timeout(
+    tmp_path, image_folder, tiny_config
+):
+    # the second process waits at the end while the main one evaluates and writes the card: with the collective
+    # timeout cut to 5 s and an evaluation longer than that, a plain barrier times out and the job dies
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SHORT_COLLECTIVE_TIMEOUT)
+    paths = [str(site), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {"PYTHONPATH": os.pathsep.join(paths), "TEST_COLLECTIVE_TIMEOUT": "5"}
+    out = tmp_path / "ddp"
+    options = dict(max_train_steps=2, eval_num_samples=192, eval_batch_size=16, ddpm_num_inference_steps=50)
+    result = launch(tiny_run(image_folder, tiny_config, out, **options), num_processes=2, extra_env=env, check=False)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("[rank1]")][-4:]
+    assert result.returncode == 0, "\n".join([*errors, result.stderr[-2000:]])
+    (metrics,) = json.loads((out / "evaluation" / "metrics.json").read_text())["pipelines"].values()
+    assert metrics["num_samples"] == 192 and (out / "README.md").is_file()
+    assert metrics["sampling_seconds"] > 5, "the evaluation must outlast the collective timeout for the test to count"
+
+
+def test_a_bad_main_process_timeout_is_refused_before_training(tmp_path, monkeypatch, image_folder, tiny_config):
+    monkeypatch.setenv("SPECREG_MAIN_PROCESS_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="SPECREG_MAIN_PROCESS_TIMEOUT='soon' must be a number of seconds"):
+        train_spectral.main(
+            tiny_run(image_folder, tiny_config, tmp_path / "out", max_train_steps=1, eval_num_samples=0)
+        )
+    assert not (tmp_path / "out").exists()
+
+
 def test_sigterm_saves_a_resumable_checkpoint(tmp_path, image_folder, tiny_config):
     out = tmp_path / "interrupted"
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu"]

@@ -11,9 +11,11 @@ For every pipeline: `num_samples` images are drawn in batches (seeded per image,
 batch size), compared with `num_samples` data images in one streaming pass each, and reported in `metrics.json`:
 log-RAPSD distance (all / low / mid / high thirds of the frequencies), spectral slopes (data / model / gap), Fréchet
 Wavelet Distance, and FID when `--fid_weights` names a local Inception TorchScript file. PNGs: one sample grid per
-pipeline (`samples_<name>.png`), `rapsd.png` (the data and every pipeline, log-log) and `band_errors.png`; a markdown
-table `comparison.md` (also printed). `--update_model_card` copies each local pipeline's grid, spectrum plot and
-metrics into `<pipeline>/evaluation/` and rewrites its `README.md` with them.
+pipeline (`samples_<name>.png`, the name made a distinct safe file name), `rapsd.png` (the data and every
+pipeline, log-log) and `band_errors.png`; a markdown table `comparison.md` (also printed). `--update_model_card`
+copies each local pipeline's grid, spectrum plot and metrics into `<pipeline>/evaluation/` and rewrites its
+`README.md` with them; a `README.md`, `training_args.json` or `evaluation/` there that no training run wrote stops
+the command before anything is sampled.
 
 Sampling (Diffusers 0.42):
 

@@ -111,9 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--device", type=str, default=None, help="Default: cuda if available, else cpu.")
     parser.add_argument(
+        "--trust_remote_code",
+        action="store_true",
+        help="Run the code a pipeline folder or Hub repo carries (a pipeline.py that is not a copy of this package's "
+        "own, custom component modules), as Diffusers' flag of the same name. Only for sources you trust.",
+    )
+    parser.add_argument(
         "--update_model_card",
         action="store_true",
-        help="Copy each local pipeline's results into <pipeline>/evaluation/ and rewrite its README.md.",
+        help="Copy each local pipeline's results into <pipeline>/evaluation/ and rewrite its README.md (a README.md, "
+        "training_args.json or evaluation/ there that no training run wrote stops the command first).",
     )
     parser.add_argument("--no_progress", action="store_true", help="Hide the progress bars.")
     return parser
@@ -249,6 +256,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.info(configure_cpu_threads(1))
     if args.fid_weights and args.feature_extractor:
         raise ValueError("Pass --fid_weights (Inception FID) or --feature_extractor (your network's FD), not both.")
+    if args.update_model_card:  # before anything is loaded or sampled
+        from ..model_card import card_update_error
+
+        errors = [card_update_error(path) for path in args.pipeline if os.path.isdir(path)]
+        if any(errors):
+            raise ValueError(" ".join(e for e in errors if e))
     fid_extractor = InceptionFeatures(args.fid_weights, device) if args.fid_weights else None
     if args.feature_extractor:
         fid_extractor = FeatureExtractor(args.feature_extractor, device)
@@ -257,7 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     pipelines = []
     for path in args.pipeline:
         try:
-            pipelines.append(load_pipeline(path, device=device, cache_dir=args.cache_dir))
+            pipelines.append(
+                load_pipeline(path, device=device, cache_dir=args.cache_dir, trust_remote_code=args.trust_remote_code)
+            )
         except OSError as error:  # missing folder, no model_index.json, Hub unreachable
             raise ValueError(f"Cannot load the pipeline {path!r}: {error}") from error
     shapes = {image_shape(p) for p in pipelines}

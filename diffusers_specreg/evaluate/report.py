@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -27,7 +28,35 @@ AUDIO_COLUMNS = (
 
 
 def _safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "model"
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
+    return safe if safe.strip(".") else "model"  # never "", "." or "..": a name becomes a folder of audio/
+
+
+def file_stems(names: Sequence[str]) -> dict[str, str]:
+    r"""
+    The part of the file names (`samples_<stem>.png`, `spectrograms_<stem>.png`, `audio/<stem>/`) of each result
+    name, distinct for distinct names, also on a case-insensitive file system: a name that is a safe file name is
+    kept; any other is sanitised and tagged with a hash of the name (`"λ=1"` -> `"1-<8 hex digits>"`), so that
+    names which sanitise alike (`"λ=1"` and `"μ=1"`, `"MSE"` and `"MSE*"`) never share a file; names equal but for
+    case get `-2`, `-3`, ....
+
+    Args:
+        names (`Sequence[str]`): the result names, unique.
+
+    Returns:
+        `dict[str, str]`: name -> stem.
+    """
+    stems: dict[str, str] = {}
+    taken: set[str] = set()
+    for name in names:
+        safe = _safe_name(name)
+        stem = safe if safe == name else f"{safe}-{hashlib.sha1(name.encode('utf-8')).hexdigest()[:8]}"
+        base, i = stem, 2
+        while stem.lower() in taken:
+            stem, i = f"{base}-{i}", i + 1
+        taken.add(stem.lower())
+        stems[name] = stem
+    return stems
 
 
 def json_ready(value):
@@ -256,7 +285,9 @@ def write_report(
     r"""
     Write `metrics.json`, sample grids, `rapsd.png`, `band_errors.png` and `comparison.md` into `output_dir`; for
     audio results also `spectrograms.png` (`spectrograms_<name>.png` unless `single`), the WAVs
-    `audio/sample_<i>.wav` (`audio/<name>/sample_<i>.wav` unless `single`) and `audio/data_<i>.wav`.
+    `audio/sample_<i>.wav` (`audio/<name>/sample_<i>.wav` unless `single`) and `audio/data_<i>.wav`. `<name>` is
+    the result's name where it is a safe file name, else sanitised and tagged with a hash of it ([`file_stems`]):
+    one model's files never replace another's; `metrics.json` names each model's files.
 
     Args:
         output_dir (`str` or `os.PathLike`): created if missing.
@@ -270,14 +301,15 @@ def write_report(
     output_dir = os.fspath(output_dir)
     os.makedirs(output_dir, exist_ok=True)
     curves = {"data": reference.spectrum}
+    stems = file_stems([r.name for r in results])
     for result in results:
-        grid_name = "samples.png" if single else f"samples_{_safe_name(result.name)}.png"
+        grid_name = "samples.png" if single else f"samples_{stems[result.name]}.png"
         save_image_grid(result.grid, os.path.join(output_dir, grid_name))
         files = {"sample_grid": grid_name, "spectrum_plot": "rapsd.png"}
         curves[result.name] = result.spectrum
         if result.audio is not None and reference.audio is not None:
-            figure = SPECTROGRAM_FIGURE if single else f"spectrograms_{_safe_name(result.name)}.png"
-            folder = AUDIO_FOLDER if single else f"{AUDIO_FOLDER}/{_safe_name(result.name)}"
+            figure = SPECTROGRAM_FIGURE if single else f"spectrograms_{stems[result.name]}.png"
+            folder = AUDIO_FOLDER if single else f"{AUDIO_FOLDER}/{stems[result.name]}"
             files.update(_write_audio_files(output_dir, result, reference, figure, folder))
         result.metrics = result.metrics.with_files(**files)
     plot_rapsd(
@@ -318,7 +350,7 @@ def write_report(
 
 def _update_card(path: str, result: PipelineResult, reference: ReferenceStatistics) -> str:
     """Copy the pipeline's evaluation into `<path>/evaluation/` and rewrite its model card with it."""
-    from ..model_card import update_model_card
+    from ..model_card import publishable_path, update_model_card
 
     folder = os.path.join(path, "evaluation")
     os.makedirs(folder, exist_ok=True)
@@ -333,7 +365,9 @@ def _update_card(path: str, result: PipelineResult, reference: ReferenceStatisti
     files = {"sample_grid": "samples.png", "spectrum_plot": "rapsd.png"}
     if result.audio is not None and reference.audio is not None:
         files.update(_write_audio_files(folder, result, reference, SPECTROGRAM_FIGURE, AUDIO_FOLDER))
-    metrics = result.metrics.with_files(**files)
+    # published with the folder: its own path is ".", not the local path it was evaluated at
+    metrics = dataclasses.replace(result.metrics, pipeline=publishable_path(os.path.abspath(path), path))
+    metrics = metrics.with_files(**files)
     with open(os.path.join(folder, "metrics.json"), "w", encoding="utf-8") as f:
         json.dump(json_ready(metrics.to_dict()), f, indent=2)
     return update_model_card(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 
@@ -18,17 +19,31 @@ SAMPLERS = ("fast", "pipeline", "dpm_solver")
 MEL_KEYS = ("x_res", "y_res", "sample_rate", "n_fft", "hop_length", "top_db", "n_iter")
 
 
-def load_pipeline(name_or_path: str, device: str | torch.device | None = None, cache_dir: str | None = None):
+def load_pipeline(
+    name_or_path: str,
+    device: str | torch.device | None = None,
+    cache_dir: str | None = None,
+    trust_remote_code: bool = False,
+):
     r"""
     Load a saved pipeline (local folder or Hub id) the way its model card says: `DiffusionPipeline.from_pretrained`,
     with `trust_remote_code=True` for a folder that carries its own `pipeline.py` (`_class_name` such as
     `["pipeline", "SAGDPipeline"]`, see `diffusers_specreg.pipelines_io.save_pipeline`). Folders written before that
     convention (`_class_name` a class Diffusers does not ship) load with `custom_pipeline=name_or_path`.
 
+    Code the folder or repo carries runs only when the caller allows it, as in Diffusers: without
+    `trust_remote_code`, a `pipeline.py` is loaded only when it is a byte-identical copy of a pipeline file this
+    package ships (what `save_pipeline` writes, so no foreign code runs), and any other Python file that
+    `from_pretrained` would import (another pipeline file, a custom component `<component>/<library>.py`) raises a
+    `ValueError` naming the file and `--trust_remote_code`. A Hub repo's code files are fetched and checked first,
+    then the pipeline is loaded at that same commit.
+
     Args:
         name_or_path (`str`): folder written by `save_pretrained`, or a Hub repo id.
         device (`str` or `torch.device`, *optional*, defaults to `None`): moved there; `None` keeps the CPU.
         cache_dir (`str`, *optional*, defaults to `None`): Hub cache folder.
+        trust_remote_code (`bool`, defaults to `False`): run whatever code the folder or repo carries (Diffusers'
+            flag of the same name); only for sources you trust.
 
     Returns:
         `DiffusionPipeline`: the loaded pipeline.
@@ -36,18 +51,117 @@ def load_pipeline(name_or_path: str, device: str | torch.device | None = None, c
     import diffusers
     from diffusers import DiffusionPipeline
 
-    name = DiffusionPipeline.load_config(name_or_path, cache_dir=cache_dir).get("_class_name", "")
-    kwargs = {}
-    if isinstance(name, (list, tuple)) or not hasattr(diffusers, name):
+    local = os.path.isdir(name_or_path)
+    folder, kwargs = name_or_path, {}
+    if not local and not trust_remote_code:
+        # the repo's index and the code files it names, at one commit: the files checked are the files loaded
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HFValidationError
+
+        try:
+            folder = snapshot_download(name_or_path, cache_dir=cache_dir, allow_patterns=["model_index.json"])
+        except HFValidationError as error:  # e.g. a folder that does not exist: as from_pretrained, an OSError
+            raise OSError(f"{name_or_path!r} is neither a folder nor a Hub repo id: {error}") from error
+        kwargs["revision"] = os.path.basename(os.path.normpath(folder))  # .../snapshots/<commit>
+        named = list(code_files(DiffusionPipeline.load_config(folder)))
+        if named:
+            snapshot_download(name_or_path, cache_dir=cache_dir, revision=kwargs["revision"], allow_patterns=named)
+    index = DiffusionPipeline.load_config(folder, cache_dir=cache_dir)
+    name = index.get("_class_name", "")
+    custom = isinstance(name, (list, tuple)) or not hasattr(diffusers, name)
+    foreign = [] if trust_remote_code else foreign_code_files(folder, index)
+    if foreign:
+        files = [os.path.join(name_or_path, f) for f in foreign] if local else foreign
+        files = ", ".join(files) + ("" if local else f" of the Hub repo {name_or_path}")
+        raise ValueError(
+            f"{files}: Python code that loading the pipeline would run, and not a copy of a pipeline file that "
+            "diffusers-specreg ships. Pass --trust_remote_code (load_pipeline(..., trust_remote_code=True) in Python) "
+            "only if you trust its author."
+        )
+    if custom or trust_remote_code:
+        kwargs["trust_remote_code"] = True
+    if custom:
         # every local pipeline.py is imported as the same module: forget the previous one (pipelines_io docs)
         sys.modules.pop(DYNAMIC_PIPELINE_MODULE, None)
-        kwargs["trust_remote_code"] = True
         if isinstance(name, str):
-            kwargs["custom_pipeline"] = name_or_path
+            kwargs["custom_pipeline"] = folder
     pipeline = DiffusionPipeline.from_pretrained(name_or_path, cache_dir=cache_dir, **kwargs)
     if device is not None:
         pipeline.to(device)
     return pipeline
+
+
+def shipped_pipeline_sources() -> set[bytes]:
+    """The bytes of every pipeline file this package ships (`pipelines/`, installed as `diffusers_specreg.pipelines`),
+    which `save_pipeline` copies into a folder as `pipeline.py`."""
+    from importlib import resources
+    from pathlib import Path
+
+    from ..formulations import FORMULATIONS
+
+    sources = set()
+    for entry in FORMULATIONS.values():
+        if entry.pipeline_file is None:
+            continue
+        try:
+            sources.add(resources.files("diffusers_specreg.pipelines").joinpath(entry.pipeline_file).read_bytes())
+        except (ModuleNotFoundError, FileNotFoundError):  # a plain checkout: pipelines/ beside the package
+            sources.add((Path(__file__).resolve().parents[2] / "pipelines" / entry.pipeline_file).read_bytes())
+    return sources
+
+
+def code_files(index: dict) -> dict[str, str]:
+    r"""
+    The Python files `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` imports from a folder when
+    they exist, as its `model_index.json` names them (Diffusers 0.42, `pipeline_loading_utils`).
+
+    Args:
+        index (`dict`): the folder's `model_index.json`.
+
+    Returns:
+        `dict[str, str]`: path relative to the folder -> `"pipeline"` (`<_class_name[0]>.py`, or `pipeline.py` for a
+        `_class_name` Diffusers does not ship, loaded with `custom_pipeline`) or `"component"` (a custom component
+        module `<component>/<library>.py`).
+    """
+    import diffusers
+
+    files = {}
+    name = index.get("_class_name", "")
+    if isinstance(name, (list, tuple)) and name and isinstance(name[0], str):
+        files[f"{name[0]}.py"] = "pipeline"
+    elif isinstance(name, str) and not hasattr(diffusers, name):
+        files["pipeline.py"] = "pipeline"
+    for key, value in index.items():
+        if not key.startswith("_") and isinstance(value, (list, tuple)) and len(value) == 2:
+            if isinstance(value[0], str):
+                files[f"{key}/{value[0]}.py"] = "component"
+    return files
+
+
+def foreign_code_files(folder: str, index: dict) -> list[str]:
+    r"""
+    The Python files of a pipeline folder that `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`
+    would import ([`code_files`]) other than byte-identical copies of a pipeline file this package ships.
+
+    Args:
+        folder (`str`): the pipeline folder (or a Hub repo's snapshot).
+        index (`dict`): its `model_index.json`.
+
+    Returns:
+        `list[str]`: paths relative to `folder`: a pipeline file of its own, every custom component module.
+    """
+    shipped = shipped_pipeline_sources()
+    foreign = []
+    for relative, kind in code_files(index).items():
+        path = os.path.join(folder, relative)
+        if not os.path.isfile(path):
+            continue
+        if kind == "pipeline":
+            with open(path, "rb") as f:
+                if f.read() in shipped:
+                    continue
+        foreign.append(relative)
+    return foreign
 
 
 def _unet_of(pipeline):

@@ -345,7 +345,8 @@ def dataset_info(
     `{"type", "name"}` of a data source, as reports and model cards record it (`type` is the model-index dataset type).
 
     Args:
-        dataset_name (`str`, *optional*, defaults to `None`): a `datasets` name: type and name are the name.
+        dataset_name (`str`, *optional*, defaults to `None`): a `datasets` name: type and name are the name (a
+            local path with the home folder as `~`).
         train_data_dir (`str`, *optional*, defaults to `None`): a folder: type `"imagefolder"` (`"audiofolder"`).
         builtin_dataset (`str`, *optional*, defaults to `"checkerboards"`): used when neither of the others is given
             (audio: always `"synthetic_audio"`, the only built-in audio).
@@ -355,6 +356,9 @@ def dataset_info(
         raise ValueError(f"Unknown modality {modality!r}; expected one of ['image', 'audio'].")
     kind = "audio" if modality == "audio" else "image"
     if dataset_name:
+        from ..model_card import publishable_path
+
+        dataset_name = publishable_path(dataset_name)  # a local data set: the home folder as ~ (it is published)
         return {"type": dataset_name, "name": dataset_name}
     if train_data_dir:
         folder = os.path.basename(os.path.normpath(train_data_dir))
