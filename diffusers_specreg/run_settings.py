@@ -363,10 +363,16 @@ def _is_our_pipeline_file(output_dir: str, index: dict | None) -> bool:
 
 
 def _is_our_evaluation(output_dir: str) -> bool:
-    """`evaluation/` is ours when its `metrics.json` (evaluate) or `autoencoder.json` (train_autoencoder.py) is and
-    every file in it is of a kind they write."""
+    """`evaluation/` is ours when its `metrics.json` (a comparison of evaluate, or one pipeline's result as a training
+    run or `--update_model_card` copies it) or `autoencoder.json` (train_autoencoder.py) is and every file in it is of
+    a kind they write."""
     folder = os.path.join(output_dir, "evaluation")
-    for name, keys in (("metrics.json", ("pipelines", "data")), ("autoencoder.json", ("psnr", "latent_slope"))):
+    shapes = (
+        ("metrics.json", ("pipelines", "data")),
+        ("metrics.json", ("log_rapsd_distance", "sampler")),
+        ("autoencoder.json", ("psnr", "latent_slope")),
+    )
+    for name, keys in shapes:
         try:
             with open(os.path.join(folder, name)) as f:
                 data = json.load(f)
