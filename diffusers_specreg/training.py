@@ -1004,3 +1004,23 @@ def wait_for_main_process(accelerator, timeout: float | None = None) -> None:
                 time.sleep(pause)
                 pause = min(2 * pause, 0.5)
     accelerator.wait_for_everyone()
+
+
+def release_distributed_models(accelerator) -> None:
+    r"""
+    Free the prepared (DDP-wrapped) models while every process is still running, then meet at a barrier.
+
+    Call it on every process at the end of a successful run, after dropping the script's own references to the
+    prepared model. A DDP wrapper holds the process group through its gradient reducer; freed only when its process
+    exits, after another process had already left, gloo's destructor waited forever for its worker threads (the
+    2-process `train_autoencoder.py` test hung at exit about one run in two).
+
+    Args:
+        accelerator (`Accelerator`): the run's accelerator (its references to models, optimizers, schedulers and data
+            loaders are dropped, as `Accelerator.free_memory` does).
+    """
+    import gc
+
+    accelerator.free_memory()
+    gc.collect()
+    accelerator.wait_for_everyone()
