@@ -12,7 +12,7 @@ this package is computed from the samples alone, one module per family:
   bins;
 - `audio`: multi-resolution STFT distance (`mrstft_distance`), log-spectral distance (`log_spectral_distance`,
   `psd_log_spectral_distance` with `MeanPowerSpectrum`) and a Fréchet distance on log-mel frames
-  (`FrechetLogMelDistance`);
+  (`FrechetLogMelDistance`), and `audio_metrics`, the set report of unpaired clips;
 - `inputs`: the array conversions and option checks they share.
 
 Every name is importable from `diffusers_specreg.metrics` as before the split.
@@ -33,10 +33,13 @@ Conventions:
 
 from .audio import (
     LOG_MEL_INPUT_TYPES,
+    MIN_METRIC_SAMPLES,
     FrechetLogMelDistance,
     MeanPowerSpectrum,
+    audio_metrics,
     log_spectral_distance,
     mrstft_distance,
+    mrstft_resolutions,
     psd_log_spectral_distance,
 )
 from .frechet import (
@@ -72,6 +75,7 @@ __all__ = [
     "DEFAULT_BANDS",
     "FRECHET_METHODS",
     "LOG_MEL_INPUT_TYPES",
+    "MIN_METRIC_SAMPLES",
     "REDUCTIONS",
     "NDB",
     "RAPSD",
@@ -82,6 +86,7 @@ __all__ = [
     "MeanPowerSpectrum",
     "PowerSpectrum",
     "RunningMoments",
+    "audio_metrics",
     "compare_image_sets",
     "feature_frechet_distance",
     "frechet_distance",
@@ -91,6 +96,7 @@ __all__ = [
     "log_rapsd_distance",
     "log_spectral_distance",
     "mrstft_distance",
+    "mrstft_resolutions",
     "packet_paths",
     "psd_log_spectral_distance",
     "radial_frequencies",

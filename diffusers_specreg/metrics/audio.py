@@ -3,6 +3,8 @@
 - `mrstft_distance`: the multi-resolution STFT distance of paired signals (arXiv 1910.11480);
 - `log_spectral_distance` of paired signals, and `psd_log_spectral_distance` of two `MeanPowerSpectrum` set means;
 - `FrechetLogMelDistance`: a Fréchet distance of log-mel frame statistics, a stand-in for FAD (no VGGish here).
+- `audio_metrics`: the set report of the evaluation command for unpaired real and generated clips of any lengths
+  (MR-STFT and log-spectral distances of the set mean spectra, Fréchet distance and NDB of log-mel frames).
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..losses import MRSTFT_FFT_SIZES, MRSTFT_HOP_SIZES, MRSTFT_WIN_LENGTHS, MultiResolutionSTFTLoss
+from ..losses import MRSTFT_FFT_SIZES, MRSTFT_HOP_SIZES, MRSTFT_WIN_LENGTHS, MultiResolutionSTFTLoss, stft_distance
 from ..transforms import stft
-from .frechet import FRECHET_METHODS, RunningMoments, frechet_from_moments
+from .frechet import FRECHET_METHODS, RunningMoments, frechet_distance, frechet_from_moments
 from .inputs import (
     REDUCTIONS,
     ArrayLike,
@@ -26,8 +28,11 @@ from .inputs import (
     as_waveforms,
     check_choice,
 )
+from .ndb import NDB
 
 LOG_MEL_INPUT_TYPES = ("waveform", "spectrogram")
+# Shortest clip `audio_metrics` accepts (the resolutions are then 16 times smaller than auraloss').
+MIN_METRIC_SAMPLES = 128
 
 
 def _stft_power(x: torch.Tensor, n_fft: int, hop_length: int, win_length: int) -> torch.Tensor:
@@ -308,3 +313,158 @@ class FrechetLogMelDistance:
             `float`: Fréchet distance between the real and generated frame statistics.
         """
         return float(frechet_from_moments(self._real, self._fake, self.method, "FrechetLogMelDistance"))
+
+
+def _as_clip_list(waveforms, name: str) -> list[np.ndarray]:
+    if isinstance(waveforms, torch.Tensor):
+        waveforms = waveforms.detach().cpu().numpy()
+    if isinstance(waveforms, np.ndarray):
+        if waveforms.ndim == 3 and waveforms.shape[1] == 1:
+            waveforms = waveforms[:, 0]
+        if waveforms.ndim != 2:
+            raise ValueError(f"`{name}` must have shape [B, T] (or [B, 1, T]), got {list(waveforms.shape)}.")
+        clips = list(waveforms)
+    else:
+        clips = [np.asarray(w.detach().cpu() if isinstance(w, torch.Tensor) else w) for w in waveforms]
+    if not clips:
+        raise ValueError(f"`{name}` is empty.")
+    for clip in clips:
+        if clip.ndim != 1:
+            raise ValueError(f"Every clip of `{name}` must have shape [T], got {list(clip.shape)}.")
+    return [clip.astype(np.float32) for clip in clips]
+
+
+def _by_length(clips: list[np.ndarray]):
+    """Batches `[b, T]` of equal-length clips."""
+    groups: dict[int, list[np.ndarray]] = {}
+    for clip in clips:
+        groups.setdefault(clip.shape[0], []).append(clip)
+    return [np.stack(group) for group in groups.values()]
+
+
+def mrstft_resolutions(shortest: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    r"""
+    auraloss' MR-STFT resolutions, halved together until the largest FFT fits in `shortest` samples.
+
+    Args:
+        shortest (`int`): length of the shortest clip.
+
+    Returns:
+        `tuple`: `(fft_sizes, hop_sizes, win_lengths)`.
+    """
+    factor = 1
+    while max(MRSTFT_FFT_SIZES) // factor > max(shortest, MIN_METRIC_SAMPLES):
+        factor *= 2
+    ffts = tuple(n // factor for n in MRSTFT_FFT_SIZES)
+    hops = tuple(max(1, h // factor) for h in MRSTFT_HOP_SIZES)
+    wins = tuple(min(n, max(4, w // factor)) for n, w in zip(ffts, MRSTFT_WIN_LENGTHS))
+    return ffts, hops, wins
+
+
+def audio_metrics(
+    real_waveforms,
+    fake_waveforms,
+    sample_rate: int,
+    ndb_bins: int = 20,
+    seed: int = 0,
+) -> dict[str, float]:
+    r"""
+    Network-free distances between a set of real and a set of generated waveforms (unpaired, any lengths).
+
+    Generated audio has no paired reference, so every distance compares set statistics; each is 0 for a set against
+    itself. STFT settings come from `mrstft_resolutions(shortest clip)` (auraloss' resolutions, halved for short
+    clips); `n_fft` below is the first of them (1024 for clips of at least 2048 samples).
+
+    - `mrstft`: MR-STFT distance (arXiv 1910.11480) between mean magnitude spectra: per resolution, `|Y|` and `|X|`
+      are the square roots of the mean STFT power of the real and generated sets (`MeanPowerSpectrum`), and the
+      distance is spectral convergence `‖|Y| - |X|‖ / ‖|Y|‖` plus `mean |log |Y| - log |X||`, averaged over
+      resolutions. Pairing clips would measure the random pairing, not the generator.
+    - `log_spectral_distance`: `psd_log_spectral_distance` of the mean power spectra at `max(fft_sizes)`, in dB.
+    - `frechet_log_mel`: `FrechetLogMelDistance` of log-mel frames (`n_fft`, hop `n_fft // 4`,
+      `n_fft // 8` mel bands, clipped to [8, 80]).
+    - `ndb_k`, `ndb_js`: `NDB` (arXiv 1805.12462) on the same log-mel frames, every frame a sample, with
+      `min(ndb_bins, real frames // 2)` k-means bins fitted on the real frames.
+
+    Args:
+        real_waveforms (`list[np.ndarray]`, `np.ndarray` or `torch.Tensor`): real clips `[T_i]`, or `[B, T]`.
+        fake_waveforms (`list[np.ndarray]`, `np.ndarray` or `torch.Tensor`): generated clips, same forms.
+        sample_rate (`int`): sample rate of both sets, in Hz.
+        ndb_bins (`int`, defaults to 20): NDB bins (fewer when there are few real frames).
+        seed (`int`, defaults to 0): k-means seed of NDB.
+
+    Returns:
+        `dict[str, float]`: `mrstft`, `log_spectral_distance`, `frechet_log_mel`, `ndb_k`, `ndb_js`, `num_real`,
+        `num_fake`.
+    """
+    if ndb_bins < 2:
+        raise ValueError(f"`ndb_bins` must be >= 2, got {ndb_bins}.")
+    real, fake = _as_clip_list(real_waveforms, "real_waveforms"), _as_clip_list(fake_waveforms, "fake_waveforms")
+    shortest = min(clip.shape[0] for clip in real + fake)
+    if shortest < MIN_METRIC_SAMPLES:
+        raise ValueError(f"Clips must have at least {MIN_METRIC_SAMPLES} samples, the shortest has {shortest}.")
+    ffts, hops, wins = mrstft_resolutions(shortest)
+    real_batches, fake_batches = _by_length(real), _by_length(fake)
+    # 1. MR-STFT distance (arXiv 1910.11480: spectral convergence + log STFT magnitude), on the set mean spectra
+    total = 0.0
+    for n_fft, hop, win in zip(ffts, hops, wins):
+        magnitude_real = torch.from_numpy(np.sqrt(_mean_power(real_batches, n_fft, hop, win, sample_rate)))[None]
+        magnitude_fake = torch.from_numpy(np.sqrt(_mean_power(fake_batches, n_fft, hop, win, sample_rate)))[None]
+        total += float(stft_distance(magnitude_fake, magnitude_real))
+    # 2. log-spectral distance of the mean power spectra
+    lsd_fft = max(ffts)
+    lsd = psd_log_spectral_distance(
+        _mean_power(real_batches, lsd_fft, lsd_fft // 4, lsd_fft, sample_rate),
+        _mean_power(fake_batches, lsd_fft, lsd_fft // 4, lsd_fft, sample_rate),
+    )
+    # 3. Fréchet distance (arXiv 1706.08500) and NDB on the log-mel frames of FrechetLogMelDistance
+    frechet_log_mel, ndb_k, ndb_js = _log_mel_frame_distances(
+        real_batches, fake_batches, ffts[0], sample_rate, ndb_bins, seed
+    )
+    return {
+        "mrstft": float(total / len(ffts)),
+        "log_spectral_distance": float(lsd),
+        "frechet_log_mel": frechet_log_mel,
+        "ndb_k": ndb_k,
+        "ndb_js": ndb_js,
+        "num_real": len(real),
+        "num_fake": len(fake),
+    }
+
+
+def _mean_power(batches: list[np.ndarray], n_fft: int, hop: int, win: int, sample_rate: int) -> np.ndarray:
+    """`MeanPowerSpectrum(n_fft, hop, win)` power `[n_fft // 2 + 1]` of the `[b, T]` batches of one set."""
+    accumulator = MeanPowerSpectrum(n_fft=n_fft, hop_length=hop, win_length=win, sample_rate=sample_rate)
+    for batch in batches:
+        accumulator.update(batch)
+    return accumulator.compute().power
+
+
+def _log_mel_frame_distances(
+    real_batches: list[np.ndarray],
+    fake_batches: list[np.ndarray],
+    n_fft: int,
+    sample_rate: int,
+    ndb_bins: int,
+    seed: int,
+) -> tuple[float, float, float]:
+    """`frechet_log_mel`, `ndb_k` and `ndb_js` of `audio_metrics`, on the log-mel frames of `FrechetLogMelDistance`
+    (`n_fft`, hop `n_fft // 4`, `n_fft // 8` mel bands clipped to [8, 80]); NDB is `nan` with under 4 real frames."""
+    frechet = FrechetLogMelDistance(
+        sample_rate=sample_rate, n_fft=n_fft, hop_length=n_fft // 4, n_mels=max(8, min(80, n_fft // 8))
+    )
+    real_frames = torch.cat([frechet.features(batch) for batch in real_batches])
+    fake_frames = torch.cat([frechet.features(batch) for batch in fake_batches])
+    if min(real_frames.shape[0], fake_frames.shape[0]) < 2:
+        raise ValueError("The Fréchet log-mel distance needs at least 2 STFT frames in each set.")
+    # round-off can make the distance of identical statistics slightly negative; a distance is >= 0
+    frechet_log_mel = max(
+        0.0,
+        frechet_distance(real_frames.mean(0), torch.cov(real_frames.T), fake_frames.mean(0), torch.cov(fake_frames.T)),
+    )
+    bins = min(ndb_bins, real_frames.shape[0] // 2)
+    if bins < 2:
+        return frechet_log_mel, float("nan"), float("nan")
+    ndb = NDB(k=bins, seed=seed).fit(real_frames)
+    ndb.update(fake_frames)
+    ndb_result = ndb.compute()
+    return frechet_log_mel, float(ndb_result["ndb_k"]), float(ndb_result["js"])
