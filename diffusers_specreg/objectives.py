@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, EDMEulerScheduler
 
 from .reconstruction import edm_loss_weight, predict_original_sample
+from .tensors import per_sample
 
 NoiseFn = Callable[[tuple, torch.Generator | None, torch.device], torch.Tensor]
 
@@ -28,11 +29,6 @@ NoiseFn = Callable[[tuple, torch.Generator | None, torch.device], torch.Tensor]
 def white_noise(shape: tuple, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
     """N(0, I) noise of `shape` (the default forward noise)."""
     return torch.randn(shape, generator=generator, device=device)
-
-
-def _expand(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """`[B]` -> `[B, 1, ..., 1]` with the rank of `like`."""
-    return values.reshape(-1, *([1] * (like.ndim - 1)))
 
 
 def per_sample_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -139,9 +135,9 @@ class EDMObjective:
         batch_size, device = clean.shape[0], clean.device
         sigma = (torch.randn(batch_size, generator=generator, device=device) * self.p_std + self.p_mean).exp()
         noise = self.noise_fn(tuple(clean.shape), generator, device).to(clean.dtype)
-        noisy = clean + _expand(sigma, clean) * noise
+        noisy = clean + per_sample(sigma, clean) * noise
         # 1. c_in = 1 / sqrt(σ² + σ_data²), c_noise = ln(σ) / 4 (Table 1 of arXiv 2206.00364)
-        model_input = self.scheduler.precondition_inputs(noisy, _expand(sigma, clean))
+        model_input = self.scheduler.precondition_inputs(noisy, per_sample(sigma, clean))
         model_timesteps = self.scheduler.precondition_noise(sigma)
         return NoisyBatch(clean, noise, noisy, model_input, model_timesteps, sigma, clean)
 

@@ -21,6 +21,7 @@ import torch
 
 from . import flow_matching
 from .reconstruction import VP_PREDICTION_TYPES, is_edm_scheduler, is_vp_scheduler, predict_original_sample
+from .tensors import compute_dtype
 
 PARAMETRISATIONS = VP_PREDICTION_TYPES + ("edm", "flow", "flow_preconditioned")
 FLOW_PARAMETRISATIONS = ("flow", "flow_preconditioned")
@@ -79,7 +80,7 @@ def predict_x0(
                 f"Expected model_output of the noisy sample's shape {list(noisy_sample.shape)}, got"
                 f" {list(model_output.shape)}."
             )
-        return model_output.to(flow_matching._float_dtype(model_output, noisy_sample))
+        return model_output.to(compute_dtype(model_output, noisy_sample))
     if parametrisation == "flow":
         # 2. x̂₀ = x_t − σ·v̂ (arXiv 2209.03003)
         return flow_matching.pred_original_sample(

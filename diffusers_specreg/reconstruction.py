@@ -23,6 +23,8 @@ from diffusers import EDMDPMSolverMultistepScheduler, EDMEulerScheduler
 
 from diffusers_specreg.pipelines.pipeline_sagd import predicted_original_sample
 
+from .tensors import as_per_sample, compute_dtype, per_sample
+
 SUPPORTED_SCHEDULERS = (
     "DDPMScheduler",
     "DDIMScheduler",
@@ -35,6 +37,8 @@ EDM_PREDICTION_TYPES = ("epsilon", "v_prediction")
 # Floor for ᾱ_t: with `rescale_betas_zero_snr=True` the last ᾱ is exactly 0 and Eq. 15 divides by zero. Diffusers'
 # Euler schedulers use the same floor (`alphas_cumprod[-1] = 2**-24`) for the same reason.
 _MIN_ALPHA_CUMPROD = 2.0**-24
+# What the per-sample noise levels are called in shape errors
+_TIMESTEPS = "timesteps / sigmas"
 
 
 def is_edm_scheduler(scheduler) -> bool:
@@ -75,35 +79,6 @@ def _unsupported(scheduler) -> ValueError:
         f" prediction types: {', '.join(VP_PREDICTION_TYPES)} for DDPM/DDIM and {', '.join(EDM_PREDICTION_TYPES)} for"
         " EDM."
     )
-
-
-def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
-    # float32 at least (fp16 / bf16 inputs are upcast), float64 kept for gradcheck.
-    dtype = torch.float32
-    for tensor in tensors:
-        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
-            dtype = torch.promote_types(dtype, tensor.dtype)
-    return dtype
-
-
-def _per_sample(values, batch_size: int, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Turn a scalar or a `[B]` tensor into a `[B]` tensor on `device`."""
-    values = torch.as_tensor(values, device=device)
-    if dtype is not None:
-        values = values.to(dtype)
-    if values.ndim == 0 or values.numel() == 1:
-        return values.reshape(1).expand(batch_size)
-    if values.ndim != 1 or values.shape[0] != batch_size:
-        raise ValueError(
-            f"Expected timesteps / sigmas as a scalar or a 1-D tensor of shape [B] = [{batch_size}], got shape"
-            f" {list(values.shape)}."
-        )
-    return values
-
-
-def _broadcast(values: torch.Tensor, ndim: int) -> torch.Tensor:
-    """`[B]` -> `[B, 1, ..., 1]` with `ndim` dimensions."""
-    return values.reshape(values.shape[0], *([1] * (ndim - 1)))
 
 
 def _alphas_cumprod(scheduler, timesteps, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -170,9 +145,9 @@ def predict_original_sample(
             f" {list(model_output.shape)}."
         )
 
-    dtype = _compute_dtype(model_output, noisy_sample)
+    dtype = compute_dtype(model_output, noisy_sample)
     device = noisy_sample.device
-    batch_size, ndim = noisy_sample.shape[0], noisy_sample.ndim
+    batch_size = noisy_sample.shape[0]
     model_output = model_output.to(dtype)
     sample = noisy_sample.to(dtype)
 
@@ -180,7 +155,7 @@ def predict_original_sample(
         # 2. EDM denoiser D = c_skip·x + c_out·F, Table 1 of arXiv 2206.00364 (as EDMEulerScheduler.precondition_outputs)
         if prediction_type not in EDM_PREDICTION_TYPES:
             raise _unsupported(scheduler)
-        sigma = _broadcast(_per_sample(timesteps, batch_size, device, dtype), ndim)
+        sigma = per_sample(as_per_sample(timesteps, batch_size, device, dtype, _TIMESTEPS), noisy_sample)
         sigma_data = float(scheduler.config.sigma_data)
         c_skip = sigma_data**2 / (sigma**2 + sigma_data**2)
         c_out = sigma * sigma_data / (sigma**2 + sigma_data**2) ** 0.5
@@ -189,8 +164,8 @@ def predict_original_sample(
         return c_skip * sample + c_out * model_output
 
     # 3. VP: ᾱ_t per sample, broadcast to the sample's rank
-    timesteps = _per_sample(timesteps, batch_size, device)
-    alpha_prod_t = _broadcast(_alphas_cumprod(scheduler, timesteps, device, dtype), ndim)
+    timesteps = as_per_sample(timesteps, batch_size, device, name=_TIMESTEPS)
+    alpha_prod_t = per_sample(_alphas_cumprod(scheduler, timesteps, device, dtype), noisy_sample)
     if prediction_type not in VP_PREDICTION_TYPES:
         raise _unsupported(scheduler)
     # 4. x̂₀ from ε̂ (Eq. 15 of arXiv 2006.11239), v̂ (arXiv 2202.00512) or x̂₀ itself: the one function that the SAGD
@@ -211,7 +186,7 @@ def sigma_from_timesteps(scheduler, timesteps: torch.Tensor | int | float) -> to
     device = _timesteps_device(timesteps)
     if is_edm_scheduler(scheduler):
         sigma = torch.as_tensor(timesteps, device=device)
-        return sigma.to(_compute_dtype(sigma))
+        return sigma.to(compute_dtype(sigma))
     if not is_vp_scheduler(scheduler):
         raise _unsupported(scheduler)
     alpha_prod_t = _alphas_cumprod(scheduler, timesteps, device, torch.float32)
