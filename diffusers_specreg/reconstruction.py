@@ -21,8 +21,7 @@ from __future__ import annotations
 import torch
 from diffusers import EDMDPMSolverMultistepScheduler, EDMEulerScheduler
 
-from diffusers_specreg.pipelines.pipeline_sagd import predicted_original_sample
-
+from .pipeline_kernels import predicted_original_sample
 from .tensors import as_per_sample, compute_dtype, per_sample
 
 SUPPORTED_SCHEDULERS = (

@@ -16,8 +16,7 @@ import warnings
 
 import torch
 
-from diffusers_specreg.pipelines.pipeline_sagd import radial_frequency_grid
-
+from .pipeline_kernels import radial_frequency_grid
 from .tensors import compute_dtype
 
 _SHAPES_MESSAGE = "an image batch of shape [B, C, H, W] or a waveform batch of shape [B, C, T]"
