@@ -5,7 +5,7 @@ alone, so the kernels that its sampler and the training code must agree on are w
 imports them from there, through this module only:
 
 - `predicted_original_sample(sample, model_output, alpha_prod_t, prediction_type)`: x̂₀ from ε̂, v̂ or x̂₀ on the
-  VP path (Eq. 15 of arXiv 2006.11239), used by `reconstruction.predict_original_sample`;
+  VP path (Eq. 15 of arXiv 2006.11239), used by `diffusion.ddpm.vp_x0_hat`;
 - `radial_frequency_grid(shape)`: the normalised radial frequency of every DFT bin, used by `transforms`;
 - `ColouredNoise`, `band_profile`, `spectrum_weights`: the coloured forward noise of arXiv 2510.09660 and its
   spectral profiles, used by `noise`.

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from .reconstruction import predict_original_sample
+from .diffusion.schedulers import predict_original_sample
 from .weighting import DEFAULT_WEIGHTING, WEIGHTINGS, low_noise_gate, timestep_weight
 
 _RESERVED_NAMES = ("base", "loss")

@@ -83,3 +83,17 @@ def per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         `torch.Tensor` of shape `[B, 1, ..., 1]`, `like.ndim` dimensions, a view of `values`.
     """
     return values.reshape(values.shape[0], *([1] * (like.ndim - 1)))
+
+
+def check_output_shape(model_output: torch.Tensor, noisy_sample: torch.Tensor) -> None:
+    """Raise a `ValueError` unless the network output has the noisy sample's shape `[B, C, ...]`.
+
+    Args:
+        model_output (`torch.Tensor`): the network output.
+        noisy_sample (`torch.Tensor` of shape `[B, C, ...]`): the noisy input x_t.
+    """
+    if model_output.shape != noisy_sample.shape:
+        raise ValueError(
+            f"Expected model_output of the noisy sample's shape {list(noisy_sample.shape)}, got"
+            f" {list(model_output.shape)}."
+        )
