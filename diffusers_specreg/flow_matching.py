@@ -31,8 +31,8 @@ import math
 
 import torch
 
+from .diffusion.weighting import WEIGHTINGS
 from .tensors import as_per_sample, compute_dtype, per_sample
-from .weighting import WEIGHTINGS
 
 # The choices of `--weighting_scheme` in Diffusers' SD3 / Flux training scripts. One flag drives both the timestep
 # density and the base-loss weight: "logit_normal" and "mode" shape the density (loss weight 1), "sigma_sqrt" and

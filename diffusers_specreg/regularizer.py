@@ -23,8 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from .diffusion.schedulers import predict_original_sample
-from .weighting import DEFAULT_WEIGHTING, WEIGHTINGS, low_noise_gate, timestep_weight
+from .diffusion.schedulers import low_noise_gate, predict_original_sample, timestep_weight
+from .diffusion.weighting import DEFAULT_WEIGHTING, WEIGHTINGS
 
 _RESERVED_NAMES = ("base", "loss")
 # λ per loss name with the default "alpha_bar" weighting (benchmarks/bench_default_run.py, sweep table)

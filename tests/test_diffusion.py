@@ -6,7 +6,14 @@ from diffusers import DDPMScheduler, EDMDPMSolverMultistepScheduler, EDMEulerSch
 
 from diffusers_specreg.diffusion.ddpm import MIN_ALPHA_BAR, DDPMObjective, vp_noise_levels
 from diffusers_specreg.diffusion.edm import EDMObjective, edm_x0_hat
-from diffusers_specreg.diffusion.schedulers import predict_original_sample, sigma_from_timesteps, snr
+from diffusers_specreg.diffusion.schedulers import (
+    low_noise_gate,
+    predict_original_sample,
+    sigma_from_timesteps,
+    snr,
+    timestep_weight,
+)
+from diffusers_specreg.diffusion.weighting import WEIGHTINGS, noise_gate, spectral_weight
 from diffusers_specreg.pipeline_kernels import predicted_original_sample
 
 
@@ -76,3 +83,18 @@ def test_vp_levels_floor_alpha_bar_for_sigma_and_snr_but_not_for_alpha_bar():
     assert torch.equal(levels.sigma[1], ((1 - floored) / floored) ** 0.5)
     assert torch.equal(levels.sigma, sigma_from_timesteps(scheduler, timesteps))
     assert torch.equal(levels.snr, snr(scheduler, timesteps))
+
+
+@pytest.mark.parametrize("kind", WEIGHTINGS)
+@pytest.mark.parametrize("objective_class", [DDPMObjective, EDMObjective])
+def test_weights_of_the_levels_equal_the_scheduler_forms(kind, objective_class):
+    scheduler = DDPMScheduler(num_train_timesteps=100) if objective_class is DDPMObjective else EDMEulerScheduler()
+    batch = objective_class(scheduler).noise_batch(torch.zeros(8, 1, 4, 4), torch.Generator().manual_seed(0))
+    levels = batch.levels
+    weight = spectral_weight(kind, levels.sigma, levels.snr, 3.0, levels.sigma_data)
+    assert torch.equal(weight, timestep_weight(kind, scheduler, batch.timesteps, 3.0))
+    sigma_max = float(levels.sigma.median())
+    gate = noise_gate(levels, sigma_max=sigma_max)
+    assert torch.equal(gate, low_noise_gate(scheduler, batch.timesteps, sigma_max=sigma_max))
+    if objective_class is DDPMObjective:
+        assert torch.equal(noise_gate(levels, t_max=50), low_noise_gate(scheduler, batch.timesteps, t_max=50))

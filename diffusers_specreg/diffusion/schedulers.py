@@ -2,7 +2,7 @@
 
 A loop that holds a scheduler and a batch of timesteps, rather than an `Objective` and a `NoisyBatch`, calls these
 functions (README "In your own training loop"). This module is the only place that looks at a scheduler's type; the
-maths lives in `diffusion.ddpm` (VP) and `diffusion.edm`.
+maths lives in `diffusion.ddpm` (VP), `diffusion.edm` and `diffusion.weighting`.
 
 Two scheduler families are supported:
 
@@ -21,8 +21,10 @@ import torch
 from diffusers import EDMDPMSolverMultistepScheduler, EDMEulerScheduler
 
 from ..tensors import as_per_sample, check_output_shape, compute_dtype
+from .base import NoiseLevels
 from .ddpm import VP_PREDICTION_TYPES, alpha_bar_at, drop_learned_variance, vp_sigma, vp_snr, vp_x0_hat
 from .edm import EDM_PREDICTION_TYPES, edm_x0_hat
+from .weighting import check_weighting, noise_gate, spectral_weight
 
 SUPPORTED_SCHEDULERS = (
     "DDPMScheduler",
@@ -175,3 +177,68 @@ def snr(scheduler, timesteps: torch.Tensor | int | float) -> torch.Tensor:
         raise unsupported_scheduler_error(scheduler)
     # 1. SNR(t) = ᾱ_t / (1 − ᾱ_t), arXiv 2303.09556 (computed directly, not via σ, for precision near t = 0)
     return vp_snr(alpha_bar_at(scheduler.alphas_cumprod, timesteps, _timesteps_device(timesteps)))
+
+
+def timestep_weight(
+    kind: str,
+    scheduler,
+    timesteps: torch.Tensor | int | float,
+    min_snr_gamma: float = 5.0,
+) -> torch.Tensor:
+    """Weight w(t) of a spectral term at each sample's noise level (`diffusion.weighting.spectral_weight`).
+
+    Args:
+        kind (`str`):
+            One of `WEIGHTINGS` (see `diffusion.weighting`); "alpha_bar" is the default of the training script.
+        scheduler (`SchedulerMixin`):
+            A scheduler supported by `predict_original_sample`; for "edm", σ_data is `scheduler.config.sigma_data`
+            when present, else 0.5.
+        timesteps (`torch.Tensor` of shape `[B]`, or a scalar):
+            Integer timesteps t (DDPM / DDIM) or noise levels σ (EDM).
+        min_snr_gamma (`float`, defaults to 5.0):
+            The cap γ of "min_sqrt_snr" (on √SNR, so γ = 5 caps SNR at 25) and of "min_snr" (on SNR); unused by the
+            others.
+
+    Returns:
+        `torch.Tensor`, same shape as `timesteps` (`[B]`), float32.
+    """
+    check_weighting(kind, min_snr_gamma)
+    return spectral_weight(
+        kind,
+        sigma_from_timesteps(scheduler, timesteps),
+        snr(scheduler, timesteps),
+        min_snr_gamma,
+        float(getattr(scheduler.config, "sigma_data", 0.5)),
+    )
+
+
+def low_noise_gate(
+    scheduler,
+    timesteps: torch.Tensor | int | float,
+    t_max: int | None = None,
+    sigma_max: float | None = None,
+) -> torch.Tensor:
+    """0/1 mask that keeps a spectral term only at low noise (`diffusion.weighting.noise_gate`).
+
+    Args:
+        scheduler (`SchedulerMixin`):
+            A scheduler supported by `predict_original_sample`.
+        timesteps (`torch.Tensor` of shape `[B]`, or a scalar):
+            Integer timesteps t (DDPM / DDIM) or noise levels σ (EDM).
+        t_max (`int`, *optional*):
+            Keep samples with t <= t_max (DDPM / DDIM only; an error for EDM schedulers, use `sigma_max`).
+        sigma_max (`float`, *optional*):
+            Keep samples with σ <= sigma_max (σ = √((1−ᾱ)/ᾱ) for DDPM / DDIM). When both bounds are given both apply.
+
+    Returns:
+        `torch.Tensor`, same shape as `timesteps` (`[B]`), float32 of 0 and 1; all ones when neither bound is given.
+    """
+    sigma = sigma_from_timesteps(scheduler, timesteps)
+    if t_max is not None and is_edm_scheduler(scheduler):
+        raise ValueError(
+            f"t_max applies to integer-timestep schedulers (DDPM / DDIM); {type(scheduler).__name__} is indexed by"
+            " σ, use sigma_max instead."
+        )
+    # the gate reads t and σ only; SNR = σ⁻² completes the levels
+    levels = NoiseLevels(t=torch.as_tensor(timesteps, device=sigma.device), sigma=sigma, snr=sigma**-2)
+    return noise_gate(levels, t_max, sigma_max)
