@@ -4,6 +4,7 @@ import pytest
 import torch
 from diffusers import DDPMScheduler, EDMDPMSolverMultistepScheduler, EDMEulerScheduler
 
+from diffusers_specreg import SpectralRegularizer
 from diffusers_specreg.diffusion.ddpm import MIN_ALPHA_BAR, DDPMObjective, vp_noise_levels
 from diffusers_specreg.diffusion.edm import EDMObjective, edm_x0_hat
 from diffusers_specreg.diffusion.schedulers import (
@@ -98,3 +99,35 @@ def test_weights_of_the_levels_equal_the_scheduler_forms(kind, objective_class):
     assert torch.equal(gate, low_noise_gate(scheduler, batch.timesteps, sigma_max=sigma_max))
     if objective_class is DDPMObjective:
         assert torch.equal(noise_gate(levels, t_max=50), low_noise_gate(scheduler, batch.timesteps, t_max=50))
+
+
+@pytest.mark.parametrize("objective_class", [DDPMObjective, EDMObjective])
+@pytest.mark.parametrize("gate", [{}, {"gate_sigma_max": 1.0}])
+def test_regularizer_terms_from_the_batch_equal_the_scheduler_facade(objective_class, gate):
+    scheduler = DDPMScheduler(num_train_timesteps=100) if objective_class is DDPMObjective else EDMEulerScheduler()
+    objective = objective_class(scheduler)
+    clean = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    batch = objective.noise_batch(clean, torch.Generator().manual_seed(0))
+    model_output = torch.randn_like(clean)
+    regularizer = SpectralRegularizer.from_names(["amplitude", "wavelet"], weighting="edm", **gate)
+    x0_hat = objective.x0_hat(model_output, batch)
+    base = objective.base_loss(model_output, batch, x0_hat)
+    new = regularizer.terms(batch, x0_hat, base)
+    old = regularizer(scheduler, model_output, batch.noisy, batch.timesteps, clean, base)
+    assert new.keys() == old.keys() == {"base", "amplitude", "wavelet", "loss"}
+    assert all(torch.equal(new[key], old[key]) for key in new)
+    assert list(regularizer.state_dict()) == list(
+        SpectralRegularizer.from_names(["amplitude", "wavelet"]).state_dict()
+    )
+
+
+def test_regularizer_gate_t_max_needs_variance_preserving_levels():
+    objective = EDMObjective(EDMEulerScheduler())
+    batch = objective.noise_batch(torch.zeros(2, 1, 8, 8), torch.Generator().manual_seed(0))
+    regularizer = SpectralRegularizer.from_names(["amplitude"], gate_t_max=100)
+    with pytest.raises(ValueError, match="use gate_sigma_max"):
+        regularizer.term_weight(batch.levels)
+    levels = (
+        DDPMObjective(DDPMScheduler()).noise_batch(torch.zeros(8, 1, 8, 8), torch.Generator().manual_seed(0)).levels
+    )
+    assert torch.equal(regularizer.term_weight(levels) > 0, (levels.t <= 100) & (levels.sigma > -1))

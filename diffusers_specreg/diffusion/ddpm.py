@@ -55,12 +55,13 @@ def vp_snr(alpha_bar: torch.Tensor) -> torch.Tensor:
     return alpha_bar / (1 - alpha_bar)
 
 
-def vp_noise_levels(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor) -> NoiseLevels:
+def vp_noise_levels(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, sigma_data: float = 0.5) -> NoiseLevels:
     """The noise levels of integer timesteps on the VP path.
 
     Args:
         alphas_cumprod (`torch.Tensor` of shape `[T]`): the scheduler's `alphas_cumprod`.
-        timesteps (`torch.Tensor` of shape `[B]`): integer t.
+        timesteps (`torch.Tensor` of shape `[B]`): integer t (float timesteps are rounded to gather ᾱ_t).
+        sigma_data (`float`, defaults to 0.5): σ_data of the "edm" spectral weighting.
 
     Returns:
         `NoiseLevels`: `t`, float32 `sigma` and `snr` (from ᾱ floored at 2⁻²⁴) and `alpha_bar` as gathered (float32
@@ -68,7 +69,7 @@ def vp_noise_levels(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor) -> No
     """
     alpha_bar = alpha_bar_at(alphas_cumprod, timesteps, dtype=compute_dtype(alphas_cumprod))
     alpha_bar32 = alpha_bar.to(torch.float32)
-    return NoiseLevels(t=timesteps, sigma=vp_sigma(alpha_bar32), snr=vp_snr(alpha_bar32), alpha_bar=alpha_bar)
+    return NoiseLevels(timesteps, vp_sigma(alpha_bar32), vp_snr(alpha_bar32), alpha_bar, sigma_data)
 
 
 def drop_learned_variance(

@@ -41,9 +41,9 @@ def edm_noise_levels(sigma: torch.Tensor, sigma_data: float = 0.5) -> NoiseLevel
         sigma_data (`float`, defaults to 0.5): the scheduler's `config.sigma_data`.
 
     Returns:
-        `NoiseLevels` with float32 `sigma` and `snr`.
+        `NoiseLevels` with float32 `sigma` and `snr` (float64 kept).
     """
-    sigma_float = sigma.float()
+    sigma_float = sigma.to(compute_dtype(sigma))
     return NoiseLevels(t=sigma, sigma=sigma_float, snr=sigma_float**-2, sigma_data=sigma_data)
 
 
@@ -134,4 +134,5 @@ class EDMObjective:
     ) -> torch.Tensor:
         """λ(σ)·mean((D - x0)²) per sample `[B]`; D is `x0_hat` when given, so it is computed once per step."""
         denoised = self.x0_hat(model_output, batch) if x0_hat is None else x0_hat
-        return edm_loss_weight(batch.levels.sigma, self.sigma_data) * per_sample_mse(denoised, batch.clean)
+        # λ(σ) in float32, as the loss has always been computed
+        return edm_loss_weight(batch.levels.t.float(), self.sigma_data) * per_sample_mse(denoised, batch.clean)

@@ -22,8 +22,16 @@ from diffusers import EDMDPMSolverMultistepScheduler, EDMEulerScheduler
 
 from ..tensors import as_per_sample, check_output_shape, compute_dtype
 from .base import NoiseLevels
-from .ddpm import VP_PREDICTION_TYPES, alpha_bar_at, drop_learned_variance, vp_sigma, vp_snr, vp_x0_hat
-from .edm import EDM_PREDICTION_TYPES, edm_x0_hat
+from .ddpm import (
+    VP_PREDICTION_TYPES,
+    alpha_bar_at,
+    drop_learned_variance,
+    vp_noise_levels,
+    vp_sigma,
+    vp_snr,
+    vp_x0_hat,
+)
+from .edm import EDM_PREDICTION_TYPES, edm_noise_levels, edm_x0_hat
 from .weighting import check_weighting, noise_gate, spectral_weight
 
 SUPPORTED_SCHEDULERS = (
@@ -242,3 +250,27 @@ def low_noise_gate(
     # the gate reads t and σ only; SNR = σ⁻² completes the levels
     levels = NoiseLevels(t=torch.as_tensor(timesteps, device=sigma.device), sigma=sigma, snr=sigma**-2)
     return noise_gate(levels, t_max, sigma_max)
+
+
+def noise_levels(
+    scheduler, timesteps: torch.Tensor | int | float, batch_size: int, device: torch.device | None = None
+) -> NoiseLevels:
+    """The `NoiseLevels` of a batch indexed the scheduler's way (what an `Objective` puts on its `NoisyBatch`).
+
+    Args:
+        scheduler (`SchedulerMixin`): a supported scheduler (see `predict_original_sample`).
+        timesteps (`torch.Tensor` of shape `[B]` or `[B, 1, ..., 1]`, or a scalar): integer t (VP) or σ (EDM).
+        batch_size (`int`): B; a scalar is expanded to it.
+        device (`torch.device`, *optional*): where to compute; that of `timesteps` (CPU for a number) if `None`.
+
+    Returns:
+        `NoiseLevels` with `[B]` fields: VP t, σ, SNR and ᾱ_t (`vp_noise_levels`), or EDM σ (`edm_noise_levels`);
+        `sigma_data` is the scheduler's `config.sigma_data` when it has one, else 0.5.
+    """
+    timesteps = as_per_sample(timesteps, batch_size, device, name=_TIMESTEPS)
+    sigma_data = float(getattr(getattr(scheduler, "config", None), "sigma_data", 0.5))
+    if is_edm_scheduler(scheduler):
+        return edm_noise_levels(timesteps, sigma_data)
+    if not is_vp_scheduler(scheduler):
+        raise unsupported_scheduler_error(scheduler)
+    return vp_noise_levels(scheduler.alphas_cumprod, timesteps, sigma_data)
