@@ -131,3 +131,48 @@ def test_regularizer_gate_t_max_needs_variance_preserving_levels():
         DDPMObjective(DDPMScheduler()).noise_batch(torch.zeros(8, 1, 8, 8), torch.Generator().manual_seed(0)).levels
     )
     assert torch.equal(regularizer.term_weight(levels) > 0, (levels.t <= 100) & (levels.sigma > -1))
+
+
+def test_registry_builds_each_objective_with_its_options():
+    from diffusers_specreg.diffusion.registry import build_objective, objective_class, objective_names
+
+    assert objective_names() == ["ddpm", "ddim", "edm"]
+    assert objective_class("ddim") is DDPMObjective
+    assert type(build_objective("ddim", DDPMScheduler())) is DDPMObjective
+    edm = build_objective("edm", EDMEulerScheduler(), edm_p_mean=-1.0, edm_p_std=0.5)
+    assert (edm.p_mean, edm.p_std) == (-1.0, 0.5)
+    assert [option.flag for option in EDMObjective.options] == ["edm_p_mean", "edm_p_std"]
+    with pytest.raises(ValueError, match="formulation must be 'ddpm', 'ddim' or 'edm', got 'flow'"):
+        objective_class("flow")
+
+
+def test_kinds_of_the_objectives_hold_what_the_formulation_registry_held():
+    from diffusers_specreg import formulations
+    from diffusers_specreg.diffusion.base import SchedulerSettings
+    from diffusers_specreg.kinds import PIPELINE_KINDS, PipelineKind, objective_choices
+
+    assert formulations.Formulation is PipelineKind and formulations.FORMULATIONS is PIPELINE_KINDS
+    assert list(PIPELINE_KINDS) == ["ddpm", "edm", "sagd", "audio", "latent"] and objective_choices() == [
+        "ddpm",
+        "edm",
+    ]
+    ddpm, edm = PIPELINE_KINDS["ddpm"], PIPELINE_KINDS["edm"]
+    assert (ddpm.pipeline_class, ddpm.aliases, ddpm.pipeline_file, ddpm.objective) == (
+        "DDPMPipeline",
+        ("DDIMPipeline",),
+        None,
+        "ddpm",
+    )
+    assert (edm.pipeline_class, edm.pipeline_file, edm.objective, edm.sample_steps) == (
+        "EDMPipeline",
+        "pipeline_edm.py",
+        "edm",
+        40,
+    )
+    assert (edm.tags, edm.citations, edm.aliases) == (("edm",), ("2206.00364",), ())
+    assert all(PIPELINE_KINDS[name].objective == "ddpm" for name in ("sagd", "audio", "latent"))
+    settings = SchedulerSettings(prediction_type="v_prediction", num_train_timesteps=50)
+    assert type(ddpm.build_scheduler(settings)) is DDPMScheduler
+    assert type(PIPELINE_KINDS["sagd"].build_scheduler(settings)).__name__ == "DDPMScheduler"
+    scheduler = edm.build_scheduler(SchedulerSettings(sigma_data=0.25))
+    assert type(scheduler) is EDMEulerScheduler and scheduler.config.sigma_data == 0.25

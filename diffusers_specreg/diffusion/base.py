@@ -15,12 +15,57 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
 
 NoiseFn = Callable[[tuple, torch.Generator | None, torch.device], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    r"""
+    What an objective's noise scheduler is built from.
+
+    Args:
+        prediction_type (`Literal["epsilon", "sample", "v_prediction"]`, defaults to `"epsilon"`):
+            What the network predicts.
+        num_train_timesteps (`int`, defaults to `1000`): DDPM schedule length.
+        beta_schedule (`str`, defaults to `"linear"`): DDPM β schedule.
+        sigma_data (`float`, defaults to `0.5`): EDM data standard deviation σ_data.
+        pretrained_config (`dict`, *optional*): the scheduler config of a pipeline being fine-tuned (DDPM kinds reuse
+            it, with `prediction_type` replaced).
+    """
+
+    prediction_type: Literal["epsilon", "sample", "v_prediction"] = "epsilon"
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "linear"
+    sigma_data: float = 0.5
+    pretrained_config: dict | None = None
+
+
+@dataclass(frozen=True)
+class Option:
+    r"""
+    A command-line setting that belongs to one objective (so the parser and the resume check need no edit for it).
+
+    Args:
+        flag (`str`): the argparse destination, e.g. `"edm_p_mean"` for `--edm_p_mean`.
+        type (`type`): the argparse `type`.
+        default (`Any`): the default value.
+        help (`str`): the help line.
+        kwarg (`str`): the objective's constructor argument it sets, e.g. `"p_mean"`.
+        resume (`Literal["incompatible", "compatible"]`, defaults to `"incompatible"`): whether a resumed run may
+            change it (`"compatible"`: compared and reported, not refused).
+    """
+
+    flag: str
+    type: type
+    default: Any
+    help: str
+    kwarg: str
+    resume: Literal["incompatible", "compatible"] = "incompatible"
 
 
 def white_noise(shape: tuple, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
@@ -104,13 +149,22 @@ class Objective(Protocol):
         name (`str`): the registry name (`--formulation`).
         prediction_types (`tuple[str, ...]`): the `prediction_type`s it trains; the first is the default.
         integer_timesteps (`bool`): whether `levels.t` is an integer timestep (so `--spectral_max_timestep` applies).
+        options (`tuple[Option, ...]`): its own command-line settings, passed to the constructor by `kwarg`.
+        pipeline (`PipelineSpec`): its saved pipeline and samplers (`diffusion.samplers`).
         scheduler (`SchedulerMixin`): the Diffusers scheduler whose noise schedule it trains.
     """
 
     name: ClassVar[str]
     prediction_types: ClassVar[tuple[str, ...]]
     integer_timesteps: ClassVar[bool]
+    options: ClassVar[tuple[Option, ...]]
+    pipeline: ClassVar[Any]
     scheduler: object
+
+    @classmethod
+    def make_scheduler(cls, settings: SchedulerSettings):
+        """The training noise scheduler built from `settings`."""
+        ...
 
     def noise_batch(self, clean: torch.Tensor, generator: torch.Generator | None = None) -> NoisyBatch:
         """Draw noise levels and noise for `clean` `[B, C, ...]` and noise it."""

@@ -12,7 +12,8 @@ from diffusers import DDPMScheduler
 
 from ..pipeline_kernels import predicted_original_sample
 from ..tensors import check_output_shape, compute_dtype, per_sample
-from .base import NoiseFn, NoiseLevels, NoisyBatch, per_sample_mse, white_noise
+from .base import NoiseFn, NoiseLevels, NoisyBatch, SchedulerSettings, per_sample_mse, white_noise
+from .samplers import PipelineSpec, Sampler, call_sampler, ddim_of
 
 VP_PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 # Floor for ᾱ_t: with `rescale_betas_zero_snr=True` the last ᾱ is exactly 0 and Eq. 15 divides by zero. Diffusers'
@@ -130,6 +131,43 @@ def vp_x0_hat(
     return predicted_original_sample(noisy_sample.to(dtype), model_output.to(dtype), alpha_prod_t, prediction_type)
 
 
+def ddpm_scheduler(settings: SchedulerSettings) -> DDPMScheduler:
+    """The training `DDPMScheduler`: the fine-tuned pipeline's config (with `prediction_type` replaced), or a new one.
+
+    Args:
+        settings (`SchedulerSettings`): prediction type, schedule length and β schedule, or a pretrained config.
+
+    Returns:
+        `DDPMScheduler`
+    """
+    if settings.pretrained_config is not None:
+        return DDPMScheduler.from_config(dict(settings.pretrained_config, prediction_type=settings.prediction_type))
+    return DDPMScheduler(
+        num_train_timesteps=settings.num_train_timesteps,
+        beta_schedule=settings.beta_schedule,
+        prediction_type=settings.prediction_type,
+    )
+
+
+def ddpm_pipeline(unet, scheduler, spectrum=None, mel=None, vae=None):
+    """The saved `DDPMPipeline` (`spectrum`, `mel` and `vae` are not used by this kind)."""
+    from diffusers import DDPMPipeline
+
+    return DDPMPipeline(unet=unet, scheduler=scheduler)
+
+
+def ddim_pipeline(pipeline):
+    """A `DDIMPipeline` on the UNet and schedule of a saved DDPM-trained pipeline (the fast sampler)."""
+    from diffusers import DDIMPipeline
+
+    return DDIMPipeline(unet=pipeline.unet, scheduler=ddim_of(pipeline.scheduler))
+
+
+def ddim_sampler(pipeline, steps: int) -> tuple[Sampler, str]:
+    """The evaluation sampler of a DDPM-trained pipeline: deterministic DDIM (η = 0) with `steps` steps."""
+    return call_sampler(ddim_pipeline(pipeline), steps, eta=0.0), f"DDIM (eta 0), {steps} steps"
+
+
 class DDPMObjective:
     """Training objective of Diffusers' `train_unconditional.py`, with any prediction type and forward noise.
 
@@ -142,8 +180,12 @@ class DDPMObjective:
 
     name = "ddpm"
     formulation = "ddpm"
+    # other names of --formulation that train this objective (DDIM trains exactly like DDPM)
+    other_names = ("ddim",)
     prediction_types = VP_PREDICTION_TYPES
     integer_timesteps = True
+    options = ()
+    pipeline = PipelineSpec("DDPMPipeline", ddpm_pipeline, ddim_pipeline, ddim_sampler, aliases=("DDIMPipeline",))
 
     def __init__(self, scheduler: DDPMScheduler, noise_fn: NoiseFn | None = None):
         prediction_type = scheduler.config.prediction_type
@@ -154,6 +196,11 @@ class DDPMObjective:
         self.scheduler = scheduler
         self.prediction_type = prediction_type
         self.noise_fn = noise_fn or white_noise
+
+    @classmethod
+    def make_scheduler(cls, settings: SchedulerSettings) -> DDPMScheduler:
+        """The training noise scheduler (`ddpm_scheduler`)."""
+        return ddpm_scheduler(settings)
 
     def noise_batch(self, clean: torch.Tensor, generator: torch.Generator | None = None) -> NoisyBatch:
         """Draw the noise, then t ~ U{0, ..., T-1}, and build x_t = √ᾱ_t·x₀ + √(1−ᾱ_t)·ε (Eq. 4, 2006.11239).

@@ -12,7 +12,8 @@ import torch
 from diffusers import EDMEulerScheduler
 
 from ..tensors import as_per_sample, check_output_shape, compute_dtype, per_sample
-from .base import NoiseFn, NoiseLevels, NoisyBatch, per_sample_mse, white_noise
+from .base import NoiseFn, NoiseLevels, NoisyBatch, Option, SchedulerSettings, per_sample_mse, white_noise
+from .samplers import PipelineSpec, same_pipeline
 
 EDM_PREDICTION_TYPES = ("epsilon", "v_prediction")
 
@@ -74,6 +75,18 @@ def edm_x0_hat(
     )
 
 
+def edm_scheduler(settings: SchedulerSettings) -> EDMEulerScheduler:
+    """The training `EDMEulerScheduler` with `settings.sigma_data` and `settings.prediction_type`."""
+    return EDMEulerScheduler(sigma_data=settings.sigma_data, prediction_type=settings.prediction_type)
+
+
+def edm_pipeline(unet, scheduler, spectrum=None, mel=None, vae=None):
+    """The saved `EDMPipeline` of `pipelines/pipeline_edm.py` (`spectrum`, `mel` and `vae` are not used)."""
+    from diffusers_specreg.pipelines import EDMPipeline
+
+    return EDMPipeline(unet=unet, scheduler=scheduler)
+
+
 class EDMObjective:
     """The EDM training objective (Karras et al. 2022, arXiv 2206.00364, Table 1 and Eq. 2).
 
@@ -89,8 +102,24 @@ class EDMObjective:
 
     name = "edm"
     formulation = "edm"
+    other_names = ()
     prediction_types = EDM_PREDICTION_TYPES
     integer_timesteps = False
+    # not in run_settings.INCOMPATIBLE: a resumed run may change them
+    options = (
+        Option("edm_p_mean", float, -1.2, "Mean of ln σ of the EDM training noise levels.", "p_mean", "compatible"),
+        Option("edm_p_std", float, 1.2, "Standard deviation of ln σ.", "p_std", "compatible"),
+    )
+    # the saved EDMPipeline (pipelines/pipeline_edm.py, 40 steps by default) is its own fast sampler
+    pipeline = PipelineSpec(
+        "EDMPipeline",
+        edm_pipeline,
+        same_pipeline,
+        pipeline_file="pipeline_edm.py",
+        sample_steps=40,
+        tags=("edm",),
+        citations=("2206.00364",),
+    )
 
     def __init__(
         self, scheduler: EDMEulerScheduler, p_mean: float = -1.2, p_std: float = 1.2, noise_fn: NoiseFn | None = None
@@ -99,6 +128,11 @@ class EDMObjective:
         self.sigma_data = float(scheduler.config.sigma_data)
         self.p_mean, self.p_std = p_mean, p_std
         self.noise_fn = noise_fn or white_noise
+
+    @classmethod
+    def make_scheduler(cls, settings: SchedulerSettings) -> EDMEulerScheduler:
+        """The training noise scheduler (`edm_scheduler`)."""
+        return edm_scheduler(settings)
 
     def noise_batch(self, clean: torch.Tensor, generator: torch.Generator | None = None) -> NoisyBatch:
         """Draw ln σ ~ N(P_mean, P_std²), then the noise, and build x = x₀ + σ·ε.
