@@ -10,13 +10,12 @@ Implements spectral regularization of the diffusion loss (arXiv 2603.02447), spe
     terms["loss"].mean().backward()
 """
 
+from .diffusion.schedulers import low_noise_gate, predict_original_sample, timestep_weight
 from .flow_regularizer import FlowSpectralRegularizer
 from .losses import FourierLoss, MultiResolutionSTFTLoss, STFTLoss, WaveletLoss, build_loss
 from .noise import NoiseSpectrum, corrupt_band
 from .parametrisation import predict_x0
-from .reconstruction import predict_original_sample
 from .regularizer import SpectralRegularizer
-from .weighting import low_noise_gate, timestep_weight
 
 __version__ = "0.1.0"
 

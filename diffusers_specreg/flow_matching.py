@@ -31,7 +31,8 @@ import math
 
 import torch
 
-from .weighting import WEIGHTINGS
+from .diffusion.weighting import WEIGHTINGS
+from .tensors import as_per_sample, compute_dtype, per_sample
 
 # The choices of `--weighting_scheme` in Diffusers' SD3 / Flux training scripts. One flag drives both the timestep
 # density and the base-loss weight: "logit_normal" and "mode" shape the density (loss weight 1), "sigma_sqrt" and
@@ -53,15 +54,6 @@ DEFAULT_FADE_CUTOFF = 0.7
 DEFAULT_FADE_WIDTH = 0.4
 
 
-def _float_dtype(*tensors: torch.Tensor) -> torch.dtype:
-    # float32 at least (fp16 / bf16 inputs are upcast), float64 kept
-    dtype = torch.float32
-    for tensor in tensors:
-        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
-            dtype = torch.promote_types(dtype, tensor.dtype)
-    return dtype
-
-
 def per_sample_sigmas(
     sigmas: torch.Tensor | float, batch_size: int | None = None, device: torch.device | str | None = None
 ) -> torch.Tensor:
@@ -79,23 +71,7 @@ def per_sample_sigmas(
         `torch.Tensor` of shape `[B]` (`[1]` for a scalar without `batch_size`).
     """
     sigmas = torch.as_tensor(sigmas, device=device)
-    sigmas = sigmas.to(_float_dtype(sigmas))
-    if sigmas.ndim > 1 and all(size == 1 for size in sigmas.shape[1:]):
-        sigmas = sigmas.reshape(sigmas.shape[0])
-    if sigmas.ndim == 0 or (sigmas.ndim == 1 and sigmas.numel() == 1 and batch_size not in (None, 1)):
-        return sigmas.reshape(1).expand(batch_size or 1)
-    if sigmas.ndim != 1 or (batch_size is not None and sigmas.shape[0] != batch_size):
-        expected = "[B]" if batch_size is None else f"[B] = [{batch_size}]"
-        raise ValueError(
-            f"Expected sigmas as a scalar, a {expected} tensor or a [B, 1, ..., 1] tensor, got shape"
-            f" {list(sigmas.shape)}."
-        )
-    return sigmas
-
-
-def _broadcast(sigmas: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """`[B]` -> `[B, 1, ..., 1]` with the rank of `like`."""
-    return sigmas.reshape(sigmas.shape[0], *([1] * (like.ndim - 1)))
+    return as_per_sample(sigmas, batch_size, dtype=compute_dtype(sigmas), name="sigmas")
 
 
 def sigmas_from_timesteps(timesteps: torch.Tensor | float, num_train_timesteps: int = 1000) -> torch.Tensor:
@@ -110,13 +86,13 @@ def sigmas_from_timesteps(timesteps: torch.Tensor | float, num_train_timesteps: 
         `torch.Tensor`, same shape as `timesteps`, float32 at least.
     """
     timesteps = torch.as_tensor(timesteps)
-    return timesteps.to(_float_dtype(timesteps)) / num_train_timesteps
+    return timesteps.to(compute_dtype(timesteps)) / num_train_timesteps
 
 
 def timesteps_from_sigmas(sigmas: torch.Tensor | float, num_train_timesteps: int = 1000) -> torch.Tensor:
     """t = σ·num_train_timesteps, the timestep a Diffusers flow-matching model receives (same shape as `sigmas`)."""
     sigmas = torch.as_tensor(sigmas)
-    return sigmas.to(_float_dtype(sigmas)) * num_train_timesteps
+    return sigmas.to(compute_dtype(sigmas)) * num_train_timesteps
 
 
 def shift_sigmas(sigmas: torch.Tensor | float, shift: float) -> torch.Tensor:
@@ -136,7 +112,7 @@ def shift_sigmas(sigmas: torch.Tensor | float, shift: float) -> torch.Tensor:
     if not (math.isfinite(shift) and shift > 0):
         raise ValueError(f"Expected shift > 0 and finite, got {shift}.")
     sigmas = torch.as_tensor(sigmas)
-    sigmas = sigmas.to(_float_dtype(sigmas))
+    sigmas = sigmas.to(compute_dtype(sigmas))
     return shift * sigmas / (1 + (shift - 1) * sigmas)
 
 
@@ -151,7 +127,7 @@ def add_noise(clean: torch.Tensor, noise: torch.Tensor, sigmas: torch.Tensor | f
     Returns:
         `torch.Tensor` of the shape and dtype of `clean` (as the scripts' `noisy_model_input`).
     """
-    sigma = _broadcast(per_sample_sigmas(sigmas, clean.shape[0], clean.device), clean).to(clean.dtype)
+    sigma = per_sample(per_sample_sigmas(sigmas, clean.shape[0], clean.device), clean).to(clean.dtype)
     return sigma * noise + (1.0 - sigma) * clean
 
 
@@ -181,8 +157,8 @@ def pred_original_sample(
             f"Expected model_output of the noisy sample's shape {list(noisy_sample.shape)}, got"
             f" {list(model_output.shape)}."
         )
-    dtype = _float_dtype(model_output, noisy_sample, torch.as_tensor(sigmas))
-    sigma = _broadcast(per_sample_sigmas(sigmas, noisy_sample.shape[0], noisy_sample.device), noisy_sample)
+    dtype = compute_dtype(model_output, noisy_sample, torch.as_tensor(sigmas))
+    sigma = per_sample(per_sample_sigmas(sigmas, noisy_sample.shape[0], noisy_sample.device), noisy_sample)
     # 1. x̂₀ = x_t − σ·v̂ with v = ε − x₀ (the linear path of arXiv 2209.03003)
     return noisy_sample.to(dtype) - sigma.to(dtype) * model_output.to(dtype)
 
@@ -314,7 +290,7 @@ def loss_weighting(weighting_scheme: str, sigmas: torch.Tensor | float) -> torch
     """
     _check_scheme(weighting_scheme, DENSITY_SCHEMES)
     sigmas = torch.as_tensor(sigmas)
-    sigmas = sigmas.to(_float_dtype(sigmas))
+    sigmas = sigmas.to(compute_dtype(sigmas))
     if weighting_scheme == "sigma_sqrt":
         return sigmas**-2.0
     if weighting_scheme == "cosmap":
@@ -325,14 +301,14 @@ def loss_weighting(weighting_scheme: str, sigmas: torch.Tensor | float) -> torch
 def flow_snr(sigmas: torch.Tensor | float) -> torch.Tensor:
     """SNR of a flow sample, ((1 − σ)/σ)²: x_t/(1 − σ) = x₀ + σ/(1 − σ)·ε (same shape as `sigmas`; ∞ at σ = 0)."""
     sigmas = torch.as_tensor(sigmas)
-    sigmas = sigmas.to(_float_dtype(sigmas))
+    sigmas = sigmas.to(compute_dtype(sigmas))
     return ((1 - sigmas) / sigmas) ** 2
 
 
 def ve_sigma(sigmas: torch.Tensor | float) -> torch.Tensor:
     """The equivalent variance-exploding noise level σ_VE = σ/(1 − σ) = 1/√SNR (EDM's σ; ∞ at σ = 1)."""
     sigmas = torch.as_tensor(sigmas)
-    sigmas = sigmas.to(_float_dtype(sigmas))
+    sigmas = sigmas.to(compute_dtype(sigmas))
     return sigmas / (1 - sigmas)
 
 
@@ -343,14 +319,14 @@ def sigma_from_ve(sigma_ve: torch.Tensor | float) -> torch.Tensor:
     flow σ = 0.5.
     """
     sigma_ve = torch.as_tensor(sigma_ve)
-    sigma_ve = sigma_ve.to(_float_dtype(sigma_ve))
+    sigma_ve = sigma_ve.to(compute_dtype(sigma_ve))
     return sigma_ve / (1 + sigma_ve)
 
 
 def sigma_from_snr(snr: torch.Tensor | float) -> torch.Tensor:
     """Flow σ with the given SNR: σ = 1 / (1 + √SNR) (inverse of `flow_snr`; e.g. from a DDPM timestep's SNR)."""
     snr = torch.as_tensor(snr)
-    snr = snr.to(_float_dtype(snr))
+    snr = snr.to(compute_dtype(snr))
     return 1 / (1 + snr.sqrt())
 
 
@@ -388,7 +364,7 @@ def spectral_weight(
     if kind in ("min_sqrt_snr", "min_snr") and not (math.isfinite(min_snr_gamma) and min_snr_gamma > 0):
         raise ValueError(f"Expected min_snr_gamma > 0 and finite, got {min_snr_gamma}.")
     sigmas = torch.as_tensor(sigmas)
-    sigmas = sigmas.to(_float_dtype(sigmas))
+    sigmas = sigmas.to(compute_dtype(sigmas))
     signal = 1 - sigmas
     if kind == "constant":
         return torch.ones_like(sigmas)
@@ -425,7 +401,7 @@ def sigma_gate(sigmas: torch.Tensor | float, sigma_max: float) -> torch.Tensor:
     if not (math.isfinite(sigma_max) and 0 < sigma_max <= 1):
         raise ValueError(f"Expected sigma_max in (0, 1] (flow σ units), got {sigma_max}.")
     sigmas = torch.as_tensor(sigmas)
-    return (sigmas <= sigma_max).to(_float_dtype(sigmas))
+    return (sigmas <= sigma_max).to(compute_dtype(sigmas))
 
 
 def sigmoid_fade(
@@ -448,7 +424,7 @@ def sigmoid_fade(
     if not (math.isfinite(cutoff) and math.isfinite(width) and width > 0):
         raise ValueError(f"Expected a finite cutoff and width > 0, got cutoff {cutoff} and width {width}.")
     sigmas = torch.as_tensor(sigmas)
-    sigmas = sigmas.to(_float_dtype(sigmas))
+    sigmas = sigmas.to(compute_dtype(sigmas))
     return torch.sigmoid(4 * (cutoff - sigmas) / width)
 
 

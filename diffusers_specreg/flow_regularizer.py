@@ -184,38 +184,13 @@ class FlowSpectralRegularizer(nn.Module):
                 f"Expected model_input of the noisy input's shape {list(noisy_model_input.shape)}, got"
                 f" {list(model_input.shape)}."
             )
-        result = {"base": base_loss}
-        losses = self.regularizer.losses
-        if len(losses) == 0:
-            result["loss"] = base_loss
-            return result
+        if len(self.regularizer.losses) == 0:
+            return {"base": base_loss, "loss": base_loss}
 
         # 1. x̂₀ in float32: x_t − σ·v̂, or the preconditioned output itself
         sigmas = flow_matching.per_sample_sigmas(sigmas, batch_size, model_input.device)
         parametrisation = "flow_preconditioned" if precondition_outputs else "flow"
         pred_original = predict_x0(parametrisation, model_pred, noisy_model_input, sigmas=sigmas)
-        target = model_input.to(pred_original.dtype)
-        decoder = self.regularizer.decoder
-        if decoder is not None:  # latents -> images; the target needs no gradient
-            pred_original = decoder(pred_original).float()
-            with torch.no_grad():
-                target = decoder(target).float()
 
-        # 2. w(σ) times the gates, [B]
-        weight = self.term_weight(sigmas).to(pred_original.device)
-
-        # 3. the regularizer's own losses, unweighted, [B] each; gated-off samples contribute exactly zero
-        total = base_loss
-        for name, loss in losses.items():
-            term = loss(pred_original, target)
-            if term.shape != (batch_size,):
-                raise ValueError(
-                    f"Spectral loss {name!r} must return one value per sample, shape [B] = [{batch_size}], with"
-                    f" reduction='none'; got {list(term.shape)}."
-                )
-            result[name] = term
-            # 4. L_total = L_flow + Σ_k λ_k·w(σ)·L_k, Eq. 17 of arXiv 2603.02447
-            weighted = torch.where(weight > 0, weight * term, torch.zeros_like(term))
-            total = total + self.regularizer.weights[name] * weighted
-        result["loss"] = total
-        return result
+        # 2. w(σ) times the gates, [B]; 3. the regularizer's own losses and Eq. 17 of arXiv 2603.02447
+        return self.regularizer.combine(pred_original, model_input, self.term_weight(sigmas), base_loss)

@@ -43,7 +43,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from diffusers_specreg.pipelines.pipeline_sagd import ColouredNoise, band_profile, spectrum_weights
+from .pipeline_kernels import ColouredNoise, band_profile, spectrum_weights
 
 __all__ = [
     "SPECTRA",

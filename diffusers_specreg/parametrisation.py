@@ -11,7 +11,7 @@ that knows each parametrisation:
 - "flow_preconditioned" (no noise level needed): the output is the SD3 scripts' `model_pred` after
   `model_pred * (-sigmas) + noisy_model_input`, which is x̂₀.
 
-VP and EDM delegate to `diffusers_specreg.reconstruction.predict_original_sample` (which matches the schedulers'
+VP and EDM delegate to `diffusers_specreg.diffusion.schedulers.predict_original_sample` (which matches the schedulers'
 `step(...).pred_original_sample` and `precondition_outputs`), flow to `diffusers_specreg.flow_matching`.
 """
 
@@ -20,7 +20,9 @@ from __future__ import annotations
 import torch
 
 from . import flow_matching
-from .reconstruction import VP_PREDICTION_TYPES, is_edm_scheduler, is_vp_scheduler, predict_original_sample
+from .diffusion.ddpm import VP_PREDICTION_TYPES
+from .diffusion.schedulers import is_edm_scheduler, is_vp_scheduler, predict_original_sample
+from .tensors import compute_dtype
 
 PARAMETRISATIONS = VP_PREDICTION_TYPES + ("edm", "flow", "flow_preconditioned")
 FLOW_PARAMETRISATIONS = ("flow", "flow_preconditioned")
@@ -79,7 +81,7 @@ def predict_x0(
                 f"Expected model_output of the noisy sample's shape {list(noisy_sample.shape)}, got"
                 f" {list(model_output.shape)}."
             )
-        return model_output.to(flow_matching._float_dtype(model_output, noisy_sample))
+        return model_output.to(compute_dtype(model_output, noisy_sample))
     if parametrisation == "flow":
         # 2. x̂₀ = x_t − σ·v̂ (arXiv 2209.03003)
         return flow_matching.pred_original_sample(

@@ -23,8 +23,9 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from .reconstruction import predict_original_sample
-from .weighting import DEFAULT_WEIGHTING, WEIGHTINGS, low_noise_gate, timestep_weight
+from .diffusion.base import NoiseLevels, NoisyBatch
+from .diffusion.schedulers import noise_levels, predict_original_sample
+from .diffusion.weighting import DEFAULT_WEIGHTING, WEIGHTINGS, noise_gate, spectral_weight
 
 _RESERVED_NAMES = ("base", "loss")
 # λ per loss name with the default "alpha_bar" weighting (benchmarks/bench_default_run.py, sweep table)
@@ -180,6 +181,93 @@ class SpectralRegularizer(nn.Module):
         """The λ of every term, `{loss name: λ}` (for logging and the model card)."""
         return dict(self.weights)
 
+    def term_weight(self, levels: NoiseLevels) -> torch.Tensor:
+        """w·gate per sample, `[B]` float32: what multiplies each unweighted term before λ.
+
+        Args:
+            levels (`NoiseLevels`): the batch's noise levels (`NoisyBatch.levels`).
+
+        Returns:
+            `torch.Tensor` of shape `[B]`, float32: `spectral_weight(weighting, σ, SNR)` times the low-noise gate.
+        """
+        if self.gate_t_max is not None and levels.alpha_bar is None:
+            raise ValueError(
+                "gate_t_max applies to integer timesteps on the variance-preserving path (DDPM / DDIM); these noise"
+                " levels are indexed by σ, use gate_sigma_max instead."
+            )
+        # 1. per-sample weight w(σ, SNR) times the low-noise gate
+        weight = spectral_weight(self.weighting, levels.sigma, levels.snr, self.min_snr_gamma, levels.sigma_data)
+        gate = noise_gate(levels, self.gate_t_max, self.gate_sigma_max)
+        return (weight * gate).to(torch.float32)
+
+    def combine(
+        self, x0_hat: torch.Tensor, x0: torch.Tensor, weight: torch.Tensor, base_loss: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The spectral terms of a given x̂₀, weighted and added to the base loss (Eq. 17 of arXiv 2603.02447).
+
+        Args:
+            x0_hat (`torch.Tensor` of shape `[B, C, ...]`):
+                The predicted clean sample x̂₀ (float32, or float64).
+            x0 (`torch.Tensor` of shape `[B, C, ...]`):
+                The clean training sample x₀.
+            weight (`torch.Tensor` of shape `[B]`):
+                The per-sample weight of the terms (`term_weight`); where it is 0 a term contributes exactly zero.
+            base_loss (`torch.Tensor` of shape `[B]`):
+                The per-sample base diffusion loss.
+
+        Returns:
+            `dict[str, torch.Tensor]`: "base" (`base_loss`), one unweighted `[B]` term per loss name (L_k(x̂₀, x₀)),
+            and "loss" `[B]` = base + Σ_k λ_k·weight·L_k. With no spectral term "loss" is `base_loss` itself.
+        """
+        result = {"base": base_loss}
+        if len(self.losses) == 0:
+            result["loss"] = base_loss
+            return result
+        batch_size = x0_hat.shape[0]
+        target = x0.to(x0_hat.dtype)
+        if self.decoder is not None:  # e.g. latents -> images; the target needs no gradient
+            x0_hat = self.decoder(x0_hat).float()
+            with torch.no_grad():
+                target = self.decoder(target).float()
+        weight = weight.to(x0_hat.device)
+
+        # 1. unweighted spectral terms L_k(x̂₀, x₀), [B] each; gated-off samples contribute exactly zero
+        weighted_terms = {}
+        for name, loss in self.losses.items():
+            term = loss(x0_hat, target)
+            if term.shape != (batch_size,):
+                raise ValueError(
+                    f"Spectral loss {name!r} must return one value per sample, shape [B] = [{batch_size}], with"
+                    f" reduction='none'; got {list(term.shape)}."
+                )
+            result[name] = term
+            weighted_terms[name] = torch.where(weight > 0, weight * term, torch.zeros_like(term))
+
+        # 2. L_total = L_diffusion + Σ_k λ_k·w·L_k, Eq. 17 of arXiv 2603.02447
+        total = base_loss
+        for name, term in weighted_terms.items():
+            total = total + self.weights[name] * term
+        result["loss"] = total
+        return result
+
+    def terms(self, batch: NoisyBatch, x0_hat: torch.Tensor, base_loss: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-sample total loss and its named terms from what the objective already computed (x̂₀ once per step).
+
+        Args:
+            batch (`NoisyBatch`): the step's batch (`objective.noise_batch`); its `clean` and `levels` are read.
+            x0_hat (`torch.Tensor` of shape `[B, C, ...]`): `objective.x0_hat(model_output, batch)`.
+            base_loss (`torch.Tensor` of shape `[B]`): `objective.base_loss(model_output, batch, x0_hat)`.
+
+        Returns:
+            `dict[str, torch.Tensor]`, as `forward`.
+        """
+        batch_size = batch.clean.shape[0]
+        if base_loss.shape != (batch_size,):
+            raise ValueError(f"Expected base_loss of shape [B] = [{batch_size}], got {list(base_loss.shape)}.")
+        if len(self.losses) == 0:
+            return {"base": base_loss, "loss": base_loss}
+        return self.combine(x0_hat, batch.clean, self.term_weight(batch.levels), base_loss)
+
     def forward(
         self,
         scheduler,
@@ -189,7 +277,9 @@ class SpectralRegularizer(nn.Module):
         clean_sample: torch.Tensor,
         base_loss: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
-        """Per-sample total loss and its named terms.
+        """Per-sample total loss and its named terms, from a scheduler: the facade for users' own training loops.
+
+        x̂₀ and the noise levels are derived from the scheduler (`diffusion.schedulers`), then `combine` does the rest.
 
         Args:
             scheduler (`SchedulerMixin`):
@@ -199,7 +289,7 @@ class SpectralRegularizer(nn.Module):
                 The network output (for EDM the raw F_θ, before `precondition_outputs`).
             noisy_sample (`torch.Tensor` of shape `[B, C, ...]`):
                 The noisy input x_t (for EDM x = x₀ + σ·ε, before `precondition_inputs`).
-            timesteps (`torch.Tensor` of shape `[B]`, or a scalar):
+            timesteps (`torch.Tensor` of shape `[B]` or `[B, 1, ..., 1]`, or a scalar):
                 Integer timesteps (DDPM / DDIM) or σ (EDM).
             clean_sample (`torch.Tensor` of shape `[B, C, ...]`):
                 The clean training sample x₀.
@@ -218,41 +308,11 @@ class SpectralRegularizer(nn.Module):
                 f"Expected clean_sample of the noisy sample's shape {list(noisy_sample.shape)}, got"
                 f" {list(clean_sample.shape)}."
             )
-        result = {"base": base_loss}
         if len(self.losses) == 0:
-            result["loss"] = base_loss
-            return result
+            return {"base": base_loss, "loss": base_loss}
 
-        # 1. predicted clean sample x̂₀ ("Formulations" of arXiv 2603.02447), float32
-        pred_original = predict_original_sample(scheduler, model_output, noisy_sample, timesteps)
-        target = clean_sample.to(pred_original.dtype)
-        if self.decoder is not None:  # e.g. latents -> images; the target needs no gradient
-            pred_original = self.decoder(pred_original).float()
-            with torch.no_grad():
-                target = self.decoder(target).float()
-        device = pred_original.device
-
-        # 2. per-sample timestep weight w(t) times the low-noise gate, [B]
-        weight = timestep_weight(self.weighting, scheduler, timesteps, self.min_snr_gamma)
-        gate = low_noise_gate(scheduler, timesteps, self.gate_t_max, self.gate_sigma_max)
-        weight = (weight * gate).to(device=device, dtype=torch.float32)
-        weight = weight.reshape(-1).expand(batch_size) if weight.numel() == 1 else weight.reshape(batch_size)
-
-        # 3. unweighted spectral terms L_k(x̂₀, x₀), [B] each; gated-off samples contribute exactly zero
-        weighted_terms = {}
-        for name, loss in self.losses.items():
-            term = loss(pred_original, target)
-            if term.shape != (batch_size,):
-                raise ValueError(
-                    f"Spectral loss {name!r} must return one value per sample, shape [B] = [{batch_size}], with"
-                    f" reduction='none'; got {list(term.shape)}."
-                )
-            result[name] = term
-            weighted_terms[name] = torch.where(weight > 0, weight * term, torch.zeros_like(term))
-
-        # 4. L_total = L_diffusion + Σ_k λ_k·w(t)·L_k, Eq. 17 of arXiv 2603.02447
-        total = base_loss
-        for name, term in weighted_terms.items():
-            total = total + self.weights[name] * term
-        result["loss"] = total
-        return result
+        # 1. predicted clean sample x̂₀ ("Formulations" of arXiv 2603.02447), float32, and the per-sample levels
+        x0_hat = predict_original_sample(scheduler, model_output, noisy_sample, timesteps)
+        levels = noise_levels(scheduler, timesteps, batch_size)
+        # 2. weighted spectral terms added to the base loss
+        return self.combine(x0_hat, clean_sample, self.term_weight(levels), base_loss)

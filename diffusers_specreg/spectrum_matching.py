@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .transforms import _compute_dtype, block_dct2, block_idct2, dct2
+from .tensors import compute_dtype
+from .transforms import block_dct2, block_idct2, dct2
 
 ESM_NUM_BINS = 16
 DSM_KS = (0, 8, 10, 12)
@@ -75,7 +76,7 @@ def dct_power(x: torch.Tensor, remove_dc: bool = True, eps: float = 1e-8) -> tor
     if x.ndim != 4:
         raise ValueError(f"Expected a batch [B, C, H, W], got shape {list(x.shape)}.")
     with torch.autocast(device_type=x.device.type, enabled=False):
-        x = x.to(_compute_dtype(x.dtype))
+        x = x.to(compute_dtype(x))
         # 1. remove each channel's spatial mean, 2. orthonormal DCT-II, 3. square and average over channels
         power = (dct2(x - x.mean(dim=(-2, -1), keepdim=True)) ** 2).mean(dim=1).clamp_min(eps)
         if remove_dc:
@@ -225,7 +226,7 @@ class EncodingSpectrumMatching(nn.Module):
         the `f^δ` factor.
         """
         with torch.autocast(device_type=images.device.type, enabled=False):
-            images = images.to(_compute_dtype(images.dtype))
+            images = images.to(compute_dtype(images))
             # 1. anti-alias and resize to the latent grid
             resized = blur_and_resize(images, size, self.kernel_size, self.sigma)
             # 2.-3. channel-averaged, mean-removed DCT power, radially binned
@@ -251,7 +252,7 @@ class EncodingSpectrumMatching(nn.Module):
             )
         target = self.image_spectrum(images, tuple(latents.shape[-2:]))
         with torch.autocast(device_type=latents.device.type, enabled=False):
-            spectrum = radial_dct_spectrum(latents.to(_compute_dtype(latents.dtype)), self.num_bins, self.eps)
+            spectrum = radial_dct_spectrum(latents.to(compute_dtype(latents)), self.num_bins, self.eps)
         return spectrum_distribution(target, self.eps), spectrum_distribution(spectrum, self.eps)
 
     def forward(self, images: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,8 @@ import warnings
 
 import torch
 
-from diffusers_specreg.pipelines.pipeline_sagd import radial_frequency_grid
+from .pipeline_kernels import radial_frequency_grid
+from .tensors import compute_dtype
 
 _SHAPES_MESSAGE = "an image batch of shape [B, C, H, W] or a waveform batch of shape [B, C, T]"
 
@@ -50,11 +51,6 @@ def spectral_dims(x: torch.Tensor) -> tuple[int, ...]:
     raise ValueError(f"Expected {_SHAPES_MESSAGE}, got a tensor of shape {list(x.shape)}.")
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float64 stays float64; every other (half, bfloat16, float32, integer) dtype computes in float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def fourier(x: torch.Tensor) -> torch.Tensor:
     r"""
     Orthonormal full DFT over the signal dimensions, `F[x](ω) = A(ω) exp(iφ(ω))` of arXiv 2603.02447.
@@ -71,7 +67,7 @@ def fourier(x: torch.Tensor) -> torch.Tensor:
     """
     dims = spectral_dims(x)
     with torch.autocast(device_type=x.device.type, enabled=False):
-        return torch.fft.fftn(x.to(_compute_dtype(x.dtype)), dim=dims, norm="ortho")
+        return torch.fft.fftn(x.to(compute_dtype(x)), dim=dims, norm="ortho")
 
 
 def real_fourier(x: torch.Tensor) -> torch.Tensor:
@@ -91,7 +87,7 @@ def real_fourier(x: torch.Tensor) -> torch.Tensor:
     """
     dims = spectral_dims(x)
     with torch.autocast(device_type=x.device.type, enabled=False):
-        return torch.fft.rfftn(x.to(_compute_dtype(x.dtype)), dim=dims, norm="ortho")
+        return torch.fft.rfftn(x.to(compute_dtype(x)), dim=dims, norm="ortho")
 
 
 @functools.lru_cache(maxsize=64)
@@ -279,7 +275,7 @@ def dwt(
     """
     ndim = len(spectral_dims(x))
     check_dwt_arguments(x, wave, levels, mode)
-    dtype = _compute_dtype(x.dtype)
+    dtype = compute_dtype(x)
     with torch.autocast(device_type=x.device.type, enabled=False):
         if wave == "haar" and all(x.shape[d] % 2**levels == 0 for d in spectral_dims(x)):
             low, highs = _haar_dwt(x.to(dtype), levels, ndim)
@@ -338,7 +334,7 @@ def stft(x: torch.Tensor, n_fft: int, hop_length: int, win_length: int, window: 
     length = x.shape[-1]
     if length <= n_fft // 2:
         raise ValueError(f"Waveforms of length {length} are too short for n_fft={n_fft}: need T > {n_fft // 2}.")
-    dtype = _compute_dtype(x.dtype)
+    dtype = compute_dtype(x)
     frames = x.reshape(-1, length).to(dtype)
     win = _window_cpu(window, win_length).to(device=x.device, dtype=dtype)
     with torch.autocast(device_type=x.device.type, enabled=False):
@@ -479,7 +475,7 @@ def dct2(x: torch.Tensor) -> torch.Tensor:
         `torch.Tensor`: the coefficients, `[..., H, W]`.
     """
     _check_2d(x, "dct2")
-    dtype = _compute_dtype(x.dtype)
+    dtype = compute_dtype(x)
     with torch.autocast(device_type=x.device.type, enabled=False):
         x = x.to(dtype)
         d_h = _dct_matrix(x.shape[-2], dtype, x.device)
@@ -498,7 +494,7 @@ def idct2(coefficients: torch.Tensor) -> torch.Tensor:
         `torch.Tensor`: `[..., H, W]`.
     """
     _check_2d(coefficients, "idct2")
-    dtype = _compute_dtype(coefficients.dtype)
+    dtype = compute_dtype(coefficients)
     with torch.autocast(device_type=coefficients.device.type, enabled=False):
         coefficients = coefficients.to(dtype)
         d_h = _dct_matrix(coefficients.shape[-2], dtype, coefficients.device)

@@ -1,0 +1,63 @@
+"""The diffusion objectives by name: `--formulation` picks one of them.
+
+A new objective is one file, `diffusion/NAME.py`, with a class that follows `diffusion.base.Objective`, and one entry
+in `OBJECTIVES` below. `kinds.PIPELINE_KINDS` then holds a pipeline kind for it, built from its `PipelineSpec`.
+"""
+
+from __future__ import annotations
+
+from .base import NoiseFn
+from .ddpm import DDPMObjective
+from .edm import EDMObjective
+
+# The registered objectives, in the order `--formulation` lists them
+OBJECTIVES: tuple[type, ...] = (DDPMObjective, EDMObjective)
+
+
+def objective_names() -> list[str]:
+    """Every name `build_objective` accepts: each objective's `name`, then its `other_names` (e.g. "ddim")."""
+    return [name for cls in OBJECTIVES for name in (cls.name, *cls.other_names)]
+
+
+def objective_class(name: str) -> type:
+    """The registered objective class called `name` (or one of its `other_names`).
+
+    Args:
+        name (`str`): e.g. "ddpm", "ddim" or "edm".
+
+    Returns:
+        `type`: the objective class.
+    """
+    for cls in OBJECTIVES:
+        if name == cls.name or name in cls.other_names:
+            return cls
+    names = [repr(name) for name in objective_names()]
+    listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+    raise ValueError(f"formulation must be {listed}, got {name!r}.")
+
+
+def build_objective(
+    formulation: str,
+    scheduler,
+    noise_fn: NoiseFn | None = None,
+    edm_p_mean: float = -1.2,
+    edm_p_std: float = 1.2,
+    **options,
+):
+    """The objective called `formulation`, with its scheduler, forward noise and its own options.
+
+    Args:
+        formulation (`str`): a registered name, `objective_names()` ("ddpm", "ddim" or "edm").
+        scheduler (`SchedulerMixin`): the objective's scheduler (`cls.make_scheduler(settings)`).
+        noise_fn (`callable`, *optional*): `(shape, generator, device) -> noise`; white noise by default.
+        edm_p_mean (`float`, defaults to -1.2): `--edm_p_mean`, the EDM objective's mean of ln σ.
+        edm_p_std (`float`, defaults to 1.2): `--edm_p_std`, its standard deviation of ln σ.
+        **options: further values of the objectives' `Option`s, by flag; an objective reads only its own.
+
+    Returns:
+        The objective (`DDPMObjective`, `EDMObjective`, ...).
+    """
+    cls = objective_class(formulation)
+    values = {"edm_p_mean": edm_p_mean, "edm_p_std": edm_p_std, **options}
+    kwargs = {option.kwarg: values.get(option.flag, option.default) for option in cls.options}
+    return cls(scheduler, noise_fn=noise_fn, **kwargs)
