@@ -14,8 +14,8 @@ import torch
 
 from ..metrics import (
     RAPSD,
-    _frechet_from_moments,
-    _RunningMoments,
+    RunningMoments,
+    frechet_from_moments,
     log_rapsd_distance,
     spectral_slope,
 )
@@ -93,7 +93,7 @@ def evaluate_against(
     _, sampler_description = make_sampler(pipeline, num_inference_steps, sampler)
     spectrum = RAPSD()
     fwd = copy.deepcopy(reference.fwd) if reference.fwd is not None else None
-    fid_moments = _RunningMoments() if reference.fid_moments is not None and fid_extractor is not None else None
+    fid_moments = RunningMoments() if reference.fid_moments is not None and fid_extractor is not None else None
     grid: list[torch.Tensor] = []
     kept = 0
     start = time.perf_counter()
@@ -145,7 +145,7 @@ def evaluate_against(
     )
     # 4. Fréchet distances: per wavelet packet averaged (FWD, arXiv 2312.15289), Inception features (FID)
     if fid_moments is not None:
-        fid = float(_frechet_from_moments(reference.fid_moments, fid_moments, "eigh", "FID"))
+        fid = float(frechet_from_moments(reference.fid_moments, fid_moments, "eigh", "FID"))
         metrics = dataclasses.replace(metrics, fid=fid)
     if fwd is not None:
         features = int(np.prod(reference.shape)) // 4**fwd.level

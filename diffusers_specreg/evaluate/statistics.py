@@ -17,7 +17,7 @@ from ..metrics import (
     RAPSD,
     FrechetWaveletDistance,
     PowerSpectrum,
-    _RunningMoments,
+    RunningMoments,
 )
 from .sampling import mel_settings
 
@@ -213,7 +213,7 @@ class ReferenceStatistics:
         spectrum (`PowerSpectrum`): mean radially averaged power spectrum of the data.
         fwd (`FrechetWaveletDistance` or `None`): FWD accumulator holding the data moments (`None` if the image size
             allows no packet level).
-        fid_moments (`_RunningMoments` or `None`): Inception feature moments when an extractor was given.
+        fid_moments (`RunningMoments` or `None`): Inception feature moments when an extractor was given.
         shape (`tuple[int, int, int]`): `(C, H, W)`.
         num_samples (`int`): data images seen.
         dataset (`dict`): `{"type", "name"}` of the data, for reports and model cards.
@@ -279,7 +279,7 @@ class ReferenceStatistics:
                     if level is None:
                         level = default_fwd_level(shape[1], shape[2], shape[0], num_samples)
                     fwd = FrechetWaveletDistance(wavelet=fwd_wavelet, level=level) if level > 0 else None
-                    fid_moments = _RunningMoments() if fid_extractor is not None else None
+                    fid_moments = RunningMoments() if fid_extractor is not None else None
                 spectrum.update(batch)
                 if fwd is not None:
                     fwd.update(batch, real=True)

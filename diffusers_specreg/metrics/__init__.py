@@ -66,11 +66,6 @@ from .spectra import (
     spectral_slope,
 )
 
-# The names `evaluate/statistics.py` and `evaluate/run.py` import from before the split; they go once those files
-# import the public names (issue 20, move S1).
-_RunningMoments = RunningMoments
-_frechet_from_moments = frechet_from_moments
-
 __all__ = [
     "DEFAULT_BANDS",
     "FRECHET_METHODS",
