@@ -232,12 +232,26 @@ def pipeline_at(run_dir: Path, step: int | None):
     return DDPMPipeline(unet=unet.eval(), scheduler=DDPMScheduler.from_pretrained(run_dir / "scheduler"))
 
 
+def eval_path(study: str, variant: str, seed: int, step: int, sampler: str) -> Path:
+    return RESULTS / "evals" / study / f"{variant}-s{seed}-step{step}-{sampler}.json"
+
+
+def evaluations_done(study: str, variant: str, seed: int, steps: list, final: int) -> bool:
+    """Every evaluation of a run is on disk (committed): the run needs no training, even where its folder is gone
+    (`benchmarks/runs/` is not committed)."""
+    return all(
+        eval_path(study, variant, seed, step, sampler).is_file()
+        for step in steps
+        for sampler in (SAMPLERS if step == final else CURVE_SAMPLERS)
+    )
+
+
 def evaluate_run(evaluator, study: str, variant: str, seed: int, run_dir: Path, steps: list, final: int, log):
     """Evaluate every (step, sampler) of a run whose JSON is not on disk yet."""
     for step in steps:
         samplers = list(SAMPLERS) if step == final else list(CURVE_SAMPLERS)
         for sampler in samplers:
-            path = RESULTS / "evals" / study / f"{variant}-s{seed}-step{step}-{sampler}.json"
+            path = eval_path(study, variant, seed, step, sampler)
             if path.is_file():
                 continue
             pipeline = pipeline_at(run_dir, None if step == final else step)
@@ -440,6 +454,8 @@ def main(argv=None) -> int:
         every = SCRATCH["steps"] // SCRATCH["checkpoints"]
         steps = [every * (k + 1) for k in range(SCRATCH["checkpoints"])]
         for variant, seed, run_dir, options in scratch_runs(seeds):
+            if evaluations_done("scratch", variant, seed, steps, SCRATCH["steps"]):
+                continue
             if not is_finished(run_dir):
                 if args.max_runs is not None and new_runs >= args.max_runs:
                     break
@@ -454,6 +470,8 @@ def main(argv=None) -> int:
             evaluator, "finetune", "base", FINETUNE["base_seed"], base_dir, [FINETUNE["steps"]], FINETUNE["steps"], log
         )
         for variant, seed, run_dir, options in finetune_runs(args.seeds or FINETUNE["seeds"]):
+            if evaluations_done("finetune", variant, seed, [FINETUNE["steps"]], FINETUNE["steps"]):
+                continue
             if not is_finished(run_dir):
                 if args.max_runs is not None and new_runs >= args.max_runs:
                     break
