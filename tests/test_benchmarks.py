@@ -125,3 +125,55 @@ def test_step_overhead_accepts_the_gpu_settings_and_names_its_result_file():
     assert bench_step_overhead.result_suffix(args, torch.device("cuda")) == "cuda_default_64_bf16"
     assert bench_step_overhead.result_suffix(bench_step_overhead.parse_args([]), torch.device("cpu")) == "cpu"
     assert bench_step_overhead.TARGET_PERCENT == {"small": 5.0, "default": 2.0}
+
+
+def _write_eval(folder: Path, variant: str, seed: int, step: int, sampler: str, **metrics) -> None:
+    values = dict(fd_cls=10.0, fwd=2.0, log_rapsd_high=0.1, log_rapsd_all=0.2, class_coverage=0.9, confidence=0.8)
+    values.update(metrics)
+    record = dict(values, study="scratch", variant=variant, seed=seed, step=step, sampler_key=sampler, sampler="x")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{variant}-s{seed}-step{step}-{sampler}.json").write_text(json.dumps(record))
+
+
+def test_fashion_mnist_study_pairs_seeds_and_skips_what_is_committed(tmp_path, monkeypatch):
+    import bench_fashion_mnist as study
+
+    monkeypatch.setattr(study, "RESULTS", tmp_path)
+    folder = tmp_path / "evals" / "scratch"
+    final, steps = study.SCRATCH["steps"], [500, 1000, 1500, 2000]
+    for seed, (base, spectral) in enumerate([(10.0, 8.0), (20.0, 10.0)]):
+        for sampler in study.SAMPLERS:
+            _write_eval(folder, "none", seed, final, sampler, fd_cls=base)
+            _write_eval(folder, "amplitude_phase", seed, final, sampler, fd_cls=spectral)
+    table = study.summary_table("scratch", ("none", "amplitude_phase"), final)
+    # paired per-seed ratios 0.8 and 0.5: mean 0.65, sample std 0.21
+    assert "fd_cls/MSE      0.65 ± 0.21" in table and "fwd/MSE            1 ± 0" in table
+    assert "n=2" in table
+    # a run is skipped only when every evaluation (curve points under DDIM-50, three samplers at the end) is on disk
+    assert not study.evaluations_done("scratch", "none", 0, steps, final)
+    for step in steps[:-1]:
+        _write_eval(folder, "none", 0, step, "ddim50")
+    assert study.evaluations_done("scratch", "none", 0, steps, final)
+
+
+def test_classifier_scores_coverage_and_confidence():
+    import fashion_classifier
+
+    class OneHot(torch.nn.Module):  # class = the image's mean brightness bucket; features = the logits
+        def features(self, images):
+            return torch.nn.functional.one_hot(images.mean(dim=(1, 2, 3)).long(), 10).float() * 5
+
+        def forward(self, images):
+            return self.features(images)
+
+    model = OneHot()
+    balanced = torch.arange(10).repeat(3).float()[:, None, None, None].expand(-1, 1, 4, 4)
+    scores = fashion_classifier.ClassifierScores(model)
+    scores.update(balanced)
+    single = fashion_classifier.ClassifierScores(model)
+    single.update(torch.zeros(30, 1, 4, 4))
+    summary = single.summary(scores)
+    assert scores.summary(scores)["class_coverage"] == pytest.approx(1.0)
+    assert summary["class_coverage"] == pytest.approx(0.1) and summary["class_counts"][0] == 30
+    expected = torch.softmax(torch.tensor([5.0] + [0.0] * 9), 0)[0].item()
+    assert summary["confidence"] == pytest.approx(expected) and summary["fd_cls"] > 1
