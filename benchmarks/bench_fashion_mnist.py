@@ -430,6 +430,22 @@ def write_summary(log) -> None:
         log(text)
 
 
+def run_study(evaluator, study: str, runs, steps: list[int], final: int, args, log) -> None:
+    """Train and evaluate each run in turn (one training at a time), skipping what is finished or committed, and
+    rewrite the summary after each; at most `--max_runs` new trainings."""
+    new_runs = 0
+    for variant, seed, run_dir, options in runs:
+        if evaluations_done(study, variant, seed, steps, final):
+            continue
+        if not is_finished(run_dir):
+            if args.max_runs is not None and new_runs >= args.max_runs:
+                break
+            new_runs += 1
+        train(run_dir, options, args.threads, log)
+        evaluate_run(evaluator, study, variant, seed, run_dir, steps, final, log)
+        write_summary(log)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -448,37 +464,18 @@ def main(argv=None) -> int:
     write_json(RESULTS / f"machine_{args.study}.json", machine_info())
     evaluator = Evaluator(args.num_samples, log)
     write_json(RESULTS / "classifier.json", evaluator.classifier_record | {"data_scores": evaluator.data_summary})
-    new_runs = 0
     if args.study == "scratch":
-        seeds = args.seeds or SCRATCH["seeds"]
         every = SCRATCH["steps"] // SCRATCH["checkpoints"]
         steps = [every * (k + 1) for k in range(SCRATCH["checkpoints"])]
-        for variant, seed, run_dir, options in scratch_runs(seeds):
-            if evaluations_done("scratch", variant, seed, steps, SCRATCH["steps"]):
-                continue
-            if not is_finished(run_dir):
-                if args.max_runs is not None and new_runs >= args.max_runs:
-                    break
-                new_runs += 1
-            train(run_dir, options, args.threads, log)
-            evaluate_run(evaluator, "scratch", variant, seed, run_dir, steps, SCRATCH["steps"], log)
-            write_summary(log)
+        runs = scratch_runs(args.seeds or SCRATCH["seeds"])
+        run_study(evaluator, "scratch", runs, steps, SCRATCH["steps"], args, log)
     else:
         base_dir, base_options = finetune_base()
         train(base_dir, base_options, args.threads, log)
-        evaluate_run(
-            evaluator, "finetune", "base", FINETUNE["base_seed"], base_dir, [FINETUNE["steps"]], FINETUNE["steps"], log
-        )
-        for variant, seed, run_dir, options in finetune_runs(args.seeds or FINETUNE["seeds"]):
-            if evaluations_done("finetune", variant, seed, [FINETUNE["steps"]], FINETUNE["steps"]):
-                continue
-            if not is_finished(run_dir):
-                if args.max_runs is not None and new_runs >= args.max_runs:
-                    break
-                new_runs += 1
-            train(run_dir, options, args.threads, log)
-            evaluate_run(evaluator, "finetune", variant, seed, run_dir, [FINETUNE["steps"]], FINETUNE["steps"], log)
-            write_summary(log)
+        final = FINETUNE["steps"]
+        evaluate_run(evaluator, "finetune", "base", FINETUNE["base_seed"], base_dir, [final], final, log)
+        runs = finetune_runs(args.seeds or FINETUNE["seeds"])
+        run_study(evaluator, "finetune", runs, [final], final, args, log)
     return 0
 
 
