@@ -392,9 +392,9 @@ def plot_latent_spectrum(result: Mapping, path: str | os.PathLike | None = None)
     to sum 1, with fitted slopes in the legend. `result` is `evaluate_autoencoder`'s output. Returns the `Figure`
     (saved to `path` when given).
     """
-    from .plots import _new_figure, _save
+    from .plots import new_figure, save_figure
 
-    figure = _new_figure((6.0, 4.5), 100)
+    figure = new_figure((6.0, 4.5), 100)
     axes = figure.add_subplot(1, 1, 1)
     for name, key, slope, style in (
         ("image (blurred, latent grid)", "image_spectrum", result["image_slope"], "k-"),
@@ -411,7 +411,7 @@ def plot_latent_spectrum(result: Mapping, path: str | os.PathLike | None = None)
     axes.set_title("Latent vs image spectrum (ESM, arXiv 2603.14645)")
     axes.grid(True, which="both", alpha=0.3)
     axes.legend()
-    _save(figure, path)
+    save_figure(figure, path)
     return figure
 
 

@@ -25,13 +25,15 @@ from .metrics import PowerSpectrum
 REFERENCE_NAMES = ("data", "real", "reference", "dataset", "train")
 
 
-def _new_figure(figsize: tuple[float, float], dpi: int) -> Figure:
+def new_figure(figsize: tuple[float, float], dpi: int) -> Figure:
+    """A matplotlib `Figure` drawn off screen (Agg canvas, no pyplot state): safe in any thread or process."""
     figure = Figure(figsize=figsize, dpi=dpi)
     FigureCanvasAgg(figure)
     return figure
 
 
-def _save(figure: Figure, path: str | os.PathLike | None) -> None:
+def save_figure(figure: Figure, path: str | os.PathLike | None) -> None:
+    """Write `figure` to `path` (its folder created), nothing when `path` is `None`."""
     if path is not None:
         directory = os.path.dirname(os.fspath(path))
         if directory:
@@ -115,7 +117,7 @@ def plot_rapsd(
         reference = next((name for name in REFERENCE_NAMES if name in curves), None)
     elif reference not in curves:
         raise ValueError(f"Unknown reference curve {reference!r}; expected one of {list(curves)}.")
-    figure = _new_figure(figsize, dpi)
+    figure = new_figure(figsize, dpi)
     axes = figure.add_subplot(1, 1, 1)
     for name, value in curves.items():
         freqs, power = _curve(value)
@@ -132,7 +134,7 @@ def plot_rapsd(
     if title:
         axes.set_title(title)
     figure.tight_layout()
-    _save(figure, path)
+    save_figure(figure, path)
     return figure
 
 
@@ -164,7 +166,7 @@ def plot_band_errors(
     bands: list[str] = []
     for row in table.values():
         bands.extend(band for band in row if band not in bands)
-    figure = _new_figure(figsize, dpi)
+    figure = new_figure(figsize, dpi)
     axes = figure.add_subplot(1, 1, 1)
     positions = np.arange(len(bands), dtype=np.float64)
     width = 0.8 / len(table)
@@ -179,7 +181,7 @@ def plot_band_errors(
     if title:
         axes.set_title(title)
     figure.tight_layout()
-    _save(figure, path)
+    save_figure(figure, path)
     return figure
 
 
@@ -275,4 +277,13 @@ def save_image_grid(
     return image
 
 
-__all__ = ["REFERENCE_NAMES", "figure_to_array", "image_grid", "plot_band_errors", "plot_rapsd", "save_image_grid"]
+__all__ = [
+    "REFERENCE_NAMES",
+    "figure_to_array",
+    "image_grid",
+    "new_figure",
+    "plot_band_errors",
+    "plot_rapsd",
+    "save_figure",
+    "save_image_grid",
+]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 
 from ..plots import REFERENCE_NAMES
-from .report import _update_card, audio_comparison_table, comparison_table, write_report
+from .report import audio_comparison_table, comparison_table, update_pipeline_card, write_report
 from .result import AUDIO_FILES
 from .run import evaluate_against
 from .sampling import image_shape, is_audio_pipeline, load_pipeline, mel_settings
@@ -328,6 +328,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not os.path.isdir(path):
                 logger.warning("--update_model_card: %s is not a local folder; its card was not changed.", path)
                 continue
-            card = _update_card(path, result, reference)
+            card = update_pipeline_card(path, result, reference)
             print(f"Updated the model card {card}")
     return 0

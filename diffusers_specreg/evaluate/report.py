@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..plots import _new_figure, _save, plot_band_errors, plot_rapsd, save_image_grid
+from ..plots import new_figure, plot_band_errors, plot_rapsd, save_figure, save_image_grid
 from .result import AUDIO_FILES, EvaluationResult, PipelineResult, library_versions
 from .statistics import ReferenceStatistics
 
@@ -201,7 +201,7 @@ def plot_mel_images(
                 f"`{label}` mel images must have shape [N, y_res, x_res] with N >= 1, got {images.shape}."
             )
     columns = max(1, min(columns, max(len(images) for _, images in rows)))
-    figure = _new_figure((2.4 * columns + 0.8, 2.2 * len(rows) + 0.7), dpi=100)
+    figure = new_figure((2.4 * columns + 0.8, 2.2 * len(rows) + 0.7), dpi=100)
     height, width = rows[0][1].shape[1:]
     seconds = width * mel["hop_length"] / mel["sample_rate"] if mel else None
     extent = (0.0, seconds if seconds else float(width), 0.0, float(height))
@@ -221,7 +221,7 @@ def plot_mel_images(
     scale = f" (0 = -{mel['top_db']} dB, 255 = loudest bin)" if mel else ""
     figure.suptitle((title or "Mel spectrograms") + scale, fontsize=10)
     figure.tight_layout()
-    _save(figure, path)
+    save_figure(figure, path)
     return figure
 
 
@@ -348,7 +348,7 @@ def write_report(
     return report
 
 
-def _update_card(path: str, result: PipelineResult, reference: ReferenceStatistics) -> str:
+def update_pipeline_card(path: str, result: PipelineResult, reference: ReferenceStatistics) -> str:
     """Copy the pipeline's evaluation into `<path>/evaluation/` and rewrite its model card with it."""
     from ..model_card import publishable_path, update_model_card
 

@@ -35,8 +35,8 @@ from .statistics import (
     ImageBatches,
     InceptionFeatures,
     ReferenceStatistics,
-    _audio_limit,
     audio_dataset_info,
+    audio_sample_limit,
     mel_images_to_uint8,
 )
 
@@ -88,7 +88,7 @@ def evaluate_against(
             f"Pipeline {name!r} has the Mel settings {mel_settings(pipeline.mel)} but the reference audio was made "
             f"with {reference.mel}; compare like with like."
         )
-    audio_limit = _audio_limit(num_samples, audio_num_samples) if with_audio else 0
+    audio_limit = audio_sample_limit(num_samples, audio_num_samples) if with_audio else 0
     mel_kept: list[np.ndarray] = []
     _, sampler_description = make_sampler(pipeline, num_inference_steps, sampler)
     spectrum = RAPSD()

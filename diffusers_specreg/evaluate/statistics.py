@@ -268,7 +268,7 @@ class ReferenceStatistics:
             audio_num_samples (`int`, *optional*, defaults to `None`): reference clips, `None` for
                 `min(num_samples, AUDIO_METRIC_SAMPLES)` (32).
         """
-        audio_limit = _audio_limit(num_samples, audio_num_samples)
+        audio_limit = audio_sample_limit(num_samples, audio_num_samples)
         mel_kept: list[np.ndarray] = []
         spectrum, fwd, fid_moments, shape = RAPSD(), None, None, None
         with tqdm(total=num_samples, desc="data", unit="img", disable=not progress) as bar:
@@ -313,7 +313,7 @@ class ReferenceStatistics:
         )
 
 
-def _audio_limit(num_samples: int, audio_num_samples: int | None) -> int:
+def audio_sample_limit(num_samples: int, audio_num_samples: int | None) -> int:
     limit = AUDIO_METRIC_SAMPLES if audio_num_samples is None else audio_num_samples
     if limit < 2:
         raise ValueError(f"`audio_num_samples` must be >= 2, got {audio_num_samples}.")
