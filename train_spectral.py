@@ -1292,13 +1292,14 @@ def train(args, settings: RunSettings) -> int:
         training.wait_for_main_process(accelerator)  # however long the evaluation and upload take
         if training.interrupted_anywhere(accelerator, interrupt):
             return stop_on_signal()
-        run = model = optimizer = lr_scheduler = None  # freed on every process before any exits
-        training.release_distributed_models(accelerator)
         logger.info(f"Saved the pipeline and its model card to {args.output_dir}")
         return 0
     finally:
         interrupt.uninstall()
         progress_bar.close()
+        if sys.exc_info()[0] is None:  # finished or stopped by a signal: every process is here together
+            run = model = optimizer = lr_scheduler = None  # freed on every process before any exits
+            training.release_distributed_models(accelerator)
         accelerator.end_training()  # also ends the process group: nothing collective after this
 
 

@@ -64,7 +64,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--study", choices=["scratch", "finetune"], default="scratch")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds to run (default: 0 1 2)")
-    parser.add_argument("--num_samples", type=int, default=NUM_SAMPLES, help="generated and test images per model")
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the trainings (default 1)")
     parser.add_argument("--summary_only", action="store_true", help="only print the tables of what is on disk")
     parser.add_argument("--max_runs", type=int, default=None, help="stop after this many new trainings")
@@ -308,7 +307,7 @@ def summary_table(study: str, variants, final: int) -> str:
     )
     for sampler in SAMPLERS:
         for variant in variants:
-            if variant == "none":
+            if variant in ("none", "base"):  # "base": the fine-tuning's starting model, no paired MSE run
                 continue
             ratios = {m: [] for m in ("fwd", "log_rapsd_high", "fd_cls")}
             for (v, seed, s), e in by.items():
@@ -462,7 +461,7 @@ def main(argv=None) -> int:
         return 0
     torch.set_num_threads(args.threads)
     write_json(RESULTS / f"machine_{args.study}.json", machine_info())
-    evaluator = Evaluator(args.num_samples, log)
+    evaluator = Evaluator(NUM_SAMPLES, log)
     write_json(RESULTS / "classifier.json", evaluator.classifier_record | {"data_scores": evaluator.data_summary})
     if args.study == "scratch":
         every = SCRATCH["steps"] // SCRATCH["checkpoints"]

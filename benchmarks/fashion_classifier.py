@@ -168,6 +168,19 @@ class ClassifierScores:
         }
 
 
+class Features:
+    """The cached classifier's penultimate features, for `python -m diffusers_specreg.evaluate --feature_extractor
+    fashion_classifier:Features` (run with `PYTHONPATH=benchmarks`): images `[B, 1, 32, 32]` in `[-1, 1]` ->
+    `[B, 128]`. Trains the classifier first when no cached one exists."""
+
+    def __init__(self) -> None:
+        self.model, _ = load_or_train()
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.features(images.float().cpu())
+
+
 def main() -> int:
     model, record = load_or_train()
     print(json.dumps({k: v for k, v in record.items()}, indent=2))

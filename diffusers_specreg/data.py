@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import logging
 import os
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -143,8 +144,14 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         `DataError`: the file is not a valid IDX file (bad magic number or a size that does not match its header).
     """
     opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as file:
-        data = file.read()
+    try:
+        with opener(path, "rb") as file:
+            data = file.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:  # a truncated or corrupt download
+        raise DataError(
+            f"{str(path)!r} is damaged ({type(error).__name__}: {error}). Reinstall it "
+            "(apt-get install --reinstall dataset-fashion-mnist)."
+        ) from error
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES:
         raise DataError(f"{str(path)!r} is not an IDX file (magic number {data[:4].hex()}).")
     ndim = data[3]

@@ -108,7 +108,18 @@ METRIC_ROWS = (
         "samples - data; 0 is best, < 0: missing high frequencies",
     ),
     (lambda r: r.fwd, "fwd", "Fréchet Wavelet Distance", "arXiv 2312.15289, lower is better"),
-    (lambda r: r.fid, "fid", "FID", "Inception features (user-supplied weights), lower is better"),
+    (
+        lambda r: r.fid if r.feature_extractor is None else None,
+        "fid",
+        "FID",
+        "Inception features (user-supplied weights), lower is better",
+    ),
+    (
+        lambda r: r.fid if r.feature_extractor is not None else None,
+        "frechet-distance",
+        "Fréchet distance (your features)",
+        "on the features of the evaluation's --feature_extractor network (not Inception), lower is better",
+    ),
 )
 DATA_ROWS = ((lambda r: r.slope.data, "Spectral slope (data)", "power-law exponent of the data's spectrum"),)
 # Audio metrics of `evaluate_pipeline` for an AudioDiffusionPipeline (`diffusers_specreg.audio.audio_metrics`): set

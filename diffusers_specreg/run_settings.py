@@ -305,6 +305,19 @@ def read_outputs(output_dir: str) -> list[str] | None:
         return None
 
 
+def record_outputs(output_dir: str, names) -> None:
+    """Add `names` to the record of a folder that has one (what `--update_model_card` writes into a run's folder:
+    `evaluation/`, `README.md`), so that they stay the run's: replaced by the next update and removed with the run by
+    `--overwrite_output_dir`. A folder without a record is left without one (its files are ours by their content)."""
+    recorded = read_outputs(output_dir)
+    if recorded is None:
+        return
+    merged = list(dict.fromkeys([*recorded, *(n for n in names if _plain_name(n))]))
+    if merged != recorded:
+        with open(os.path.join(output_dir, OUTPUTS_FILE), "w") as f:
+            json.dump({"outputs": merged}, f, indent=2)
+
+
 def _read_index(output_dir: str) -> dict | None:
     try:
         with open(os.path.join(output_dir, "model_index.json")) as f:
@@ -775,6 +788,7 @@ __all__ = [
     "INCOMPATIBLE",
     "LOCK_FILE",
     "OUTPUTS_FILE",
+    "record_outputs",
     "UNCHECKED",
     "OutputDirLock",
     "check_inputs",

@@ -606,3 +606,19 @@ def test_update_model_card_never_replaces_a_card_no_run_wrote(saved, tmp_path, n
     # without --update_model_card the folder is only read
     assert main(["--pipeline", str(folder), "--output_dir", str(out), *COMMON]) == 0
     assert (folder / name).read_text() == mine and not (folder / "evaluation").exists()
+
+
+def test_update_model_card_twice_on_a_run_folder_whose_record_has_no_evaluation(saved, tmp_path):
+    # a training run with --eval_num_samples 0 (every benchmark run) records no evaluation/; the card update writes it
+    folder = tmp_path / "model"
+    DDPMPipeline.from_pretrained(saved[0]).save_pretrained(folder)
+    write_model_card(folder, config={"spectral_loss": [], "formulation": "ddpm"})
+    record = folder / ".train_spectral_outputs.json"
+    record.write_text(
+        json.dumps({"outputs": ["model_index.json", "unet", "scheduler", "README.md", "training_args.json"]})
+    )
+    for run in ("first", "second"):
+        argv = ["--pipeline", str(folder), "--output_dir", str(tmp_path / run), "--update_model_card", *COMMON]
+        assert main(argv) == 0
+    assert "evaluation" in json.loads(record.read_text())["outputs"]
+    assert (folder / "evaluation" / "metrics.json").is_file()

@@ -424,3 +424,14 @@ def test_audio_metric_types_are_unique_and_distinct_from_the_image_ones():
     result = EvaluationResult.from_dict(AUDIO_METRICS)
     assert [row[0](result) for row in AUDIO_METRIC_ROWS] == [1.25, 6.5, 42.0, 0.25, result.audio.ndb_js]
     assert math.isnan(result.audio.ndb_js) and all(row[0](EvaluationResult()) is None for row in AUDIO_METRIC_ROWS)
+
+
+def test_a_custom_feature_distance_is_not_published_as_fid(tmp_path):
+    from diffusers_specreg.evaluate import EvaluationResult
+    from diffusers_specreg.model_card import eval_results
+
+    inception = EvaluationResult(fid=3.5, fwd=1.0)
+    custom = EvaluationResult(fid=3.5, fwd=1.0, feature_extractor="features")
+    assert "fid" in [r.metric_type for r in eval_results(inception, "unconditional-image-generation", "x", "x")]
+    types = [r.metric_type for r in eval_results(custom, "unconditional-image-generation", "x", "x")]
+    assert "fid" not in types and "frechet-distance" in types

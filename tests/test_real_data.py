@@ -239,11 +239,13 @@ def test_dpm_solver_sampler_is_the_stock_scheduler_and_refuses_other_pipelines()
     torch.set_num_threads(1)
     pipeline = _tiny_ddpm()
     sample, description = make_sampler(pipeline, 5, "dpm_solver")
-    assert description == "DPM-Solver++ (2nd order multistep), 5 steps"
+    assert description == "DPM-Solver++ (2nd order multistep, linspace timesteps), 5 steps"
     images = sample([torch.Generator().manual_seed(i) for i in range(2)])
     assert images.shape == (2, 1, 16, 16) and images.min() >= -1 and images.max() <= 1
     # the same images as Diffusers' own DPMSolverMultistepScheduler in a DDPMPipeline, from the same generators
-    scheduler = DPMSolverMultistepScheduler.from_config(pipeline.scheduler.config, algorithm_type="dpmsolver++")
+    scheduler = DPMSolverMultistepScheduler.from_config(
+        pipeline.scheduler.config, algorithm_type="dpmsolver++", timestep_spacing="linspace"
+    )
     reference = DDPMPipeline(unet=pipeline.unet, scheduler=scheduler)(
         batch_size=2,
         generator=[torch.Generator().manual_seed(i) for i in range(2)],
@@ -251,6 +253,11 @@ def test_dpm_solver_sampler_is_the_stock_scheduler_and_refuses_other_pipelines()
         output_type="np",
     ).images
     torch.testing.assert_close(images, torch.from_numpy(reference).permute(0, 3, 1, 2) * 2 - 1)
+    # the first step is at the last training timestep even for a saved DDPM config ("leading" spacing)
+    saved = DDPMScheduler(num_train_timesteps=50, timestep_spacing="leading")
+    solver = DPMSolverMultistepScheduler.from_config(saved.config, timestep_spacing="linspace")
+    solver.set_timesteps(5)
+    assert int(solver.timesteps[0]) == 49
     ddim, _ = make_sampler(pipeline, 5, "fast")
     assert not torch.allclose(ddim([torch.Generator().manual_seed(0)]), images[:1])
 
@@ -259,3 +266,12 @@ def test_dpm_solver_sampler_is_the_stock_scheduler_and_refuses_other_pipelines()
     other = DDIMPipeline(unet=pipeline.unet, scheduler=DDIMScheduler(num_train_timesteps=50))
     with pytest.raises(ValueError, match="dpm_solver samples DDPM-trained pipelines"):
         make_sampler(other, 5, "dpm_solver")
+
+
+def test_a_damaged_gzip_idx_file_is_a_data_error(tmp_path):
+    array = np.arange(64, dtype=np.uint8).reshape(1, 8, 8)
+    write_idx(tmp_path / "a.gz", array)
+    data = (tmp_path / "a.gz").read_bytes()
+    (tmp_path / "a.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match="damaged.*reinstall"):
+        read_idx(tmp_path / "a.gz")

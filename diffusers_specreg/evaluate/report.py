@@ -350,8 +350,13 @@ def write_report(
 
 def update_pipeline_card(path: str, result: PipelineResult, reference: ReferenceStatistics) -> str:
     """Copy the pipeline's evaluation into `<path>/evaluation/` and rewrite its model card with it."""
-    from ..model_card import publishable_path, update_model_card
+    from ..model_card import card_update_error, publishable_path, update_model_card
+    from ..run_settings import record_outputs
 
+    error = card_update_error(path)  # before anything is written: a folder holding files no run wrote is refused
+    if error is not None:
+        raise ValueError(error)
+    record_outputs(path, ["evaluation", "README.md"])  # what this update writes stays the run's
     folder = os.path.join(path, "evaluation")
     os.makedirs(folder, exist_ok=True)
     save_image_grid(result.grid, os.path.join(folder, "samples.png"))

@@ -237,7 +237,7 @@ def make_sampler(
     entry = formulation_of(pipeline)
     if sampler == "dpm_solver":
         return _to_tensor(_dpm_solver_sampler(pipeline, num_inference_steps)), (
-            f"DPM-Solver++ (2nd order multistep), {num_inference_steps} steps"
+            f"DPM-Solver++ (2nd order multistep, linspace timesteps), {num_inference_steps} steps"
         )
     if sampler == "pipeline" or entry is None:
         sample, description = default_sampler(pipeline, num_inference_steps)
@@ -260,8 +260,10 @@ def _dpm_solver_sampler(pipeline, num_inference_steps: int) -> Callable[[list[to
             f"--sampler dpm_solver samples DDPM-trained pipelines (DDPMPipeline); this one is {type(pipeline).__name__}. "
             "Use --sampler fast or pipeline for it."
         )
+    # timestep_spacing: a saved DDPMScheduler config says "leading", which would start 20 steps at t = 940 and treat
+    # pure noise as x_940; "linspace" (DPMSolverMultistepScheduler's own default) starts at t = 999
     scheduler = DPMSolverMultistepScheduler.from_config(
-        pipeline.scheduler.config, algorithm_type="dpmsolver++", solver_order=2
+        pipeline.scheduler.config, algorithm_type="dpmsolver++", solver_order=2, timestep_spacing="linspace"
     )
     solver = DDPMPipeline(unet=pipeline.unet, scheduler=scheduler)
     solver.set_progress_bar_config(disable=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -143,9 +144,9 @@ class FeatureExtractor:
     r"""
     Features for a Fréchet distance from a network the user names: `module:callable` or a TorchScript file.
 
-    - `package.module:name` imports `package.module` (from the current folder or `sys.path`) and calls `name()`
-      once if it is a class or a factory that takes no argument and returns a callable; the result maps images
-      `[B, C, H, W]` in `[-1, 1]` to features `[B, D]`. This runs the user's own code, which they named.
+    - `package.module:name` imports `package.module` (from the current folder or `sys.path`); `name` is a function,
+      or a class that is instantiated once with no argument; either maps images `[B, C, H, W]` in `[-1, 1]` to
+      features `[B, D]`. This runs the user's own code, which they named.
     - a path to a file (`.pt`, `.pth`, `.ts`) is loaded with `torch.jit.load` (TorchScript: no pickle) and called
       on the same images.
 
@@ -162,6 +163,8 @@ class FeatureExtractor:
             import importlib
 
             module_name, _, attribute = spec.partition(":")
+            if os.getcwd() not in sys.path:  # as `python -m` does; the console script does not
+                sys.path.insert(0, os.getcwd())
             try:
                 module = importlib.import_module(module_name)
             except ImportError as error:
