@@ -49,6 +49,7 @@ from diffusers_specreg.autoencoder import (
 from diffusers_specreg.data import BUILTIN_DATASETS, DataError, build_image_dataset
 from diffusers_specreg.pipelines_io import save_model
 from diffusers_specreg.spectrum_matching import DSM_BLOCK, DSM_KS, DSMSampler, EncodingSpectrumMatching
+from diffusers_specreg.train import arguments
 
 logger = get_logger(__name__, log_level="INFO")
 _STATE = {"training_started": False}  # errors before this is set are bad input: one line, exit code 2
@@ -68,24 +69,10 @@ AUTOENCODER_INCOMPATIBLE = ("latent_regularizer", "model_preset", "pretrained_mo
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    data = parser.add_argument_group("data (as train_unconditional.py)")
-    data.add_argument("--dataset_name", type=str, default=None, help="A `datasets` dataset (Hub id or local).")
-    data.add_argument("--dataset_config_name", type=str, default=None)
-    data.add_argument("--train_data_dir", type=str, default=None, help="A folder of images (searched recursively).")
-    data.add_argument(
-        "--image_column",
-        type=str,
-        default=None,
-        help="The --dataset_name column to train on (default 'image', as train_unconditional.py, else the only image "
-        "column).",
+    data = arguments.add_data_arguments(
+        parser.add_argument_group("data (as train_unconditional.py)"),
+        "Image size (default 32; a pretrained VAE's sample_size).",
     )
-    data.add_argument("--cache_dir", type=str, default=None)
-    data.add_argument(
-        "--resolution", type=int, default=None, help="Image size (default 32; a pretrained VAE's sample_size)."
-    )
-    data.add_argument("--center_crop", action="store_true", default=False)
-    data.add_argument("--random_flip", action="store_true", default=False)
-    data.add_argument("--dataloader_num_workers", type=int, default=0)
     data.add_argument("--builtin_dataset", type=str, default="photos", choices=BUILTIN_DATASETS)
     data.add_argument("--builtin_num_samples", type=int, default=1024, help="Number of built-in images.")
     data.add_argument(
@@ -117,14 +104,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sched.add_argument("--max_train_steps", type=int, default=None, help="Stop after this many optimiser steps.")
     sched.add_argument("--gradient_accumulation_steps", type=int, default=1)
     sched.add_argument("--validation_steps", type=int, default=200, help="Log reconstruction grids every N steps.")
-    optim = parser.add_argument_group("optimiser (the authors': AdamW 0.9/0.999, weight decay 0.005, clip 1.0)")
-    optim.add_argument("--learning_rate", type=float, default=1e-4)
-    optim.add_argument("--lr_scheduler", type=str, default="constant_with_warmup")
-    optim.add_argument("--lr_warmup_steps", type=int, default=100)
-    optim.add_argument("--adam_beta1", type=float, default=0.9)
-    optim.add_argument("--adam_beta2", type=float, default=0.999)
-    optim.add_argument("--adam_weight_decay", type=float, default=0.005)
-    optim.add_argument("--adam_epsilon", type=float, default=1e-08)
+    optim = arguments.add_optimizer_arguments(
+        parser.add_argument_group("optimiser (the authors': AdamW 0.9/0.999, weight decay 0.005, clip 1.0)"),
+        learning_rate=1e-4,
+        lr_scheduler="constant_with_warmup",
+        lr_warmup_steps=100,
+        adam_beta1=0.9,
+        adam_weight_decay=0.005,
+    )
     optim.add_argument("--max_grad_norm", type=float, default=1.0)
     loss = parser.add_argument_group("loss (Spectrum Matching, arXiv 2603.14645)")
     loss.add_argument(
@@ -160,19 +147,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     loss.add_argument(
         "--scaling_batches", type=int, default=4, help="Training batches to measure 1/std of the latents on."
     )
-    hub = parser.add_argument_group("Hub (as train_unconditional.py)")
-    hub.add_argument("--push_to_hub", action="store_true")
-    hub.add_argument("--hub_token", type=str, default=None, help="Avoid; `hf auth login` or HF_TOKEN is used.")
-    hub.add_argument("--hub_model_id", type=str, default=None)
-    hub.add_argument("--hub_private_repo", action="store_true")
-    log = parser.add_argument_group("logging and checkpoints (as train_unconditional.py)")
-    log.add_argument("--logger", type=str, default="tensorboard", choices=["tensorboard", "wandb"])
-    log.add_argument("--logging_dir", type=str, default="logs")
-    log.add_argument("--local_rank", type=int, default=-1, help="Set by the launcher.")
-    log.add_argument("--mixed_precision", type=str, default="no", choices=["no", "fp16", "bf16"])
-    log.add_argument("--checkpointing_steps", type=int, default=500)
-    log.add_argument("--checkpoints_total_limit", type=int, default=None)
-    log.add_argument("--resume_from_checkpoint", type=str, default=None, help="A checkpoint path or 'latest'.")
+    arguments.add_hub_arguments(parser.add_argument_group("Hub (as train_unconditional.py)"))
+    log = arguments.add_logging_arguments(
+        parser.add_argument_group("logging and checkpoints (as train_unconditional.py)")
+    )
+    arguments.add_checkpoint_arguments(log)
     log.add_argument("--seed", type=int, default=None)
     log.add_argument("--max_nonfinite_steps", type=int, default=5)
     args = parser.parse_args(argv)

@@ -37,6 +37,7 @@ from diffusers_specreg import hub, run_settings, training
 from diffusers_specreg.data import BUILTIN_DATASETS, DataError, build_image_dataset
 from diffusers_specreg.losses import LOSS_NAMES
 from diffusers_specreg.noise import NoiseSpectrum, corrupt_band
+from diffusers_specreg.train import arguments
 
 try:  # the pipelines/ folder is installed as diffusers_specreg.pipelines: fail now, not when saving
     import diffusers_specreg.pipelines  # noqa: F401
@@ -78,22 +79,10 @@ ANCHOR_DEFAULTS = dict(
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     # --- the arguments of train_unconditional.py, same names, defaults and meaning -------------------------
-    data = parser.add_argument_group("data (as train_unconditional.py)")
-    data.add_argument("--dataset_name", type=str, default=None, help="A `datasets` dataset (Hub id or local).")
-    data.add_argument("--dataset_config_name", type=str, default=None)
-    data.add_argument("--train_data_dir", type=str, default=None, help="A folder of images (searched recursively).")
-    data.add_argument(
-        "--image_column",
-        type=str,
-        default=None,
-        help="The --dataset_name column to train on (default 'image', as train_unconditional.py, else the only image "
-        "column).",
+    data = arguments.add_data_arguments(
+        parser.add_argument_group("data (as train_unconditional.py)"),
+        "Image size (default 64; 32 for built-in data).",
     )
-    data.add_argument("--cache_dir", type=str, default=None)
-    data.add_argument("--resolution", type=int, default=None, help="Image size (default 64; 32 for built-in data).")
-    data.add_argument("--center_crop", action="store_true", default=False)
-    data.add_argument("--random_flip", action="store_true", default=False)
-    data.add_argument("--dataloader_num_workers", type=int, default=0)
     data.add_argument("--preserve_input_precision", action="store_true", help="Keep 16-bit images at full precision.")
     model = parser.add_argument_group("model and output (as train_unconditional.py)")
     model.add_argument(
@@ -117,37 +106,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sched.add_argument("--save_images_epochs", type=int, default=10)
     sched.add_argument("--save_model_epochs", type=int, default=10)
     sched.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    optim = parser.add_argument_group("optimiser (as train_unconditional.py)")
-    optim.add_argument(
-        "--learning_rate", type=float, default=None, help="Default 1e-4 (5e-4 for the built-in demo run)."
+    arguments.add_optimizer_arguments(
+        parser.add_argument_group("optimiser (as train_unconditional.py)"),
+        learning_rate=None,
+        lr_scheduler="cosine",
+        lr_warmup_steps=None,
+        adam_beta1=0.95,
+        adam_weight_decay=1e-6,
+        learning_rate_help="Default 1e-4 (5e-4 for the built-in demo run).",
+        lr_warmup_steps_help="Default 500 (50 for the built-in demo run).",
     )
-    optim.add_argument("--lr_scheduler", type=str, default="cosine")
-    optim.add_argument("--lr_warmup_steps", type=int, default=None, help="Default 500 (50 for the built-in demo run).")
-    optim.add_argument("--adam_beta1", type=float, default=0.95)
-    optim.add_argument("--adam_beta2", type=float, default=0.999)
-    optim.add_argument("--adam_weight_decay", type=float, default=1e-6)
-    optim.add_argument("--adam_epsilon", type=float, default=1e-08)
     ema = parser.add_argument_group("EMA (as train_unconditional.py)")
     ema.add_argument("--use_ema", action="store_true")
     ema.add_argument("--ema_inv_gamma", type=float, default=1.0)
     ema.add_argument("--ema_power", type=float, default=3 / 4)
     ema.add_argument("--ema_max_decay", type=float, default=0.9999)
-    hub = parser.add_argument_group("Hub (as train_unconditional.py)")
-    hub.add_argument("--push_to_hub", action="store_true")
-    hub.add_argument(
-        "--hub_token",
-        type=str,
-        default=None,
-        help="Avoid: a token on the command line shows in `ps`, and `accelerate launch` prints the whole command "
-        "when a run fails. By default the token of `hf auth login` or HF_TOKEN is used.",
-    )
-    hub.add_argument("--hub_model_id", type=str, default=None)
-    hub.add_argument("--hub_private_repo", action="store_true")
-    log = parser.add_argument_group("logging (as train_unconditional.py)")
-    log.add_argument("--logger", type=str, default="tensorboard", choices=["tensorboard", "wandb"])
-    log.add_argument("--logging_dir", type=str, default="logs")
-    log.add_argument("--local_rank", type=int, default=-1, help="Set by the launcher.")
-    log.add_argument("--mixed_precision", type=str, default="no", choices=["no", "fp16", "bf16"])
+    arguments.add_hub_arguments(parser.add_argument_group("Hub (as train_unconditional.py)"))
+    arguments.add_logging_arguments(parser.add_argument_group("logging (as train_unconditional.py)"))
     diff = parser.add_argument_group("diffusion (as train_unconditional.py)")
     diff.add_argument(
         "--prediction_type",
@@ -165,10 +140,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     diff.add_argument("--ddpm_beta_schedule", type=str, default="linear")
     diff.add_argument("--enable_xformers_memory_efficient_attention", action="store_true", help="Needs xformers.")
-    ckpt = parser.add_argument_group("checkpoints (as train_unconditional.py)")
-    ckpt.add_argument("--checkpointing_steps", type=int, default=500)
-    ckpt.add_argument("--checkpoints_total_limit", type=int, default=None)
-    ckpt.add_argument("--resume_from_checkpoint", type=str, default=None, help="A checkpoint path or 'latest'.")
+    arguments.add_checkpoint_arguments(parser.add_argument_group("checkpoints (as train_unconditional.py)"))
     # --- fixes of train_unconditional.py's gaps ---------------------------------------------------------------
     extra = parser.add_argument_group("run control")
     extra.add_argument("--seed", type=int, default=None, help="Seed for data order, noise and initialisation.")
