@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import os
-import sys
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -29,15 +28,15 @@ import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from diffusers import UNet2DModel
-from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
-from tqdm.auto import tqdm
 
 from diffusers_specreg import hub, run_settings, training
-from diffusers_specreg.data import BUILTIN_DATASETS, DataError, build_image_dataset
+from diffusers_specreg.data import BUILTIN_DATASETS, build_image_dataset
 from diffusers_specreg.losses import LOSS_NAMES
 from diffusers_specreg.noise import NoiseSpectrum, corrupt_band
 from diffusers_specreg.train import arguments
+from diffusers_specreg.train.entry import run_script
+from diffusers_specreg.train.loop import CheckpointPolicy, LoopHooks, LoopParts, Schedule, TrainingLoop, prepare
 
 try:  # the pipelines/ folder is installed as diffusers_specreg.pipelines: fail now, not when saving
     import diffusers_specreg.pipelines  # noqa: F401
@@ -724,21 +723,16 @@ def read_json(path: str) -> dict:
 
 @dataclass
 class Training:
-    """Everything the training loop uses, built by `setup` before the first step."""
+    """Everything the training step and the hooks use, built by `setup` before the first step."""
 
     data: Any
     mel: Any  # audio: the Mel that turns samples back into sound, else None
-    model: UNet2DModel
     noise_scheduler: Any
     objective: Any
     regularizer: SpectralRegularizer
     ema_model: EMAModel | None
-    optimizer: torch.optim.Optimizer
-    lr_scheduler: Any
-    sampler: training.EpochShuffleSampler
-    train_dataloader: torch.utils.data.DataLoader
-    updates_per_epoch: int
-    noise_rng: training.CheckpointedGenerator
+    parts: LoopParts  # the prepared model, optimiser, LR scheduler and loader, the noise RNG (train.loop.prepare)
+    schedule: Schedule
     data_preview: torch.Tensor
     checkpointed: dict  # name -> EMA model / regularizer, saved with each checkpoint without pickle
     codec: LatentCodec | None = None  # latent diffusion: the frozen autoencoder that encodes each batch
@@ -891,8 +885,9 @@ def latent_resolution(args, settings: RunSettings, codec: LatentCodec, pretraine
     return settings
 
 
-def setup(args, settings: RunSettings, accelerator: Accelerator) -> tuple[Training, RunSettings]:
-    """Data, model, scheduler, objective, optimiser: everything that can fail does so before the first step."""
+def build_model_and_data(args, settings: RunSettings, accelerator: Accelerator):
+    """The autoencoder (latent diffusion), the model fine-tuned from, the data and the UNet, checked against each
+    other: `(codec, pipeline_vae, pretrained, data, model, settings)`."""
     codec, pipeline_vae = load_codec(args, accelerator)
     pretrained, settings = load_pretrained(args, settings, codec)
     if codec is not None:  # latent diffusion: the autoencoder decides the image channels; the UNet sees latents
@@ -923,6 +918,11 @@ def setup(args, settings: RunSettings, accelerator: Accelerator) -> tuple[Traini
             raise ValueError("--enable_xformers_memory_efficient_attention needs xformers: pip install xformers.")
         model.enable_xformers_memory_efficient_attention()
     check_model_and_grid(args, settings, model, data.channels, codec)
+    return codec, pipeline_vae, pretrained, data, model, settings
+
+
+def build_objective_and_regularizer(args, settings: RunSettings, pretrained, codec: LatentCodec | None):
+    """The noise scheduler, the objective that noises each batch and the spectral regularizer."""
     noise_scheduler = build_noise_scheduler(args, settings, pretrained)
     spectrum = settings.noise_spectrum
     noise_fn = (
@@ -948,6 +948,13 @@ def setup(args, settings: RunSettings, accelerator: Accelerator) -> tuple[Traini
         min_snr_gamma=args.min_snr_gamma,
         decoder=codec.decode if codec is not None and args.spectral_space == "decoded" else None,
     )
+    return noise_scheduler, objective, regularizer
+
+
+def setup(args, settings: RunSettings, accelerator: Accelerator) -> tuple[Training, RunSettings]:
+    """Data, model, scheduler, objective, optimiser: everything that can fail does so before the first step."""
+    codec, pipeline_vae, pretrained, data, model, settings = build_model_and_data(args, settings, accelerator)
+    noise_scheduler, objective, regularizer = build_objective_and_regularizer(args, settings, pretrained, codec)
     logger.info(
         f"Data: {data.description}; model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters"
     )
@@ -968,38 +975,22 @@ def setup(args, settings: RunSettings, accelerator: Accelerator) -> tuple[Traini
         )
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, **optimizer_settings(args))
-    sampler = training.EpochShuffleSampler(len(data.dataset), args.seed or 0)
-    train_dataloader = torch.utils.data.DataLoader(
+    parts, schedule = prepare(
+        accelerator,
+        model,
+        optimizer,
         data.dataset,
         batch_size=args.train_batch_size,
-        sampler=sampler,
         num_workers=args.dataloader_num_workers,
-        worker_init_fn=training.ignore_interrupts_in_worker if args.dataloader_num_workers else None,
+        seed=args.seed,
+        lr_scheduler=args.lr_scheduler,
+        lr_warmup_steps=settings.lr_warmup_steps,
+        max_train_steps=settings.max_train_steps,
+        num_epochs=settings.num_epochs,
+        logger=logger,
     )
-    # Schedule lengths in optimiser updates; Accelerate steps the LR scheduler once per process per update.
-    updates_per_epoch = math.ceil(
-        math.ceil(len(data.dataset) / (args.train_batch_size * accelerator.num_processes))
-        / args.gradient_accumulation_steps
-    )
-    max_train_steps = settings.max_train_steps or settings.num_epochs * updates_per_epoch
-    settings = replace(
-        settings, max_train_steps=max_train_steps, num_epochs=math.ceil(max_train_steps / updates_per_epoch)
-    )
-    warning = training.warmup_warning(settings.lr_warmup_steps, settings.max_train_steps)
-    if warning:
-        logger.warning(warning)
-    lr_scheduler = get_scheduler(
-        args.lr_scheduler,
-        optimizer=optimizer,
-        num_warmup_steps=settings.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=settings.max_train_steps * accelerator.num_processes,
-    )
-    model, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
-        model, optimizer, train_dataloader, lr_scheduler
-    )
+    settings = replace(settings, max_train_steps=schedule.max_train_steps, num_epochs=schedule.num_epochs)
     regularizer.to(accelerator.device)
-    noise_seed = args.seed if args.seed is not None else int(torch.randint(0, 2**31 - 1, ()))
-    noise_rng = training.CheckpointedGenerator(accelerator.device, noise_seed * 1000 + accelerator.process_index)
     if ema_model is not None:
         ema_model.to(accelerator.device)
     # saved with each checkpoint as safetensors (EMA: save_pretrained), never pickled (training.save_checkpoint)
@@ -1026,17 +1017,12 @@ def setup(args, settings: RunSettings, accelerator: Accelerator) -> tuple[Traini
     parts = Training(
         data,
         mel,
-        model,
         noise_scheduler,
         objective,
         regularizer,
         ema_model,
-        optimizer,
-        lr_scheduler,
-        sampler,
-        train_dataloader,
-        updates_per_epoch,
-        noise_rng,
+        parts,
+        schedule,
         data_preview,
         checkpointed,
         codec,
@@ -1045,66 +1031,74 @@ def setup(args, settings: RunSettings, accelerator: Accelerator) -> tuple[Traini
     return parts, settings
 
 
-def resume(args, settings: RunSettings, accelerator: Accelerator, run: Training) -> tuple[int, int, int, dict]:
-    """Restore the latest (or named) checkpoint, if any, after comparing its settings with this run's:
-    `(global_step, first_epoch, batches to skip, this run's settings manifest)`."""
-    global_step, first_epoch, resume_batches = 0, 0, 0
-    checkpoint = training.resolve_resume(args.output_dir, args.resume_from_checkpoint)
-    if args.resume_from_checkpoint and checkpoint is None:
-        logger.info(f"No checkpoint in {args.output_dir} to resume from; starting a new training run.")
-    unet_config = accelerator.unwrap_model(run.model).config
+def run_manifest(args, settings: RunSettings, accelerator: Accelerator, run: Training) -> dict:
+    """This run's settings as saved in each checkpoint and compared on resume (`run_settings.settings_of`)."""
+    unet_config = accelerator.unwrap_model(run.parts.model).config
     dataset = run_settings.dataset_fingerprint(run.data.dataset, args.train_data_dir)
-    manifest = run_settings.settings_of(settings.config(args), accelerator.num_processes, unet_config, dataset)
-    if checkpoint is not None:
-        run_settings.check_resume_settings(checkpoint, manifest)
-        resumed = training.load_checkpoint(accelerator, checkpoint, run.checkpointed)
-        training.apply_optimizer_settings(
-            run.optimizer, run.lr_scheduler, settings.learning_rate, **optimizer_settings(args)
-        )
-        if resumed.rank_state is not None:
-            run.noise_rng.load_state_dict(resumed.rank_state["noise_rng"])
-        global_step = resumed.global_step
-        first_epoch = global_step // run.updates_per_epoch
-        resume_batches = (global_step % run.updates_per_epoch) * args.gradient_accumulation_steps
-        logger.info(f"Resumed from {checkpoint} at step {global_step} (epoch {first_epoch}).")
-    return global_step, first_epoch, resume_batches, manifest
+    return run_settings.settings_of(settings.config(args), accelerator.num_processes, unet_config, dataset)
 
 
-def end_of_epoch(
-    args, settings, accelerator, run: Training, epoch: int, global_step: int, last: bool, interrupt
-) -> None:
-    """Samples and pipeline, as the anchor: every N epochs and at the end (main process). A SIGINT / SIGTERM
-    (`interrupt`) stops the sampling within one step and skips what is left, so the caller saves the checkpoint
-    first."""
+def end_of_epoch(args, settings, accelerator, run: Training, epoch: int, step: int, last: bool, loop) -> None:
+    """Samples and pipeline, as the anchor: every N epochs and at the end (main process). A SIGINT / SIGTERM stops
+    the sampling within one step and skips what is left, so the loop saves the checkpoint first."""
     if not accelerator.is_main_process:
         return
-    unet = accelerator.unwrap_model(run.model)
+    unet = accelerator.unwrap_model(run.parts.model)
     if epoch % args.save_images_epochs == 0 or last:
         unet.eval()
-        try:
-            with training.stop_on_interrupt(interrupt, unet):
-                log_samples(
-                    args,
-                    settings,
-                    accelerator,
-                    unet,
-                    run.noise_scheduler,
-                    run.ema_model,
-                    run.data_preview,
-                    global_step,
-                    run.mel,
-                    run.pipeline_vae,
-                )
-        except training.TrainingInterrupted:
-            return
-        finally:
-            unet.train()
-    if interrupt.raised:
+        with loop.main_process_work(unet):
+            log_samples(
+                args,
+                settings,
+                accelerator,
+                unet,
+                run.noise_scheduler,
+                run.ema_model,
+                run.data_preview,
+                step,
+                run.mel,
+                run.pipeline_vae,
+            )
+        unet.train()
+    if loop.interrupt.raised:
         return
     if epoch % args.save_model_epochs == 0 or last:
         save_pipeline(args, settings, unet, run.noise_scheduler, run.ema_model, run.mel, run.pipeline_vae)
-        if args.push_to_hub and not last and not interrupt.raised:
+        if args.push_to_hub and not last and not loop.interrupt.raised:
             hub.push_run(args, f"Epoch {epoch}")
+
+
+def spectral_step(settings: RunSettings, run: Training, corrupt_strength: float):
+    """The training step: `batch -> {"loss": [B], "base": [B], <loss name>: [B]}`."""
+    device, rng = run.parts.accelerator.device, run.parts.rng
+
+    def step(batch: dict) -> dict[str, torch.Tensor]:
+        clean = batch["input"].to(device)
+        if settings.corrupt_band is not None:  # selective omission: the data carry band-limited noise
+            clean = corrupt_band(clean, settings.corrupt_band, corrupt_strength, rng.generator)
+        if run.codec is not None:  # latent diffusion: x0 is the scaled latent of the batch (frozen encoder)
+            clean = run.codec.encode(clean, rng.generator)
+        noisy = run.objective.noise_batch(clean, rng.generator)
+        model_output = run.parts.model(noisy.model_input, noisy.model_timesteps).sample
+        base = run.objective.base_loss(model_output, noisy)
+        return run.regularizer(run.noise_scheduler, model_output, noisy.noisy, noisy.timesteps, clean, base)
+
+    return step
+
+
+def update_hook(run: Training, loop: TrainingLoop):
+    """After each optimiser update: the EMA step (not on a skipped update) and the values logged beside the terms."""
+
+    def after_update(updated: bool, step: int) -> dict:
+        if run.ema_model is not None and updated:
+            run.ema_model.step(run.parts.accelerator.unwrap_model(run.parts.model).parameters())
+        logs = {f"lambda/{k}": v for k, v in run.regularizer.current_weights().items()}
+        logs["nonfinite/skipped_steps"] = loop.guard.skipped
+        if run.ema_model is not None:
+            logs["ema_decay"] = run.ema_model.cur_decay_value
+        return logs
+
+    return after_update
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1122,164 +1116,56 @@ def train(args, settings: RunSettings) -> int:
     check_output_dir(args, settings)
     hub.check_push_run(args)
     accelerator = training.make_accelerator(args, logger)
-
-    # 1. setup: data, model, scheduler, objective, optimiser; then the checkpoint to resume from
     run, settings = setup(args, settings, accelerator)
-    model, optimizer, lr_scheduler, noise_rng = run.model, run.optimizer, run.lr_scheduler, run.noise_rng
-    objective, regularizer, noise_scheduler, ema_model = (
-        run.objective,
-        run.regularizer,
-        run.noise_scheduler,
-        run.ema_model,
+    checkpoints = CheckpointPolicy(
+        args.output_dir,
+        args.checkpointing_steps,
+        args.checkpoints_total_limit,
+        run_manifest(args, settings, accelerator, run),
+        extra_state=run.checkpointed,
     )
-    global_step, first_epoch, resume_batches, manifest = resume(args, settings, accelerator, run)
-
+    loop = TrainingLoop(
+        run.parts, run.schedule, checkpoints, max_nonfinite_steps=args.max_nonfinite_steps, logger=logger, state=_STATE
+    )
+    loop.resume(args.resume_from_checkpoint, settings.learning_rate, optimizer_settings(args))
     logger.info(
         f"***** Training: {settings.max_train_steps} steps, {settings.num_epochs} epochs, batch {args.train_batch_size}"
         f" x {accelerator.num_processes} processes x {args.gradient_accumulation_steps} accumulation; spectral: "
         f"{settings.spectral_loss or 'none'} *****"
     )
-    interrupt = training.InterruptFlag().install()
-    guard = training.NonFiniteGuard(args.max_nonfinite_steps)
-    progress_bar = tqdm(
-        total=settings.max_train_steps,
-        initial=global_step,
-        disable=not accelerator.is_local_main_process,
-        desc="Steps",
-    )
-    stop = False
-    _STATE["training_started"] = True
-    saved_step = global_step if global_step else None  # the checkpoint resumed from holds this very state
-
-    def checkpoint_now():
-        nonlocal saved_step
-        if saved_step == global_step:  # on disk already (a checkpointing step): a second save would replace it
-            return
-        training.save_checkpoint(
-            accelerator,
-            args.output_dir,
-            global_step,
-            {"global_step": global_step},
-            args.checkpoints_total_limit,
-            rank_state={"noise_rng": noise_rng.state_dict()},
-            extra_state=run.checkpointed,
-            settings=manifest,
-        )
-        saved_step = global_step
-
-    def stop_on_signal() -> int:
-        checkpoint_now()
-        logger.warning(
-            f"Interrupted ({interrupt.signal_name or 'signal on another process'}): saved checkpoint-{global_step}. "
-            "Resume with --resume_from_checkpoint latest."
-        )
-        return interrupt.exit_code
-
-    if global_step >= settings.max_train_steps:
-        logger.info(f"The run already reached --max_train_steps {settings.max_train_steps}; nothing left to train.")
-        first_epoch = settings.num_epochs  # skip the loop, still write the pipeline and card below
-        if accelerator.is_main_process:
-            save_pipeline(
-                args, settings, accelerator.unwrap_model(model), noise_scheduler, ema_model, run.mel, run.pipeline_vae
+    with loop:
+        loop.begin()
+        if loop.global_step >= settings.max_train_steps:
+            logger.info(
+                f"The run already reached --max_train_steps {settings.max_train_steps}; nothing left to train."
             )
-    try:
-        # 2. the training loop
-        for epoch in range(first_epoch, settings.num_epochs):
-            model.train()
-            loader = run.train_dataloader
-            if epoch == first_epoch and resume_batches:
-                loader = accelerator.skip_first_batches(run.train_dataloader, resume_batches)
-            # The data order is a function of (seed, epoch), so a resumed run replays the uninterrupted one. Accelerate
-            # also calls `sampler.set_epoch(loader.iteration)` as iteration starts (single process): keep them equal.
-            run.sampler.set_epoch(epoch)
-            getattr(run.data.dataset, "set_epoch", lambda epoch: None)(epoch)  # augmentations: seeded per epoch/sample
-            loader.iteration = epoch
-            for batch in loader:
-                clean = batch["input"].to(accelerator.device)
-                if settings.corrupt_band is not None:  # selective omission: the data carry band-limited noise
-                    clean = corrupt_band(clean, settings.corrupt_band, args.corrupt_strength, noise_rng.generator)
-                if run.codec is not None:  # latent diffusion: x0 is the scaled latent of the batch (frozen encoder)
-                    clean = run.codec.encode(clean, noise_rng.generator)
-                noisy = objective.noise_batch(clean, noise_rng.generator)
-                with accelerator.accumulate(model):
-                    model_output = model(noisy.model_input, noisy.model_timesteps).sample
-                    base = objective.base_loss(model_output, noisy)
-                    terms = regularizer(noise_scheduler, model_output, noisy.noisy, noisy.timesteps, clean, base)
-                    loss = terms["loss"].mean()
-                    finite = accelerator.reduce(torch.isfinite(loss.detach()).float(), reduction="sum")
-                    updated = False  # a skipped batch (non-finite loss or gradient) changes no weight, EMA included
-                    if guard.check(bool(finite.item() == accelerator.num_processes), global_step, terms):
-                        accelerator.backward(loss)
-                        updated = training.clip_and_step(
-                            accelerator, model, optimizer, lr_scheduler, guard, global_step
-                        )
-                    optimizer.zero_grad()
-
-                if accelerator.sync_gradients:
-                    if ema_model is not None and updated:
-                        ema_model.step(accelerator.unwrap_model(model).parameters())
-                    global_step += 1
-                    progress_bar.update(1)
-                    # one device-to-host copy for all terms (a float() per term would sync the GPU once each)
-                    means = torch.stack([v.detach().float().mean() for v in terms.values()]).tolist()
-                    logs = dict(zip(terms, means))
-                    logs.update({f"lambda/{k}": v for k, v in regularizer.current_weights().items()})
-                    logs["lr"] = lr_scheduler.get_last_lr()[0]
-                    logs["nonfinite/skipped_steps"] = guard.skipped
-                    if ema_model is not None:
-                        logs["ema_decay"] = ema_model.cur_decay_value
-                    progress_bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if "/" not in k})
-                    accelerator.log(logs, step=global_step)
-
-                    if global_step % args.checkpointing_steps == 0:
-                        checkpoint_now()
-                    if training.interrupted_anywhere(accelerator, interrupt):
-                        return stop_on_signal()
-                    if global_step >= settings.max_train_steps:
-                        stop = True
-                        break
-            progress_bar.refresh()
-            last = stop or epoch == settings.num_epochs - 1
-            end_of_epoch(args, settings, accelerator, run, epoch, global_step, last, interrupt)
-            training.wait_for_main_process(accelerator)  # its samples, pipeline and Hub push: no collective timeout
-            if training.interrupted_anywhere(accelerator, interrupt):  # during the samples or the pipeline save
-                return stop_on_signal()
-            if stop:
-                break
-
-        # 3. finish: quick evaluation -> model card with spectral metrics -> Hub
-        progress_bar.close()
-        if guard.skipped:
+            if accelerator.is_main_process:  # the loop has nothing to do: still write the pipeline and card below
+                unet = accelerator.unwrap_model(run.parts.model)
+                save_pipeline(args, settings, unet, run.noise_scheduler, run.ema_model, run.mel, run.pipeline_vae)
+        hooks = LoopHooks(
+            after_update=update_hook(run, loop),
+            end_of_epoch=lambda epoch, step, last: end_of_epoch(
+                args, settings, accelerator, run, epoch, step, last, loop
+            ),
+        )
+        code = loop.run(spectral_step(settings, run, args.corrupt_strength), hooks)
+        if code is not None:
+            return code
+        # finish: quick evaluation -> model card with spectral metrics -> Hub
+        if loop.guard.skipped:
             logger.warning(
-                f"Skipped {guard.skipped} batches with a non-finite loss or gradient ({guard.skipped_gradients} "
-                "gradient)."
+                f"Skipped {loop.guard.skipped} batches with a non-finite loss or gradient "
+                f"({loop.guard.skipped_gradients} gradient)."
             )
-        if accelerator.is_main_process and not interrupt.raised:
-            try:
-                evaluate_and_write_card(args, settings, accelerator, run.data, regularizer, run.codec, interrupt)
-                if args.push_to_hub and not interrupt.raised:
-                    hub.push_run(args, f"Step {global_step}")
-            except training.TrainingInterrupted:
-                pass  # the checkpoint of the last step is saved below; resuming it writes the card
-        training.wait_for_main_process(accelerator)  # however long the evaluation and upload take
-        if training.interrupted_anywhere(accelerator, interrupt):
-            return stop_on_signal()
-        logger.info(f"Saved the pipeline and its model card to {args.output_dir}")
-        return 0
-    finally:
-        interrupt.uninstall()
-        progress_bar.close()
-        if sys.exc_info()[0] is None:  # finished or stopped by a signal: every process is here together
-            run = model = optimizer = lr_scheduler = None  # freed on every process before any exits
-            training.release_distributed_models(accelerator)
-        accelerator.end_training()  # also ends the process group: nothing collective after this
+        if accelerator.is_main_process and not loop.interrupt.raised:
+            with loop.main_process_work():  # the checkpoint of the last step is saved on a signal; resuming writes it
+                evaluate_and_write_card(
+                    args, settings, accelerator, run.data, run.regularizer, run.codec, loop.interrupt
+                )
+                if args.push_to_hub and not loop.interrupt.raised:
+                    hub.push_run(args, f"Step {loop.global_step}")
+        return loop.finish(f"Saved the pipeline and its model card to {args.output_dir}")
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (ValueError, DataError) as error:
-        if _STATE["training_started"]:
-            raise
-        print(f"train_spectral.py: error: {error}", file=sys.stderr)  # bad input, caught before any training
-        sys.exit(2)
+    run_script(main, "train_spectral.py", _STATE)
