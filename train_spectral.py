@@ -32,6 +32,8 @@ from diffusers.training_utils import EMAModel
 
 from diffusers_specreg import hub, run_settings, training
 from diffusers_specreg.data import BUILTIN_DATASETS, build_image_dataset
+from diffusers_specreg.diffusion import registry
+from diffusers_specreg.diffusion.registry import objective_class
 from diffusers_specreg.losses import LOSS_NAMES
 from diffusers_specreg.noise import NoiseSpectrum, corrupt_band
 from diffusers_specreg.train import arguments
@@ -205,10 +207,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     spec.add_argument("--wavelet_levels", type=int, default=3)
     # --- formulation ------------------------------------------------------------------------------------------
     form = parser.add_argument_group("formulation")
-    form.add_argument("--formulation", type=str, default="ddpm", choices=formulation_choices())
+    choices = formulation_choices()  # the registered objectives, the first one the default
+    form.add_argument("--formulation", type=str, default=choices[0], choices=choices)
     form.add_argument("--edm_sigma_data", type=float, default=0.5)
-    form.add_argument("--edm_p_mean", type=float, default=-1.2)
-    form.add_argument("--edm_p_std", type=float, default=1.2)
+    for option in (option for cls in registry.OBJECTIVES for option in cls.options):  # each objective's own flags
+        form.add_argument(f"--{option.flag}", type=option.type, default=option.default, help=option.help)
     # --- spectrally anisotropic forward noise (arXiv 2510.09660) ----------------------------------------------------
     sagd = parser.add_argument_group("anisotropic forward noise (SAGD, arXiv 2510.09660)")
     sagd.add_argument(
@@ -357,8 +360,12 @@ def derive_settings(args) -> RunSettings:
     if num_epochs is None and max_train_steps is None:
         max_train_steps, num_epochs = (BUILTIN_PRESET["max_train_steps"], None) if builtin else (None, 100)
     spectrum = NoiseSpectrum.parse(args.noise_spectrum)
-    if not spectrum.is_white and args.formulation != "ddpm":
-        raise ValueError("--noise_spectrum needs --formulation ddpm (the EDM sampler draws white noise).")
+    objective = objective_class(args.formulation)
+    if not spectrum.is_white and not objective.supports_noise_spectrum:
+        raise ValueError(
+            f"--noise_spectrum needs --formulation {capable('supports_noise_spectrum')} (the {objective.name} "
+            "sampler draws white noise)."
+        )
     return RunSettings(
         formulation=select_formulation(
             args.formulation, args.modality, not spectrum.is_white, latent=bool(args.vae_name_or_path)
@@ -366,12 +373,18 @@ def derive_settings(args) -> RunSettings:
         noise_spectrum=spectrum,
         corrupt_band=parse_band(args.corrupt_band) if args.corrupt_band else None,
         builtin=builtin,
-        prediction_type=args.prediction_type or "epsilon",  # a fine-tuned scheduler's replaces it, see setup()
+        # the objective's default; a fine-tuned scheduler's replaces it, see load_pretrained()
+        prediction_type=args.prediction_type or objective.prediction_types[0],
         max_train_steps=max_train_steps,
         num_epochs=num_epochs,
         spectral_loss=spectral_loss,
         **defaults,
     )
+
+
+def capable(attribute: str) -> str:
+    """The registered objectives whose class sets `attribute` (e.g. `supports_audio`), as '--formulation' values."""
+    return " or ".join(cls.name for cls in registry.OBJECTIVES if getattr(cls, attribute, False))
 
 
 def spectral_weights(args, losses: list[str]) -> list[float | None]:
@@ -436,15 +449,21 @@ def validate_args(args, settings: RunSettings) -> None:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
     if not (math.isfinite(settings.learning_rate) and settings.learning_rate > 0):
         raise ValueError(f"--learning_rate must be a finite number > 0, got {settings.learning_rate}.")
-    if args.modality == "audio" and args.formulation == "edm":
+    objective = objective_class(args.formulation)
+    if args.modality == "audio" and not objective.supports_audio:
         raise ValueError(
-            "--modality audio saves an AudioDiffusionPipeline, which samples DDPM/DDIM: use --formulation ddpm."
+            "--modality audio saves an AudioDiffusionPipeline, which samples DDPM/DDIM: use --formulation "
+            f"{capable('supports_audio')}."
         )
-    if args.formulation == "edm" and settings.prediction_type == "sample":
-        raise ValueError("--formulation edm supports --prediction_type epsilon or v_prediction, not sample.")
-    if args.spectral_max_timestep is not None and args.formulation != "ddpm":
+    if settings.prediction_type not in objective.prediction_types:
         raise ValueError(
-            "--spectral_max_timestep gates DDPM timesteps; with --formulation edm use --spectral_max_sigma."
+            f"--formulation {args.formulation} supports --prediction_type {' or '.join(objective.prediction_types)}, "
+            f"not {settings.prediction_type}."
+        )
+    if args.spectral_max_timestep is not None and not objective.integer_timesteps:
+        raise ValueError(
+            f"--spectral_max_timestep gates integer timesteps ({capable('integer_timesteps')}); with --formulation "
+            f"{args.formulation} use --spectral_max_sigma."
         )
     if not args.vae_name_or_path or args.spectral_space == "decoded":  # latent grids are checked in setup
         check_wavelet_levels(args, losses, settings.resolution)
@@ -934,8 +953,7 @@ def build_objective_and_regularizer(args, settings: RunSettings, pretrained, cod
         settings.formulation.objective,
         noise_scheduler,
         noise_fn=noise_fn,
-        edm_p_mean=args.edm_p_mean,
-        edm_p_std=args.edm_p_std,
+        **{option.flag: getattr(args, option.flag) for cls in registry.OBJECTIVES for option in cls.options},
     )
     regularizer = SpectralRegularizer.from_names(
         settings.spectral_loss,
@@ -1070,18 +1088,18 @@ def end_of_epoch(args, settings, accelerator, run: Training, epoch: int, step: i
 
 def spectral_step(settings: RunSettings, run: Training, corrupt_strength: float):
     """The training step: `batch -> {"loss": [B], "base": [B], <loss name>: [B]}`."""
-    device, rng = run.parts.accelerator.device, run.parts.rng
+    device, rng, objective = run.parts.accelerator.device, run.parts.rng, run.objective
 
-    def step(batch: dict) -> dict[str, torch.Tensor]:
-        clean = batch["input"].to(device)
+    def step(data: dict) -> dict[str, torch.Tensor]:
+        clean = data["input"].to(device)
         if settings.corrupt_band is not None:  # selective omission: the data carry band-limited noise
             clean = corrupt_band(clean, settings.corrupt_band, corrupt_strength, rng.generator)
         if run.codec is not None:  # latent diffusion: x0 is the scaled latent of the batch (frozen encoder)
             clean = run.codec.encode(clean, rng.generator)
-        noisy = run.objective.noise_batch(clean, rng.generator)
-        model_output = run.parts.model(noisy.model_input, noisy.model_timesteps).sample
-        base = run.objective.base_loss(model_output, noisy)
-        return run.regularizer(run.noise_scheduler, model_output, noisy.noisy, noisy.timesteps, clean, base)
+        batch = objective.noise_batch(clean, rng.generator)
+        model_output = run.parts.model(*objective.model_inputs(batch)).sample
+        x0_hat = objective.x0_hat(model_output, batch)  # once per step: the base loss and the spectral terms share it
+        return run.regularizer.terms(batch, x0_hat, objective.base_loss(model_output, batch, x0_hat))
 
     return step
 
