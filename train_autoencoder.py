@@ -49,6 +49,7 @@ from diffusers_specreg.spectrum_matching import DSM_BLOCK, DSM_KS, DSMSampler, E
 from diffusers_specreg.train import arguments
 from diffusers_specreg.train.entry import run_script
 from diffusers_specreg.train.loop import CheckpointPolicy, LoopHooks, TrainingLoop, prepare
+from diffusers_specreg.train.tracking import log_reconstructions
 
 logger = get_logger(__name__, log_level="INFO")
 _STATE = {"training_started": False}  # errors before this is set are bad input: one line, exit code 2
@@ -296,22 +297,6 @@ def check_grid(args, resolution: int, factor: int) -> None:
         )
     if "esm" in args.latent_regularizer and resolution // factor < 2:
         raise ValueError(f"--latent_regularizer esm needs a latent of at least 2x2; raise --resolution {resolution}.")
-
-
-def log_reconstructions(accelerator, vae, images: torch.Tensor, step: int) -> None:
-    """Originals (top) and reconstructions (bottom) to TensorBoard."""
-    if args_logger(accelerator) != "tensorboard":
-        return
-    with torch.no_grad():
-        reconstruction = vae.decode(vae.encode(images.to(vae.device, vae.dtype)).latent_dist.mode()).sample
-    grid = torch.cat([images.cpu().float(), reconstruction.cpu().float().clamp(-1, 1)])
-    pixels = ((grid + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-    accelerator.get_tracker("tensorboard", unwrap=True).add_images("reconstructions", pixels, step)
-
-
-def args_logger(accelerator) -> str | None:
-    names = [tracker.name for tracker in accelerator.trackers]
-    return names[0] if names else None
 
 
 def write_card(args, output_dir: str, result: dict, scaling_factor: float, data_description: str, steps: int) -> None:

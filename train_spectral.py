@@ -23,7 +23,6 @@ import os
 from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
@@ -36,20 +35,20 @@ from diffusers_specreg.diffusion import registry
 from diffusers_specreg.diffusion.registry import objective_class
 from diffusers_specreg.losses import LOSS_NAMES
 from diffusers_specreg.noise import NoiseSpectrum, corrupt_band
-from diffusers_specreg.train import arguments
+from diffusers_specreg.train import arguments, tracking
 from diffusers_specreg.train.entry import run_script
 from diffusers_specreg.train.loop import CheckpointPolicy, LoopHooks, LoopParts, Schedule, TrainingLoop, prepare
+from diffusers_specreg.train.parts import build_unet, check_model_and_grid, ema_weights, make_ema
 
 try:  # the pipelines/ folder is installed as diffusers_specreg.pipelines: fail now, not when saving
     import diffusers_specreg.pipelines  # noqa: F401
 except ImportError as error:
     raise ImportError(f"{error}. Install the project first: pip install -e . (see README).") from error
-from diffusers_specreg.formulations import Formulation, SchedulerSettings, formulation_choices, select_formulation
-from diffusers_specreg.latent import LatentCodec, check_latent_unet, load_vae
+from diffusers_specreg.formulations import Formulation, SchedulerSettings, select_formulation
+from diffusers_specreg.latent import LatentCodec, check_latent_unet, latent_resolution, load_codec, warn_latent_scale
 from diffusers_specreg.objectives import build_objective
 from diffusers_specreg.pipelines_io import CUSTOM_PIPELINE_FILE_NAME
-from diffusers_specreg.regularizer import DEFAULT_WEIGHTS, SpectralRegularizer
-from diffusers_specreg.weighting import DEFAULT_WEIGHTING, WEIGHTINGS
+from diffusers_specreg.regularizer import SpectralRegularizer
 
 logger = get_logger(__name__, log_level="INFO")
 _STATE = {"training_started": False}  # errors before this is set are bad input: reported in one line, exit code 2
@@ -169,120 +168,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     extra.add_argument(
         "--pretrained_model_name_or_path", type=str, default=None, help="Fine-tune this pipeline or UNet."
     )
-    # --- spectral regularization (arXiv 2603.02447) ------------------------------------------------------------
-    spec = parser.add_argument_group("spectral regularization (arXiv 2603.02447)")
-    spec.add_argument(
-        "--spectral_loss",
-        type=str,
-        nargs="*",
-        default=None,
-        metavar="NAME",
-        help=f"Spectral losses on the predicted clean sample, any of {', '.join(LOSS_NAMES)}, or 'none'. Default: "
-        "none when data are named (as train_unconditional.py); amplitude_phase for the built-in demo run.",
-    )
-    spec.add_argument(
-        "--spectral_weight",
-        type=str,
-        nargs="+",
-        default=None,
-        help="λ per loss (one value for all, or one per loss), a number >= 0. Default: "
-        + ", ".join(f"{name} {value}" for name, value in DEFAULT_WEIGHTS.items())
-        + " (chosen by the sweep in benchmarks/README.md).",
-    )
-    spec.add_argument(
-        "--spectral_weighting",
-        type=str,
-        default=DEFAULT_WEIGHTING,
-        choices=WEIGHTINGS,
-        help=f"Timestep weight of the spectral terms (default {DEFAULT_WEIGHTING}: ᾱ_t, see README).",
-    )
-    spec.add_argument("--min_snr_gamma", type=float, default=5.0, help="γ of min_sqrt_snr / min_snr.")
-    spec.add_argument(
-        "--spectral_max_timestep", type=int, default=None, help="Apply spectral terms only at t <= this (DDPM)."
-    )
-    spec.add_argument(
-        "--spectral_max_sigma", type=float, default=None, help="Apply spectral terms only at σ <= this (EDM)."
-    )
-    spec.add_argument("--wavelet", type=str, default="haar", help="PyWavelets wavelet of the wavelet loss.")
-    spec.add_argument("--wavelet_levels", type=int, default=3)
-    # --- formulation ------------------------------------------------------------------------------------------
-    form = parser.add_argument_group("formulation")
-    choices = formulation_choices()  # the registered objectives, the first one the default
-    form.add_argument("--formulation", type=str, default=choices[0], choices=choices)
-    form.add_argument("--edm_sigma_data", type=float, default=0.5)
-    for option in (option for cls in registry.OBJECTIVES for option in cls.options):  # each objective's own flags
-        form.add_argument(f"--{option.flag}", type=option.type, default=option.default, help=option.help)
-    # --- spectrally anisotropic forward noise (arXiv 2510.09660) ----------------------------------------------------
-    sagd = parser.add_argument_group("anisotropic forward noise (SAGD, arXiv 2510.09660)")
-    sagd.add_argument(
-        "--noise_spectrum",
-        type=str,
-        default="white",
-        help="Forward noise spectrum: white (default), 'powerlaw:alpha=-0.04', 'band:0-0.5' or "
-        "'bandpass:low=0-0.3,high=0.6-1,gamma_low=0.7'. Saved with the pipeline and used for sampling.",
-    )
-    sagd.add_argument(
-        "--corrupt_band",
-        type=str,
-        default=None,
-        metavar="A-B",
-        help="Selective-omission experiments: add Gaussian noise confined to the radial band A-B (in [0, 1]) to "
-        "every training image.",
-    )
-    sagd.add_argument(
-        "--corrupt_strength", type=float, default=0.5, help="Standard deviation of --corrupt_band noise."
-    )
-    # --- audio (mel-spectrogram images, teticio's audio-diffusion) --------------------------------------------------
-    audio = parser.add_argument_group("audio")
-    audio.add_argument(
-        "--modality",
-        type=str,
-        default="image",
-        choices=["image", "audio"],
-        help="'audio': train on mel-spectrogram slices of audio files (--train_data_dir / --dataset_name, or "
-        "built-in synthetic audio) and save an AudioDiffusionPipeline.",
-    )
-    audio.add_argument("--sample_rate", type=int, default=22050)
-    audio.add_argument("--n_fft", type=int, default=2048)
-    audio.add_argument("--hop_length", type=int, default=512)
-    audio.add_argument("--top_db", type=int, default=80)
-    audio.add_argument("--builtin_num_clips", type=int, default=64, help="Number of built-in synthetic audio clips.")
-    # --- latent diffusion (arXiv 2112.10752; autoencoders of train_autoencoder.py, arXiv 2603.14645) -------------
-    latent = parser.add_argument_group("latent diffusion")
-    latent.add_argument(
-        "--vae_name_or_path",
-        type=str,
-        default=None,
-        help="A frozen AutoencoderKL (local folder or Hub id; e.g. the output of train_autoencoder.py): train the UNet "
-        "on its latents, encode(x).latent_dist.sample() * scaling_factor, and save an LDMPipeline with it. "
-        "--resolution stays the image size.",
-    )
-    latent.add_argument(
-        "--vae_subfolder", type=str, default=None, help="Subfolder of --vae_name_or_path, e.g. 'vae' for an SD repo."
-    )
-    latent.add_argument(
-        "--spectral_space",
-        type=str,
-        default="latent",
-        choices=["latent", "decoded"],
-        help="Where the spectral losses compare x̂₀ with x₀ in latent diffusion: 'latent' (default) on the latents, "
-        "'decoded' on images decoded by the frozen autoencoder (gradients flow through its decoder).",
-    )
-    # --- evaluation for the model card --------------------------------------------------------------------------
-    evals = parser.add_argument_group("evaluation")
-    evals.add_argument(
-        "--eval_num_samples",
-        type=int,
-        default=64,
-        help="Samples for the quick evaluation whose spectral metrics go into the model card (0: none).",
-    )
-    evals.add_argument(
-        "--eval_sampler",
-        choices=["pipeline", "fast"],
-        default="pipeline",
-        help="Sampler of the card's grid and metrics, with --ddpm_num_inference_steps: the saved pipeline's own "
-        "(DDPM: ancestral; chosen by benchmarks/bench_card_sampler.py) or fast (DDIM, eta 0). Audio: always fast.",
-    )
+    arguments.add_spectral_arguments(parser)  # regularization, formulation, SAGD, audio, latent, evaluation
     args = parser.parse_args(argv)
     if args.output_dir is None:  # the anchor's name, unless the built-in demo runs (it is not a 64x64 model)
         builtin = not (args.dataset_name or args.train_data_dir)
@@ -558,21 +444,6 @@ def optimizer_settings(args) -> dict:
     return dict(betas=(args.adam_beta1, args.adam_beta2), weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)
 
 
-def build_model(
-    args, settings: RunSettings, channels: int, pretrained, codec: LatentCodec | None = None
-) -> UNet2DModel:
-    """The UNet: fine-tuned, from a config, or a preset sized to the data (the latents, for latent diffusion)."""
-    if pretrained is not None:
-        return pretrained.unet
-    if args.model_config_name_or_path:
-        config = UNet2DModel.load_config(args.model_config_name_or_path)
-        return UNet2DModel.from_config(config)
-    if codec is not None:
-        size, channels = settings.resolution // codec.factor, codec.latent_channels
-        return UNet2DModel(**training.unet_config(settings.model_preset, size, channels))
-    return UNet2DModel(**training.unet_config(settings.model_preset, settings.resolution, channels))
-
-
 def build_noise_scheduler(args, settings: RunSettings, pretrained):
     scheduler_settings = SchedulerSettings(
         prediction_type=settings.prediction_type,
@@ -591,77 +462,16 @@ def make_pipeline(settings: RunSettings, unet, noise_scheduler, for_sampling: bo
     return entry.fast_pipeline(pipeline) if for_sampling else pipeline
 
 
-class ema_weights:
-    """Context manager: the EMA weights in `unet` inside the block (if there is an EMA), the training ones after."""
-
-    def __init__(self, unet, ema_model):
-        self.unet, self.ema_model = unet, ema_model
-
-    def __enter__(self):
-        if self.ema_model is not None:
-            self.ema_model.store(self.unet.parameters())
-            self.ema_model.copy_to(self.unet.parameters())
-        return self.unet
-
-    def __exit__(self, *exc):
-        if self.ema_model is not None:
-            self.ema_model.restore(self.unet.parameters())
-
-
 def log_samples(
     args, settings, accelerator, unet, noise_scheduler, ema_model, data_batch, global_step, mel=None, vae=None
 ):
     """Sample `eval_batch_size` images (EMA weights if any; decoded by `vae` for latent diffusion); log a grid, a RAPSD
     plot vs the data (and audio)."""
-    from diffusers_specreg import metrics, plots
-
-    audios = None
     with ema_weights(unet, ema_model):
         pipeline = make_pipeline(settings, unet, noise_scheduler, for_sampling=True, mel=mel, vae=vae)
-        pipeline.set_progress_bar_config(disable=True)
-        generator = torch.Generator(device=pipeline.device).manual_seed(0)
-        if settings.formulation.modality == "audio":
-            from diffusers_specreg.audio import generate_audio
-
-            mel_images, audios, sample_rate = generate_audio(
-                pipeline, args.eval_batch_size, settings.ddpm_num_inference_steps, generator
-            )
-            images = mel_images[..., None].astype(np.float32) / 255.0
-        else:
-            images = pipeline(
-                generator=generator,
-                batch_size=args.eval_batch_size,
-                num_inference_steps=settings.ddpm_num_inference_steps,
-                output_type="np",
-            ).images
-    samples = torch.from_numpy(images).permute(0, 3, 1, 2) * 2 - 1
-    data_freqs, data_power = metrics.rapsd(data_batch.float().cpu())
-    sample_freqs, sample_power = metrics.rapsd(samples)
-    curves = {
-        "data": (data_freqs, data_power.mean(0).numpy()),
-        "samples": (sample_freqs, sample_power.mean(0).numpy()),
-    }
-    distance = metrics.log_rapsd_distance(curves["samples"][1], curves["data"][1])
-    figure = plots.plot_rapsd(curves, title=f"RAPSD at step {global_step}")
-    if args.logger == "tensorboard":
-        writer = accelerator.get_tracker("tensorboard", unwrap=True)
-        # one grid with 2-pixel gaps between the tiles (add_images would butt them together), as the card's grid
-        writer.add_image("samples", plots.image_grid(samples, nrow=8), global_step, dataformats="HWC")
-        writer.add_image("rapsd", plots.figure_to_array(figure), global_step, dataformats="HWC")
-        for i, clip in enumerate(audios[:4] if audios is not None else []):
-            clip = 0.9 * clip / max(float(np.abs(clip).max()), 1e-9)  # Griffin-Lim output exceeds [-1, 1]
-            writer.add_audio(f"audio/{i}", torch.from_numpy(clip)[None], global_step, sample_rate=sample_rate)
-    else:
-        import wandb
-
-        logs = {"samples": [wandb.Image(i) for i in images], "rapsd": wandb.Image(plots.figure_to_array(figure))}
-        if audios is not None:
-            logs["audio"] = [
-                wandb.Audio(0.9 * clip / max(float(np.abs(clip).max()), 1e-9), sample_rate=sample_rate)
-                for clip in audios[:4]
-            ]
-        accelerator.get_tracker("wandb").log(logs, step=global_step)
-    accelerator.log({f"eval/log_rapsd_distance_{k}": v for k, v in distance.items()}, step=global_step)
+        audio = settings.formulation.modality == "audio"
+        samples = tracking.draw_samples(pipeline, args.eval_batch_size, settings.ddpm_num_inference_steps, audio)
+    tracking.log_samples(accelerator, args.logger, samples, data_batch, global_step)
 
 
 def save_pipeline(args, settings, unet, noise_scheduler, ema_model, mel=None, vae=None):
@@ -810,108 +620,31 @@ def build_data(args, settings: RunSettings, channels: int | None):
     return build_image_dataset(**common, **{key: getattr(args, key) for key in image}, channels=channels)
 
 
-def check_model_and_grid(
-    args, settings: RunSettings, model: UNet2DModel, channels: int, codec: LatentCodec | None = None
-) -> None:
-    """The UNet fits the data and resolution (the latents, for latent diffusion); the spectra hold frequencies of the
-    training grid (checked now, not at the first step)."""
-    factor = training.unet_downsampling_factor(model.config)
-    if codec is not None:  # the UNet sees latents (their channels were checked by check_latent_unet)
-        grid = settings.resolution // codec.factor
-        if grid % factor:
-            raise ValueError(
-                f"The {grid}x{grid} latents (--resolution {settings.resolution} / the autoencoder's downsampling "
-                f"factor {codec.factor}) are not divisible by {factor}, the downsampling factor of the UNet "
-                f"({len(model.config.down_block_types)} down blocks). Use --model_preset small, a UNet config with "
-                f"fewer down blocks, or a --resolution that is a multiple of {factor * codec.factor}."
-            )
-    elif settings.resolution % factor:
-        raise ValueError(
-            f"--resolution {settings.resolution} is not divisible by {factor}, the downsampling factor of the UNet "
-            f"({len(model.config.down_block_types)} down blocks). Use a multiple of {factor}."
-        )
-    elif model.config.in_channels != channels:
-        raise ValueError(
-            f"The model takes {model.config.in_channels} channels but the data has {channels}; use a model "
-            "config with matching in_channels/out_channels."
-        )
-    size = settings.resolution
-    settings.noise_spectrum.weights((size, size))
-    if settings.corrupt_band is not None:
-        try:
-            corrupt_band(torch.zeros(1, channels, size, size), settings.corrupt_band, 1.0)
-        except ValueError as error:
-            raise ValueError(
-                f"--corrupt_band {args.corrupt_band} holds no frequency of the {size}x{size} "
-                "grid; widen the band (radii are normalised so the grid corner is 1)."
-            ) from error
-
-
-def load_codec(args, accelerator: Accelerator) -> tuple[LatentCodec | None, Any]:
-    """Latent diffusion: the frozen autoencoder of `--vae_name_or_path` on the accelerator device in the weight dtype
-    (the encoder of every batch, the decoder of `--spectral_space decoded`), and a float32 one for the saved and
-    sampled pipeline (the same object without mixed precision). `(None, None)` for pixel-space training."""
-    if not args.vae_name_or_path:
-        return None, None
-    vae = load_vae(args.vae_name_or_path, args.vae_subfolder, args.cache_dir)
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
-    pipeline_vae = vae.to(accelerator.device)
-    if weight_dtype != torch.float32:
-        import copy
-
-        vae = copy.deepcopy(pipeline_vae).to(dtype=weight_dtype)
-    source = os.path.join(args.vae_name_or_path, args.vae_subfolder) if args.vae_subfolder else args.vae_name_or_path
-    codec = LatentCodec(vae, source)
-    logger.info(
-        f"Latent diffusion on {source}: {codec.latent_channels}-channel latents, downsampling {codec.factor}, "
-        f"scaling_factor {codec.scaling_factor:.6g}, spectral losses on the {args.spectral_space} x̂₀."
-    )
-    return codec, pipeline_vae
-
-
-def warn_latent_scale(codec: LatentCodec, images: torch.Tensor) -> float:
-    """Warn when the scaled latents of a data batch are far from unit variance (the noise schedule assumes it), with
-    the scaling factor that would fix it; returns their standard deviation."""
-    generator = torch.Generator(device=codec.vae.device).manual_seed(0)
-    std = float(codec.encode(images, generator).std())
-    if not 0.5 <= std <= 2.0:
-        logger.warning(
-            f"The scaled latents of a data batch have std {std:.3g} (scaling_factor {codec.scaling_factor:.6g} of "
-            f"{codec.source}); the noise schedule assumes about 1. A scaling_factor of "
-            f"{codec.scaling_factor / max(std, 1e-12):.6g} would give unit variance on this data "
-            "(vae.register_to_config(scaling_factor=...) and save_pretrained, or train_autoencoder.py measures it)."
-        )
-    return std
-
-
-def latent_resolution(args, settings: RunSettings, codec: LatentCodec, pretrained) -> RunSettings:
-    """The image resolution of latent diffusion: `--resolution`, else a `--model_config_name_or_path` UNet's
-    sample_size times the autoencoder's downsampling factor (a fine-tuned UNet's was set by `load_pretrained`), else
-    the preset's; it must be a multiple of that factor, and the latent grid must hold the wavelet levels."""
-    if pretrained is None and args.model_config_name_or_path and args.resolution is None:
-        size = UNet2DModel.load_config(args.model_config_name_or_path).get("sample_size")
-        size = size[0] if isinstance(size, (list, tuple)) else size
-        if size:
-            settings = replace(settings, resolution=int(size) * codec.factor)
-    if settings.resolution % codec.factor:
-        raise ValueError(
-            f"--resolution {settings.resolution} is not divisible by {codec.factor}, the downsampling factor of the "
-            f"autoencoder {codec.source} (2 ** (len(block_out_channels) - 1)). Use a multiple of {codec.factor}."
-        )
-    if args.spectral_space == "latent":
-        grid = settings.resolution // codec.factor
-        check_wavelet_levels(args, settings.spectral_loss, grid, f"the latent grid (--resolution / {codec.factor})")
-    return settings
-
-
 def build_model_and_data(args, settings: RunSettings, accelerator: Accelerator):
     """The autoencoder (latent diffusion), the model fine-tuned from, the data and the UNet, checked against each
     other: `(codec, pipeline_vae, pretrained, data, model, settings)`."""
-    codec, pipeline_vae = load_codec(args, accelerator)
+    codec, pipeline_vae = None, None
+    if args.vae_name_or_path:
+        codec, pipeline_vae = load_codec(
+            args.vae_name_or_path,
+            args.vae_subfolder,
+            args.cache_dir,
+            accelerator.device,
+            accelerator.mixed_precision,
+            args.spectral_space,
+            logger,
+        )
     pretrained, settings = load_pretrained(args, settings, codec)
     if codec is not None:  # latent diffusion: the autoencoder decides the image channels; the UNet sees latents
         channels = codec.image_channels
-        settings = latent_resolution(args, settings, codec, pretrained)
+        # --resolution, else a --model_config_name_or_path UNet's sample_size x the factor, else the preset's
+        config = args.model_config_name_or_path if pretrained is None and args.resolution is None else None
+        settings = replace(settings, resolution=latent_resolution(codec, settings.resolution, config))
+        if args.spectral_space == "latent":  # the latent grid must hold the wavelet levels
+            grid = settings.resolution // codec.factor
+            check_wavelet_levels(
+                args, settings.spectral_loss, grid, f"the latent grid (--resolution / {codec.factor})"
+            )
     elif pretrained is not None:
         channels = pretrained.unet.config.in_channels
     elif args.model_config_name_or_path:  # the config decides the channels; data follow
@@ -922,7 +655,9 @@ def build_model_and_data(args, settings: RunSettings, accelerator: Accelerator):
     else:
         channels = None
     data = build_data(args, settings, channels)
-    model = build_model(args, settings, data.channels, pretrained, codec)
+    model = build_unet(
+        settings.model_preset, settings.resolution, data.channels, pretrained, args.model_config_name_or_path, codec
+    )
     if codec is not None:
         source = (
             f"--pretrained_model_name_or_path {args.pretrained_model_name_or_path}"
@@ -936,7 +671,15 @@ def build_model_and_data(args, settings: RunSettings, accelerator: Accelerator):
         if importlib.util.find_spec("xformers") is None:
             raise ValueError("--enable_xformers_memory_efficient_attention needs xformers: pip install xformers.")
         model.enable_xformers_memory_efficient_attention()
-    check_model_and_grid(args, settings, model, data.channels, codec)
+    check_model_and_grid(
+        model,
+        settings.resolution,
+        data.channels,
+        settings.noise_spectrum,
+        settings.corrupt_band,
+        args.corrupt_band,
+        codec,
+    )
     return codec, pipeline_vae, pretrained, data, model, settings
 
 
@@ -980,18 +723,7 @@ def setup(args, settings: RunSettings, accelerator: Accelerator) -> tuple[Traini
     if problem:
         logger.warning(problem)
 
-    ema_model = None
-    if args.use_ema:
-        ema_model = EMAModel(
-            model.parameters(),
-            decay=args.ema_max_decay,
-            use_ema_warmup=True,
-            inv_gamma=args.ema_inv_gamma,
-            power=args.ema_power,
-            model_cls=UNet2DModel,
-            model_config=model.config,
-        )
-
+    ema_model = make_ema(model, args.ema_max_decay, args.ema_inv_gamma, args.ema_power) if args.use_ema else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, **optimizer_settings(args))
     parts, schedule = prepare(
         accelerator,
@@ -1030,7 +762,7 @@ def setup(args, settings: RunSettings, accelerator: Accelerator) -> tuple[Traini
     # a fixed data batch for the spectrum plots, drawn before any state is restored (it uses the global RNG)
     data_preview = next(iter(torch.utils.data.DataLoader(data.dataset, batch_size=args.eval_batch_size)))["input"]
     if codec is not None:
-        warn_latent_scale(codec, data_preview)
+        warn_latent_scale(codec, data_preview, logger)
     mel = getattr(data, "mel", None)
     parts = Training(
         data,
