@@ -40,8 +40,8 @@ import re
 import string
 from collections.abc import Mapping, Sequence
 
-from .evaluate.result import AudioScores, EvaluationResult
 from .formulations import class_name, formulation_of, read_card_file, render_usage
+from .metrics.results import AudioScores, EvaluationResult
 
 logger = logging.getLogger(__name__)
 

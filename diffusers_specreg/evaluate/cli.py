@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 import torch
 
+from ..metrics.results import AUDIO_FILES
 from ..plots import REFERENCE_NAMES
 from .report import audio_comparison_table, comparison_table, update_pipeline_card, write_report
-from .result import AUDIO_FILES
 from .run import evaluate_against
 from .sampling import image_shape, is_audio_pipeline, load_pipeline, mel_settings
 from .statistics import (

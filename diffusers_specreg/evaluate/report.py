@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ..metrics.results import AUDIO_FILES, EvaluationResult, PipelineResult, library_versions
 from ..plots import new_figure, plot_band_errors, plot_rapsd, save_figure, save_image_grid
-from .result import AUDIO_FILES, EvaluationResult, PipelineResult, library_versions
 from .statistics import ReferenceStatistics
 
 SPECTROGRAM_FIGURE = "spectrograms.png"

@@ -19,8 +19,7 @@ from ..metrics import (
     log_rapsd_distance,
     spectral_slope,
 )
-from .report import write_report
-from .result import (
+from ..metrics.results import (
     AUDIO_FILES,
     BANDS,
     AudioScores,
@@ -30,6 +29,7 @@ from .result import (
     SpectralSlopes,
     library_versions,
 )
+from .report import write_report
 from .sampling import generate_images, image_shape, is_audio_pipeline, make_sampler, mel_settings
 from .statistics import (
     ImageBatches,
