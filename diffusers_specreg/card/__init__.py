@@ -28,12 +28,16 @@ evaluation folder, the folder of `metrics.json`) into an "Audio samples" section
 model folder are left out of the card rather than linked broken.
 
 Modules: `tables` (constants, metric rows, citations), `metadata` (tags, model-index, what may be published),
-`sections` (one function per part of the body), `write` (`write_model_card`, `update_model_card`). The package
-imports nothing of `diffusers_specreg.evaluate` (the result types are `diffusers_specreg.metrics.results`), so that
-the evaluation can import it. `diffusers_specreg.model_card` is the old path.
+`sections` (one function per part of the body), `write` (`write_model_card`, `update_model_card`), `autoencoder`
+(`write_autoencoder_card`, the card of `train_autoencoder.py`) and `training` (`evaluate_and_write_card`, the quick
+evaluation and card at the end of `train_spectral.py`). The package imports nothing of `diffusers_specreg.evaluate`
+(the result types are `diffusers_specreg.metrics.results`), so that the evaluation can import it; `training` alone
+runs the evaluation and is therefore not imported here: `from diffusers_specreg.card.training import ...`.
+`diffusers_specreg.model_card` is the old path.
 """
 
 from ..kinds import render_usage
+from .autoencoder import write_autoencoder_card
 from .metadata import (
     card_tags,
     eval_results,
@@ -114,5 +118,6 @@ __all__ = [
     "render_usage",
     "update_model_card",
     "uses_spectrum_matching",
+    "write_autoencoder_card",
     "write_model_card",
 ]
