@@ -1248,6 +1248,7 @@ def train(args, settings: RunSettings) -> int:
                     final_spectral_weights=regularizer.current_weights(),
                     vae_scaling_factor=run.codec.scaling_factor if run.codec is not None else None,
                     interrupt=interrupt,
+                    log=logger,
                 )
                 if args.push_to_hub and not interrupt.raised:
                     hub.push_run(args, f"Step {global_step}")

@@ -70,6 +70,7 @@ def evaluate_and_write_card(
     final_spectral_weights: Mapping[str, float] | None = None,
     vae_scaling_factor: float | None = None,
     interrupt: InterruptFlag | None = None,
+    log: logging.Logger | logging.LoggerAdapter | None = None,
 ) -> EvaluationResult | None:
     r"""
     Quick evaluation of the pipeline saved in `output_dir` (metrics, sample grid and spectrum in `evaluation/`), then
@@ -88,6 +89,8 @@ def evaluate_and_write_card(
         final_spectral_weights (`Mapping`, *optional*, defaults to `None`): `{loss name: λ}` the run ended with.
         vae_scaling_factor (`float`, *optional*, defaults to `None`): a latent model's autoencoder scaling factor.
         interrupt (`InterruptFlag`, *optional*, defaults to `None`): the run's SIGINT / SIGTERM flag.
+        log (`logging.Logger` or `logging.LoggerAdapter`, *optional*, defaults to `None`): where the metrics line
+            goes (the script's logger keeps the run's log lines as they were); `None` uses this module's.
 
     Returns:
         `EvaluationResult` or `None`: the metrics, `None` when the card has none.
@@ -110,7 +113,7 @@ def evaluate_and_write_card(
                 sampler=evaluation.sampler,
             )
         grid, plot = "evaluation/samples.png", "evaluation/rapsd.png"
-        logger.info(f"Spectral metrics of {evaluation.num_samples} samples: {metrics.log_rapsd_distance}")
+        (log or logger).info(f"Spectral metrics of {evaluation.num_samples} samples: {metrics.log_rapsd_distance}")
     config = dict(config)
     config["final_spectral_weights"] = final_spectral_weights
     if vae_scaling_factor is not None:
