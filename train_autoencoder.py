@@ -43,6 +43,7 @@ from diffusers_specreg.autoencoder import (
     measure_scaling_factor,
     plot_latent_spectrum,
 )
+from diffusers_specreg.card.autoencoder import write_autoencoder_card
 from diffusers_specreg.data import BUILTIN_DATASETS, build_image_dataset
 from diffusers_specreg.pipelines_io import save_model
 from diffusers_specreg.spectrum_matching import DSM_BLOCK, DSM_KS, DSMSampler, EncodingSpectrumMatching
@@ -299,91 +300,6 @@ def check_grid(args, resolution: int, factor: int) -> None:
         raise ValueError(f"--latent_regularizer esm needs a latent of at least 2x2; raise --resolution {resolution}.")
 
 
-def write_card(args, output_dir: str, result: dict, scaling_factor: float, data_description: str, steps: int) -> None:
-    """README.md: what was trained, the held-out PSNR and spectral slopes, the ESM plot, how to use it."""
-    from diffusers_specreg.model_card import (
-        CITATIONS,
-        is_hub_id,
-        publishable_path,
-        redact_config,
-        render_config_table,
-    )
-
-    regularizers = ", ".join(args.latent_regularizer) or "none"
-    weights = []
-    if "kl" in args.latent_regularizer:
-        weights.append(f"KL weight {args.kl_weight:g}")
-    if "esm" in args.latent_regularizer:
-        weights.append(f"ESM weight {args.esm_weight:g} (δ = {args.esm_delta:g})")
-    if "dsm" in args.latent_regularizer:
-        weights.append(f"DSM k drawn from {args.dsm_ks}")
-    perceptual = f"LPIPS (weight {args.perceptual_weight:g})" if args.perceptual_loss == "lpips" else "none"
-    base = args.pretrained_model_name_or_path
-    shown_base = publishable_path(base, output_dir)  # local paths relative to the folder, the home folder as ~
-    for source in (args.train_data_dir, args.dataset_name):
-        if source:
-            data_description = data_description.replace(source, publishable_path(source, output_dir))
-    config = redact_config({k: v for k, v in vars(args).items() if k != "local_rank"}, output_dir)
-    repo = args.hub_model_id or os.path.basename(os.path.abspath(output_dir))
-    key = "2603.14645"
-    card = f"""---
-library_name: diffusers
-tags:
-- diffusers
-- diffusers-specreg
-- autoencoder
-- spectrum-matching
-{f"base_model: {base}" if is_hub_id(base) and "/" in base else ""}
----
-
-# AutoencoderKL with Spectrum Matching ({regularizers})
-
-An `AutoencoderKL` for latent diffusion trained with `train_autoencoder.py` of diffusers-specreg
-{f"(fine-tuned from `{shown_base}`) " if base else ""}on {data_description}, {steps} steps at {args.resolution}x{args.resolution}.
-Latent regularizers: **{regularizers}** ({"; ".join(weights) or "none"}); reconstruction loss L1, perceptual
-loss {perceptual}; no PatchGAN.
-
-`scaling_factor` = **{scaling_factor:.5f}** (1/std of sampled latents on {args.scaling_batches} training batches).
-
-## Evaluation ({args.num_validation_images} held-out images)
-
-| Metric | Value |
-| --- | --- |
-| Reconstruction PSNR (dB) | {result["psnr"]:.2f} |
-| Latent spectral slope | {result["latent_slope"]:.3f} |
-| Image spectral slope (blurred, latent grid) | {result["image_slope"]:.3f} |
-| Latent shape | {" x ".join(map(str, result["latent_shape"]))} |
-
-![latent vs image spectrum](latent_spectrum.png)
-
-## Usage
-
-```python
-from diffusers import AutoencoderKL
-
-vae = AutoencoderKL.from_pretrained("{repo}")
-latents = vae.encode(images).latent_dist.sample() * vae.config.scaling_factor  # images in [-1, 1]
-images = vae.decode(latents / vae.config.scaling_factor).sample
-```
-
-Stage 2: `accelerate launch train_spectral.py --vae_name_or_path {repo} ...`
-
-## Training configuration
-
-{render_config_table(config)}
-
-## Citation
-
-{CITATIONS[key][0]} (arXiv {key}):
-
-```bibtex
-{CITATIONS[key][1]}
-```
-"""
-    with open(os.path.join(output_dir, "README.md"), "w", encoding="utf-8") as f:
-        f.write(card)
-
-
 def finish(args, accelerator, vae, train_dataset, held_out: torch.Tensor, data_description: str, step: int) -> dict:
     """Scaling factor on training batches, save_pretrained, held-out evaluation, ESM plot, card (main process)."""
     vae.eval()
@@ -408,7 +324,7 @@ def finish(args, accelerator, vae, train_dataset, held_out: torch.Tensor, data_d
     os.makedirs(os.path.join(args.output_dir, "evaluation"), exist_ok=True)
     with open(os.path.join(args.output_dir, "evaluation", "autoencoder.json"), "w") as f:
         json.dump(result, f, indent=2)
-    write_card(args, args.output_dir, result, scaling_factor, data_description, step)
+    write_autoencoder_card(args.output_dir, vars(args), result, scaling_factor, data_description, step)
     return result
 
 

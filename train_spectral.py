@@ -30,9 +30,11 @@ from diffusers import UNet2DModel
 from diffusers.training_utils import EMAModel
 
 from diffusers_specreg import hub, run_settings, training
+from diffusers_specreg.card.training import CardEvaluation, card_evaluation_problem, evaluate_and_write_card
 from diffusers_specreg.data import BUILTIN_DATASETS, build_image_dataset
 from diffusers_specreg.diffusion import registry
 from diffusers_specreg.diffusion.registry import objective_class
+from diffusers_specreg.evaluate import dataset_info
 from diffusers_specreg.losses import LOSS_NAMES
 from diffusers_specreg.noise import NoiseSpectrum, corrupt_band
 from diffusers_specreg.train import arguments, tracking
@@ -483,68 +485,6 @@ def save_pipeline(args, settings, unet, noise_scheduler, ema_model, mel=None, va
         save(make_pipeline(settings, unet, noise_scheduler, for_sampling=False, mel=mel, vae=vae), args.output_dir)
 
 
-def evaluate_and_write_card(
-    args, settings, accelerator, data, regularizer, codec: LatentCodec | None = None, interrupt=None
-):
-    """Quick evaluation of the saved pipeline (metrics in the card), then the model card itself. A SIGINT / SIGTERM
-    (`interrupt`) during the evaluation's sampling raises `training.TrainingInterrupted` within one step."""
-    from diffusers_specreg.evaluate import dataset_info, evaluate_pipeline, load_pipeline
-    from diffusers_specreg.model_card import write_model_card
-
-    metrics, grid, plot = None, None, None
-    if args.eval_num_samples > 0 and card_evaluation_problem(args, data) is None:
-        pipeline = load_pipeline(args.output_dir, device=accelerator.device)
-        pipeline.set_progress_bar_config(disable=True)
-        with training.stop_on_interrupt(interrupt, pipeline.unet):
-            metrics = evaluate_pipeline(
-                pipeline,
-                data.dataset,
-                args.eval_num_samples,
-                args.eval_batch_size,
-                settings.ddpm_num_inference_steps,
-                args.seed or 0,
-                os.path.join(args.output_dir, "evaluation"),
-                name=os.path.basename(os.path.abspath(args.output_dir)),
-                dataset=dataset_info(
-                    args.dataset_name,
-                    args.train_data_dir,
-                    args.builtin_dataset,
-                    modality=settings.formulation.modality,
-                ),
-                # audio pipelines are sampled with DDIM on the mel images either way (their call vocodes every image)
-                sampler=args.eval_sampler if settings.formulation.modality != "audio" else "fast",
-            )
-        grid, plot = "evaluation/samples.png", "evaluation/rapsd.png"
-        logger.info(f"Spectral metrics of {args.eval_num_samples} samples: {metrics.log_rapsd_distance}")
-    config = settings.config(args)
-    config["noise_spectrum"] = args.noise_spectrum
-    config["final_spectral_weights"] = regularizer.current_weights()
-    if codec is not None:
-        config["vae_scaling_factor"] = codec.scaling_factor
-    write_model_card(
-        args.output_dir,
-        config=config,
-        metrics=metrics,
-        base_model=args.pretrained_model_name_or_path,
-        dataset_name=data.name,
-        pipeline_class=read_json(os.path.join(args.output_dir, "model_index.json"))["_class_name"],
-        sample_grid=grid,
-        spectrum_plot=plot,
-    )
-    return metrics
-
-
-def card_evaluation_problem(args, data) -> str | None:
-    """Why the card's quick evaluation cannot run on the training data (warned before training, then skipped)."""
-    if args.eval_num_samples > 0 and len(data.dataset) < 2:
-        return (
-            f"The data holds {len(data.dataset)} training image: the model card's spectral metrics compare samples "
-            "with at least 2 data images, so this run skips them and writes the card without metrics. Add images "
-            "to get them (or pass --eval_num_samples 0 to silence this)."
-        )
-    return None
-
-
 def read_json(path: str) -> dict:
     with open(path) as f:
         return json.load(f)
@@ -719,7 +659,7 @@ def setup(args, settings: RunSettings, accelerator: Accelerator) -> tuple[Traini
     logger.info(
         f"Data: {data.description}; model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters"
     )
-    problem = card_evaluation_problem(args, data)
+    problem = card_evaluation_problem(args.eval_num_samples, len(data.dataset))
     if problem:
         logger.warning(problem)
 
@@ -861,6 +801,32 @@ def main(argv: list[str] | None = None) -> int:
         return train(args, settings)
 
 
+def write_card(args, settings: RunSettings, accelerator, run, interrupt) -> None:
+    """The quick evaluation of the saved pipeline and its model card (the main process)."""
+    modality = settings.formulation.modality
+    evaluate_and_write_card(
+        args.output_dir,
+        settings.config(args),
+        CardEvaluation(
+            args.eval_num_samples,
+            args.eval_batch_size,
+            settings.ddpm_num_inference_steps,
+            seed=args.seed or 0,
+            # audio: DDIM on the mel images either way (the pipeline's own call vocodes every image)
+            sampler=args.eval_sampler if modality != "audio" else "fast",
+            dataset=dataset_info(args.dataset_name, args.train_data_dir, args.builtin_dataset, modality=modality),
+        ),
+        dataset=run.data.dataset,
+        dataset_name=run.data.name,
+        device=accelerator.device,
+        base_model=args.pretrained_model_name_or_path,
+        final_spectral_weights=run.regularizer.current_weights(),
+        vae_scaling_factor=run.codec.scaling_factor if run.codec is not None else None,
+        interrupt=interrupt,
+        log=logger,
+    )
+
+
 def train(args, settings: RunSettings) -> int:
     """`main` once the flags are checked, inside the output folder's lock: check the folder, set up, train, save."""
     check_output_dir(args, settings)
@@ -909,9 +875,7 @@ def train(args, settings: RunSettings) -> int:
             )
         if accelerator.is_main_process and not loop.interrupt.raised:
             with loop.main_process_work():  # the checkpoint of the last step is saved on a signal; resuming writes it
-                evaluate_and_write_card(
-                    args, settings, accelerator, run.data, run.regularizer, run.codec, loop.interrupt
-                )
+                write_card(args, settings, accelerator, run, loop.interrupt)
                 if args.push_to_hub and not loop.interrupt.raised:
                     hub.push_run(args, f"Step {loop.global_step}")
         return loop.finish(f"Saved the pipeline and its model card to {args.output_dir}")
