@@ -42,8 +42,10 @@ try:  # the pipelines/ folder is installed as diffusers_specreg.pipelines: fail 
     import diffusers_specreg.pipelines  # noqa: F401
 except ImportError as error:
     raise ImportError(f"{error}. Install the project first: pip install -e . (see README).") from error
+from diffusers_specreg.diffusion.registry import objective_class, objective_options
 from diffusers_specreg.formulations import Formulation, SchedulerSettings, formulation_choices, select_formulation
 from diffusers_specreg.latent import LatentCodec, check_latent_unet, load_vae
+from diffusers_specreg.metrics import spectral_band_errors
 from diffusers_specreg.objectives import build_objective
 from diffusers_specreg.pipelines_io import CUSTOM_PIPELINE_FILE_NAME
 from diffusers_specreg.regularizer import DEFAULT_WEIGHTS, SpectralRegularizer
@@ -236,8 +238,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     form = parser.add_argument_group("formulation")
     form.add_argument("--formulation", type=str, default="ddpm", choices=formulation_choices())
     form.add_argument("--edm_sigma_data", type=float, default=0.5)
-    form.add_argument("--edm_p_mean", type=float, default=-1.2)
-    form.add_argument("--edm_p_std", type=float, default=1.2)
+    for option in objective_options():  # each objective's own flags: --edm_p_mean, flow's --weighting_scheme, ...
+        form.add_argument(f"--{option.flag}", type=option.type, default=option.default, help=option.help)
+    form.add_argument("--flow_shift", type=float, default=None, help="Flow matching: σ shift (default 1.0).")
     # --- spectrally anisotropic forward noise (arXiv 2510.09660) ----------------------------------------------------
     sagd = parser.add_argument_group("anisotropic forward noise (SAGD, arXiv 2510.09660)")
     sagd.add_argument(
@@ -395,7 +398,8 @@ def derive_settings(args) -> RunSettings:
         noise_spectrum=spectrum,
         corrupt_band=parse_band(args.corrupt_band) if args.corrupt_band else None,
         builtin=builtin,
-        prediction_type=args.prediction_type or "epsilon",  # a fine-tuned scheduler's replaces it, see setup()
+        # the objective's default (DDPM: epsilon); a fine-tuned scheduler's replaces it, see setup()
+        prediction_type=args.prediction_type or objective_class(args.formulation).prediction_types[0],
         max_train_steps=max_train_steps,
         num_epochs=num_epochs,
         spectral_loss=spectral_loss,
@@ -465,12 +469,16 @@ def validate_args(args, settings: RunSettings) -> None:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
     if not (math.isfinite(settings.learning_rate) and settings.learning_rate > 0):
         raise ValueError(f"--learning_rate must be a finite number > 0, got {settings.learning_rate}.")
-    if args.modality == "audio" and args.formulation == "edm":
+    if args.modality == "audio" and args.formulation in ("edm", "flow"):
         raise ValueError(
             "--modality audio saves an AudioDiffusionPipeline, which samples DDPM/DDIM: use --formulation ddpm."
         )
-    if args.formulation == "edm" and settings.prediction_type == "sample":
-        raise ValueError("--formulation edm supports --prediction_type epsilon or v_prediction, not sample.")
+    allowed = objective_class(args.formulation).prediction_types
+    if settings.prediction_type not in allowed:
+        raise ValueError(
+            f"--formulation {args.formulation} supports --prediction_type {' or '.join(allowed)}, not"
+            f" {settings.prediction_type}."
+        )
     if args.spectral_max_timestep is not None and args.formulation != "ddpm":
         raise ValueError(
             "--spectral_max_timestep gates DDPM timesteps; with --formulation edm use --spectral_max_sigma."
@@ -589,6 +597,7 @@ def build_noise_scheduler(args, settings: RunSettings, pretrained):
         num_train_timesteps=args.ddpm_num_steps,
         beta_schedule=args.ddpm_beta_schedule,
         sigma_data=args.edm_sigma_data,
+        shift=args.flow_shift,
         pretrained_config=pretrained.scheduler_config if pretrained is not None else None,
     )
     return settings.formulation.build_scheduler(scheduler_settings)
@@ -962,8 +971,7 @@ def setup(args, settings: RunSettings, accelerator: Accelerator) -> tuple[Traini
         settings.formulation.objective,
         noise_scheduler,
         noise_fn=noise_fn,
-        edm_p_mean=args.edm_p_mean,
-        edm_p_std=args.edm_p_std,
+        **{option.flag: getattr(args, option.flag) for option in objective_options()},
     )
     regularizer = SpectralRegularizer.from_names(
         settings.spectral_loss,
@@ -1231,8 +1239,9 @@ def train(args, settings: RunSettings) -> int:
                 noisy = objective.noise_batch(clean, noise_rng.generator)
                 with accelerator.accumulate(model):
                     model_output = model(noisy.model_input, noisy.model_timesteps).sample
+                    x0_hat = objective.x0_hat(model_output, noisy)
                     base = objective.base_loss(model_output, noisy)
-                    terms = regularizer(noise_scheduler, model_output, noisy.noisy, noisy.timesteps, clean, base)
+                    terms = regularizer.terms(noisy, x0_hat, base)
                     loss = terms["loss"].mean()
                     finite = accelerator.reduce(torch.isfinite(loss.detach()).float(), reduction="sum")
                     updated = False  # a skipped batch (non-finite loss or gradient) changes no weight, EMA included
@@ -1249,8 +1258,10 @@ def train(args, settings: RunSettings) -> int:
                     global_step += 1
                     progress_bar.update(1)
                     # one device-to-host copy for all terms (a float() per term would sync the GPU once each)
-                    means = torch.stack([v.detach().float().mean() for v in terms.values()]).tolist()
-                    logs = dict(zip(terms, means))
+                    bands = {f"spectral_band/{k}": v for k, v in spectral_band_errors(x0_hat, clean).items()}
+                    values = {**terms, **bands}
+                    means = torch.stack([v.detach().float().mean() for v in values.values()]).tolist()
+                    logs = dict(zip(values, means))
                     logs.update({f"lambda/{k}": v for k, v in regularizer.current_weights().items()})
                     logs["lr"] = lr_scheduler.get_last_lr()[0]
                     logs["nonfinite/skipped_steps"] = guard.skipped

@@ -63,6 +63,7 @@ from .spectra import (
     radial_frequencies,
     radial_profile,
     rapsd,
+    spectral_band_errors,
     spectral_slope,
 )
 
@@ -97,6 +98,7 @@ __all__ = [
     "radial_frequencies",
     "radial_profile",
     "rapsd",
+    "spectral_band_errors",
     "spectral_slope",
     "wavelet_packet_transform",
 ]
