@@ -6,6 +6,7 @@ Every argument of that script works here with the same name, default and meaning
 
     --spectral_loss amplitude_phase          Fourier / wavelet losses on the predicted clean sample (arXiv 2603.02447)
     --formulation edm                        EDM training (arXiv 2206.00364), saved with an EDMPipeline
+    --formulation flow                       flow matching (arXiv 2209.03003), saved with a FlowMatchPipeline
     --noise_spectrum powerlaw:alpha=-0.04    coloured forward noise (SAGD, arXiv 2510.09660)
     --pretrained_model_name_or_path DIR      fine-tune a saved pipeline or UNet
     --vae_name_or_path AE_DIR                latent diffusion on a frozen AutoencoderKL's scaled latents (LDMPipeline)

@@ -248,6 +248,16 @@ def test_flow_run_saves_its_pipeline_scheduler_and_card(flow_run):
     assert f"*Samples drawn with {metrics['sampler']}.*" in card
 
 
+def test_the_evaluation_loads_the_folder_and_samples_with_euler(flow_run):
+    from diffusers_specreg.evaluate.sampling import load_pipeline, make_sampler
+
+    pipeline = load_pipeline(str(flow_run))  # trusted: its pipeline.py is the shipped pipelines/pipeline_flow.py
+    sample, description = make_sampler(pipeline, 2, "fast")
+    assert description == "Flow matching Euler (FlowMatchEulerDiscreteScheduler), 2 steps"
+    images = sample([torch.Generator().manual_seed(i) for i in range(2)])
+    assert images.shape == (2, 1, 16, 16) and -1 <= images.min() and images.max() <= 1
+
+
 def test_every_logging_step_has_the_per_band_error(flow_run, data, tmp_path):
     logged = scalars(flow_run / "logs")
     for band in ("low", "mid", "high"):
@@ -338,5 +348,7 @@ def test_fine_tune_a_flow_model_and_refuse_what_does_not_fit(flow_run, data, tmp
         run(data, tmp_path / "x", "--formulation", "flow", "--prediction_type", "epsilon")
     with pytest.raises(ValueError, match="use --formulation ddpm"):
         run(data, tmp_path / "y", "--formulation", "flow", "--modality", "audio")
+    with pytest.raises(ValueError, match="does not combine with --formulation flow"):
+        run(data, tmp_path / "v", "--formulation", "flow", "--vae_name_or_path", str(tmp_path / "vae"))
     with pytest.raises(ValueError, match="--noise_spectrum needs --formulation ddpm"):
         run(data, tmp_path / "z", "--formulation", "flow", "--noise_spectrum", "powerlaw:alpha=-0.5")
