@@ -22,9 +22,10 @@ several sessions; every evaluation is written as it finishes):
    the same recipe and seeds (DDIM-50, DPM-Solver++ 20; read from `benchmarks/results/fashion_mnist/evals/scratch/`,
    not retrained).
 
-Every flow model is sampled from the same initial noise with Euler at 20 and 50 steps (`FlowMatchEulerDiscreteScheduler`,
-the saved pipeline) and Heun at 10 and 25 steps (`FlowMatchHeunDiscreteScheduler`, 19 and 49 UNet evaluations: the
-equal-evaluation comparison that decides Euler vs Heun); DDPM models of study 1 with DDIM (eta 0) at 20 and 50 steps.
+Every flow model is sampled from the same initial noise with Euler at 20 and 50 steps
+(`FlowMatchEulerDiscreteScheduler`, the saved pipeline) and Heun at 10 and 25 steps (`FlowMatchHeunDiscreteScheduler`,
+19 and 49 UNet evaluations: the equal-evaluation comparison that decides Euler vs Heun); the DDPM models of study 1
+with DDIM (eta 0) at 20 and 50 steps.
 
 Files: runs in `benchmarks/runs/flow/` (git-ignored); one JSON per evaluation in `benchmarks/results/flow/evals/`,
 tables in `benchmarks/results/flow/<study>.txt`.

@@ -17,8 +17,8 @@ time - 1), then the median over rounds, so drifting machine load affects every c
 compute in float32 inside it), fp16 with a gradient scaler on CUDA. Writes
 `benchmarks/results/step_overhead_<device>[_<preset>_<resolution>][_<precision>].json`. Targets (issues 7 and 14):
 < 5% per step for every loss on the small UNet at 32x32 batch 16, < 2% on the default UNet. The rows `flow` and
-`flow_amplitude_phase` train the flow-matching objective on the same UNet (issue 21): the flow step is compared with the
-DDPM step, paired per round (target < 2%), and the spectral term's overhead on flow with its overhead on DDPM.
+`flow_amplitude_phase` train the flow-matching objective on the same UNet (issue 21): the flow step is compared with
+the DDPM step, paired per round (target < 2%), and the spectral term's overhead on flow with its overhead on DDPM.
 """
 
 from __future__ import annotations
@@ -157,16 +157,22 @@ def paired_percent(values: list[float], reference: list[float]) -> float:
 
 
 def flow_comparison(timings: dict[str, list[float]]) -> dict:
-    """The flow rows, paired per round: the flow step against the DDPM step (both without a spectral term), and the
-    amplitude_phase term's overhead on flow (against the flow step) beside its overhead on DDPM."""
+    """The flow rows, paired per round and printed: the flow step against the DDPM step (both without a spectral
+    term), and the amplitude_phase term's overhead on flow (against the flow step) beside its overhead on DDPM."""
     flow_vs_ddpm = paired_percent(timings["flow"], timings["none"])
-    return {
+    flow = {
         "flow_vs_ddpm_percent": flow_vs_ddpm,
         "spectral_on_flow_percent": paired_percent(timings["flow_amplitude_phase"], timings["flow"]),
         "spectral_on_ddpm_percent": paired_percent(timings["amplitude_phase"], timings["none"]),
         "target_percent": FLOW_TARGET_PERCENT,
         "target": "met" if flow_vs_ddpm < FLOW_TARGET_PERCENT else "missed",
     }
+    print(
+        f"flow step vs DDPM step (paired): {flow_vs_ddpm:.1f}% (target < {FLOW_TARGET_PERCENT:g}%: {flow['target']}); "
+        f"amplitude_phase overhead on flow {flow['spectral_on_flow_percent']:.1f}% vs on DDPM "
+        f"{flow['spectral_on_ddpm_percent']:.1f}%"
+    )
+    return flow
 
 
 def _synchronize(device: torch.device) -> None:
@@ -254,11 +260,6 @@ def main(argv=None) -> dict:
     verdict = "met" if worst < target_percent else "missed"
     print(f"largest paired overhead (DDPM): {worst:.1f}% (target < {target_percent:g}%: {verdict})")
     flow = flow_comparison(timings)
-    print(
-        f"flow step vs DDPM step (paired): {flow['flow_vs_ddpm_percent']:.1f}% (target < {FLOW_TARGET_PERCENT:g}%: "
-        f"{flow['target']}); amplitude_phase overhead on flow {flow['spectral_on_flow_percent']:.1f}% vs on DDPM "
-        f"{round_ratios['amplitude_phase']:.1f}%"
-    )
 
     record = {
         "benchmark": "step_overhead",

@@ -29,7 +29,8 @@ images = pipe(batch_size=4, num_inference_steps=50).images
 # Heun instead of Euler, on the same σ grid
 from diffusers import FlowMatchHeunDiscreteScheduler
 
-pipe.scheduler = FlowMatchHeunDiscreteScheduler(**{k: pipe.scheduler.config[k] for k in ("num_train_timesteps", "shift")})
+config = pipe.scheduler.config
+pipe.scheduler = FlowMatchHeunDiscreteScheduler(num_train_timesteps=config.num_train_timesteps, shift=config.shift)
 ```
 
 This file imports only `torch` and `diffusers`, so it works on its own.

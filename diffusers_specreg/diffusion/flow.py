@@ -86,7 +86,7 @@ def flow_sampler(pipeline, steps: int) -> tuple[Sampler, str]:
 
 
 class FlowObjective:
-    """Rectified-flow training (arXiv 2209.03003) as Diffusers' SD3 / Flux scripts do it (arXiv 2403.03206, §3).
+    """Rectified-flow training (arXiv 2209.03003) as Diffusers' SD3 / Flux scripts do it (arXiv 2403.03206, Sec. 3).
 
     x_t = (1 − σ)·x₀ + σ·ε, the UNet receives (x_t, σ·N) and predicts v = ε − x₀, x̂₀ = x_t − σ·v̂, and the loss is
     w(σ)·mean((v̂ − v)²) with w of `compute_loss_weighting_for_sd3`.
@@ -98,7 +98,8 @@ class FlowObjective:
             (others draw u uniformly); sigma_sqrt / cosmap weight the loss (others weight 1).
         logit_mean (`float`, defaults to 0.0): mean of the logit-normal density.
         logit_std (`float`, defaults to 1.0): its standard deviation.
-        mode_scale (`float`, defaults to 1.29): scale of the "mode" density (arXiv 2403.03206, Eq. 20).
+        mode_scale (`float`, defaults to 1.29): scale s of the "mode" density f_mode(u; s) (arXiv 2403.03206,
+            Sec. 3.1).
         noise_fn (`callable`, *optional*): forward noise, white by default (the saved pipeline samples white noise).
     """
 
@@ -204,7 +205,7 @@ class FlowObjective:
             device=device,
             generator=generator,
         )
-        # 2. x_t = (1 − σ)·x₀ + σ·ε and v = ε − x₀ (Eq. 1 and 3 of arXiv 2403.03206 with the rectified-flow path)
+        # 2. x_t = (1 − σ)·x₀ + σ·ε and v = ε − x₀ (the rectified-flow path, arXiv 2209.03003)
         noisy = fm.add_noise(clean, noise, sigmas).to(clean.dtype)
         target = fm.velocity(clean, noise)
         timesteps = fm.timesteps_from_sigmas(sigmas, self.num_train_timesteps)

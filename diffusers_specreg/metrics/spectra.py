@@ -190,7 +190,8 @@ def spectral_band_errors(
     """
     if prediction.shape != target.shape:
         raise ValueError(
-            f"`prediction` and `target` must have the same shape, got {list(prediction.shape)} and {list(target.shape)}."
+            f"`prediction` and `target` must have the same shape, got {list(prediction.shape)} and "
+            f"{list(target.shape)}."
         )
     error = fourier(prediction.detach().float() - target.detach().float())
     dims = spectral_dims(error)
