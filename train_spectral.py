@@ -6,6 +6,7 @@ Every argument of that script works here with the same name, default and meaning
 
     --spectral_loss amplitude_phase          Fourier / wavelet losses on the predicted clean sample (arXiv 2603.02447)
     --formulation edm                        EDM training (arXiv 2206.00364), saved with an EDMPipeline
+    --formulation flow                       flow matching (arXiv 2209.03003), saved with a FlowMatchPipeline
     --noise_spectrum powerlaw:alpha=-0.04    coloured forward noise (SAGD, arXiv 2510.09660)
     --pretrained_model_name_or_path DIR      fine-tune a saved pipeline or UNet
     --vae_name_or_path AE_DIR                latent diffusion on a frozen AutoencoderKL's scaled latents (LDMPipeline)
@@ -36,6 +37,7 @@ from diffusers_specreg.diffusion import registry
 from diffusers_specreg.diffusion.registry import objective_class
 from diffusers_specreg.evaluate import dataset_info
 from diffusers_specreg.losses import LOSS_NAMES
+from diffusers_specreg.metrics import spectral_band_errors
 from diffusers_specreg.noise import NoiseSpectrum, corrupt_band
 from diffusers_specreg.train import arguments, tracking
 from diffusers_specreg.train.entry import run_script
@@ -452,6 +454,7 @@ def build_noise_scheduler(args, settings: RunSettings, pretrained):
         num_train_timesteps=args.ddpm_num_steps,
         beta_schedule=args.ddpm_beta_schedule,
         sigma_data=args.edm_sigma_data,
+        shift=args.flow_shift,
         pretrained_config=pretrained.scheduler_config if pretrained is not None else None,
     )
     return settings.formulation.build_scheduler(scheduler_settings)
@@ -759,7 +762,7 @@ def end_of_epoch(args, settings, accelerator, run: Training, epoch: int, step: i
 
 
 def spectral_step(settings: RunSettings, run: Training, corrupt_strength: float):
-    """The training step: `batch -> {"loss": [B], "base": [B], <loss name>: [B]}`."""
+    """The training step: `batch -> {"loss": [B], "base": [B], <loss name>: [B], "spectral_band/<band>": []}`."""
     device, rng, objective = run.parts.accelerator.device, run.parts.rng, run.objective
 
     def step(data: dict) -> dict[str, torch.Tensor]:
@@ -771,7 +774,9 @@ def spectral_step(settings: RunSettings, run: Training, corrupt_strength: float)
         batch = objective.noise_batch(clean, rng.generator)
         model_output = run.parts.model(*objective.model_inputs(batch)).sample
         x0_hat = objective.x0_hat(model_output, batch)  # once per step: the base loss and the spectral terms share it
-        return run.regularizer.terms(batch, x0_hat, objective.base_loss(model_output, batch, x0_hat))
+        terms = run.regularizer.terms(batch, x0_hat, objective.base_loss(model_output, batch, x0_hat))
+        bands = spectral_band_errors(x0_hat, clean)  # no gradient: logged as spectral_band/<band>, not trained on
+        return terms | {f"spectral_band/{band}": error for band, error in bands.items()}
 
     return step
 

@@ -74,6 +74,7 @@ INCOMPATIBLE = (
     "ddpm_num_steps",
     "ddpm_beta_schedule",
     "edm_sigma_data",
+    "flow_shift",  # the flow σ grid: a new shift trains another schedule than the one saved
     "sample_rate",
     "n_fft",
     "hop_length",

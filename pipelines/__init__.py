@@ -6,6 +6,14 @@ trust_remote_code=True)` loads it without this package.
 """
 
 from .pipeline_edm import EDMPipeline
+from .pipeline_flow import FlowMatchPipeline
 from .pipeline_sagd import ColouredNoise, SAGDPipeline, ddpm_step_with_noise, spectrum_weights
 
-__all__ = ["ColouredNoise", "EDMPipeline", "SAGDPipeline", "ddpm_step_with_noise", "spectrum_weights"]
+__all__ = [
+    "ColouredNoise",
+    "EDMPipeline",
+    "FlowMatchPipeline",
+    "SAGDPipeline",
+    "ddpm_step_with_noise",
+    "spectrum_weights",
+]

@@ -177,3 +177,32 @@ def test_classifier_scores_coverage_and_confidence():
     assert summary["class_coverage"] == pytest.approx(0.1) and summary["class_counts"][0] == 30
     expected = torch.softmax(torch.tensor([5.0] + [0.0] * 9), 0)[0].item()
     assert summary["confidence"] == pytest.approx(expected) and summary["fd_cls"] > 1
+
+
+def test_flow_study_runs_evaluates_and_skips_what_is_done(tmp_path):
+    """A smoke run of bench_flow.py's demo study with tiny settings (2 steps, 8 samples), then a rerun that skips."""
+    import bench_flow
+
+    smoke = ["--study", "demo", "--seeds", "0", "--max_train_steps", "2", "--num_samples", "8"]
+    smoke += ["--samplers", "euler20", "heun10", "ddim20", "--threads", "1"]
+    smoke += ["--results_dir", str(tmp_path / "results"), "--runs_dir", str(tmp_path / "runs")]
+    assert bench_flow.main(smoke) == 0
+    evals = tmp_path / "results" / "evals" / "demo"
+    names = sorted(p.name for p in evals.glob("*.json"))
+    assert names == sorted(
+        [f"{v}-s0-{s}.json" for v in ("flow-mse", "flow-default") for s in ("euler20", "heun10")]
+        + [f"{v}-s0-ddim20.json" for v in ("ddpm-mse", "ddpm-default")]
+    )
+    heun = json.loads((evals / "flow-default-s0-heun10.json").read_text())
+    assert heun["unet_evaluations"] == 19 and heun["sampler"] == "FlowMatchPipeline, 10 steps"
+    assert 0 <= heun["sharp_fraction"] <= 1 and heun["fwd"] > 0
+    args = json.loads((tmp_path / "runs" / "demo" / "flow-default-s0" / "training_args.json").read_text())
+    assert args["formulation"] == "flow" and args["spectral_loss"] == ["amplitude_phase"]
+    table = (tmp_path / "results" / "demo.txt").read_text()
+    assert "flow-default" in table and "fwd/MSE" in table
+    # a rerun trains and evaluates nothing (finished runs skipped)
+    stamp = {p: p.stat().st_mtime_ns for p in evals.glob("*.json")}
+    assert bench_flow.main(smoke) == 0
+    assert {p: p.stat().st_mtime_ns for p in evals.glob("*.json")} == stamp
+    assert [f"{v}-s0" for v, *_ in bench_flow.study_runs("sweep", [0])][:1] == ["flow-alpha_bar-0.3-s0"]
+    assert len(bench_flow.study_runs("sweep", [0])) == 9 and len(bench_flow.study_runs("demo", [0, 1, 2])) == 12

@@ -136,14 +136,14 @@ def test_regularizer_gate_t_max_needs_variance_preserving_levels():
 def test_registry_builds_each_objective_with_its_options():
     from diffusers_specreg.diffusion.registry import build_objective, objective_class, objective_names
 
-    assert objective_names() == ["ddpm", "ddim", "edm"]
+    assert objective_names() == ["ddpm", "ddim", "edm", "flow"]
     assert objective_class("ddim") is DDPMObjective
     assert type(build_objective("ddim", DDPMScheduler())) is DDPMObjective
     edm = build_objective("edm", EDMEulerScheduler(), edm_p_mean=-1.0, edm_p_std=0.5)
     assert (edm.p_mean, edm.p_std) == (-1.0, 0.5)
     assert [option.flag for option in EDMObjective.options] == ["edm_p_mean", "edm_p_std"]
-    with pytest.raises(ValueError, match="formulation must be 'ddpm', 'ddim' or 'edm', got 'flow'"):
-        objective_class("flow")
+    with pytest.raises(ValueError, match="formulation must be 'ddpm', 'ddim', 'edm' or 'flow', got 'consistency'"):
+        objective_class("consistency")
 
 
 def test_kinds_of_the_objectives_hold_what_the_formulation_registry_held():
@@ -152,9 +152,10 @@ def test_kinds_of_the_objectives_hold_what_the_formulation_registry_held():
     from diffusers_specreg.kinds import PIPELINE_KINDS, PipelineKind, objective_choices
 
     assert formulations.Formulation is PipelineKind and formulations.FORMULATIONS is PIPELINE_KINDS
-    assert list(PIPELINE_KINDS) == ["ddpm", "edm", "sagd", "audio", "latent"] and objective_choices() == [
+    assert list(PIPELINE_KINDS) == ["ddpm", "edm", "flow", "sagd", "audio", "latent"] and objective_choices() == [
         "ddpm",
         "edm",
+        "flow",
     ]
     ddpm, edm = PIPELINE_KINDS["ddpm"], PIPELINE_KINDS["edm"]
     assert (ddpm.pipeline_class, ddpm.aliases, ddpm.pipeline_file, ddpm.objective) == (

@@ -31,6 +31,8 @@ KIND_FLAGS = {
     "ddpm": [],
     # EDM also runs the end-of-training evaluation through its own pipeline, with an EDM-weighted spectral loss
     "edm": "--formulation edm --spectral_loss amplitude --spectral_weighting edm --eval_num_samples 4".split(),
+    # flow matching (rectified flow), evaluated through its own Euler pipeline, with a spectral term
+    "flow": "--formulation flow --spectral_loss amplitude --eval_num_samples 4".split(),
     "sagd": ["--noise_spectrum", "powerlaw:alpha=-0.5"],
     "audio": AUDIO,
     # latent diffusion on a tiny AutoencoderKL (16x16 images -> 4x8x8 latents); {vae} and {latent_config} are
@@ -110,8 +112,8 @@ def test_every_kind_has_its_flags_and_a_usage_template():
     assert select_formulation("ddpm", "image", latent=True).name == "latent"
     with pytest.raises(ValueError, match="--formulation edm, a coloured --noise_spectrum"):
         select_formulation("edm", "image", coloured_noise=True, latent=True)
-    with pytest.raises(ValueError, match=r"\['ddpm', 'edm'\]"):
-        select_formulation("flow")
+    with pytest.raises(ValueError, match=r"\['ddpm', 'edm', 'flow'\]"):
+        select_formulation("consistency")
     with pytest.raises(ValueError, match="modality"):
         select_formulation("ddpm", "video")
 
@@ -134,6 +136,8 @@ def test_every_kind_trains_saves_and_loads_without_this_package(saved, tmp_path)
         assert call in card.split(f'from_pretrained("{folder.name}"', 1)[1].split("\n", 1)[0]
     metrics = json.loads((saved["edm"] / "evaluation" / "metrics.json").read_text())["pipelines"]["edm"]
     assert metrics["pipeline_class"] == "EDMPipeline" and metrics["sampler"] == "EDMPipeline, 2 steps"
+    metrics = json.loads((saved["flow"] / "evaluation" / "metrics.json").read_text())["pipelines"]["flow"]
+    assert metrics["pipeline_class"] == "FlowMatchPipeline" and metrics["sampler"] == "FlowMatchPipeline, 2 steps"
 
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
     result = subprocess.run(
@@ -146,7 +150,7 @@ def test_every_kind_trains_saves_and_loads_without_this_package(saved, tmp_path)
     )
     assert result.returncode == 0, result.stderr[-4000:]
     shapes = json.loads(result.stdout.split("SHAPES ", 1)[1])
-    for kind in ("ddpm", "edm", "sagd"):
+    for kind in ("ddpm", "edm", "sagd", "flow"):
         assert shapes[kind] == [2, 16, 16, 1] and shapes[kind + "_class"] == FORMULATIONS[kind].pipeline_class
     # audio: two 16x16 mel images and two Griffin-Lim waveforms of 15 hops
     assert shapes["audio"] == [2, 16, 16, 2, 1, 32 * 15]

@@ -76,5 +76,5 @@ def test_edm_loss_is_weighted_denoiser_error():
 
 
 def test_unknown_formulation_names_the_choices():
-    with pytest.raises(ValueError, match="'ddpm', 'ddim' or 'edm'"):
-        build_objective("flow", DDPMScheduler())
+    with pytest.raises(ValueError, match="'ddpm', 'ddim', 'edm' or 'flow'"):
+        build_objective("consistency", DDPMScheduler())

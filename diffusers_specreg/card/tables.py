@@ -150,6 +150,25 @@ CITATIONS = {
         "  year      = {2022}\n"
         "}",
     ),
+    "2209.03003": (
+        "Rectified flow (flow matching)",
+        "@inproceedings{liu2023flow,\n"
+        "  title     = {Flow Straight and Fast: Learning to Generate and Transfer Data with Rectified Flow},\n"
+        "  author    = {Liu, Xingchao and Gong, Chengyue and Liu, Qiang},\n"
+        "  booktitle = {International Conference on Learning Representations},\n"
+        "  year      = {2023}\n"
+        "}",
+    ),
+    "2403.03206": (
+        "Timestep sampling and loss weighting of flow matching (SD3)",
+        "@inproceedings{esser2024scaling,\n"
+        "  title     = {Scaling Rectified Flow Transformers for High-Resolution Image Synthesis},\n"
+        '  author    = {Esser, Patrick and Kulal, Sumith and Blattmann, Andreas and Entezari, Rahim and M{\\"u}ller, Jonas'
+        " and others},\n"
+        "  booktitle = {International Conference on Machine Learning},\n"
+        "  year      = {2024}\n"
+        "}",
+    ),
     "1910.11480": (
         "Multi-resolution STFT distance (audio evaluation)",
         "@inproceedings{yamamoto2020parallel,\n"

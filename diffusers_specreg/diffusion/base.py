@@ -36,6 +36,8 @@ class SchedulerSettings:
         sigma_data (`float`, defaults to `0.5`): EDM data standard deviation σ_data.
         pretrained_config (`dict`, *optional*): the scheduler config of a pipeline being fine-tuned (DDPM kinds reuse
             it, with `prediction_type` replaced).
+        shift (`float`, *optional*): flow matching's σ shift (`FlowMatchEulerDiscreteScheduler(shift=...)`); `None`:
+            the fine-tuned scheduler's, else 1.0.
     """
 
     prediction_type: Literal["epsilon", "sample", "v_prediction"] = "epsilon"
@@ -43,6 +45,7 @@ class SchedulerSettings:
     beta_schedule: str = "linear"
     sigma_data: float = 0.5
     pretrained_config: dict | None = None
+    shift: float | None = None
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,10 @@ from collections.abc import Callable, Iterator
 from .base import NoiseFn
 from .ddpm import DDPMObjective
 from .edm import EDMObjective
+from .flow import FlowObjective
 
 # The registered objectives, in the order `--formulation` lists them
-OBJECTIVES: tuple[type, ...] = (DDPMObjective, EDMObjective)
+OBJECTIVES: tuple[type, ...] = (DDPMObjective, EDMObjective, FlowObjective)
 
 # what else follows the registry (kinds.PIPELINE_KINDS): `listener(cls)` adds cls and returns how to take it out again
 _listeners: list[Callable[[type], Callable[[], None]]] = []
@@ -23,6 +24,12 @@ _listeners: list[Callable[[type], Callable[[], None]]] = []
 def objective_names() -> list[str]:
     """Every name `build_objective` accepts: each objective's `name`, then its `other_names` (e.g. "ddim")."""
     return [name for cls in OBJECTIVES for name in (cls.name, *cls.other_names)]
+
+
+def objective_options() -> list:
+    """Every registered objective's own command-line settings (`Option`s, in registry order): the flags a training
+    script adds for them, e.g. `--edm_p_mean` or flow's `--weighting_scheme`."""
+    return [option for cls in OBJECTIVES for option in cls.options]
 
 
 def objective_class(name: str) -> type:
@@ -53,7 +60,7 @@ def build_objective(
     """The objective called `formulation`, with its scheduler, forward noise and its own options.
 
     Args:
-        formulation (`str`): a registered name, `objective_names()` ("ddpm", "ddim" or "edm").
+        formulation (`str`): a registered name, `objective_names()` ("ddpm", "ddim", "edm" or "flow").
         scheduler (`SchedulerMixin`): the objective's scheduler (`cls.make_scheduler(settings)`).
         noise_fn (`callable`, *optional*): `(shape, generator, device) -> noise`; white noise by default.
         edm_p_mean (`float`, defaults to -1.2): `--edm_p_mean`, the EDM objective's mean of ln σ.

@@ -66,6 +66,7 @@ from .spectra import (
     radial_frequencies,
     radial_profile,
     rapsd,
+    spectral_band_errors,
     spectral_slope,
 )
 
@@ -106,6 +107,7 @@ __all__ = [
     "radial_frequencies",
     "radial_profile",
     "rapsd",
+    "spectral_band_errors",
     "spectral_slope",
     "wavelet_packet_transform",
 ]

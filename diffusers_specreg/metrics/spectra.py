@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..transforms import radial_frequency
+from ..transforms import fourier, radial_frequency, spectral_dims
 from .frechet import FrechetWaveletDistance
 from .inputs import ArrayLike, PowerSpectrum, as_1d_array, as_float_tensor, iter_batches
 
@@ -162,6 +162,51 @@ def _band_items(bands: Mapping[str, tuple[float, float]] | Sequence[tuple[float,
     bands = list(bands)
     names = ["low", "mid", "high"] if len(bands) == 3 else [f"band{i}" for i in range(len(bands))]
     return list(zip(names, bands))
+
+
+@torch.no_grad()
+def spectral_band_errors(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    bands: Mapping[str, tuple[float, float]] | Sequence[tuple[float, float]] = DEFAULT_BANDS,
+) -> dict[str, torch.Tensor]:
+    r"""
+    Squared error of a prediction in each radial frequency band: the training log's per-band view of x̂₀ − x₀.
+
+    `E_band = mean over the batch, the channels and the DFT bins of the band of |DFT(prediction − target)|²` with the
+    orthonormal DFT (`transforms.fourier`), so by Parseval the bin-count-weighted mean of the bands is the pixel MSE.
+    A bin belongs to band `[lo, hi)` when its radial frequency as a fraction of Nyquist (`radial_frequency` / 0.5) lies
+    in it; the last band also holds the bins beyond Nyquist (the grid's corners, up to √2), so the bands partition
+    the grid. Computed without gradients, on the device of the inputs (no host copy: the caller reads the values).
+
+    Args:
+        prediction (`torch.Tensor` of shape `[B, C, H, W]` or `[B, C, T]`): e.g. x̂₀.
+        target (`torch.Tensor` of the same shape): e.g. x₀.
+        bands (`dict[str, tuple[float, float]]` or sequence of pairs, defaults to `DEFAULT_BANDS`): band edges as
+            fractions of Nyquist, low/mid/high thirds by default (the bands of `log_rapsd_distance`).
+
+    Returns:
+        `dict[str, torch.Tensor]`: one float32 scalar per band name (a band without bins is `nan`).
+    """
+    if prediction.shape != target.shape:
+        raise ValueError(
+            f"`prediction` and `target` must have the same shape, got {list(prediction.shape)} and "
+            f"{list(target.shape)}."
+        )
+    error = fourier(prediction.detach().float() - target.detach().float())
+    dims = spectral_dims(error)
+    power = error.abs().square().flatten(0, error.ndim - len(dims) - 1).mean(0)
+    fraction = radial_frequency(tuple(power.shape)) / 0.5  # on the CPU: the masks and bin counts need no device sync
+    items = _band_items(bands)
+    result = {}
+    for index, (name, (low, high)) in enumerate(items):
+        mask = fraction >= low
+        if index < len(items) - 1:
+            mask = mask & (fraction < high)
+        count = int(mask.sum())
+        band_sum = (power * mask.to(device=power.device, dtype=power.dtype)).sum()
+        result[name] = band_sum / count if count else power.new_tensor(float("nan"))
+    return result
 
 
 def log_rapsd_distance(

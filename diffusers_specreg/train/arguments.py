@@ -160,6 +160,7 @@ def add_spectral_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     form.add_argument("--edm_sigma_data", type=float, default=0.5)
     for option in (option for cls in registry.OBJECTIVES for option in cls.options):  # each objective's own flags
         form.add_argument(f"--{option.flag}", type=option.type, default=option.default, help=option.help)
+    form.add_argument("--flow_shift", type=float, default=None, help="Flow matching: σ shift (default 1.0).")
     # --- spectrally anisotropic forward noise (arXiv 2510.09660) ----------------------------------------------------
     sagd = parser.add_argument_group("anisotropic forward noise (SAGD, arXiv 2510.09660)")
     sagd.add_argument(
