@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 # Folder patterns are given twice: at the top of the output folder and below it (fnmatch `*` crosses "/").
 CHECKPOINT_PATTERNS = ("checkpoint-*", "*/checkpoint-*", ".tmp-checkpoint-*", "*/.tmp-checkpoint-*")
 # `*.tmp` files, the record of which files a training run wrote and the lock of the run writing there
-# (diffusers_specreg.run_settings.OUTPUTS_FILE, LOCK_FILE)
+# (diffusers_specreg.train.output_dir.OUTPUTS_FILE, train.lock.LOCK_FILE)
 TEMPORARY_PATTERNS = ("*.tmp", ".train_spectral_outputs.json", ".train_spectral.lock")
 # upload_folder refuses any file under a `.cache/` or `.git/` folder (huggingface_hub FORBIDDEN_FOLDERS)
 FORBIDDEN_PATTERNS = (".cache/*", "*/.cache/*", ".git/*", "*/.git/*")

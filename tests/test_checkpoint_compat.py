@@ -50,3 +50,17 @@ def test_a_pre_issue_20_checkpoint_resumes_to_the_same_weights(kind, tmp_path, m
     assert reached.keys() == expected.keys()
     for key in expected:
         torch.testing.assert_close(reached[key], expected[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_a_script_s_own_incompatible_flags_are_refused_on_resume(caplog):
+    from diffusers_specreg.train import manifest
+    from diffusers_specreg.train.checkpoint import read_run_settings
+
+    checkpoint = FIXTURES / "autoencoder" / "checkpoint-2"
+    current = read_run_settings(str(checkpoint))
+    current["latent_regularizer"] = ["esm"]
+    with caplog.at_level(logging.WARNING):
+        manifest.check_resume_settings(str(checkpoint), current)  # by default only a changed setting: a warning
+    assert "--latent_regularizer" in caplog.text
+    with pytest.raises(ValueError, match=r"--latent_regularizer: \[\"kl\"\] in the checkpoint, \[\"esm\"\] now"):
+        manifest.check_resume_settings(str(checkpoint), current, incompatible=("latent_regularizer",))

@@ -19,7 +19,7 @@ CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
 TRAINING_STATE_FILE = "training_state.json"  # the run state (global step), as before
 CHECKPOINT_MANIFEST_FILE = "checkpoint.json"  # the completeness marker: written last, lists every file with its size
-RUN_SETTINGS_FILE = "run_settings.json"  # the run's settings, compared on resume (see `run_settings`)
+RUN_SETTINGS_FILE = "run_settings.json"  # the run's settings, compared on resume (see `train.manifest`)
 
 
 class CheckpointError(ValueError):
@@ -191,7 +191,7 @@ def save_checkpoint(
             `save_pretrained` into `name/`, anything else with a `state_dict()` of tensors as `name.safetensors`.
             Read back with `load_checkpoint`.
         settings (`dict`, *optional*): the run's settings (JSON), saved as `run_settings.json` and compared on
-            resume (`diffusers_specreg.run_settings.compare_settings`).
+            resume (`diffusers_specreg.train.manifest.compare_settings`).
     """
     from safetensors.torch import save_file
 
