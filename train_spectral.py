@@ -563,6 +563,13 @@ def check_output_dir(args, settings: RunSettings) -> None:
     )
 
 
+def hub_target(args) -> hub.HubTarget | None:
+    """Where `--push_to_hub` uploads the run's folder; None without it."""
+    if not args.push_to_hub:
+        return None
+    return hub.HubTarget(args.output_dir, args.hub_model_id, args.hub_token, args.hub_private_repo, args.logging_dir)
+
+
 def optimizer_settings(args) -> dict:
     """AdamW's settings besides the learning rate (also re-applied on resume, so changed flags take effect)."""
     return dict(betas=(args.adam_beta1, args.adam_beta2), weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)
@@ -1132,7 +1139,7 @@ def end_of_epoch(
     if epoch % args.save_model_epochs == 0 or last:
         save_pipeline(args, settings, unet, run.noise_scheduler, run.ema_model, run.mel, run.pipeline_vae)
         if args.push_to_hub and not last and not interrupt.raised:
-            hub.push_run(args, f"Epoch {epoch}")
+            hub.push_run(hub_target(args), f"Epoch {epoch}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1148,8 +1155,16 @@ def main(argv: list[str] | None = None) -> int:
 def train(args, settings: RunSettings) -> int:
     """`main` once the flags are checked, inside the output folder's lock: check the folder, set up, train, save."""
     check_output_dir(args, settings)
-    hub.check_push_run(args)
-    accelerator = training.make_accelerator(args, logger)
+    hub.check_push_run(hub_target(args))
+    accelerator = training.make_accelerator(
+        logger=logger,
+        output_dir=args.output_dir,
+        logging_dir=args.logging_dir,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=args.logger,
+        seed=args.seed,
+    )
 
     # 1. setup: data, model, scheduler, objective, optimiser; then the checkpoint to resume from
     run, settings = setup(args, settings, accelerator)
@@ -1286,7 +1301,7 @@ def train(args, settings: RunSettings) -> int:
             try:
                 evaluate_and_write_card(args, settings, accelerator, run.data, regularizer, run.codec, interrupt)
                 if args.push_to_hub and not interrupt.raised:
-                    hub.push_run(args, f"Step {global_step}")
+                    hub.push_run(hub_target(args), f"Step {global_step}")
             except training.TrainingInterrupted:
                 pass  # the checkpoint of the last step is saved below; resuming it writes the card
         training.wait_for_main_process(accelerator)  # however long the evaluation and upload take

@@ -40,26 +40,43 @@ def choose_cpu_threads(env: dict, local_processes: int, cpu_count: int | None) -
     return threads, f"{cpu_count or 1} cores / {max(1, local_processes)} process(es) on this machine"
 
 
-def make_accelerator(args, logger) -> Accelerator:
-    """The `Accelerator` of a training script (`--gradient_accumulation_steps`, `--mixed_precision`, `--logger`,
-    `--output_dir`/`--logging_dir`), with logging set up, the CPU threads chosen (logged to `logger`) and `--seed`."""
+def make_accelerator(
+    *,
+    logger,
+    output_dir: str,
+    logging_dir: str = "logs",
+    gradient_accumulation_steps: int = 1,
+    mixed_precision: str = "no",
+    log_with: str | None = "tensorboard",
+    seed: int | None = None,
+) -> Accelerator:
+    """The `Accelerator` of a training script, with logging set up, the CPU threads chosen (logged to `logger`) and
+    the seed set.
+
+    Args:
+        logger (`logging.Logger`): where the CPU thread count is logged (the script's logger).
+        output_dir (`str`): `--output_dir`, the project folder.
+        logging_dir (`str`, defaults to `"logs"`): `--logging_dir`, the trackers' folder, relative to `output_dir`.
+        gradient_accumulation_steps (`int`, defaults to 1): `--gradient_accumulation_steps`.
+        mixed_precision (`str`, defaults to `"no"`): `--mixed_precision` ("no", "fp16" or "bf16").
+        log_with (`str`, *optional*, defaults to `"tensorboard"`): `--logger`, the tracker ("tensorboard", "wandb").
+        seed (`int`, *optional*): `--seed`; when given, `set_seed(seed, device_specific=True)`.
+    """
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
 
     accelerator = Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        log_with=args.logger,
-        project_config=ProjectConfiguration(
-            project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
-        ),
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        mixed_precision=mixed_precision,
+        log_with=log_with,
+        project_config=ProjectConfiguration(project_dir=output_dir, logging_dir=os.path.join(output_dir, logging_dir)),
     )
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     threads = configure_cpu_threads(int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes)))
     if threads:
         logger.info(threads)
-    if args.seed is not None:
-        set_seed(args.seed, device_specific=True)
+    if seed is not None:
+        set_seed(seed, device_specific=True)
     return accelerator
 
 
