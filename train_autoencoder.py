@@ -22,13 +22,10 @@ import json
 import logging
 import math
 import os
-import sys
 
 import torch
 from accelerate.logging import get_logger
 from diffusers import AutoencoderKL
-from diffusers.optimization import get_scheduler
-from tqdm.auto import tqdm
 
 from diffusers_specreg import hub, run_settings, training
 from diffusers_specreg.autoencoder import (
@@ -46,9 +43,14 @@ from diffusers_specreg.autoencoder import (
     measure_scaling_factor,
     plot_latent_spectrum,
 )
-from diffusers_specreg.data import BUILTIN_DATASETS, DataError, build_image_dataset
+from diffusers_specreg.card.autoencoder import write_autoencoder_card
+from diffusers_specreg.data import BUILTIN_DATASETS, build_image_dataset
 from diffusers_specreg.pipelines_io import save_model
 from diffusers_specreg.spectrum_matching import DSM_BLOCK, DSM_KS, DSMSampler, EncodingSpectrumMatching
+from diffusers_specreg.train import arguments
+from diffusers_specreg.train.entry import run_script
+from diffusers_specreg.train.loop import CheckpointPolicy, LoopHooks, TrainingLoop, prepare
+from diffusers_specreg.train.tracking import log_reconstructions
 
 logger = get_logger(__name__, log_level="INFO")
 _STATE = {"training_started": False}  # errors before this is set are bad input: one line, exit code 2
@@ -68,24 +70,10 @@ AUTOENCODER_INCOMPATIBLE = ("latent_regularizer", "model_preset", "pretrained_mo
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    data = parser.add_argument_group("data (as train_unconditional.py)")
-    data.add_argument("--dataset_name", type=str, default=None, help="A `datasets` dataset (Hub id or local).")
-    data.add_argument("--dataset_config_name", type=str, default=None)
-    data.add_argument("--train_data_dir", type=str, default=None, help="A folder of images (searched recursively).")
-    data.add_argument(
-        "--image_column",
-        type=str,
-        default=None,
-        help="The --dataset_name column to train on (default 'image', as train_unconditional.py, else the only image "
-        "column).",
+    data = arguments.add_data_arguments(
+        parser.add_argument_group("data (as train_unconditional.py)"),
+        "Image size (default 32; a pretrained VAE's sample_size).",
     )
-    data.add_argument("--cache_dir", type=str, default=None)
-    data.add_argument(
-        "--resolution", type=int, default=None, help="Image size (default 32; a pretrained VAE's sample_size)."
-    )
-    data.add_argument("--center_crop", action="store_true", default=False)
-    data.add_argument("--random_flip", action="store_true", default=False)
-    data.add_argument("--dataloader_num_workers", type=int, default=0)
     data.add_argument("--builtin_dataset", type=str, default="photos", choices=BUILTIN_DATASETS)
     data.add_argument("--builtin_num_samples", type=int, default=1024, help="Number of built-in images.")
     data.add_argument(
@@ -117,14 +105,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sched.add_argument("--max_train_steps", type=int, default=None, help="Stop after this many optimiser steps.")
     sched.add_argument("--gradient_accumulation_steps", type=int, default=1)
     sched.add_argument("--validation_steps", type=int, default=200, help="Log reconstruction grids every N steps.")
-    optim = parser.add_argument_group("optimiser (the authors': AdamW 0.9/0.999, weight decay 0.005, clip 1.0)")
-    optim.add_argument("--learning_rate", type=float, default=1e-4)
-    optim.add_argument("--lr_scheduler", type=str, default="constant_with_warmup")
-    optim.add_argument("--lr_warmup_steps", type=int, default=100)
-    optim.add_argument("--adam_beta1", type=float, default=0.9)
-    optim.add_argument("--adam_beta2", type=float, default=0.999)
-    optim.add_argument("--adam_weight_decay", type=float, default=0.005)
-    optim.add_argument("--adam_epsilon", type=float, default=1e-08)
+    optim = arguments.add_optimizer_arguments(
+        parser.add_argument_group("optimiser (the authors': AdamW 0.9/0.999, weight decay 0.005, clip 1.0)"),
+        learning_rate=1e-4,
+        lr_scheduler="constant_with_warmup",
+        lr_warmup_steps=100,
+        adam_beta1=0.9,
+        adam_weight_decay=0.005,
+    )
     optim.add_argument("--max_grad_norm", type=float, default=1.0)
     loss = parser.add_argument_group("loss (Spectrum Matching, arXiv 2603.14645)")
     loss.add_argument(
@@ -160,19 +148,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     loss.add_argument(
         "--scaling_batches", type=int, default=4, help="Training batches to measure 1/std of the latents on."
     )
-    hub = parser.add_argument_group("Hub (as train_unconditional.py)")
-    hub.add_argument("--push_to_hub", action="store_true")
-    hub.add_argument("--hub_token", type=str, default=None, help="Avoid; `hf auth login` or HF_TOKEN is used.")
-    hub.add_argument("--hub_model_id", type=str, default=None)
-    hub.add_argument("--hub_private_repo", action="store_true")
-    log = parser.add_argument_group("logging and checkpoints (as train_unconditional.py)")
-    log.add_argument("--logger", type=str, default="tensorboard", choices=["tensorboard", "wandb"])
-    log.add_argument("--logging_dir", type=str, default="logs")
-    log.add_argument("--local_rank", type=int, default=-1, help="Set by the launcher.")
-    log.add_argument("--mixed_precision", type=str, default="no", choices=["no", "fp16", "bf16"])
-    log.add_argument("--checkpointing_steps", type=int, default=500)
-    log.add_argument("--checkpoints_total_limit", type=int, default=None)
-    log.add_argument("--resume_from_checkpoint", type=str, default=None, help="A checkpoint path or 'latest'.")
+    arguments.add_hub_arguments(parser.add_argument_group("Hub (as train_unconditional.py)"))
+    log = arguments.add_logging_arguments(
+        parser.add_argument_group("logging and checkpoints (as train_unconditional.py)")
+    )
+    arguments.add_checkpoint_arguments(log)
     log.add_argument("--seed", type=int, default=None)
     log.add_argument("--max_nonfinite_steps", type=int, default=5)
     args = parser.parse_args(argv)
@@ -327,107 +307,6 @@ def check_grid(args, resolution: int, factor: int) -> None:
         raise ValueError(f"--latent_regularizer esm needs a latent of at least 2x2; raise --resolution {resolution}.")
 
 
-def log_reconstructions(accelerator, vae, images: torch.Tensor, step: int) -> None:
-    """Originals (top) and reconstructions (bottom) to TensorBoard."""
-    if args_logger(accelerator) != "tensorboard":
-        return
-    with torch.no_grad():
-        reconstruction = vae.decode(vae.encode(images.to(vae.device, vae.dtype)).latent_dist.mode()).sample
-    grid = torch.cat([images.cpu().float(), reconstruction.cpu().float().clamp(-1, 1)])
-    pixels = ((grid + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-    accelerator.get_tracker("tensorboard", unwrap=True).add_images("reconstructions", pixels, step)
-
-
-def args_logger(accelerator) -> str | None:
-    names = [tracker.name for tracker in accelerator.trackers]
-    return names[0] if names else None
-
-
-def write_card(args, output_dir: str, result: dict, scaling_factor: float, data_description: str, steps: int) -> None:
-    """README.md: what was trained, the held-out PSNR and spectral slopes, the ESM plot, how to use it."""
-    from diffusers_specreg.model_card import (
-        CITATIONS,
-        is_hub_id,
-        publishable_path,
-        redact_config,
-        render_config_table,
-    )
-
-    regularizers = ", ".join(args.latent_regularizer) or "none"
-    weights = []
-    if "kl" in args.latent_regularizer:
-        weights.append(f"KL weight {args.kl_weight:g}")
-    if "esm" in args.latent_regularizer:
-        weights.append(f"ESM weight {args.esm_weight:g} (δ = {args.esm_delta:g})")
-    if "dsm" in args.latent_regularizer:
-        weights.append(f"DSM k drawn from {args.dsm_ks}")
-    perceptual = f"LPIPS (weight {args.perceptual_weight:g})" if args.perceptual_loss == "lpips" else "none"
-    base = args.pretrained_model_name_or_path
-    shown_base = publishable_path(base, output_dir)  # local paths relative to the folder, the home folder as ~
-    for source in (args.train_data_dir, args.dataset_name):
-        if source:
-            data_description = data_description.replace(source, publishable_path(source, output_dir))
-    config = redact_config({k: v for k, v in vars(args).items() if k != "local_rank"}, output_dir)
-    repo = args.hub_model_id or os.path.basename(os.path.abspath(output_dir))
-    key = "2603.14645"
-    card = f"""---
-library_name: diffusers
-tags:
-- diffusers
-- diffusers-specreg
-- autoencoder
-- spectrum-matching
-{f"base_model: {base}" if is_hub_id(base) and "/" in base else ""}
----
-
-# AutoencoderKL with Spectrum Matching ({regularizers})
-
-An `AutoencoderKL` for latent diffusion trained with `train_autoencoder.py` of diffusers-specreg
-{f"(fine-tuned from `{shown_base}`) " if base else ""}on {data_description}, {steps} steps at {args.resolution}x{args.resolution}.
-Latent regularizers: **{regularizers}** ({"; ".join(weights) or "none"}); reconstruction loss L1, perceptual
-loss {perceptual}; no PatchGAN.
-
-`scaling_factor` = **{scaling_factor:.5f}** (1/std of sampled latents on {args.scaling_batches} training batches).
-
-## Evaluation ({args.num_validation_images} held-out images)
-
-| Metric | Value |
-| --- | --- |
-| Reconstruction PSNR (dB) | {result["psnr"]:.2f} |
-| Latent spectral slope | {result["latent_slope"]:.3f} |
-| Image spectral slope (blurred, latent grid) | {result["image_slope"]:.3f} |
-| Latent shape | {" x ".join(map(str, result["latent_shape"]))} |
-
-![latent vs image spectrum](latent_spectrum.png)
-
-## Usage
-
-```python
-from diffusers import AutoencoderKL
-
-vae = AutoencoderKL.from_pretrained("{repo}")
-latents = vae.encode(images).latent_dist.sample() * vae.config.scaling_factor  # images in [-1, 1]
-images = vae.decode(latents / vae.config.scaling_factor).sample
-```
-
-Stage 2: `accelerate launch train_spectral.py --vae_name_or_path {repo} ...`
-
-## Training configuration
-
-{render_config_table(config)}
-
-## Citation
-
-{CITATIONS[key][0]} (arXiv {key}):
-
-```bibtex
-{CITATIONS[key][1]}
-```
-"""
-    with open(os.path.join(output_dir, "README.md"), "w", encoding="utf-8") as f:
-        f.write(card)
-
-
 def finish(args, accelerator, vae, train_dataset, held_out: torch.Tensor, data_description: str, step: int) -> dict:
     """Scaling factor on training batches, save_pretrained, held-out evaluation, ESM plot, card (main process)."""
     vae.eval()
@@ -452,7 +331,7 @@ def finish(args, accelerator, vae, train_dataset, held_out: torch.Tensor, data_d
     os.makedirs(os.path.join(args.output_dir, "evaluation"), exist_ok=True)
     with open(os.path.join(args.output_dir, "evaluation", "autoencoder.json"), "w") as f:
         json.dump(result, f, indent=2)
-    write_card(args, args.output_dir, result, scaling_factor, data_description, step)
+    write_autoencoder_card(args.output_dir, vars(args), result, scaling_factor, data_description, step)
     return result
 
 
@@ -464,13 +343,10 @@ def main(argv: list[str] | None = None) -> int:
         return train(args)
 
 
-def train(args) -> int:
-    """`main` once the flags are checked, inside the output folder's lock: check the folder, set up, train, save."""
-    check_output_dir(args)
-    hub.check_push_run(hub_target(args))
-    training.main_process_timeout()  # SPECREG_MAIN_PROCESS_TIMEOUT, checked before training
-
-    # 1. model and data: every bad input fails here, before training
+def build(args):
+    """The autoencoder, the data (training and held-out parts) and the loss: every bad input fails here, before
+    training. Sets `args.resolution` (a pretrained VAE's sample size when not given). `(vae, data, train, held_out,
+    loss_fn, factor)`."""
     pretrained = load_vae(args)
     if pretrained is not None:
         resolution = args.resolution or pretrained.config.sample_size
@@ -521,7 +397,20 @@ def train(args) -> int:
         perceptual=perceptual,
         perceptual_weight=args.perceptual_weight,
     )
+    return vae, data, train_dataset, held_out_dataset, loss_fn, factor
 
+
+def optimizer_settings(args) -> dict:
+    """AdamW's settings besides the learning rate (also re-applied on resume, so changed flags take effect)."""
+    return dict(betas=(args.adam_beta1, args.adam_beta2), weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)
+
+
+def train(args) -> int:
+    """`main` once the flags are checked, inside the output folder's lock: check the folder, set up, train, save."""
+    check_output_dir(args)
+    hub.check_push_run(hub_target(args))
+    training.main_process_timeout()  # SPECREG_MAIN_PROCESS_TIMEOUT, checked before training
+    vae, data, train_dataset, held_out_dataset, loss_fn, factor = build(args)
     accelerator = training.make_accelerator(
         logger=logger,
         output_dir=args.output_dir,
@@ -531,51 +420,29 @@ def train(args) -> int:
         log_with=args.logger,
         seed=args.seed,
     )
-
     model = EncodeDecode(vae)
     model.train()
-    optimizer = torch.optim.AdamW(
-        vae.parameters(),
-        lr=args.learning_rate,
-        betas=(args.adam_beta1, args.adam_beta2),
-        weight_decay=args.adam_weight_decay,
-        eps=args.adam_epsilon,
-    )
-    sampler = training.EpochShuffleSampler(len(train_dataset), args.seed or 0)
-    train_dataloader = torch.utils.data.DataLoader(
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=args.learning_rate, **optimizer_settings(args))
+    parts, schedule = prepare(
+        accelerator,
+        model,
+        optimizer,
         train_dataset,
         batch_size=args.train_batch_size,
-        sampler=sampler,
         num_workers=args.dataloader_num_workers,
-        worker_init_fn=training.ignore_interrupts_in_worker if args.dataloader_num_workers else None,
-    )
-    updates_per_epoch = math.ceil(
-        math.ceil(len(train_dataset) / (args.train_batch_size * accelerator.num_processes))
-        / args.gradient_accumulation_steps
-    )
-    max_train_steps = args.max_train_steps or (args.num_epochs or 10) * updates_per_epoch
-    num_epochs = math.ceil(max_train_steps / updates_per_epoch)
-    warning = training.warmup_warning(args.lr_warmup_steps, max_train_steps)
-    if warning:
-        logger.warning(warning)
-    lr_scheduler = get_scheduler(
-        args.lr_scheduler,
-        optimizer=optimizer,
-        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=max_train_steps * accelerator.num_processes,
-    )
-    model, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
-        model, optimizer, train_dataloader, lr_scheduler
+        seed=args.seed,
+        lr_scheduler=args.lr_scheduler,
+        lr_warmup_steps=args.lr_warmup_steps,
+        max_train_steps=args.max_train_steps,
+        num_epochs=args.num_epochs or 10,
+        logger=logger,
     )
     loss_fn.to(accelerator.device)
-    seed = args.seed if args.seed is not None else int(torch.randint(0, 2**31 - 1, ()))
-    rng = training.CheckpointedGenerator(accelerator.device, seed * 1000 + accelerator.process_index)
     held_out = torch.stack([held_out_dataset[i]["input"] for i in range(len(held_out_dataset))])
     preview = held_out[:8]
 
     settings = {k: v for k, v in vars(args).items()}
-    settings["resolution"] = resolution
-    settings["max_train_steps"] = max_train_steps  # the run length also when --num_epochs sets it
+    settings["max_train_steps"] = schedule.max_train_steps  # the run length also when --num_epochs sets it
     dataset = run_settings.dataset_fingerprint(train_dataset, args.train_data_dir)
     manifest = run_settings.settings_of(settings, accelerator.num_processes, dict(vae.config), dataset)
     if accelerator.is_main_process:
@@ -583,145 +450,46 @@ def train(args) -> int:
         hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in settings.items()}
         hparams.pop("hub_token", None)
         accelerator.init_trackers("train_autoencoder", config=hparams)
-
-    # 2. resume
-    global_step, first_epoch, resume_batches = 0, 0, 0
-    checkpoint = training.resolve_resume(args.output_dir, args.resume_from_checkpoint)
-    if checkpoint is not None:
-        saved = training.read_run_settings(checkpoint) or {}
-        changed = [
-            k for k in AUTOENCODER_INCOMPATIBLE if k in saved and json.dumps(saved[k]) != json.dumps(manifest[k])
-        ]
-        if changed:
-            raise ValueError(
-                f"Cannot resume from {os.path.basename(checkpoint)} with changed {', '.join('--' + k for k in changed)}; "
-                "resume with the checkpoint's values or start a new run in another --output_dir."
-            )
-        run_settings.check_resume_settings(checkpoint, manifest)
-        resumed = training.load_checkpoint(accelerator, checkpoint)
-        training.apply_optimizer_settings(
-            optimizer,
-            lr_scheduler,
-            args.learning_rate,
-            betas=(args.adam_beta1, args.adam_beta2),
-            weight_decay=args.adam_weight_decay,
-            eps=args.adam_epsilon,
-        )
-        if resumed.rank_state is not None:
-            rng.load_state_dict(resumed.rank_state["noise_rng"])
-        global_step = resumed.global_step
-        first_epoch = global_step // updates_per_epoch
-        resume_batches = (global_step % updates_per_epoch) * args.gradient_accumulation_steps
-        logger.info(f"Resumed from {checkpoint} at step {global_step}.")
-    elif args.resume_from_checkpoint:
-        logger.info(f"No checkpoint in {args.output_dir} to resume from; starting a new training run.")
-
+    checkpoints = CheckpointPolicy(args.output_dir, args.checkpointing_steps, args.checkpoints_total_limit, manifest)
+    loop = TrainingLoop(
+        parts,
+        schedule,
+        checkpoints,
+        max_nonfinite_steps=args.max_nonfinite_steps,
+        max_grad_norm=args.max_grad_norm,
+        logger=logger,
+        state=_STATE,
+    )
+    loop.resume(args.resume_from_checkpoint, args.learning_rate, optimizer_settings(args), AUTOENCODER_INCOMPATIBLE)
     logger.info(
         f"***** Training an AutoencoderKL ({sum(p.numel() for p in vae.parameters()) / 1e6:.2f} M parameters, f{factor}"
-        f") on {data.description}: {max_train_steps} steps, batch {args.train_batch_size}, regularizers "
+        f") on {data.description}: {schedule.max_train_steps} steps, batch {args.train_batch_size}, regularizers "
         f"{args.latent_regularizer or 'none'} *****"
     )
-    interrupt = training.InterruptFlag().install()
-    guard = training.NonFiniteGuard(args.max_nonfinite_steps)
-    progress_bar = tqdm(
-        total=max_train_steps, initial=global_step, disable=not accelerator.is_local_main_process, desc="Steps"
-    )
-    _STATE["training_started"] = True
-    saved_step = global_step if global_step else None  # the checkpoint resumed from holds this very state
 
-    def checkpoint_now():
-        nonlocal saved_step
-        if saved_step == global_step:  # on disk already (a checkpointing step): a second save would replace it
-            return
-        training.save_checkpoint(
-            accelerator,
-            args.output_dir,
-            global_step,
-            {"global_step": global_step},
-            args.checkpoints_total_limit,
-            rank_state={"noise_rng": rng.state_dict()},
-            settings=manifest,
+    def reconstructions(updated: bool, step: int) -> dict:
+        if accelerator.is_main_process and step % args.validation_steps == 0:
+            log_reconstructions(accelerator, accelerator.unwrap_model(parts.model).vae, preview, step)
+        return {}
+
+    with loop:
+        code = loop.run(
+            lambda batch: loss_fn(parts.model, batch["input"].to(accelerator.device), parts.rng.generator),
+            LoopHooks(after_update=reconstructions),
         )
-        saved_step = global_step
-
-    def stop_on_signal() -> int:
-        checkpoint_now()
-        logger.warning(f"Interrupted: saved checkpoint-{global_step}. Resume with --resume_from_checkpoint latest.")
-        return interrupt.exit_code
-
-    try:
-        # 3. the training loop
-        stop = global_step >= max_train_steps
-        for epoch in range(first_epoch, num_epochs):
-            if stop:
-                break
-            loader = train_dataloader
-            if epoch == first_epoch and resume_batches:
-                loader = accelerator.skip_first_batches(train_dataloader, resume_batches)
-            sampler.set_epoch(epoch)
-            getattr(data.dataset, "set_epoch", lambda epoch: None)(epoch)
-            loader.iteration = epoch
-            for batch in loader:
-                images = batch["input"].to(accelerator.device)
-                with accelerator.accumulate(model):
-                    terms = loss_fn(model, images, rng.generator)
-                    loss = terms["loss"].mean()
-                    finite = accelerator.reduce(torch.isfinite(loss.detach()).float(), reduction="sum")
-                    if guard.check(bool(finite.item() == accelerator.num_processes), global_step, terms):
-                        accelerator.backward(loss)
-                        training.clip_and_step(
-                            accelerator, model, optimizer, lr_scheduler, guard, global_step, args.max_grad_norm
-                        )
-                    optimizer.zero_grad()
-                if accelerator.sync_gradients:
-                    global_step += 1
-                    progress_bar.update(1)
-                    logs = {k: float(v.detach().float().mean()) for k, v in terms.items()}
-                    logs["lr"] = lr_scheduler.get_last_lr()[0]
-                    progress_bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()})
-                    accelerator.log(logs, step=global_step)
-                    if accelerator.is_main_process and global_step % args.validation_steps == 0:
-                        log_reconstructions(accelerator, accelerator.unwrap_model(model).vae, preview, global_step)
-                    if global_step % args.checkpointing_steps == 0:
-                        checkpoint_now()
-                    if training.interrupted_anywhere(accelerator, interrupt):
-                        return stop_on_signal()
-                    if global_step >= max_train_steps:
-                        stop = True
-                        break
-        progress_bar.close()
-
-        # 4. finish: scaling factor, save_pretrained, held-out evaluation, card, Hub; a SIGINT / SIGTERM stops its
+        if code is not None:
+            return code
+        # finish: scaling factor, save_pretrained, held-out evaluation, card, Hub; a SIGINT / SIGTERM stops its
         # loops within one encoder or decoder call, and the checkpoint of the last step is saved (resuming finishes)
-        if accelerator.is_main_process and not interrupt.raised:
-            vae = accelerator.unwrap_model(model).vae
-            try:
-                with training.stop_on_interrupt(interrupt, vae.encoder, vae.decoder):
-                    log_reconstructions(accelerator, vae, preview, global_step)
-                    finish(args, accelerator, vae, train_dataset, held_out, data.description, global_step)
-                if args.push_to_hub and not interrupt.raised:
-                    hub.push_run(hub_target(args), f"Step {global_step}")
-            except training.TrainingInterrupted:
-                pass
-        training.wait_for_main_process(accelerator)  # however long the evaluation and upload take
-        if training.interrupted_anywhere(accelerator, interrupt):
-            return stop_on_signal()
-        logger.info(f"Saved the autoencoder and its model card to {args.output_dir}")
-        return 0
-    finally:
-        interrupt.uninstall()
-        progress_bar.close()
-        if sys.exc_info()[0] is None:  # finished or stopped by a signal: every process is here together
-            model = optimizer = lr_scheduler = train_dataloader = None  # freed on every process before any exits
-            training.release_distributed_models(accelerator)
-        accelerator.end_training()
+        if accelerator.is_main_process and not loop.interrupt.raised:
+            vae = accelerator.unwrap_model(parts.model).vae
+            with loop.main_process_work(vae.encoder, vae.decoder):
+                log_reconstructions(accelerator, vae, preview, loop.global_step)
+                finish(args, accelerator, vae, train_dataset, held_out, data.description, loop.global_step)
+                if args.push_to_hub and not loop.interrupt.raised:
+                    hub.push_run(hub_target(args), f"Step {loop.global_step}")
+        return loop.finish(f"Saved the autoencoder and its model card to {args.output_dir}")
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (ValueError, DataError) as error:
-        if _STATE["training_started"]:
-            raise
-        print(f"train_autoencoder.py: error: {error}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, "train_autoencoder.py", _STATE)

@@ -20,34 +20,37 @@ import json
 import logging
 import math
 import os
-import sys
 from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from diffusers import UNet2DModel
-from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
-from tqdm.auto import tqdm
 
 from diffusers_specreg import hub, run_settings, training
-from diffusers_specreg.data import BUILTIN_DATASETS, DataError, build_image_dataset
+from diffusers_specreg.card.training import CardEvaluation, card_evaluation_problem, evaluate_and_write_card
+from diffusers_specreg.data import BUILTIN_DATASETS, build_image_dataset
+from diffusers_specreg.diffusion import registry
+from diffusers_specreg.diffusion.registry import objective_class
+from diffusers_specreg.evaluate import dataset_info
 from diffusers_specreg.losses import LOSS_NAMES
 from diffusers_specreg.noise import NoiseSpectrum, corrupt_band
+from diffusers_specreg.train import arguments, tracking
+from diffusers_specreg.train.entry import run_script
+from diffusers_specreg.train.loop import CheckpointPolicy, LoopHooks, LoopParts, Schedule, TrainingLoop, prepare
+from diffusers_specreg.train.parts import build_unet, check_model_and_grid, ema_weights, make_ema
 
 try:  # the pipelines/ folder is installed as diffusers_specreg.pipelines: fail now, not when saving
     import diffusers_specreg.pipelines  # noqa: F401
 except ImportError as error:
     raise ImportError(f"{error}. Install the project first: pip install -e . (see README).") from error
-from diffusers_specreg.formulations import Formulation, SchedulerSettings, formulation_choices, select_formulation
-from diffusers_specreg.latent import LatentCodec, check_latent_unet, load_vae
+from diffusers_specreg.formulations import Formulation, SchedulerSettings, select_formulation
+from diffusers_specreg.latent import LatentCodec, check_latent_unet, latent_resolution, load_codec, warn_latent_scale
 from diffusers_specreg.objectives import build_objective
 from diffusers_specreg.pipelines_io import CUSTOM_PIPELINE_FILE_NAME
-from diffusers_specreg.regularizer import DEFAULT_WEIGHTS, SpectralRegularizer
-from diffusers_specreg.weighting import DEFAULT_WEIGHTING, WEIGHTINGS
+from diffusers_specreg.regularizer import SpectralRegularizer
 
 logger = get_logger(__name__, log_level="INFO")
 _STATE = {"training_started": False}  # errors before this is set are bad input: reported in one line, exit code 2
@@ -78,22 +81,10 @@ ANCHOR_DEFAULTS = dict(
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     # --- the arguments of train_unconditional.py, same names, defaults and meaning -------------------------
-    data = parser.add_argument_group("data (as train_unconditional.py)")
-    data.add_argument("--dataset_name", type=str, default=None, help="A `datasets` dataset (Hub id or local).")
-    data.add_argument("--dataset_config_name", type=str, default=None)
-    data.add_argument("--train_data_dir", type=str, default=None, help="A folder of images (searched recursively).")
-    data.add_argument(
-        "--image_column",
-        type=str,
-        default=None,
-        help="The --dataset_name column to train on (default 'image', as train_unconditional.py, else the only image "
-        "column).",
+    data = arguments.add_data_arguments(
+        parser.add_argument_group("data (as train_unconditional.py)"),
+        "Image size (default 64; 32 for built-in data).",
     )
-    data.add_argument("--cache_dir", type=str, default=None)
-    data.add_argument("--resolution", type=int, default=None, help="Image size (default 64; 32 for built-in data).")
-    data.add_argument("--center_crop", action="store_true", default=False)
-    data.add_argument("--random_flip", action="store_true", default=False)
-    data.add_argument("--dataloader_num_workers", type=int, default=0)
     data.add_argument("--preserve_input_precision", action="store_true", help="Keep 16-bit images at full precision.")
     model = parser.add_argument_group("model and output (as train_unconditional.py)")
     model.add_argument(
@@ -117,37 +108,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sched.add_argument("--save_images_epochs", type=int, default=10)
     sched.add_argument("--save_model_epochs", type=int, default=10)
     sched.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    optim = parser.add_argument_group("optimiser (as train_unconditional.py)")
-    optim.add_argument(
-        "--learning_rate", type=float, default=None, help="Default 1e-4 (5e-4 for the built-in demo run)."
+    arguments.add_optimizer_arguments(
+        parser.add_argument_group("optimiser (as train_unconditional.py)"),
+        learning_rate=None,
+        lr_scheduler="cosine",
+        lr_warmup_steps=None,
+        adam_beta1=0.95,
+        adam_weight_decay=1e-6,
+        learning_rate_help="Default 1e-4 (5e-4 for the built-in demo run).",
+        lr_warmup_steps_help="Default 500 (50 for the built-in demo run).",
     )
-    optim.add_argument("--lr_scheduler", type=str, default="cosine")
-    optim.add_argument("--lr_warmup_steps", type=int, default=None, help="Default 500 (50 for the built-in demo run).")
-    optim.add_argument("--adam_beta1", type=float, default=0.95)
-    optim.add_argument("--adam_beta2", type=float, default=0.999)
-    optim.add_argument("--adam_weight_decay", type=float, default=1e-6)
-    optim.add_argument("--adam_epsilon", type=float, default=1e-08)
     ema = parser.add_argument_group("EMA (as train_unconditional.py)")
     ema.add_argument("--use_ema", action="store_true")
     ema.add_argument("--ema_inv_gamma", type=float, default=1.0)
     ema.add_argument("--ema_power", type=float, default=3 / 4)
     ema.add_argument("--ema_max_decay", type=float, default=0.9999)
-    hub = parser.add_argument_group("Hub (as train_unconditional.py)")
-    hub.add_argument("--push_to_hub", action="store_true")
-    hub.add_argument(
-        "--hub_token",
-        type=str,
-        default=None,
-        help="Avoid: a token on the command line shows in `ps`, and `accelerate launch` prints the whole command "
-        "when a run fails. By default the token of `hf auth login` or HF_TOKEN is used.",
-    )
-    hub.add_argument("--hub_model_id", type=str, default=None)
-    hub.add_argument("--hub_private_repo", action="store_true")
-    log = parser.add_argument_group("logging (as train_unconditional.py)")
-    log.add_argument("--logger", type=str, default="tensorboard", choices=["tensorboard", "wandb"])
-    log.add_argument("--logging_dir", type=str, default="logs")
-    log.add_argument("--local_rank", type=int, default=-1, help="Set by the launcher.")
-    log.add_argument("--mixed_precision", type=str, default="no", choices=["no", "fp16", "bf16"])
+    arguments.add_hub_arguments(parser.add_argument_group("Hub (as train_unconditional.py)"))
+    arguments.add_logging_arguments(parser.add_argument_group("logging (as train_unconditional.py)"))
     diff = parser.add_argument_group("diffusion (as train_unconditional.py)")
     diff.add_argument(
         "--prediction_type",
@@ -165,10 +142,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     diff.add_argument("--ddpm_beta_schedule", type=str, default="linear")
     diff.add_argument("--enable_xformers_memory_efficient_attention", action="store_true", help="Needs xformers.")
-    ckpt = parser.add_argument_group("checkpoints (as train_unconditional.py)")
-    ckpt.add_argument("--checkpointing_steps", type=int, default=500)
-    ckpt.add_argument("--checkpoints_total_limit", type=int, default=None)
-    ckpt.add_argument("--resume_from_checkpoint", type=str, default=None, help="A checkpoint path or 'latest'.")
+    arguments.add_checkpoint_arguments(parser.add_argument_group("checkpoints (as train_unconditional.py)"))
     # --- fixes of train_unconditional.py's gaps ---------------------------------------------------------------
     extra = parser.add_argument_group("run control")
     extra.add_argument("--seed", type=int, default=None, help="Seed for data order, noise and initialisation.")
@@ -196,119 +170,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     extra.add_argument(
         "--pretrained_model_name_or_path", type=str, default=None, help="Fine-tune this pipeline or UNet."
     )
-    # --- spectral regularization (arXiv 2603.02447) ------------------------------------------------------------
-    spec = parser.add_argument_group("spectral regularization (arXiv 2603.02447)")
-    spec.add_argument(
-        "--spectral_loss",
-        type=str,
-        nargs="*",
-        default=None,
-        metavar="NAME",
-        help=f"Spectral losses on the predicted clean sample, any of {', '.join(LOSS_NAMES)}, or 'none'. Default: "
-        "none when data are named (as train_unconditional.py); amplitude_phase for the built-in demo run.",
-    )
-    spec.add_argument(
-        "--spectral_weight",
-        type=str,
-        nargs="+",
-        default=None,
-        help="λ per loss (one value for all, or one per loss), a number >= 0. Default: "
-        + ", ".join(f"{name} {value}" for name, value in DEFAULT_WEIGHTS.items())
-        + " (chosen by the sweep in benchmarks/README.md).",
-    )
-    spec.add_argument(
-        "--spectral_weighting",
-        type=str,
-        default=DEFAULT_WEIGHTING,
-        choices=WEIGHTINGS,
-        help=f"Timestep weight of the spectral terms (default {DEFAULT_WEIGHTING}: ᾱ_t, see README).",
-    )
-    spec.add_argument("--min_snr_gamma", type=float, default=5.0, help="γ of min_sqrt_snr / min_snr.")
-    spec.add_argument(
-        "--spectral_max_timestep", type=int, default=None, help="Apply spectral terms only at t <= this (DDPM)."
-    )
-    spec.add_argument(
-        "--spectral_max_sigma", type=float, default=None, help="Apply spectral terms only at σ <= this (EDM)."
-    )
-    spec.add_argument("--wavelet", type=str, default="haar", help="PyWavelets wavelet of the wavelet loss.")
-    spec.add_argument("--wavelet_levels", type=int, default=3)
-    # --- formulation ------------------------------------------------------------------------------------------
-    form = parser.add_argument_group("formulation")
-    form.add_argument("--formulation", type=str, default="ddpm", choices=formulation_choices())
-    form.add_argument("--edm_sigma_data", type=float, default=0.5)
-    form.add_argument("--edm_p_mean", type=float, default=-1.2)
-    form.add_argument("--edm_p_std", type=float, default=1.2)
-    # --- spectrally anisotropic forward noise (arXiv 2510.09660) ----------------------------------------------------
-    sagd = parser.add_argument_group("anisotropic forward noise (SAGD, arXiv 2510.09660)")
-    sagd.add_argument(
-        "--noise_spectrum",
-        type=str,
-        default="white",
-        help="Forward noise spectrum: white (default), 'powerlaw:alpha=-0.04', 'band:0-0.5' or "
-        "'bandpass:low=0-0.3,high=0.6-1,gamma_low=0.7'. Saved with the pipeline and used for sampling.",
-    )
-    sagd.add_argument(
-        "--corrupt_band",
-        type=str,
-        default=None,
-        metavar="A-B",
-        help="Selective-omission experiments: add Gaussian noise confined to the radial band A-B (in [0, 1]) to "
-        "every training image.",
-    )
-    sagd.add_argument(
-        "--corrupt_strength", type=float, default=0.5, help="Standard deviation of --corrupt_band noise."
-    )
-    # --- audio (mel-spectrogram images, teticio's audio-diffusion) --------------------------------------------------
-    audio = parser.add_argument_group("audio")
-    audio.add_argument(
-        "--modality",
-        type=str,
-        default="image",
-        choices=["image", "audio"],
-        help="'audio': train on mel-spectrogram slices of audio files (--train_data_dir / --dataset_name, or "
-        "built-in synthetic audio) and save an AudioDiffusionPipeline.",
-    )
-    audio.add_argument("--sample_rate", type=int, default=22050)
-    audio.add_argument("--n_fft", type=int, default=2048)
-    audio.add_argument("--hop_length", type=int, default=512)
-    audio.add_argument("--top_db", type=int, default=80)
-    audio.add_argument("--builtin_num_clips", type=int, default=64, help="Number of built-in synthetic audio clips.")
-    # --- latent diffusion (arXiv 2112.10752; autoencoders of train_autoencoder.py, arXiv 2603.14645) -------------
-    latent = parser.add_argument_group("latent diffusion")
-    latent.add_argument(
-        "--vae_name_or_path",
-        type=str,
-        default=None,
-        help="A frozen AutoencoderKL (local folder or Hub id; e.g. the output of train_autoencoder.py): train the UNet "
-        "on its latents, encode(x).latent_dist.sample() * scaling_factor, and save an LDMPipeline with it. "
-        "--resolution stays the image size.",
-    )
-    latent.add_argument(
-        "--vae_subfolder", type=str, default=None, help="Subfolder of --vae_name_or_path, e.g. 'vae' for an SD repo."
-    )
-    latent.add_argument(
-        "--spectral_space",
-        type=str,
-        default="latent",
-        choices=["latent", "decoded"],
-        help="Where the spectral losses compare x̂₀ with x₀ in latent diffusion: 'latent' (default) on the latents, "
-        "'decoded' on images decoded by the frozen autoencoder (gradients flow through its decoder).",
-    )
-    # --- evaluation for the model card --------------------------------------------------------------------------
-    evals = parser.add_argument_group("evaluation")
-    evals.add_argument(
-        "--eval_num_samples",
-        type=int,
-        default=64,
-        help="Samples for the quick evaluation whose spectral metrics go into the model card (0: none).",
-    )
-    evals.add_argument(
-        "--eval_sampler",
-        choices=["pipeline", "fast"],
-        default="pipeline",
-        help="Sampler of the card's grid and metrics, with --ddpm_num_inference_steps: the saved pipeline's own "
-        "(DDPM: ancestral; chosen by benchmarks/bench_card_sampler.py) or fast (DDIM, eta 0). Audio: always fast.",
-    )
+    arguments.add_spectral_arguments(parser)  # regularization, formulation, SAGD, audio, latent, evaluation
     args = parser.parse_args(argv)
     if args.output_dir is None:  # the anchor's name, unless the built-in demo runs (it is not a 64x64 model)
         builtin = not (args.dataset_name or args.train_data_dir)
@@ -386,8 +248,12 @@ def derive_settings(args) -> RunSettings:
     if num_epochs is None and max_train_steps is None:
         max_train_steps, num_epochs = (BUILTIN_PRESET["max_train_steps"], None) if builtin else (None, 100)
     spectrum = NoiseSpectrum.parse(args.noise_spectrum)
-    if not spectrum.is_white and args.formulation != "ddpm":
-        raise ValueError("--noise_spectrum needs --formulation ddpm (the EDM sampler draws white noise).")
+    objective = objective_class(args.formulation)
+    if not spectrum.is_white and not objective.supports_noise_spectrum:
+        raise ValueError(
+            f"--noise_spectrum needs --formulation {capable('supports_noise_spectrum')} (the {objective.name} "
+            "sampler draws white noise)."
+        )
     return RunSettings(
         formulation=select_formulation(
             args.formulation, args.modality, not spectrum.is_white, latent=bool(args.vae_name_or_path)
@@ -395,12 +261,18 @@ def derive_settings(args) -> RunSettings:
         noise_spectrum=spectrum,
         corrupt_band=parse_band(args.corrupt_band) if args.corrupt_band else None,
         builtin=builtin,
-        prediction_type=args.prediction_type or "epsilon",  # a fine-tuned scheduler's replaces it, see setup()
+        # the objective's default; a fine-tuned scheduler's replaces it, see load_pretrained()
+        prediction_type=args.prediction_type or objective.prediction_types[0],
         max_train_steps=max_train_steps,
         num_epochs=num_epochs,
         spectral_loss=spectral_loss,
         **defaults,
     )
+
+
+def capable(attribute: str) -> str:
+    """The registered objectives whose class sets `attribute` (e.g. `supports_audio`), as '--formulation' values."""
+    return " or ".join(cls.name for cls in registry.OBJECTIVES if getattr(cls, attribute, False))
 
 
 def spectral_weights(args, losses: list[str]) -> list[float | None]:
@@ -465,15 +337,21 @@ def validate_args(args, settings: RunSettings) -> None:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
     if not (math.isfinite(settings.learning_rate) and settings.learning_rate > 0):
         raise ValueError(f"--learning_rate must be a finite number > 0, got {settings.learning_rate}.")
-    if args.modality == "audio" and args.formulation == "edm":
+    objective = objective_class(args.formulation)
+    if args.modality == "audio" and not objective.supports_audio:
         raise ValueError(
-            "--modality audio saves an AudioDiffusionPipeline, which samples DDPM/DDIM: use --formulation ddpm."
+            "--modality audio saves an AudioDiffusionPipeline, which samples DDPM/DDIM: use --formulation "
+            f"{capable('supports_audio')}."
         )
-    if args.formulation == "edm" and settings.prediction_type == "sample":
-        raise ValueError("--formulation edm supports --prediction_type epsilon or v_prediction, not sample.")
-    if args.spectral_max_timestep is not None and args.formulation != "ddpm":
+    if settings.prediction_type not in objective.prediction_types:
         raise ValueError(
-            "--spectral_max_timestep gates DDPM timesteps; with --formulation edm use --spectral_max_sigma."
+            f"--formulation {args.formulation} supports --prediction_type {' or '.join(objective.prediction_types)}, "
+            f"not {settings.prediction_type}."
+        )
+    if args.spectral_max_timestep is not None and not objective.integer_timesteps:
+        raise ValueError(
+            f"--spectral_max_timestep gates integer timesteps ({capable('integer_timesteps')}); with --formulation "
+            f"{args.formulation} use --spectral_max_sigma."
         )
     if not args.vae_name_or_path or args.spectral_space == "decoded":  # latent grids are checked in setup
         check_wavelet_levels(args, losses, settings.resolution)
@@ -575,21 +453,6 @@ def optimizer_settings(args) -> dict:
     return dict(betas=(args.adam_beta1, args.adam_beta2), weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)
 
 
-def build_model(
-    args, settings: RunSettings, channels: int, pretrained, codec: LatentCodec | None = None
-) -> UNet2DModel:
-    """The UNet: fine-tuned, from a config, or a preset sized to the data (the latents, for latent diffusion)."""
-    if pretrained is not None:
-        return pretrained.unet
-    if args.model_config_name_or_path:
-        config = UNet2DModel.load_config(args.model_config_name_or_path)
-        return UNet2DModel.from_config(config)
-    if codec is not None:
-        size, channels = settings.resolution // codec.factor, codec.latent_channels
-        return UNet2DModel(**training.unet_config(settings.model_preset, size, channels))
-    return UNet2DModel(**training.unet_config(settings.model_preset, settings.resolution, channels))
-
-
 def build_noise_scheduler(args, settings: RunSettings, pretrained):
     scheduler_settings = SchedulerSettings(
         prediction_type=settings.prediction_type,
@@ -608,77 +471,16 @@ def make_pipeline(settings: RunSettings, unet, noise_scheduler, for_sampling: bo
     return entry.fast_pipeline(pipeline) if for_sampling else pipeline
 
 
-class ema_weights:
-    """Context manager: the EMA weights in `unet` inside the block (if there is an EMA), the training ones after."""
-
-    def __init__(self, unet, ema_model):
-        self.unet, self.ema_model = unet, ema_model
-
-    def __enter__(self):
-        if self.ema_model is not None:
-            self.ema_model.store(self.unet.parameters())
-            self.ema_model.copy_to(self.unet.parameters())
-        return self.unet
-
-    def __exit__(self, *exc):
-        if self.ema_model is not None:
-            self.ema_model.restore(self.unet.parameters())
-
-
 def log_samples(
     args, settings, accelerator, unet, noise_scheduler, ema_model, data_batch, global_step, mel=None, vae=None
 ):
     """Sample `eval_batch_size` images (EMA weights if any; decoded by `vae` for latent diffusion); log a grid, a RAPSD
     plot vs the data (and audio)."""
-    from diffusers_specreg import metrics, plots
-
-    audios = None
     with ema_weights(unet, ema_model):
         pipeline = make_pipeline(settings, unet, noise_scheduler, for_sampling=True, mel=mel, vae=vae)
-        pipeline.set_progress_bar_config(disable=True)
-        generator = torch.Generator(device=pipeline.device).manual_seed(0)
-        if settings.formulation.modality == "audio":
-            from diffusers_specreg.audio import generate_audio
-
-            mel_images, audios, sample_rate = generate_audio(
-                pipeline, args.eval_batch_size, settings.ddpm_num_inference_steps, generator
-            )
-            images = mel_images[..., None].astype(np.float32) / 255.0
-        else:
-            images = pipeline(
-                generator=generator,
-                batch_size=args.eval_batch_size,
-                num_inference_steps=settings.ddpm_num_inference_steps,
-                output_type="np",
-            ).images
-    samples = torch.from_numpy(images).permute(0, 3, 1, 2) * 2 - 1
-    data_freqs, data_power = metrics.rapsd(data_batch.float().cpu())
-    sample_freqs, sample_power = metrics.rapsd(samples)
-    curves = {
-        "data": (data_freqs, data_power.mean(0).numpy()),
-        "samples": (sample_freqs, sample_power.mean(0).numpy()),
-    }
-    distance = metrics.log_rapsd_distance(curves["samples"][1], curves["data"][1])
-    figure = plots.plot_rapsd(curves, title=f"RAPSD at step {global_step}")
-    if args.logger == "tensorboard":
-        writer = accelerator.get_tracker("tensorboard", unwrap=True)
-        # one grid with 2-pixel gaps between the tiles (add_images would butt them together), as the card's grid
-        writer.add_image("samples", plots.image_grid(samples, nrow=8), global_step, dataformats="HWC")
-        writer.add_image("rapsd", plots.figure_to_array(figure), global_step, dataformats="HWC")
-        for i, clip in enumerate(audios[:4] if audios is not None else []):
-            clip = 0.9 * clip / max(float(np.abs(clip).max()), 1e-9)  # Griffin-Lim output exceeds [-1, 1]
-            writer.add_audio(f"audio/{i}", torch.from_numpy(clip)[None], global_step, sample_rate=sample_rate)
-    else:
-        import wandb
-
-        logs = {"samples": [wandb.Image(i) for i in images], "rapsd": wandb.Image(plots.figure_to_array(figure))}
-        if audios is not None:
-            logs["audio"] = [
-                wandb.Audio(0.9 * clip / max(float(np.abs(clip).max()), 1e-9), sample_rate=sample_rate)
-                for clip in audios[:4]
-            ]
-        accelerator.get_tracker("wandb").log(logs, step=global_step)
-    accelerator.log({f"eval/log_rapsd_distance_{k}": v for k, v in distance.items()}, step=global_step)
+        audio = settings.formulation.modality == "audio"
+        samples = tracking.draw_samples(pipeline, args.eval_batch_size, settings.ddpm_num_inference_steps, audio)
+    tracking.log_samples(accelerator, args.logger, samples, data_batch, global_step)
 
 
 def save_pipeline(args, settings, unet, noise_scheduler, ema_model, mel=None, vae=None):
@@ -690,68 +492,6 @@ def save_pipeline(args, settings, unet, noise_scheduler, ema_model, mel=None, va
         save(make_pipeline(settings, unet, noise_scheduler, for_sampling=False, mel=mel, vae=vae), args.output_dir)
 
 
-def evaluate_and_write_card(
-    args, settings, accelerator, data, regularizer, codec: LatentCodec | None = None, interrupt=None
-):
-    """Quick evaluation of the saved pipeline (metrics in the card), then the model card itself. A SIGINT / SIGTERM
-    (`interrupt`) during the evaluation's sampling raises `training.TrainingInterrupted` within one step."""
-    from diffusers_specreg.evaluate import dataset_info, evaluate_pipeline, load_pipeline
-    from diffusers_specreg.model_card import write_model_card
-
-    metrics, grid, plot = None, None, None
-    if args.eval_num_samples > 0 and card_evaluation_problem(args, data) is None:
-        pipeline = load_pipeline(args.output_dir, device=accelerator.device)
-        pipeline.set_progress_bar_config(disable=True)
-        with training.stop_on_interrupt(interrupt, pipeline.unet):
-            metrics = evaluate_pipeline(
-                pipeline,
-                data.dataset,
-                args.eval_num_samples,
-                args.eval_batch_size,
-                settings.ddpm_num_inference_steps,
-                args.seed or 0,
-                os.path.join(args.output_dir, "evaluation"),
-                name=os.path.basename(os.path.abspath(args.output_dir)),
-                dataset=dataset_info(
-                    args.dataset_name,
-                    args.train_data_dir,
-                    args.builtin_dataset,
-                    modality=settings.formulation.modality,
-                ),
-                # audio pipelines are sampled with DDIM on the mel images either way (their call vocodes every image)
-                sampler=args.eval_sampler if settings.formulation.modality != "audio" else "fast",
-            )
-        grid, plot = "evaluation/samples.png", "evaluation/rapsd.png"
-        logger.info(f"Spectral metrics of {args.eval_num_samples} samples: {metrics.log_rapsd_distance}")
-    config = settings.config(args)
-    config["noise_spectrum"] = args.noise_spectrum
-    config["final_spectral_weights"] = regularizer.current_weights()
-    if codec is not None:
-        config["vae_scaling_factor"] = codec.scaling_factor
-    write_model_card(
-        args.output_dir,
-        config=config,
-        metrics=metrics,
-        base_model=args.pretrained_model_name_or_path,
-        dataset_name=data.name,
-        pipeline_class=read_json(os.path.join(args.output_dir, "model_index.json"))["_class_name"],
-        sample_grid=grid,
-        spectrum_plot=plot,
-    )
-    return metrics
-
-
-def card_evaluation_problem(args, data) -> str | None:
-    """Why the card's quick evaluation cannot run on the training data (warned before training, then skipped)."""
-    if args.eval_num_samples > 0 and len(data.dataset) < 2:
-        return (
-            f"The data holds {len(data.dataset)} training image: the model card's spectral metrics compare samples "
-            "with at least 2 data images, so this run skips them and writes the card without metrics. Add images "
-            "to get them (or pass --eval_num_samples 0 to silence this)."
-        )
-    return None
-
-
 def read_json(path: str) -> dict:
     with open(path) as f:
         return json.load(f)
@@ -759,21 +499,16 @@ def read_json(path: str) -> dict:
 
 @dataclass
 class Training:
-    """Everything the training loop uses, built by `setup` before the first step."""
+    """Everything the training step and the hooks use, built by `setup` before the first step."""
 
     data: Any
     mel: Any  # audio: the Mel that turns samples back into sound, else None
-    model: UNet2DModel
     noise_scheduler: Any
     objective: Any
     regularizer: SpectralRegularizer
     ema_model: EMAModel | None
-    optimizer: torch.optim.Optimizer
-    lr_scheduler: Any
-    sampler: training.EpochShuffleSampler
-    train_dataloader: torch.utils.data.DataLoader
-    updates_per_epoch: int
-    noise_rng: training.CheckpointedGenerator
+    parts: LoopParts  # the prepared model, optimiser, LR scheduler and loader, the noise RNG (train.loop.prepare)
+    schedule: Schedule
     data_preview: torch.Tensor
     checkpointed: dict  # name -> EMA model / regularizer, saved with each checkpoint without pickle
     codec: LatentCodec | None = None  # latent diffusion: the frozen autoencoder that encodes each batch
@@ -832,107 +567,31 @@ def build_data(args, settings: RunSettings, channels: int | None):
     return build_image_dataset(**common, **{key: getattr(args, key) for key in image}, channels=channels)
 
 
-def check_model_and_grid(
-    args, settings: RunSettings, model: UNet2DModel, channels: int, codec: LatentCodec | None = None
-) -> None:
-    """The UNet fits the data and resolution (the latents, for latent diffusion); the spectra hold frequencies of the
-    training grid (checked now, not at the first step)."""
-    factor = training.unet_downsampling_factor(model.config)
-    if codec is not None:  # the UNet sees latents (their channels were checked by check_latent_unet)
-        grid = settings.resolution // codec.factor
-        if grid % factor:
-            raise ValueError(
-                f"The {grid}x{grid} latents (--resolution {settings.resolution} / the autoencoder's downsampling "
-                f"factor {codec.factor}) are not divisible by {factor}, the downsampling factor of the UNet "
-                f"({len(model.config.down_block_types)} down blocks). Use --model_preset small, a UNet config with "
-                f"fewer down blocks, or a --resolution that is a multiple of {factor * codec.factor}."
-            )
-    elif settings.resolution % factor:
-        raise ValueError(
-            f"--resolution {settings.resolution} is not divisible by {factor}, the downsampling factor of the UNet "
-            f"({len(model.config.down_block_types)} down blocks). Use a multiple of {factor}."
+def build_model_and_data(args, settings: RunSettings, accelerator: Accelerator):
+    """The autoencoder (latent diffusion), the model fine-tuned from, the data and the UNet, checked against each
+    other: `(codec, pipeline_vae, pretrained, data, model, settings)`."""
+    codec, pipeline_vae = None, None
+    if args.vae_name_or_path:
+        codec, pipeline_vae = load_codec(
+            args.vae_name_or_path,
+            args.vae_subfolder,
+            args.cache_dir,
+            accelerator.device,
+            accelerator.mixed_precision,
+            args.spectral_space,
+            logger,
         )
-    elif model.config.in_channels != channels:
-        raise ValueError(
-            f"The model takes {model.config.in_channels} channels but the data has {channels}; use a model "
-            "config with matching in_channels/out_channels."
-        )
-    size = settings.resolution
-    settings.noise_spectrum.weights((size, size))
-    if settings.corrupt_band is not None:
-        try:
-            corrupt_band(torch.zeros(1, channels, size, size), settings.corrupt_band, 1.0)
-        except ValueError as error:
-            raise ValueError(
-                f"--corrupt_band {args.corrupt_band} holds no frequency of the {size}x{size} "
-                "grid; widen the band (radii are normalised so the grid corner is 1)."
-            ) from error
-
-
-def load_codec(args, accelerator: Accelerator) -> tuple[LatentCodec | None, Any]:
-    """Latent diffusion: the frozen autoencoder of `--vae_name_or_path` on the accelerator device in the weight dtype
-    (the encoder of every batch, the decoder of `--spectral_space decoded`), and a float32 one for the saved and
-    sampled pipeline (the same object without mixed precision). `(None, None)` for pixel-space training."""
-    if not args.vae_name_or_path:
-        return None, None
-    vae = load_vae(args.vae_name_or_path, args.vae_subfolder, args.cache_dir)
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
-    pipeline_vae = vae.to(accelerator.device)
-    if weight_dtype != torch.float32:
-        import copy
-
-        vae = copy.deepcopy(pipeline_vae).to(dtype=weight_dtype)
-    source = os.path.join(args.vae_name_or_path, args.vae_subfolder) if args.vae_subfolder else args.vae_name_or_path
-    codec = LatentCodec(vae, source)
-    logger.info(
-        f"Latent diffusion on {source}: {codec.latent_channels}-channel latents, downsampling {codec.factor}, "
-        f"scaling_factor {codec.scaling_factor:.6g}, spectral losses on the {args.spectral_space} x̂₀."
-    )
-    return codec, pipeline_vae
-
-
-def warn_latent_scale(codec: LatentCodec, images: torch.Tensor) -> float:
-    """Warn when the scaled latents of a data batch are far from unit variance (the noise schedule assumes it), with
-    the scaling factor that would fix it; returns their standard deviation."""
-    generator = torch.Generator(device=codec.vae.device).manual_seed(0)
-    std = float(codec.encode(images, generator).std())
-    if not 0.5 <= std <= 2.0:
-        logger.warning(
-            f"The scaled latents of a data batch have std {std:.3g} (scaling_factor {codec.scaling_factor:.6g} of "
-            f"{codec.source}); the noise schedule assumes about 1. A scaling_factor of "
-            f"{codec.scaling_factor / max(std, 1e-12):.6g} would give unit variance on this data "
-            "(vae.register_to_config(scaling_factor=...) and save_pretrained, or train_autoencoder.py measures it)."
-        )
-    return std
-
-
-def latent_resolution(args, settings: RunSettings, codec: LatentCodec, pretrained) -> RunSettings:
-    """The image resolution of latent diffusion: `--resolution`, else a `--model_config_name_or_path` UNet's
-    sample_size times the autoencoder's downsampling factor (a fine-tuned UNet's was set by `load_pretrained`), else
-    the preset's; it must be a multiple of that factor, and the latent grid must hold the wavelet levels."""
-    if pretrained is None and args.model_config_name_or_path and args.resolution is None:
-        size = UNet2DModel.load_config(args.model_config_name_or_path).get("sample_size")
-        size = size[0] if isinstance(size, (list, tuple)) else size
-        if size:
-            settings = replace(settings, resolution=int(size) * codec.factor)
-    if settings.resolution % codec.factor:
-        raise ValueError(
-            f"--resolution {settings.resolution} is not divisible by {codec.factor}, the downsampling factor of the "
-            f"autoencoder {codec.source} (2 ** (len(block_out_channels) - 1)). Use a multiple of {codec.factor}."
-        )
-    if args.spectral_space == "latent":
-        grid = settings.resolution // codec.factor
-        check_wavelet_levels(args, settings.spectral_loss, grid, f"the latent grid (--resolution / {codec.factor})")
-    return settings
-
-
-def setup(args, settings: RunSettings, accelerator: Accelerator) -> tuple[Training, RunSettings]:
-    """Data, model, scheduler, objective, optimiser: everything that can fail does so before the first step."""
-    codec, pipeline_vae = load_codec(args, accelerator)
     pretrained, settings = load_pretrained(args, settings, codec)
     if codec is not None:  # latent diffusion: the autoencoder decides the image channels; the UNet sees latents
         channels = codec.image_channels
-        settings = latent_resolution(args, settings, codec, pretrained)
+        # --resolution, else a --model_config_name_or_path UNet's sample_size x the factor, else the preset's
+        config = args.model_config_name_or_path if pretrained is None and args.resolution is None else None
+        settings = replace(settings, resolution=latent_resolution(codec, settings.resolution, config))
+        if args.spectral_space == "latent":  # the latent grid must hold the wavelet levels
+            grid = settings.resolution // codec.factor
+            check_wavelet_levels(
+                args, settings.spectral_loss, grid, f"the latent grid (--resolution / {codec.factor})"
+            )
     elif pretrained is not None:
         channels = pretrained.unet.config.in_channels
     elif args.model_config_name_or_path:  # the config decides the channels; data follow
@@ -943,7 +602,9 @@ def setup(args, settings: RunSettings, accelerator: Accelerator) -> tuple[Traini
     else:
         channels = None
     data = build_data(args, settings, channels)
-    model = build_model(args, settings, data.channels, pretrained, codec)
+    model = build_unet(
+        settings.model_preset, settings.resolution, data.channels, pretrained, args.model_config_name_or_path, codec
+    )
     if codec is not None:
         source = (
             f"--pretrained_model_name_or_path {args.pretrained_model_name_or_path}"
@@ -957,7 +618,20 @@ def setup(args, settings: RunSettings, accelerator: Accelerator) -> tuple[Traini
         if importlib.util.find_spec("xformers") is None:
             raise ValueError("--enable_xformers_memory_efficient_attention needs xformers: pip install xformers.")
         model.enable_xformers_memory_efficient_attention()
-    check_model_and_grid(args, settings, model, data.channels, codec)
+    check_model_and_grid(
+        model,
+        settings.resolution,
+        data.channels,
+        settings.noise_spectrum,
+        settings.corrupt_band,
+        args.corrupt_band,
+        codec,
+    )
+    return codec, pipeline_vae, pretrained, data, model, settings
+
+
+def build_objective_and_regularizer(args, settings: RunSettings, pretrained, codec: LatentCodec | None):
+    """The noise scheduler, the objective that noises each batch and the spectral regularizer."""
     noise_scheduler = build_noise_scheduler(args, settings, pretrained)
     spectrum = settings.noise_spectrum
     noise_fn = (
@@ -969,8 +643,7 @@ def setup(args, settings: RunSettings, accelerator: Accelerator) -> tuple[Traini
         settings.formulation.objective,
         noise_scheduler,
         noise_fn=noise_fn,
-        edm_p_mean=args.edm_p_mean,
-        edm_p_std=args.edm_p_std,
+        **{option.flag: getattr(args, option.flag) for cls in registry.OBJECTIVES for option in cls.options},
     )
     regularizer = SpectralRegularizer.from_names(
         settings.spectral_loss,
@@ -983,58 +656,38 @@ def setup(args, settings: RunSettings, accelerator: Accelerator) -> tuple[Traini
         min_snr_gamma=args.min_snr_gamma,
         decoder=codec.decode if codec is not None and args.spectral_space == "decoded" else None,
     )
+    return noise_scheduler, objective, regularizer
+
+
+def setup(args, settings: RunSettings, accelerator: Accelerator) -> tuple[Training, RunSettings]:
+    """Data, model, scheduler, objective, optimiser: everything that can fail does so before the first step."""
+    codec, pipeline_vae, pretrained, data, model, settings = build_model_and_data(args, settings, accelerator)
+    noise_scheduler, objective, regularizer = build_objective_and_regularizer(args, settings, pretrained, codec)
     logger.info(
         f"Data: {data.description}; model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters"
     )
-    problem = card_evaluation_problem(args, data)
+    problem = card_evaluation_problem(args.eval_num_samples, len(data.dataset))
     if problem:
         logger.warning(problem)
 
-    ema_model = None
-    if args.use_ema:
-        ema_model = EMAModel(
-            model.parameters(),
-            decay=args.ema_max_decay,
-            use_ema_warmup=True,
-            inv_gamma=args.ema_inv_gamma,
-            power=args.ema_power,
-            model_cls=UNet2DModel,
-            model_config=model.config,
-        )
-
+    ema_model = make_ema(model, args.ema_max_decay, args.ema_inv_gamma, args.ema_power) if args.use_ema else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, **optimizer_settings(args))
-    sampler = training.EpochShuffleSampler(len(data.dataset), args.seed or 0)
-    train_dataloader = torch.utils.data.DataLoader(
+    parts, schedule = prepare(
+        accelerator,
+        model,
+        optimizer,
         data.dataset,
         batch_size=args.train_batch_size,
-        sampler=sampler,
         num_workers=args.dataloader_num_workers,
-        worker_init_fn=training.ignore_interrupts_in_worker if args.dataloader_num_workers else None,
+        seed=args.seed,
+        lr_scheduler=args.lr_scheduler,
+        lr_warmup_steps=settings.lr_warmup_steps,
+        max_train_steps=settings.max_train_steps,
+        num_epochs=settings.num_epochs,
+        logger=logger,
     )
-    # Schedule lengths in optimiser updates; Accelerate steps the LR scheduler once per process per update.
-    updates_per_epoch = math.ceil(
-        math.ceil(len(data.dataset) / (args.train_batch_size * accelerator.num_processes))
-        / args.gradient_accumulation_steps
-    )
-    max_train_steps = settings.max_train_steps or settings.num_epochs * updates_per_epoch
-    settings = replace(
-        settings, max_train_steps=max_train_steps, num_epochs=math.ceil(max_train_steps / updates_per_epoch)
-    )
-    warning = training.warmup_warning(settings.lr_warmup_steps, settings.max_train_steps)
-    if warning:
-        logger.warning(warning)
-    lr_scheduler = get_scheduler(
-        args.lr_scheduler,
-        optimizer=optimizer,
-        num_warmup_steps=settings.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=settings.max_train_steps * accelerator.num_processes,
-    )
-    model, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
-        model, optimizer, train_dataloader, lr_scheduler
-    )
+    settings = replace(settings, max_train_steps=schedule.max_train_steps, num_epochs=schedule.num_epochs)
     regularizer.to(accelerator.device)
-    noise_seed = args.seed if args.seed is not None else int(torch.randint(0, 2**31 - 1, ()))
-    noise_rng = training.CheckpointedGenerator(accelerator.device, noise_seed * 1000 + accelerator.process_index)
     if ema_model is not None:
         ema_model.to(accelerator.device)
     # saved with each checkpoint as safetensors (EMA: save_pretrained), never pickled (training.save_checkpoint)
@@ -1056,22 +709,17 @@ def setup(args, settings: RunSettings, accelerator: Accelerator) -> tuple[Traini
     # a fixed data batch for the spectrum plots, drawn before any state is restored (it uses the global RNG)
     data_preview = next(iter(torch.utils.data.DataLoader(data.dataset, batch_size=args.eval_batch_size)))["input"]
     if codec is not None:
-        warn_latent_scale(codec, data_preview)
+        warn_latent_scale(codec, data_preview, logger)
     mel = getattr(data, "mel", None)
     parts = Training(
         data,
         mel,
-        model,
         noise_scheduler,
         objective,
         regularizer,
         ema_model,
-        optimizer,
-        lr_scheduler,
-        sampler,
-        train_dataloader,
-        updates_per_epoch,
-        noise_rng,
+        parts,
+        schedule,
         data_preview,
         checkpointed,
         codec,
@@ -1080,66 +728,74 @@ def setup(args, settings: RunSettings, accelerator: Accelerator) -> tuple[Traini
     return parts, settings
 
 
-def resume(args, settings: RunSettings, accelerator: Accelerator, run: Training) -> tuple[int, int, int, dict]:
-    """Restore the latest (or named) checkpoint, if any, after comparing its settings with this run's:
-    `(global_step, first_epoch, batches to skip, this run's settings manifest)`."""
-    global_step, first_epoch, resume_batches = 0, 0, 0
-    checkpoint = training.resolve_resume(args.output_dir, args.resume_from_checkpoint)
-    if args.resume_from_checkpoint and checkpoint is None:
-        logger.info(f"No checkpoint in {args.output_dir} to resume from; starting a new training run.")
-    unet_config = accelerator.unwrap_model(run.model).config
+def run_manifest(args, settings: RunSettings, accelerator: Accelerator, run: Training) -> dict:
+    """This run's settings as saved in each checkpoint and compared on resume (`run_settings.settings_of`)."""
+    unet_config = accelerator.unwrap_model(run.parts.model).config
     dataset = run_settings.dataset_fingerprint(run.data.dataset, args.train_data_dir)
-    manifest = run_settings.settings_of(settings.config(args), accelerator.num_processes, unet_config, dataset)
-    if checkpoint is not None:
-        run_settings.check_resume_settings(checkpoint, manifest)
-        resumed = training.load_checkpoint(accelerator, checkpoint, run.checkpointed)
-        training.apply_optimizer_settings(
-            run.optimizer, run.lr_scheduler, settings.learning_rate, **optimizer_settings(args)
-        )
-        if resumed.rank_state is not None:
-            run.noise_rng.load_state_dict(resumed.rank_state["noise_rng"])
-        global_step = resumed.global_step
-        first_epoch = global_step // run.updates_per_epoch
-        resume_batches = (global_step % run.updates_per_epoch) * args.gradient_accumulation_steps
-        logger.info(f"Resumed from {checkpoint} at step {global_step} (epoch {first_epoch}).")
-    return global_step, first_epoch, resume_batches, manifest
+    return run_settings.settings_of(settings.config(args), accelerator.num_processes, unet_config, dataset)
 
 
-def end_of_epoch(
-    args, settings, accelerator, run: Training, epoch: int, global_step: int, last: bool, interrupt
-) -> None:
-    """Samples and pipeline, as the anchor: every N epochs and at the end (main process). A SIGINT / SIGTERM
-    (`interrupt`) stops the sampling within one step and skips what is left, so the caller saves the checkpoint
-    first."""
+def end_of_epoch(args, settings, accelerator, run: Training, epoch: int, step: int, last: bool, loop) -> None:
+    """Samples and pipeline, as the anchor: every N epochs and at the end (main process). A SIGINT / SIGTERM stops
+    the sampling within one step and skips what is left, so the loop saves the checkpoint first."""
     if not accelerator.is_main_process:
         return
-    unet = accelerator.unwrap_model(run.model)
+    unet = accelerator.unwrap_model(run.parts.model)
     if epoch % args.save_images_epochs == 0 or last:
         unet.eval()
-        try:
-            with training.stop_on_interrupt(interrupt, unet):
-                log_samples(
-                    args,
-                    settings,
-                    accelerator,
-                    unet,
-                    run.noise_scheduler,
-                    run.ema_model,
-                    run.data_preview,
-                    global_step,
-                    run.mel,
-                    run.pipeline_vae,
-                )
-        except training.TrainingInterrupted:
-            return
-        finally:
-            unet.train()
-    if interrupt.raised:
+        with loop.main_process_work(unet):
+            log_samples(
+                args,
+                settings,
+                accelerator,
+                unet,
+                run.noise_scheduler,
+                run.ema_model,
+                run.data_preview,
+                step,
+                run.mel,
+                run.pipeline_vae,
+            )
+        unet.train()
+    if loop.interrupt.raised:
         return
     if epoch % args.save_model_epochs == 0 or last:
         save_pipeline(args, settings, unet, run.noise_scheduler, run.ema_model, run.mel, run.pipeline_vae)
-        if args.push_to_hub and not last and not interrupt.raised:
+        if args.push_to_hub and not last and not loop.interrupt.raised:
             hub.push_run(hub_target(args), f"Epoch {epoch}")
+
+
+def spectral_step(settings: RunSettings, run: Training, corrupt_strength: float):
+    """The training step: `batch -> {"loss": [B], "base": [B], <loss name>: [B]}`."""
+    device, rng, objective = run.parts.accelerator.device, run.parts.rng, run.objective
+
+    def step(data: dict) -> dict[str, torch.Tensor]:
+        clean = data["input"].to(device)
+        if settings.corrupt_band is not None:  # selective omission: the data carry band-limited noise
+            clean = corrupt_band(clean, settings.corrupt_band, corrupt_strength, rng.generator)
+        if run.codec is not None:  # latent diffusion: x0 is the scaled latent of the batch (frozen encoder)
+            clean = run.codec.encode(clean, rng.generator)
+        batch = objective.noise_batch(clean, rng.generator)
+        model_output = run.parts.model(*objective.model_inputs(batch)).sample
+        x0_hat = objective.x0_hat(model_output, batch)  # once per step: the base loss and the spectral terms share it
+        return run.regularizer.terms(batch, x0_hat, objective.base_loss(model_output, batch, x0_hat))
+
+    return step
+
+
+def update_hook(run: Training, loop: TrainingLoop):
+    """After each optimiser update: the EMA step (not on a skipped update) and the values logged beside the terms."""
+
+    def after_update(updated: bool, step: int) -> dict:
+        if run.ema_model is not None and updated:
+            run.ema_model.step(run.parts.accelerator.unwrap_model(run.parts.model).parameters())
+        logs = {f"lambda/{k}": v for k, v in run.regularizer.current_weights().items()}
+        logs["nonfinite/skipped_steps"] = loop.guard.skipped
+        if run.ema_model is not None:
+            logs["ema_decay"] = run.ema_model.cur_decay_value
+        return logs
+
+    return after_update
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1150,6 +806,32 @@ def main(argv: list[str] | None = None) -> int:
     training.main_process_timeout()  # SPECREG_MAIN_PROCESS_TIMEOUT, checked before training
     with run_settings.OutputDirLock(args.output_dir):  # one run at a time in --output_dir (the main process holds it)
         return train(args, settings)
+
+
+def write_card(args, settings: RunSettings, accelerator, run, interrupt) -> None:
+    """The quick evaluation of the saved pipeline and its model card (the main process)."""
+    modality = settings.formulation.modality
+    evaluate_and_write_card(
+        args.output_dir,
+        settings.config(args),
+        CardEvaluation(
+            args.eval_num_samples,
+            args.eval_batch_size,
+            settings.ddpm_num_inference_steps,
+            seed=args.seed or 0,
+            # audio: DDIM on the mel images either way (the pipeline's own call vocodes every image)
+            sampler=args.eval_sampler if modality != "audio" else "fast",
+            dataset=dataset_info(args.dataset_name, args.train_data_dir, args.builtin_dataset, modality=modality),
+        ),
+        dataset=run.data.dataset,
+        dataset_name=run.data.name,
+        device=accelerator.device,
+        base_model=args.pretrained_model_name_or_path,
+        final_spectral_weights=run.regularizer.current_weights(),
+        vae_scaling_factor=run.codec.scaling_factor if run.codec is not None else None,
+        interrupt=interrupt,
+        log=logger,
+    )
 
 
 def train(args, settings: RunSettings) -> int:
@@ -1165,164 +847,54 @@ def train(args, settings: RunSettings) -> int:
         log_with=args.logger,
         seed=args.seed,
     )
-
-    # 1. setup: data, model, scheduler, objective, optimiser; then the checkpoint to resume from
     run, settings = setup(args, settings, accelerator)
-    model, optimizer, lr_scheduler, noise_rng = run.model, run.optimizer, run.lr_scheduler, run.noise_rng
-    objective, regularizer, noise_scheduler, ema_model = (
-        run.objective,
-        run.regularizer,
-        run.noise_scheduler,
-        run.ema_model,
+    checkpoints = CheckpointPolicy(
+        args.output_dir,
+        args.checkpointing_steps,
+        args.checkpoints_total_limit,
+        run_manifest(args, settings, accelerator, run),
+        extra_state=run.checkpointed,
     )
-    global_step, first_epoch, resume_batches, manifest = resume(args, settings, accelerator, run)
-
+    loop = TrainingLoop(
+        run.parts, run.schedule, checkpoints, max_nonfinite_steps=args.max_nonfinite_steps, logger=logger, state=_STATE
+    )
+    loop.resume(args.resume_from_checkpoint, settings.learning_rate, optimizer_settings(args))
     logger.info(
         f"***** Training: {settings.max_train_steps} steps, {settings.num_epochs} epochs, batch {args.train_batch_size}"
         f" x {accelerator.num_processes} processes x {args.gradient_accumulation_steps} accumulation; spectral: "
         f"{settings.spectral_loss or 'none'} *****"
     )
-    interrupt = training.InterruptFlag().install()
-    guard = training.NonFiniteGuard(args.max_nonfinite_steps)
-    progress_bar = tqdm(
-        total=settings.max_train_steps,
-        initial=global_step,
-        disable=not accelerator.is_local_main_process,
-        desc="Steps",
-    )
-    stop = False
-    _STATE["training_started"] = True
-    saved_step = global_step if global_step else None  # the checkpoint resumed from holds this very state
-
-    def checkpoint_now():
-        nonlocal saved_step
-        if saved_step == global_step:  # on disk already (a checkpointing step): a second save would replace it
-            return
-        training.save_checkpoint(
-            accelerator,
-            args.output_dir,
-            global_step,
-            {"global_step": global_step},
-            args.checkpoints_total_limit,
-            rank_state={"noise_rng": noise_rng.state_dict()},
-            extra_state=run.checkpointed,
-            settings=manifest,
-        )
-        saved_step = global_step
-
-    def stop_on_signal() -> int:
-        checkpoint_now()
-        logger.warning(
-            f"Interrupted ({interrupt.signal_name or 'signal on another process'}): saved checkpoint-{global_step}. "
-            "Resume with --resume_from_checkpoint latest."
-        )
-        return interrupt.exit_code
-
-    if global_step >= settings.max_train_steps:
-        logger.info(f"The run already reached --max_train_steps {settings.max_train_steps}; nothing left to train.")
-        first_epoch = settings.num_epochs  # skip the loop, still write the pipeline and card below
-        if accelerator.is_main_process:
-            save_pipeline(
-                args, settings, accelerator.unwrap_model(model), noise_scheduler, ema_model, run.mel, run.pipeline_vae
+    with loop:
+        loop.begin()
+        if loop.global_step >= settings.max_train_steps:
+            logger.info(
+                f"The run already reached --max_train_steps {settings.max_train_steps}; nothing left to train."
             )
-    try:
-        # 2. the training loop
-        for epoch in range(first_epoch, settings.num_epochs):
-            model.train()
-            loader = run.train_dataloader
-            if epoch == first_epoch and resume_batches:
-                loader = accelerator.skip_first_batches(run.train_dataloader, resume_batches)
-            # The data order is a function of (seed, epoch), so a resumed run replays the uninterrupted one. Accelerate
-            # also calls `sampler.set_epoch(loader.iteration)` as iteration starts (single process): keep them equal.
-            run.sampler.set_epoch(epoch)
-            getattr(run.data.dataset, "set_epoch", lambda epoch: None)(epoch)  # augmentations: seeded per epoch/sample
-            loader.iteration = epoch
-            for batch in loader:
-                clean = batch["input"].to(accelerator.device)
-                if settings.corrupt_band is not None:  # selective omission: the data carry band-limited noise
-                    clean = corrupt_band(clean, settings.corrupt_band, args.corrupt_strength, noise_rng.generator)
-                if run.codec is not None:  # latent diffusion: x0 is the scaled latent of the batch (frozen encoder)
-                    clean = run.codec.encode(clean, noise_rng.generator)
-                noisy = objective.noise_batch(clean, noise_rng.generator)
-                with accelerator.accumulate(model):
-                    model_output = model(noisy.model_input, noisy.model_timesteps).sample
-                    base = objective.base_loss(model_output, noisy)
-                    terms = regularizer(noise_scheduler, model_output, noisy.noisy, noisy.timesteps, clean, base)
-                    loss = terms["loss"].mean()
-                    finite = accelerator.reduce(torch.isfinite(loss.detach()).float(), reduction="sum")
-                    updated = False  # a skipped batch (non-finite loss or gradient) changes no weight, EMA included
-                    if guard.check(bool(finite.item() == accelerator.num_processes), global_step, terms):
-                        accelerator.backward(loss)
-                        updated = training.clip_and_step(
-                            accelerator, model, optimizer, lr_scheduler, guard, global_step
-                        )
-                    optimizer.zero_grad()
-
-                if accelerator.sync_gradients:
-                    if ema_model is not None and updated:
-                        ema_model.step(accelerator.unwrap_model(model).parameters())
-                    global_step += 1
-                    progress_bar.update(1)
-                    # one device-to-host copy for all terms (a float() per term would sync the GPU once each)
-                    means = torch.stack([v.detach().float().mean() for v in terms.values()]).tolist()
-                    logs = dict(zip(terms, means))
-                    logs.update({f"lambda/{k}": v for k, v in regularizer.current_weights().items()})
-                    logs["lr"] = lr_scheduler.get_last_lr()[0]
-                    logs["nonfinite/skipped_steps"] = guard.skipped
-                    if ema_model is not None:
-                        logs["ema_decay"] = ema_model.cur_decay_value
-                    progress_bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if "/" not in k})
-                    accelerator.log(logs, step=global_step)
-
-                    if global_step % args.checkpointing_steps == 0:
-                        checkpoint_now()
-                    if training.interrupted_anywhere(accelerator, interrupt):
-                        return stop_on_signal()
-                    if global_step >= settings.max_train_steps:
-                        stop = True
-                        break
-            progress_bar.refresh()
-            last = stop or epoch == settings.num_epochs - 1
-            end_of_epoch(args, settings, accelerator, run, epoch, global_step, last, interrupt)
-            training.wait_for_main_process(accelerator)  # its samples, pipeline and Hub push: no collective timeout
-            if training.interrupted_anywhere(accelerator, interrupt):  # during the samples or the pipeline save
-                return stop_on_signal()
-            if stop:
-                break
-
-        # 3. finish: quick evaluation -> model card with spectral metrics -> Hub
-        progress_bar.close()
-        if guard.skipped:
+            if accelerator.is_main_process:  # the loop has nothing to do: still write the pipeline and card below
+                unet = accelerator.unwrap_model(run.parts.model)
+                save_pipeline(args, settings, unet, run.noise_scheduler, run.ema_model, run.mel, run.pipeline_vae)
+        hooks = LoopHooks(
+            after_update=update_hook(run, loop),
+            end_of_epoch=lambda epoch, step, last: end_of_epoch(
+                args, settings, accelerator, run, epoch, step, last, loop
+            ),
+        )
+        code = loop.run(spectral_step(settings, run, args.corrupt_strength), hooks)
+        if code is not None:
+            return code
+        # finish: quick evaluation -> model card with spectral metrics -> Hub
+        if loop.guard.skipped:
             logger.warning(
-                f"Skipped {guard.skipped} batches with a non-finite loss or gradient ({guard.skipped_gradients} "
-                "gradient)."
+                f"Skipped {loop.guard.skipped} batches with a non-finite loss or gradient "
+                f"({loop.guard.skipped_gradients} gradient)."
             )
-        if accelerator.is_main_process and not interrupt.raised:
-            try:
-                evaluate_and_write_card(args, settings, accelerator, run.data, regularizer, run.codec, interrupt)
-                if args.push_to_hub and not interrupt.raised:
-                    hub.push_run(hub_target(args), f"Step {global_step}")
-            except training.TrainingInterrupted:
-                pass  # the checkpoint of the last step is saved below; resuming it writes the card
-        training.wait_for_main_process(accelerator)  # however long the evaluation and upload take
-        if training.interrupted_anywhere(accelerator, interrupt):
-            return stop_on_signal()
-        logger.info(f"Saved the pipeline and its model card to {args.output_dir}")
-        return 0
-    finally:
-        interrupt.uninstall()
-        progress_bar.close()
-        if sys.exc_info()[0] is None:  # finished or stopped by a signal: every process is here together
-            run = model = optimizer = lr_scheduler = None  # freed on every process before any exits
-            training.release_distributed_models(accelerator)
-        accelerator.end_training()  # also ends the process group: nothing collective after this
+        if accelerator.is_main_process and not loop.interrupt.raised:
+            with loop.main_process_work():  # the checkpoint of the last step is saved on a signal; resuming writes it
+                write_card(args, settings, accelerator, run, loop.interrupt)
+                if args.push_to_hub and not loop.interrupt.raised:
+                    hub.push_run(hub_target(args), f"Step {loop.global_step}")
+        return loop.finish(f"Saved the pipeline and its model card to {args.output_dir}")
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (ValueError, DataError) as error:
-        if _STATE["training_started"]:
-            raise
-        print(f"train_spectral.py: error: {error}", file=sys.stderr)  # bad input, caught before any training
-        sys.exit(2)
+    run_script(main, "train_spectral.py", _STATE)

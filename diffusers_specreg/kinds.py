@@ -27,7 +27,7 @@ import numpy as np
 
 from .diffusion.base import SchedulerSettings
 from .diffusion.ddpm import DDPMObjective, ddim_pipeline
-from .diffusion.registry import OBJECTIVES
+from .diffusion.registry import OBJECTIVES, on_register
 from .diffusion.samplers import Sampler, call_sampler, ddim_of, default_sampler
 
 __all__ = [
@@ -268,6 +268,15 @@ PIPELINE_KINDS: dict[str, PipelineKind] = {
         citations=("2603.14645",),
     ),
 }
+
+
+def add_objective_kind(objective_class: type):
+    """Add the kind of an objective registered later (`diffusion.registry.register_objective`); returns its undo."""
+    PIPELINE_KINDS[objective_class.name] = kind_of_objective(objective_class)
+    return lambda: PIPELINE_KINDS.pop(objective_class.name, None)
+
+
+on_register(add_objective_kind)
 
 
 def objective_choices() -> list[str]:

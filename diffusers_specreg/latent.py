@@ -25,8 +25,11 @@ __all__ = [
     "LatentCodec",
     "check_latent_unet",
     "downsampling_factor",
+    "latent_resolution",
+    "load_codec",
     "load_vae",
     "measure_scaling_factor",
+    "warn_latent_scale",
 ]
 
 logger = logging.getLogger(__name__)
@@ -177,3 +180,81 @@ def check_latent_unet(config, codec: LatentCodec, resolution: int, source: str) 
             f"{size}x{size} latents (the autoencoder downsamples by {codec.factor}). Set sample_size to {size} in the "
             f"UNet config, or pass --resolution {sample_size * codec.factor}."
         )
+
+
+def load_codec(
+    name_or_path: str,
+    subfolder: str | None,
+    cache_dir: str | None,
+    device: torch.device,
+    mixed_precision: str = "no",
+    spectral_space: str = "latent",
+    log: logging.Logger | None = None,
+) -> tuple[LatentCodec, torch.nn.Module]:
+    """Latent diffusion's frozen autoencoder: a `LatentCodec` on `device` in the weight dtype (the encoder of every
+    batch, the decoder of `--spectral_space decoded`), and a float32 autoencoder for the saved and sampled pipeline
+    (the same object without mixed precision).
+
+    Args:
+        name_or_path (`str`): `--vae_name_or_path`, a local folder or Hub id.
+        subfolder (`str`, *optional*): `--vae_subfolder`.
+        cache_dir (`str`, *optional*): `--cache_dir`.
+        device (`torch.device`): the accelerator's device.
+        mixed_precision (`str`, defaults to "no"): "no", "fp16" or "bf16": the codec's weight dtype.
+        spectral_space (`str`, defaults to "latent"): `--spectral_space`, named in the log line.
+        log (`logging.Logger`, *optional*): where the line goes (a script's logger); this module's by default.
+    """
+    vae = load_vae(name_or_path, subfolder, cache_dir)
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision, torch.float32)
+    pipeline_vae = vae.to(device)
+    if weight_dtype != torch.float32:
+        import copy
+
+        vae = copy.deepcopy(pipeline_vae).to(dtype=weight_dtype)
+    source = _where(name_or_path, subfolder)
+    codec = LatentCodec(vae, source)
+    (log or logger).info(
+        f"Latent diffusion on {source}: {codec.latent_channels}-channel latents, downsampling {codec.factor}, "
+        f"scaling_factor {codec.scaling_factor:.6g}, spectral losses on the {spectral_space} x̂₀."
+    )
+    return codec, pipeline_vae
+
+
+def warn_latent_scale(codec: LatentCodec, images: torch.Tensor, log: logging.Logger | None = None) -> float:
+    """Warn when the scaled latents of a data batch are far from unit variance (the noise schedule assumes it), with
+    the scaling factor that would fix it (to `log`, else this module's logger); returns their standard deviation."""
+    generator = torch.Generator(device=codec.vae.device).manual_seed(0)
+    std = float(codec.encode(images, generator).std())
+    if not 0.5 <= std <= 2.0:
+        (log or logger).warning(
+            f"The scaled latents of a data batch have std {std:.3g} (scaling_factor {codec.scaling_factor:.6g} of "
+            f"{codec.source}); the noise schedule assumes about 1. A scaling_factor of "
+            f"{codec.scaling_factor / max(std, 1e-12):.6g} would give unit variance on this data "
+            "(vae.register_to_config(scaling_factor=...) and save_pretrained, or train_autoencoder.py measures it)."
+        )
+    return std
+
+
+def latent_resolution(codec: LatentCodec, resolution: int, unet_config_name_or_path: str | None = None) -> int:
+    """The image resolution of latent diffusion: `resolution`, or the sample_size of the UNet config
+    `unet_config_name_or_path` (given when `--resolution` is not and no model is fine-tuned) times the autoencoder's
+    downsampling factor; it must be a multiple of that factor.
+
+    Args:
+        codec (`LatentCodec`): the autoencoder.
+        resolution (`int`): `--resolution`, the fine-tuned model's or the preset's.
+        unet_config_name_or_path (`str`, *optional*): `--model_config_name_or_path`, when it decides the size.
+    """
+    if unet_config_name_or_path:
+        from diffusers import UNet2DModel
+
+        size = UNet2DModel.load_config(unet_config_name_or_path).get("sample_size")
+        size = size[0] if isinstance(size, (list, tuple)) else size
+        if size:
+            resolution = int(size) * codec.factor
+    if resolution % codec.factor:
+        raise ValueError(
+            f"--resolution {resolution} is not divisible by {codec.factor}, the downsampling factor of the "
+            f"autoencoder {codec.source} (2 ** (len(block_out_channels) - 1)). Use a multiple of {codec.factor}."
+        )
+    return resolution

@@ -17,6 +17,7 @@ from diffusers import AutoencoderKL
 sys.path.insert(0, str(REPO))
 import train_autoencoder  # noqa: E402
 from diffusers_specreg.autoencoder import measure_scaling_factor  # noqa: E402
+from diffusers_specreg.card.autoencoder import write_autoencoder_card  # noqa: E402
 from diffusers_specreg.data import build_image_dataset  # noqa: E402
 
 FAST = [
@@ -252,7 +253,7 @@ def test_the_card_shows_local_paths_relative_to_the_folder_or_with_the_home_as_t
     argv = ["--output_dir", str(out), "--train_data_dir", str(home / "imgs"), "--pretrained_model_name_or_path"]
     args = train_autoencoder.parse_args([*argv, str(base)])
     result = {"psnr": 30.0, "latent_slope": -2.0, "image_slope": -2.5, "latent_shape": [4, 8, 8]}
-    train_autoencoder.write_card(args, str(out), result, 0.5, f"12 images from {home / 'imgs'}", 10)
+    write_autoencoder_card(str(out), vars(args), result, 0.5, f"12 images from {home / 'imgs'}", 10)
     card = (out / "README.md").read_text(encoding="utf-8")
     assert "alice" not in card and str(tmp_path) not in card
     assert "12 images from ~/imgs" in card and "(fine-tuned from `~/models/base-vae`)" in card

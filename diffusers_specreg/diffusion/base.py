@@ -149,6 +149,10 @@ class Objective(Protocol):
         name (`str`): the registry name (`--formulation`).
         prediction_types (`tuple[str, ...]`): the `prediction_type`s it trains; the first is the default.
         integer_timesteps (`bool`): whether `levels.t` is an integer timestep (so `--spectral_max_timestep` applies).
+        supports_noise_spectrum (`bool`): whether it trains, and its saved pipeline samples, coloured forward noise
+            (`--noise_spectrum`, SAGD).
+        supports_audio (`bool`): whether `--modality audio` can train it (the saved `AudioDiffusionPipeline` samples
+            DDPM/DDIM).
         options (`tuple[Option, ...]`): its own command-line settings, passed to the constructor by `kwarg`.
         pipeline (`PipelineSpec`): its saved pipeline and samplers (`diffusion.samplers`).
         scheduler (`SchedulerMixin`): the Diffusers scheduler whose noise schedule it trains.
@@ -157,6 +161,8 @@ class Objective(Protocol):
     name: ClassVar[str]
     prediction_types: ClassVar[tuple[str, ...]]
     integer_timesteps: ClassVar[bool]
+    supports_noise_spectrum: ClassVar[bool]
+    supports_audio: ClassVar[bool]
     options: ClassVar[tuple[Option, ...]]
     pipeline: ClassVar[Any]
     scheduler: object

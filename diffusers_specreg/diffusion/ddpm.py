@@ -184,6 +184,8 @@ class DDPMObjective:
     other_names = ("ddim",)
     prediction_types = VP_PREDICTION_TYPES
     integer_timesteps = True
+    supports_noise_spectrum = True  # coloured forward noise (SAGD) through noise_fn
+    supports_audio = True  # the AudioDiffusionPipeline samples DDPM/DDIM
     options = ()
     pipeline = PipelineSpec("DDPMPipeline", ddpm_pipeline, ddim_pipeline, ddim_sampler, aliases=("DDIMPipeline",))
 

@@ -105,6 +105,8 @@ class EDMObjective:
     other_names = ()
     prediction_types = EDM_PREDICTION_TYPES
     integer_timesteps = False
+    supports_noise_spectrum = False  # the EDM sampler draws white noise
+    supports_audio = False  # the AudioDiffusionPipeline samples DDPM/DDIM
     # not in run_settings.INCOMPATIBLE: a resumed run may change them
     options = (
         Option("edm_p_mean", float, -1.2, "Mean of ln σ of the EDM training noise levels.", "p_mean", "compatible"),

@@ -6,12 +6,18 @@ in `OBJECTIVES` below. `kinds.PIPELINE_KINDS` then holds a pipeline kind for it,
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
+
 from .base import NoiseFn
 from .ddpm import DDPMObjective
 from .edm import EDMObjective
 
 # The registered objectives, in the order `--formulation` lists them
 OBJECTIVES: tuple[type, ...] = (DDPMObjective, EDMObjective)
+
+# what else follows the registry (kinds.PIPELINE_KINDS): `listener(cls)` adds cls and returns how to take it out again
+_listeners: list[Callable[[type], Callable[[], None]]] = []
 
 
 def objective_names() -> list[str]:
@@ -61,3 +67,42 @@ def build_objective(
     values = {"edm_p_mean": edm_p_mean, "edm_p_std": edm_p_std, **options}
     kwargs = {option.kwarg: values.get(option.flag, option.default) for option in cls.options}
     return cls(scheduler, noise_fn=noise_fn, **kwargs)
+
+
+def on_register(listener: Callable[[type], Callable[[], None]]) -> None:
+    """Call `listener(cls)` for each objective `register_objective` adds from now on; it returns the function that
+    takes `cls` out again. (`kinds` adds a pipeline kind per objective this way.)"""
+    _listeners.append(listener)
+
+
+@contextlib.contextmanager
+def register_objective(objective_class: type) -> Iterator[type]:
+    """Register `objective_class` inside the block (`--formulation` then names it), restore the registry after.
+
+    For a test or an experiment; a shipped objective is one line of `OBJECTIVES`.
+
+    Args:
+        objective_class (`type`): a class that follows `diffusion.base.Objective`, whose `name` is not registered.
+
+    Example:
+
+    ```py
+    with register_objective(MyObjective):
+        train_spectral.main(["--formulation", MyObjective.name, ...])
+    ```
+    """
+    global OBJECTIVES
+    taken = [name for name in (objective_class.name, *objective_class.other_names) if name in objective_names()]
+    if taken:
+        raise ValueError(f"An objective is already registered as {taken[0]!r}.")
+    registered = OBJECTIVES
+    OBJECTIVES = (*registered, objective_class)
+    undo = []
+    try:
+        for listener in _listeners:
+            undo.append(listener(objective_class))
+        yield objective_class
+    finally:
+        for remove in reversed(undo):
+            remove()
+        OBJECTIVES = registered

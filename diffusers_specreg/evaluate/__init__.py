@@ -58,14 +58,12 @@ In-process (e.g. at the end of `train_spectral.py`): `evaluate_pipeline(pipeline
 `AudioDiffusionPipeline`, `real_images` are mel images (`{"input": [1, H, W]}` in `[-1, 1]`, as
 `audio.build_audio_dataset(...).dataset` yields them) and the audio metrics are added.
 
-Modules: `sampling` (loading, seeded sampling), `statistics` (reference data and their statistics), `result` (the
-typed result), `run` (one pipeline's evaluation), `report` (tables, plots, files, card update), `cli` (`main`).
+Modules: `sampling` (loading, seeded sampling), `statistics` (reference data and their statistics), `run` (one
+pipeline's evaluation), `report` (tables, plots, files, card update), `cli` (`main`). The typed result is
+`diffusers_specreg.metrics.results` (`result` here is its old path).
 """
 
-from ..pipelines_io import DYNAMIC_PIPELINE_MODULE
-from .cli import main
-from .report import audio_comparison_table, comparison_table, plot_mel_images, write_report, write_wav
-from .result import (
+from ..metrics.results import (
     BANDS,
     AudioScores,
     BandDistances,
@@ -74,6 +72,9 @@ from .result import (
     SpectralSlopes,
     library_versions,
 )
+from ..pipelines_io import DYNAMIC_PIPELINE_MODULE
+from .cli import main
+from .report import audio_comparison_table, comparison_table, plot_mel_images, write_report, write_wav
 from .run import evaluate_against, evaluate_pipeline
 from .sampling import (
     generate_images,

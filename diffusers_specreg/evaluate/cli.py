@@ -11,9 +11,10 @@ from collections.abc import Sequence
 
 import torch
 
+from ..card import card_update_error
+from ..metrics.results import AUDIO_FILES, PipelineResult
 from ..plots import REFERENCE_NAMES
 from .report import audio_comparison_table, comparison_table, update_pipeline_card, write_report
-from .result import AUDIO_FILES
 from .run import evaluate_against
 from .sampling import image_shape, is_audio_pipeline, load_pipeline, mel_settings
 from .statistics import (
@@ -257,8 +258,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.fid_weights and args.feature_extractor:
         raise ValueError("Pass --fid_weights (Inception FID) or --feature_extractor (your network's FD), not both.")
     if args.update_model_card:  # before anything is loaded or sampled
-        from ..model_card import card_update_error
-
         errors = [card_update_error(path) for path in args.pipeline if os.path.isdir(path)]
         if any(errors):
             raise ValueError(" ".join(e for e in errors if e))
@@ -267,18 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         fid_extractor = FeatureExtractor(args.feature_extractor, device)
     progress = not args.no_progress
 
-    pipelines = []
-    for path in args.pipeline:
-        try:
-            pipelines.append(
-                load_pipeline(path, device=device, cache_dir=args.cache_dir, trust_remote_code=args.trust_remote_code)
-            )
-        except OSError as error:  # missing folder, no model_index.json, Hub unreachable
-            raise ValueError(f"Cannot load the pipeline {path!r}: {error}") from error
-    shapes = {image_shape(p) for p in pipelines}
-    if len(shapes) != 1:
-        raise ValueError(f"The pipelines generate different image shapes {sorted(shapes)}; compare like with like.")
-    shape = shapes.pop()
+    pipelines, shape = _load_pipelines(args, device)
     audio = _modality(args, pipelines) == "audio"
     if audio:
         dataset, info = _reference_audio_dataset(args, pipelines[0].mel)
@@ -324,10 +312,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n" + audio_comparison_table([r.metrics for r in results]))
     print(f"\nWrote {os.path.join(args.output_dir, 'metrics.json')} and the plots.")
     if args.update_model_card:
-        for path, result in zip(args.pipeline, results):
-            if not os.path.isdir(path):
-                logger.warning("--update_model_card: %s is not a local folder; its card was not changed.", path)
-                continue
-            card = update_pipeline_card(path, result, reference)
-            print(f"Updated the model card {card}")
+        _update_cards(args, results, reference)
     return 0
+
+
+def _load_pipelines(args, device: str) -> tuple[list, tuple[int, ...]]:
+    """Every `--pipeline`, loaded, and the image shape `(C, H, W)` they all generate (`ValueError` if they differ)."""
+    pipelines = []
+    for path in args.pipeline:
+        try:
+            pipelines.append(
+                load_pipeline(path, device=device, cache_dir=args.cache_dir, trust_remote_code=args.trust_remote_code)
+            )
+        except OSError as error:  # missing folder, no model_index.json, Hub unreachable
+            raise ValueError(f"Cannot load the pipeline {path!r}: {error}") from error
+    shapes = {image_shape(p) for p in pipelines}
+    if len(shapes) != 1:
+        raise ValueError(f"The pipelines generate different image shapes {sorted(shapes)}; compare like with like.")
+    return pipelines, shapes.pop()
+
+
+def _update_cards(args, results: list[PipelineResult], reference: ReferenceStatistics) -> None:
+    """`--update_model_card`: every local pipeline's evaluation copied into its folder and its card rewritten."""
+    for path, result in zip(args.pipeline, results):
+        if not os.path.isdir(path):
+            logger.warning("--update_model_card: %s is not a local folder; its card was not changed.", path)
+            continue
+        card = update_pipeline_card(path, result, reference)
+        print(f"Updated the model card {card}")

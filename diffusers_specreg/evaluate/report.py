@@ -12,8 +12,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ..card import card_update_error, publishable_path, update_model_card
+from ..metrics.results import AUDIO_FILES, EvaluationResult, PipelineResult, library_versions
 from ..plots import new_figure, plot_band_errors, plot_rapsd, save_figure, save_image_grid
-from .result import AUDIO_FILES, EvaluationResult, PipelineResult, library_versions
 from .statistics import ReferenceStatistics
 
 SPECTROGRAM_FIGURE = "spectrograms.png"
@@ -350,7 +351,6 @@ def write_report(
 
 def update_pipeline_card(path: str, result: PipelineResult, reference: ReferenceStatistics) -> str:
     """Copy the pipeline's evaluation into `<path>/evaluation/` and rewrite its model card with it."""
-    from ..model_card import card_update_error, publishable_path, update_model_card
     from ..run_settings import record_outputs
 
     error = card_update_error(path)  # before anything is written: a folder holding files no run wrote is refused

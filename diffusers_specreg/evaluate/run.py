@@ -7,20 +7,21 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 import torch
 
 from ..metrics import (
     RAPSD,
+    FrechetWaveletDistance,
+    PowerSpectrum,
     RunningMoments,
     frechet_from_moments,
     log_rapsd_distance,
     spectral_slope,
 )
-from .report import write_report
-from .result import (
+from ..metrics.results import (
     AUDIO_FILES,
     BANDS,
     AudioScores,
@@ -30,6 +31,7 @@ from .result import (
     SpectralSlopes,
     library_versions,
 )
+from .report import write_report
 from .sampling import generate_images, image_shape, is_audio_pipeline, make_sampler, mel_settings
 from .statistics import (
     ImageBatches,
@@ -62,14 +64,61 @@ def evaluate_against(
     r"""
     Evaluate one pipeline against reference statistics computed before, in one streaming pass over its samples.
 
-    Args are those of [`evaluate_pipeline`] (`reference` from `ReferenceStatistics.from_images`), plus:
+    Args:
+        pipeline (`DiffusionPipeline`): see [`evaluate_pipeline`].
+        reference (`ReferenceStatistics`): the data's statistics, `ReferenceStatistics.from_images`.
+        name (`str`, defaults to `"model"`): the pipeline's name in reports and plots.
+        num_samples (`int`, defaults to `1000`): images to generate.
+        batch_size (`int`, defaults to `16`): images per pipeline call.
+        num_inference_steps (`int`, defaults to `50`): denoising steps.
+        seed (`int`, defaults to `0`): image `i` is drawn with the generator of `image_generators(seed, i, 1)`.
+        grid_size (`int`, defaults to `64`): images in the sample grid.
+        fid_extractor (`InceptionFeatures`, *optional*, defaults to `None`): also compute FID.
+        progress (`bool`, defaults to `True`): show progress bars.
+        audio_num_samples (`int`, *optional*, defaults to `None`): clips per side for the audio metrics, `None` for
+            `min(num_samples, 32)`; Griffin-Lim is the slow part.
+        num_audio_files (`int`, defaults to `4`): generated (and data) clips written as WAV files.
         on_samples (`Callable[[torch.Tensor], None]`, *optional*): called with every batch of samples `[B, C, H, W]`
             in `[-1, 1]`, for statistics of the caller's own (the benchmarks count saturated pixels with it).
-        sampler (`"fast"` or `"pipeline"`, defaults to `"fast"`): see `sampling.make_sampler`.
+        sampler (`"fast"` or `"pipeline"`, defaults to `"fast"`): DDIM (eta 0) or the pipeline's own sampler (DDPM:
+            ancestral), see `sampling.make_sampler`.
 
     Returns:
         [`PipelineResult`]: the typed metrics ([`EvaluationResult`]), the sample spectrum, the grid (and audio).
     """
+    with_audio = _check_pipeline(pipeline, reference, name)
+    audio_limit = audio_sample_limit(num_samples, audio_num_samples) if with_audio else 0
+    _, sampler_description = make_sampler(pipeline, num_inference_steps, sampler)
+    batches = generate_images(
+        pipeline, num_samples, batch_size, num_inference_steps, seed, progress, f"sampling {name}", sampler
+    )
+    streamed = _stream_samples(batches, reference, name, fid_extractor, grid_size, audio_limit, on_samples)
+    metrics = EvaluationResult(
+        name=name,
+        pipeline_class=type(pipeline).__name__,
+        sampler=sampler_description,
+        num_samples=num_samples,
+        num_real=reference.num_samples,
+        num_inference_steps=num_inference_steps,
+        batch_size=batch_size,
+        seed=seed,
+        sampling_seconds=streamed.seconds,
+        dataset=dict(reference.dataset),
+        versions=library_versions(),
+    )
+    psd = streamed.spectrum.compute()
+    metrics = _spectral_metrics(metrics, psd, streamed, reference)
+    if not with_audio:
+        return PipelineResult(name, metrics, psd, torch.cat(streamed.grid)[:grid_size])
+    scores, clips, mel_images = _audio_scores(pipeline, reference, streamed.mel_images, seed)
+    metrics = dataclasses.replace(metrics, audio=scores)
+    grid = torch.cat(streamed.grid)[:grid_size]
+    return PipelineResult(name, metrics, psd, grid, clips[:num_audio_files], mel_images[:AUDIO_FILES])
+
+
+def _check_pipeline(pipeline, reference: ReferenceStatistics, name: str) -> bool:
+    """`ValueError` for a pipeline whose samples cannot be compared with the data (shape, Mel settings); `True` when
+    it is evaluated as audio too (an `AudioDiffusionPipeline` and reference statistics with audio)."""
     shape = image_shape(pipeline)
     if shape != reference.shape:
         raise ValueError(
@@ -88,19 +137,40 @@ def evaluate_against(
             f"Pipeline {name!r} has the Mel settings {mel_settings(pipeline.mel)} but the reference audio was made "
             f"with {reference.mel}; compare like with like."
         )
-    audio_limit = audio_sample_limit(num_samples, audio_num_samples) if with_audio else 0
-    mel_kept: list[np.ndarray] = []
-    _, sampler_description = make_sampler(pipeline, num_inference_steps, sampler)
+    return with_audio
+
+
+@dataclasses.dataclass
+class _Streamed:
+    """What one pass over the samples accumulated: the spectrum sums, the FWD and FID statistics, the first images,
+    and the seconds it took."""
+
+    spectrum: RAPSD
+    fwd: FrechetWaveletDistance | None
+    fid_moments: RunningMoments | None
+    grid: list[torch.Tensor]
+    mel_images: list[np.ndarray]
+    seconds: float
+
+
+def _stream_samples(
+    batches: Iterable[torch.Tensor],
+    reference: ReferenceStatistics,
+    name: str,
+    fid_extractor: InceptionFeatures | None,
+    grid_size: int,
+    audio_limit: int,
+    on_samples: Callable[[torch.Tensor], None] | None,
+) -> _Streamed:
+    """1. One streaming pass over the samples: spectrum sums, FWD packet moments, FID moments, the first images (and
+    the first `audio_limit` mel images as uint8)."""
     spectrum = RAPSD()
     fwd = copy.deepcopy(reference.fwd) if reference.fwd is not None else None
     fid_moments = RunningMoments() if reference.fid_moments is not None and fid_extractor is not None else None
     grid: list[torch.Tensor] = []
+    mel_kept: list[np.ndarray] = []
     kept = 0
     start = time.perf_counter()
-    # 1. one streaming pass over the samples: spectrum sums, FWD packet moments, FID moments, the first images
-    batches = generate_images(
-        pipeline, num_samples, batch_size, num_inference_steps, seed, progress, f"sampling {name}", sampler
-    )
     for images in batches:
         if not torch.isfinite(images).all():
             raise ValueError(f"Pipeline {name!r} produced non-finite samples.")
@@ -117,52 +187,52 @@ def evaluate_against(
         mel_count = sum(len(m) for m in mel_kept)
         if mel_count < audio_limit:
             mel_kept.append(mel_images_to_uint8(images[: audio_limit - mel_count]))
-    seconds = time.perf_counter() - start
+    return _Streamed(spectrum, fwd, fid_moments, grid, mel_kept, time.perf_counter() - start)
 
+
+def _spectral_metrics(
+    metrics: EvaluationResult, psd: PowerSpectrum, streamed: _Streamed, reference: ReferenceStatistics
+) -> EvaluationResult:
+    """`metrics` with the spectral distances and slopes of the samples' spectrum `psd`, their FWD and FID."""
     # 2. mean |Δ log10 P| of the radial spectra, overall and per third of [0, Nyquist]
-    psd = spectrum.compute()
+    fwd = streamed.fwd
     distances = log_rapsd_distance(psd, reference.spectrum)
     # 3. power-law exponents; gap < 0 means the samples lack high frequencies (the blur of MSE training)
     slope_data = spectral_slope(reference.spectrum.frequencies, reference.spectrum)
     slope_model = spectral_slope(psd.frequencies, psd)
-    metrics = EvaluationResult(
-        name=name,
-        pipeline_class=type(pipeline).__name__,
-        sampler=sampler_description,
-        num_samples=num_samples,
-        num_real=reference.num_samples,
-        num_inference_steps=num_inference_steps,
-        batch_size=batch_size,
-        seed=seed,
+    metrics = dataclasses.replace(
+        metrics,
         log_rapsd_distance=BandDistances(**{band: distances[band] for band in BANDS}),
         slope=SpectralSlopes(data=slope_data, model=slope_model, gap=slope_model - slope_data),
         fwd=float(fwd.compute()) if fwd is not None else float("nan"),
         fwd_wavelet=fwd.wavelet if fwd is not None else None,
         fwd_level=fwd.level if fwd is not None else None,
-        sampling_seconds=seconds,
-        dataset=dict(reference.dataset),
-        versions=library_versions(),
     )
     # 4. Fréchet distances: per wavelet packet averaged (FWD, arXiv 2312.15289), Inception features (FID)
-    if fid_moments is not None:
-        fid = float(frechet_from_moments(reference.fid_moments, fid_moments, "eigh", "FID"))
+    if streamed.fid_moments is not None:
+        fid = float(frechet_from_moments(reference.fid_moments, streamed.fid_moments, "eigh", "FID"))
         metrics = dataclasses.replace(metrics, fid=fid)
     if fwd is not None:
         features = int(np.prod(reference.shape)) // 4**fwd.level
-        if min(num_samples, reference.num_samples) < 2 * features:
+        if min(metrics.num_samples, reference.num_samples) < 2 * features:
             logger.warning(
                 "FWD of %s uses %d packet features with %d samples: covariances from fewer than 2x as many samples "
                 "as features are noisy; compare FWD values only at equal sample counts.",
-                name,
+                metrics.name,
                 features,
-                min(num_samples, reference.num_samples),
+                min(metrics.num_samples, reference.num_samples),
             )
-    if not with_audio:
-        return PipelineResult(name, metrics, psd, torch.cat(grid)[:grid_size])
+    return metrics
+
+
+def _audio_scores(
+    pipeline, reference: ReferenceStatistics, mel_kept: list[np.ndarray], seed: int
+) -> tuple[AudioScores, np.ndarray, np.ndarray]:
+    """5. Audio: the samples' mel images through the same seeded Griffin-Lim as the data's (ReferenceStatistics),
+    then set distances between the two sets of clips (MR-STFT arXiv 1910.11480, LSD, Fréchet log-mel, NDB arXiv
+    1805.12462). Returns the scores, the clips `[N, T]` and the mel images `[N, H, W]`."""
     from ..audio import audio_metrics, mel_images_to_audio
 
-    # 5. audio: the samples' mel images through the same seeded Griffin-Lim as the data's (ReferenceStatistics), then
-    # set distances between the two sets of clips (MR-STFT arXiv 1910.11480, LSD, Fréchet log-mel, NDB arXiv 1805.12462)
     start = time.perf_counter()
     mel_images = np.concatenate(mel_kept)
     clips = mel_images_to_audio(mel_images, pipeline.mel, seed=seed)
@@ -175,10 +245,7 @@ def evaluate_against(
         mel=mel_settings(pipeline.mel),
         seconds=time.perf_counter() - start,
     )
-    metrics = dataclasses.replace(metrics, audio=scores)
-    return PipelineResult(
-        name, metrics, psd, torch.cat(grid)[:grid_size], clips[:num_audio_files], mel_images[:AUDIO_FILES]
-    )
+    return scores, clips, mel_images
 
 
 def evaluate_pipeline(
@@ -220,70 +287,83 @@ def evaluate_pipeline(
             audio pipeline, with `mel=pipeline.mel`). For audio, mel images `[N, 1, y_res, x_res]`, e.g. the dataset
             of `audio.build_audio_dataset` (`{"input": [1, H, W]}` items).
         num_samples (`int`): images to generate, and data images to read at most.
-        batch_size (`int`, defaults to `16`): images per pipeline call.
-        num_inference_steps (`int`, defaults to `50`): denoising steps.
-        seed (`int`, defaults to `0`): image `i` is drawn with the generator of `image_generators(seed, i, 1)`.
         output_dir (`str` or `os.PathLike`, *optional*, defaults to `None`): where to write `metrics.json`,
             `samples.png`, `rapsd.png`, `band_errors.png` and `comparison.md`; `None` writes nothing.
-        name (`str`, defaults to `"model"`): the pipeline's name in reports and plots.
-        grid_size (`int`, defaults to `64`): images in the sample grid.
         fwd_wavelet (`str`, defaults to `"haar"`): FWD wavelet.
         fwd_level (`int`, *optional*, defaults to `None`): FWD packet level, `None` for packets of about 16×16.
-        fid_extractor (`InceptionFeatures`, *optional*, defaults to `None`): also compute FID.
         dataset (`Mapping`, *optional*, defaults to `None`): `{"type", "name"}` of the data, for the model card (for
             an audio pipeline, image data types from `dataset_info` are renamed: see `audio_dataset_info`).
-        progress (`bool`, defaults to `True`): show progress bars.
-        audio_num_samples (`int`, *optional*, defaults to `None`): clips per side for the audio metrics, `None` for
-            `min(num_samples, 32)`; Griffin-Lim is the slow part.
-        num_audio_files (`int`, defaults to `4`): generated (and data) clips written as WAV files.
-        sampler (`"fast"` or `"pipeline"`, defaults to `"fast"`): DDIM (eta 0) or the pipeline's own sampler (DDPM:
-            ancestral), see `sampling.make_sampler`.
+        batch_size, num_inference_steps, seed, name, grid_size, fid_extractor, progress, audio_num_samples,
+            num_audio_files, sampler: see [`evaluate_against`].
 
     Returns:
         [`EvaluationResult`]: `log_rapsd_distance` (all, low, mid, high), `slope` (data, model, gap), `fwd`, `fid`
         (with an extractor), `num_samples`, `num_real`, `num_inference_steps`, `seed`, `sampler`, `dataset`,
         `versions`, and `sample_grid` / `spectrum_plot` (file names in `output_dir`) when files were written; for
         audio also `audio` ([`AudioScores`], with the file names when written). It is what
-        `model_card.write_model_card(metrics=...)` takes; `to_dict()` is its `metrics.json` form.
+        `card.write_model_card(metrics=...)` takes; `to_dict()` is its `metrics.json` form.
     """
-    audio = is_audio_pipeline(pipeline)
     if num_audio_files < 0:
         raise ValueError(f"`num_audio_files` must be >= 0, got {num_audio_files}.")
+    shared = dict(  # the settings of both passes: over the data, then over the samples
+        num_samples=num_samples,
+        batch_size=batch_size,
+        seed=seed,
+        fid_extractor=fid_extractor,
+        progress=progress,
+        audio_num_samples=audio_num_samples,
+    )
+    reference = _reference_statistics(pipeline, real_images, dataset, fwd_wavelet, fwd_level, **shared)
+    result = evaluate_against(
+        pipeline,
+        reference,
+        name,
+        num_inference_steps=num_inference_steps,
+        grid_size=grid_size,
+        num_audio_files=num_audio_files,
+        sampler=sampler,
+        **shared,
+    )
+    if output_dir is not None:
+        write_report(output_dir, [result], reference, single=True)
+    return result.metrics
+
+
+def _reference_statistics(
+    pipeline,
+    real_images: ImageBatches | ReferenceStatistics,
+    dataset: Mapping | None,
+    fwd_wavelet: str,
+    fwd_level: int | None,
+    *,
+    num_samples: int,
+    batch_size: int,
+    seed: int,
+    fid_extractor: InceptionFeatures | None,
+    progress: bool,
+    audio_num_samples: int | None,
+) -> ReferenceStatistics:
+    """The data's statistics for [`evaluate_pipeline`]: `real_images` when they are statistics already (with
+    `dataset` recorded), else computed from the images (with the pipeline's Mel for an audio pipeline); an audio
+    pipeline's `dataset` is renamed by `audio_dataset_info`."""
+    audio = is_audio_pipeline(pipeline)
     if audio and dataset is not None:
         dataset = audio_dataset_info(dataset)
     if isinstance(real_images, ReferenceStatistics):
         reference = real_images
         if dataset is not None:
             reference = dataclasses.replace(reference, dataset=dict(dataset))
-    else:
-        reference = ReferenceStatistics.from_images(
-            real_images,
-            num_samples,
-            batch_size,
-            fwd_wavelet,
-            fwd_level,
-            fid_extractor,
-            dataset,
-            progress,
-            seed,
-            mel=pipeline.mel if audio else None,
-            audio_num_samples=audio_num_samples,
-        )
-    result = evaluate_against(
-        pipeline,
-        reference,
-        name,
+        return reference
+    return ReferenceStatistics.from_images(
+        real_images,
         num_samples,
         batch_size,
-        num_inference_steps,
-        seed,
-        grid_size,
+        fwd_wavelet,
+        fwd_level,
         fid_extractor,
+        dataset,
         progress,
-        audio_num_samples,
-        num_audio_files,
-        sampler=sampler,
+        seed,
+        mel=pipeline.mel if audio else None,
+        audio_num_samples=audio_num_samples,
     )
-    if output_dir is not None:
-        write_report(output_dir, [result], reference, single=True)
-    return result.metrics

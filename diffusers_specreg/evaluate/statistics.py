@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..card import publishable_path
 from ..data import BUILTIN_DATASETS
 from ..metrics import (
     RAPSD,
@@ -359,8 +360,6 @@ def dataset_info(
         raise ValueError(f"Unknown modality {modality!r}; expected one of ['image', 'audio'].")
     kind = "audio" if modality == "audio" else "image"
     if dataset_name:
-        from ..model_card import publishable_path
-
         dataset_name = publishable_path(dataset_name)  # a local data set: the home folder as ~ (it is published)
         return {"type": dataset_name, "name": dataset_name}
     if train_data_dir:

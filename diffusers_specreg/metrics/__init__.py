@@ -13,7 +13,9 @@ this package is computed from the samples alone, one module per family:
 - `audio`: multi-resolution STFT distance (`mrstft_distance`), log-spectral distance (`log_spectral_distance`,
   `psd_log_spectral_distance` with `MeanPowerSpectrum`) and a Fréchet distance on log-mel frames
   (`FrechetLogMelDistance`), and `audio_metrics`, the set report of unpaired clips;
-- `inputs`: the array conversions and option checks they share.
+- `inputs`: the array conversions and option checks they share;
+- `results`: the typed result of evaluating one pipeline (`EvaluationResult` with `BandDistances`, `SpectralSlopes`,
+  `AudioScores`; `PipelineResult`), the form of `metrics.json` that the evaluation writes and the model card reads.
 
 Every name is importable from `diffusers_specreg.metrics` as before the split.
 
@@ -55,6 +57,7 @@ from .frechet import (
 )
 from .inputs import REDUCTIONS, ArrayLike, PowerSpectrum
 from .ndb import NDB, jensen_shannon_divergence, kmeans
+from .results import AudioScores, BandDistances, EvaluationResult, PipelineResult, SpectralSlopes, library_versions
 from .spectra import (
     DEFAULT_BANDS,
     RAPSD,
@@ -75,12 +78,17 @@ __all__ = [
     "NDB",
     "RAPSD",
     "ArrayLike",
+    "AudioScores",
+    "BandDistances",
+    "EvaluationResult",
     "FeatureStatistics",
     "FrechetLogMelDistance",
     "FrechetWaveletDistance",
     "MeanPowerSpectrum",
+    "PipelineResult",
     "PowerSpectrum",
     "RunningMoments",
+    "SpectralSlopes",
     "audio_metrics",
     "compare_image_sets",
     "feature_frechet_distance",
@@ -88,6 +96,7 @@ __all__ = [
     "frechet_from_moments",
     "jensen_shannon_divergence",
     "kmeans",
+    "library_versions",
     "log_rapsd_distance",
     "log_spectral_distance",
     "mrstft_distance",
