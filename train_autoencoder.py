@@ -267,6 +267,13 @@ def claim_output_dir(args) -> None:
     )
 
 
+def hub_target(args) -> hub.HubTarget | None:
+    """Where `--push_to_hub` uploads the run's folder; None without it."""
+    if not args.push_to_hub:
+        return None
+    return hub.HubTarget(args.output_dir, args.hub_model_id, args.hub_token, args.hub_private_repo, args.logging_dir)
+
+
 def load_vae(args):
     """The pretrained autoencoder (fine-tuning) or None."""
     if not args.pretrained_model_name_or_path:
@@ -401,10 +408,18 @@ def optimizer_settings(args) -> dict:
 def train(args) -> int:
     """`main` once the flags are checked, inside the output folder's lock: check the folder, set up, train, save."""
     check_output_dir(args)
-    hub.check_push_run(args)
+    hub.check_push_run(hub_target(args))
     training.main_process_timeout()  # SPECREG_MAIN_PROCESS_TIMEOUT, checked before training
     vae, data, train_dataset, held_out_dataset, loss_fn, factor = build(args)
-    accelerator = training.make_accelerator(args, logger)
+    accelerator = training.make_accelerator(
+        logger=logger,
+        output_dir=args.output_dir,
+        logging_dir=args.logging_dir,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=args.logger,
+        seed=args.seed,
+    )
     model = EncodeDecode(vae)
     model.train()
     optimizer = torch.optim.AdamW(vae.parameters(), lr=args.learning_rate, **optimizer_settings(args))
@@ -472,7 +487,7 @@ def train(args) -> int:
                 log_reconstructions(accelerator, vae, preview, loop.global_step)
                 finish(args, accelerator, vae, train_dataset, held_out, data.description, loop.global_step)
                 if args.push_to_hub and not loop.interrupt.raised:
-                    hub.push_run(args, f"Step {loop.global_step}")
+                    hub.push_run(hub_target(args), f"Step {loop.global_step}")
         return loop.finish(f"Saved the autoencoder and its model card to {args.output_dir}")
 
 

@@ -26,13 +26,14 @@ import logging
 import os
 import shlex
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 logger = logging.getLogger(__name__)
 
 # Folder patterns are given twice: at the top of the output folder and below it (fnmatch `*` crosses "/").
 CHECKPOINT_PATTERNS = ("checkpoint-*", "*/checkpoint-*", ".tmp-checkpoint-*", "*/.tmp-checkpoint-*")
 # `*.tmp` files, the record of which files a training run wrote and the lock of the run writing there
-# (diffusers_specreg.run_settings.OUTPUTS_FILE, LOCK_FILE)
+# (diffusers_specreg.train.output_dir.OUTPUTS_FILE, train.lock.LOCK_FILE)
 TEMPORARY_PATTERNS = ("*.tmp", ".train_spectral_outputs.json", ".train_spectral.lock")
 # upload_folder refuses any file under a `.cache/` or `.git/` folder (huggingface_hub FORBIDDEN_FOLDERS)
 FORBIDDEN_PATTERNS = (".cache/*", "*/.cache/*", ".git/*", "*/.git/*")
@@ -269,35 +270,59 @@ def push_output_dir(
 __all__ = [
     "CHECKPOINT_PATTERNS",
     "DEFAULT_COMMIT_MESSAGE",
+    "HubTarget",
     "check_private_repo",
+    "check_push_run",
     "FORBIDDEN_PATTERNS",
     "SECRET_PATTERNS",
     "TEMPORARY_PATTERNS",
     "push_output_dir",
+    "push_run",
     "retry_command",
     "upload_file_list",
     "upload_ignore_patterns",
 ]
 
 
-def _run_repo_id(args) -> str:
-    return args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir))
+@dataclass(frozen=True)
+class HubTarget:
+    r"""
+    Where a training script uploads its output folder (`--push_to_hub`): the flags `push_output_dir` needs.
+
+    Args:
+        output_dir (`str`): `--output_dir`, the folder to upload.
+        repo_id (`str`, *optional*, defaults to `None`): `--hub_model_id`; `None` uses the folder's name (under the
+            token's user).
+        token (`str`, *optional*, defaults to `None`): `--hub_token`; `None` uses the stored login or `HF_TOKEN`.
+        private (`bool`, defaults to `False`): `--hub_private_repo`.
+        logging_dir (`str`, *optional*, defaults to `"logs"`): `--logging_dir`, left out of the upload.
+    """
+
+    output_dir: str
+    repo_id: str | None = None
+    token: str | None = field(default=None, repr=False)
+    private: bool = False
+    logging_dir: str | None = "logs"
+
+    @property
+    def repo(self) -> str:
+        """The repo to upload to: `repo_id`, or the output folder's name."""
+        return self.repo_id or os.path.basename(os.path.abspath(self.output_dir))
 
 
-def check_push_run(args) -> None:
-    """Before training: `check_private_repo` for a training script's `--push_to_hub --hub_private_repo`."""
-    if args.push_to_hub and args.hub_private_repo:
-        check_private_repo(_run_repo_id(args), args.hub_token)
+def check_push_run(target: HubTarget | None) -> None:
+    """Before training: `check_private_repo` for a private `target`; nothing for `None` (no `--push_to_hub`)."""
+    if target is not None and target.private:
+        check_private_repo(target.repo, target.token)
 
 
-def push_run(args, commit_message: str) -> None:
-    """`push_output_dir` with a training script's flags (`--output_dir`, `--hub_model_id` (default: the folder's name),
-    `--hub_token`, `--hub_private_repo`, `--logging_dir`)."""
+def push_run(target: HubTarget, commit_message: str) -> None:
+    """`push_output_dir` of a training run's folder to `target` (a failed upload only warns, see there)."""
     push_output_dir(
-        args.output_dir,
-        _run_repo_id(args),
-        token=args.hub_token,
-        private=args.hub_private_repo,
+        target.output_dir,
+        target.repo,
+        token=target.token,
+        private=target.private,
         commit_message=commit_message,
-        logging_dir=args.logging_dir,
+        logging_dir=target.logging_dir,
     )

@@ -261,3 +261,19 @@ def test_training_with_hub_private_repo_stops_before_training_when_the_repo_is_p
     with pytest.raises(ValueError, match=r"me/model exists and is public"):
         main(argv[:1] + [str(tmp_path / "model")] + argv[2:])  # the default repo: the folder's name, under the user
     assert not out.exists() and not (tmp_path / "model").exists()  # nothing was written
+
+
+def test_a_run_pushes_to_its_hub_target_with_the_folder_name_as_the_default_repo(output_dir, monkeypatch):
+    from diffusers_specreg.hub import HubTarget, check_push_run, push_run
+
+    target = HubTarget(str(output_dir), token=TOKEN, private=True, logging_dir="logs")
+    assert target.repo == output_dir.name and TOKEN not in repr(target)
+    uploads = fake_hub(monkeypatch, private_on_hub=True)
+    check_push_run(None)  # no --push_to_hub: nothing to check
+    check_push_run(target)
+    push_run(target, "Step 4")
+    assert len(uploads) == 1 and uploads[0]["commit_message"] == "Step 4" and uploads[0]["token"] == TOKEN
+    assert "logs/*" in uploads[0]["ignore_patterns"]
+    fake_hub(monkeypatch, private_on_hub=False)
+    with pytest.raises(ValueError, match="me/model exists and is public"):
+        check_push_run(HubTarget(str(output_dir), "me/model", private=True))

@@ -11,6 +11,7 @@ from diffusers import UNet2DModel
 from safetensors.torch import save_file
 
 from diffusers_specreg import training
+from diffusers_specreg.train import checkpoint
 
 
 def make_checkpoint(root, step, complete=True):
@@ -197,14 +198,14 @@ def test_extra_state_round_trips_tensors_and_json_without_pickle(tmp_path):
     saved = Counter()
     saved.ema += torch.tensor([1.0, 2.0, 3.0])
     saved.count = 7
-    training._save_extra_state(saved, str(tmp_path), "regularizer")
+    checkpoint._save_extra_state(saved, str(tmp_path), "regularizer")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["regularizer.json", "regularizer.safetensors"]
     loaded = Counter()
-    training._load_extra_state(loaded, str(tmp_path), "regularizer", "cpu")
+    checkpoint._load_extra_state(loaded, str(tmp_path), "regularizer", "cpu")
     assert torch.equal(loaded.ema, saved.ema) and loaded.count == 7
     torch.nn.Module.register_buffer(loaded, "added_later", torch.zeros(1))
     with pytest.raises(training.CheckpointError, match="regularizer.safetensors does not fit"):
-        training._load_extra_state(loaded, str(tmp_path), "regularizer", "cpu")
+        checkpoint._load_extra_state(loaded, str(tmp_path), "regularizer", "cpu")
 
 
 def test_finite_losses_with_non_finite_gradients_still_stop_the_run():
