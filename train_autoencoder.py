@@ -267,13 +267,6 @@ def claim_output_dir(args) -> None:
     )
 
 
-def hub_target(args) -> hub.HubTarget | None:
-    """Where `--push_to_hub` uploads the run's folder; None without it."""
-    if not args.push_to_hub:
-        return None
-    return hub.HubTarget(args.output_dir, args.hub_model_id, args.hub_token, args.hub_private_repo, args.logging_dir)
-
-
 def load_vae(args):
     """The pretrained autoencoder (fine-tuning) or None."""
     if not args.pretrained_model_name_or_path:
@@ -400,29 +393,16 @@ def build(args):
     return vae, data, train_dataset, held_out_dataset, loss_fn, factor
 
 
-def optimizer_settings(args) -> dict:
-    """AdamW's settings besides the learning rate (also re-applied on resume, so changed flags take effect)."""
-    return dict(betas=(args.adam_beta1, args.adam_beta2), weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)
-
-
 def train(args) -> int:
     """`main` once the flags are checked, inside the output folder's lock: check the folder, set up, train, save."""
     check_output_dir(args)
-    hub.check_push_run(hub_target(args))
+    hub.check_push_run(arguments.hub_target(args))
     training.main_process_timeout()  # SPECREG_MAIN_PROCESS_TIMEOUT, checked before training
     vae, data, train_dataset, held_out_dataset, loss_fn, factor = build(args)
-    accelerator = training.make_accelerator(
-        logger=logger,
-        output_dir=args.output_dir,
-        logging_dir=args.logging_dir,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        log_with=args.logger,
-        seed=args.seed,
-    )
+    accelerator = training.make_accelerator(logger=logger, **arguments.accelerator_settings(args))
     model = EncodeDecode(vae)
     model.train()
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=args.learning_rate, **optimizer_settings(args))
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=args.learning_rate, **arguments.optimizer_settings(args))
     parts, schedule = prepare(
         accelerator,
         model,
@@ -460,7 +440,9 @@ def train(args) -> int:
         logger=logger,
         state=_STATE,
     )
-    loop.resume(args.resume_from_checkpoint, args.learning_rate, optimizer_settings(args), AUTOENCODER_INCOMPATIBLE)
+    loop.resume(
+        args.resume_from_checkpoint, args.learning_rate, arguments.optimizer_settings(args), AUTOENCODER_INCOMPATIBLE
+    )
     logger.info(
         f"***** Training an AutoencoderKL ({sum(p.numel() for p in vae.parameters()) / 1e6:.2f} M parameters, f{factor}"
         f") on {data.description}: {schedule.max_train_steps} steps, batch {args.train_batch_size}, regularizers "
@@ -487,7 +469,7 @@ def train(args) -> int:
                 log_reconstructions(accelerator, vae, preview, loop.global_step)
                 finish(args, accelerator, vae, train_dataset, held_out, data.description, loop.global_step)
                 if args.push_to_hub and not loop.interrupt.raised:
-                    hub.push_run(hub_target(args), f"Step {loop.global_step}")
+                    hub.push_run(arguments.hub_target(args), f"Step {loop.global_step}")
         return loop.finish(f"Saved the autoencoder and its model card to {args.output_dir}")
 
 

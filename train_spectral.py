@@ -443,18 +443,6 @@ def check_output_dir(args, settings: RunSettings) -> None:
     )
 
 
-def hub_target(args) -> hub.HubTarget | None:
-    """Where `--push_to_hub` uploads the run's folder; None without it."""
-    if not args.push_to_hub:
-        return None
-    return hub.HubTarget(args.output_dir, args.hub_model_id, args.hub_token, args.hub_private_repo, args.logging_dir)
-
-
-def optimizer_settings(args) -> dict:
-    """AdamW's settings besides the learning rate (also re-applied on resume, so changed flags take effect)."""
-    return dict(betas=(args.adam_beta1, args.adam_beta2), weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)
-
-
 def build_noise_scheduler(args, settings: RunSettings, pretrained):
     scheduler_settings = SchedulerSettings(
         prediction_type=settings.prediction_type,
@@ -674,7 +662,7 @@ def setup(args, settings: RunSettings, accelerator: Accelerator) -> tuple[Traini
         logger.warning(problem)
 
     ema_model = make_ema(model, args.ema_max_decay, args.ema_inv_gamma, args.ema_power) if args.use_ema else None
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, **optimizer_settings(args))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, **arguments.optimizer_settings(args))
     parts, schedule = prepare(
         accelerator,
         model,
@@ -765,7 +753,7 @@ def end_of_epoch(args, settings, accelerator, run: Training, epoch: int, step: i
     if epoch % args.save_model_epochs == 0 or last:
         save_pipeline(args, settings, unet, run.noise_scheduler, run.ema_model, run.mel, run.pipeline_vae)
         if args.push_to_hub and not last and not loop.interrupt.raised:
-            hub.push_run(hub_target(args), f"Epoch {epoch}")
+            hub.push_run(arguments.hub_target(args), f"Epoch {epoch}")
 
 
 def spectral_step(settings: RunSettings, run: Training, corrupt_strength: float):
@@ -842,16 +830,8 @@ def write_card(args, settings: RunSettings, accelerator, run, interrupt) -> None
 def train(args, settings: RunSettings) -> int:
     """`main` once the flags are checked, inside the output folder's lock: check the folder, set up, train, save."""
     check_output_dir(args, settings)
-    hub.check_push_run(hub_target(args))
-    accelerator = training.make_accelerator(
-        logger=logger,
-        output_dir=args.output_dir,
-        logging_dir=args.logging_dir,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        log_with=args.logger,
-        seed=args.seed,
-    )
+    hub.check_push_run(arguments.hub_target(args))
+    accelerator = training.make_accelerator(logger=logger, **arguments.accelerator_settings(args))
     run, settings = setup(args, settings, accelerator)
     checkpoints = CheckpointPolicy(
         args.output_dir,
@@ -863,7 +843,7 @@ def train(args, settings: RunSettings) -> int:
     loop = TrainingLoop(
         run.parts, run.schedule, checkpoints, max_nonfinite_steps=args.max_nonfinite_steps, logger=logger, state=_STATE
     )
-    loop.resume(args.resume_from_checkpoint, settings.learning_rate, optimizer_settings(args))
+    loop.resume(args.resume_from_checkpoint, settings.learning_rate, arguments.optimizer_settings(args))
     logger.info(
         f"***** Training: {settings.max_train_steps} steps, {settings.num_epochs} epochs, batch {args.train_batch_size}"
         f" x {accelerator.num_processes} processes x {args.gradient_accumulation_steps} accumulation; spectral: "
@@ -897,7 +877,7 @@ def train(args, settings: RunSettings) -> int:
             with loop.main_process_work():  # the checkpoint of the last step is saved on a signal; resuming writes it
                 write_card(args, settings, accelerator, run, loop.interrupt)
                 if args.push_to_hub and not loop.interrupt.raised:
-                    hub.push_run(hub_target(args), f"Step {loop.global_step}")
+                    hub.push_run(arguments.hub_target(args), f"Step {loop.global_step}")
         return loop.finish(f"Saved the pipeline and its model card to {args.output_dir}")
 
 

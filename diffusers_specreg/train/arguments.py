@@ -3,6 +3,9 @@
 Each function adds its flags to an argparse group (or parser) and returns it, so a script can add its own flags to
 the same group after them. The flags keep train_unconditional.py's names and meaning; where the two scripts differ
 (the optimiser defaults, the resolution's default), the script passes its values.
+
+`hub_target`, `optimizer_settings` and `accelerator_settings` turn the shared flags into the library's settings. They
+are the one place below the scripts that reads a parsed `argparse.Namespace`: every other module takes values.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import argparse
 from typing import Protocol
 
+from diffusers_specreg import hub
 from diffusers_specreg.diffusion import registry
 from diffusers_specreg.diffusion.weighting import DEFAULT_WEIGHTING, WEIGHTINGS
 from diffusers_specreg.kinds import objective_choices
@@ -233,3 +237,28 @@ def add_spectral_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         "(DDPM: ancestral; chosen by benchmarks/bench_card_sampler.py) or fast (DDIM, eta 0). Audio: always fast.",
     )
     return parser
+
+
+def hub_target(args: argparse.Namespace) -> hub.HubTarget | None:
+    """Where `--push_to_hub` uploads the run's folder (`--hub_model_id`, `--hub_token`, `--hub_private_repo`); None
+    without it."""
+    if not args.push_to_hub:
+        return None
+    return hub.HubTarget(args.output_dir, args.hub_model_id, args.hub_token, args.hub_private_repo, args.logging_dir)
+
+
+def optimizer_settings(args: argparse.Namespace) -> dict:
+    """AdamW's settings besides the learning rate (also re-applied on resume, so changed flags take effect)."""
+    return dict(betas=(args.adam_beta1, args.adam_beta2), weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)
+
+
+def accelerator_settings(args: argparse.Namespace) -> dict:
+    """The keyword settings of `train.runtime.make_accelerator` besides the logger, from the shared flags."""
+    return dict(
+        output_dir=args.output_dir,
+        logging_dir=args.logging_dir,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=args.logger,
+        seed=args.seed,
+    )

@@ -21,9 +21,7 @@ The data order is a function of (seed, epoch) (`EpochShuffleSampler`) and the no
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -43,7 +41,6 @@ from diffusers_specreg.training import (
     ignore_interrupts_in_worker,
     interrupted_anywhere,
     load_checkpoint,
-    read_run_settings,
     release_distributed_models,
     resolve_resume,
     save_checkpoint,
@@ -207,17 +204,6 @@ class LoopHooks:
     end_of_epoch: Callable[[int, int, bool], None] | None = None
 
 
-def refuse_changed(checkpoint: str, manifest: dict, names: Sequence[str]) -> None:
-    """Raise `ValueError` when a flag in `names` differs from the checkpoint's (beside `run_settings.INCOMPATIBLE`)."""
-    saved = read_run_settings(checkpoint) or {}
-    changed = [k for k in names if k in saved and json.dumps(saved[k]) != json.dumps(manifest[k])]
-    if changed:
-        raise ValueError(
-            f"Cannot resume from {os.path.basename(checkpoint)} with changed {', '.join('--' + k for k in changed)}; "
-            "resume with the checkpoint's values or start a new run in another --output_dir."
-        )
-
-
 class TrainingLoop:
     r"""
     The epochs and steps of a run, resumable at any step, stopped cleanly by SIGINT / SIGTERM.
@@ -277,8 +263,7 @@ class TrainingLoop:
             if resume_from_checkpoint:
                 self.logger.info(f"No checkpoint in {output_dir} to resume from; starting a new training run.")
             return 0
-        refuse_changed(checkpoint, self.checkpoints.manifest, incompatible)
-        check_resume_settings(checkpoint, self.checkpoints.manifest)
+        check_resume_settings(checkpoint, self.checkpoints.manifest, incompatible)
         parts = self.parts
         resumed = load_checkpoint(self.accelerator, checkpoint, self.checkpoints.extra_state)
         apply_optimizer_settings(parts.optimizer, parts.lr_scheduler, learning_rate, **optimizer_settings)

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from diffusers_specreg.diffusion.registry import objective_options
 from diffusers_specreg.train.checkpoint import RUN_SETTINGS_FILE, read_run_settings, read_training_state
 
 logger = logging.getLogger(__name__)
@@ -184,6 +185,14 @@ def _run_length_change(saved: dict, current: dict, step: int | None) -> str | No
     return f"{line}, which moves the learning rate at step {step} from {before:.3g} to {after:.3g}"
 
 
+def _is_new_default(key: str, value) -> bool:
+    """An objective's flag that a checkpoint of an older version does not record, at its default: the old run
+    trained with exactly that (e.g. flow's --weighting_scheme in a DDPM checkpoint written before flow existed)."""
+    return any(
+        option.flag == key and json.dumps(option.default) == json.dumps(value) for option in objective_options()
+    )
+
+
 def compare_settings(
     saved: dict, current: dict, step: int | None = None, incompatible: Sequence[str] = ()
 ) -> tuple[list[str], list[str]]:
@@ -198,7 +207,7 @@ def compare_settings(
         if key in UNCHECKED or key in NOT_SETTINGS or key == "max_train_steps":
             continue
         old, new = saved.get(key), current.get(key)
-        if json.dumps(old) == json.dumps(new):
+        if json.dumps(old) == json.dumps(new) or (key not in saved and _is_new_default(key, new)):
             continue
         line = f"{_flag(key)}: {json.dumps(old)} in the checkpoint, {json.dumps(new)} now"
         refused = key in INCOMPATIBLE or key in incompatible or key.split(".")[0] == "unet_config"
