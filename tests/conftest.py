@@ -110,6 +110,27 @@ def image_folder(tmp_path) -> Path:
     return write_image_folder(tmp_path / "images")
 
 
+def wait_until_training(log_dir: Path, process, timeout: float = 300) -> None:
+    """Block until a run launched in the background has logged its first step's scalars to TensorBoard.
+
+    Its signal handlers are installed before the first step, so a signal sent after this returns is the training
+    loop's to catch. (The events file alone is not enough: `init_trackers` writes the hparams before the setup ends.)
+    """
+    import time
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        for events in Path(log_dir).rglob("events.out.tfevents.*"):
+            accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
+            accumulator.Reload()
+            if accumulator.Tags()["scalars"]:
+                return
+        time.sleep(1)
+    raise AssertionError(f"The run logged no step to {log_dir} (exit code {process.poll()}) within {timeout} s")
+
+
 def free_port() -> int:
     import socket
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, launch, tiny_unet, write_image_folder, write_unet_config, write_vae
+from conftest import REPO, launch, tiny_unet, wait_until_training, write_image_folder, write_unet_config, write_vae
 from diffusers import DDPMPipeline, DDPMScheduler, DiffusionPipeline
 
 from diffusers_specreg import hub, run_settings
@@ -250,9 +250,7 @@ def test_a_second_run_into_a_folder_in_use_stops_and_sigterm_releases_the_lock(t
         start_new_session=True,
     )
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline and not any(p.stat().st_size > 200 for p in (out / "logs").rglob("events.*")):
-            time.sleep(1)  # the first run is training
+        wait_until_training(out / "logs", first)  # its signal handlers are installed
         assert first.poll() is None
         with pytest.raises(ValueError, match="is in use by another training run") as refused:
             run(image_folder, tiny_config, out, "--overwrite_output_dir", max_train_steps=1, **QUIET)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, launch, write_image_folder, write_unet_config
+from conftest import REPO, launch, wait_until_training, write_image_folder, write_unet_config
 from diffusers import DDIMPipeline, DDPMPipeline, DiffusionPipeline, UNet2DModel
 from PIL import Image
 
@@ -202,9 +202,7 @@ def test_sigterm_saves_a_resumable_checkpoint(tmp_path, image_folder, tiny_confi
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.time() + 300
-    while time.time() < deadline and not any(p.stat().st_size > 200 for p in (out / "logs").rglob("events.*")):
-        time.sleep(1)  # the events file grows once scalars of the first steps are flushed
+    wait_until_training(out / "logs", process)  # its signal handlers are installed
     time.sleep(3)
     os.killpg(process.pid, signal.SIGTERM)
     _, stderr = process.communicate(timeout=300)
