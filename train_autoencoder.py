@@ -18,16 +18,14 @@ sampled training latents, with a model card (held-out PSNR, latent spectrum plot
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import math
 import os
 
 import torch
 from accelerate.logging import get_logger
 from diffusers import AutoencoderKL
 
-from diffusers_specreg import hub, run_settings, training
+from diffusers_specreg import hub
 from diffusers_specreg.autoencoder import (
     AUTOENCODER_PRESETS,
     DEFAULT_ESM_WEIGHT,
@@ -39,32 +37,27 @@ from diffusers_specreg.autoencoder import (
     EncodeDecode,
     autoencoder_config,
     downsampling_factor,
-    evaluate_autoencoder,
-    measure_scaling_factor,
-    plot_latent_spectrum,
+    save_and_evaluate,
 )
 from diffusers_specreg.card.autoencoder import write_autoencoder_card
 from diffusers_specreg.data import BUILTIN_DATASETS, build_image_dataset
-from diffusers_specreg.pipelines_io import save_model
-from diffusers_specreg.spectrum_matching import DSM_BLOCK, DSM_KS, DSMSampler, EncodingSpectrumMatching
-from diffusers_specreg.train import arguments
+from diffusers_specreg.spectrum_matching import DSM_KS, EncodingSpectrumMatching
+from diffusers_specreg.train import arguments, validate
 from diffusers_specreg.train.entry import run_script
+from diffusers_specreg.train.lock import OutputDirLock
 from diffusers_specreg.train.loop import CheckpointPolicy, LoopHooks, TrainingLoop, prepare
+from diffusers_specreg.train.manifest import dataset_fingerprint, settings_of
+from diffusers_specreg.train.models import load_autoencoder
+from diffusers_specreg.train.output_dir import AUTOENCODER_OUTPUTS as OUTPUTS
+from diffusers_specreg.train.output_dir import check_inputs, check_model_files, check_output_dir, claim_output_dir
+from diffusers_specreg.train.runtime import main_process_timeout, make_accelerator
+from diffusers_specreg.train.signals import stop_when_launcher_dies
 from diffusers_specreg.train.tracking import log_reconstructions
 
 logger = get_logger(__name__, log_level="INFO")
 _STATE = {"training_started": False}  # errors before this is set are bad input: one line, exit code 2
 
-# a model's files in --output_dir (a finished one stops the run unless --overwrite_output_dir)
-AUTOENCODER_OUTPUTS = (
-    "config.json",
-    "diffusion_pytorch_model.safetensors",
-    "diffusion_pytorch_model.bin",
-    "latent_spectrum.png",
-)
-# the top-level names a run writes in --output_dir besides the logging folder and checkpoints
-RUN_OUTPUTS = ("config.json", "diffusion_pytorch_model.safetensors", "latent_spectrum.png", "evaluation", "README.md")
-# flags that cannot change when resuming (besides run_settings.INCOMPATIBLE)
+# flags that cannot change when resuming (besides train.manifest.INCOMPATIBLE)
 AUTOENCODER_INCOMPATIBLE = ("latent_regularizer", "model_preset", "pretrained_model_name_or_path", "subfolder")
 
 
@@ -170,177 +163,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def validate_args(args) -> None:
     """Checks that need no model or data (ValueError naming the flag and the fix)."""
-    unknown = [name for name in args.latent_regularizer if name not in LATENT_REGULARIZERS]
-    if unknown:
-        raise ValueError(
-            f"Unknown --latent_regularizer {unknown}; choose one or more of {list(LATENT_REGULARIZERS)} (or none)."
-        )
-    if len(set(args.latent_regularizer)) != len(args.latent_regularizer):
-        raise ValueError(f"--latent_regularizer names a regularizer twice: {args.latent_regularizer}.")
-    for name in ("train_batch_size", "gradient_accumulation_steps", "validation_steps", "scaling_batches"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
-    for name in ("num_epochs", "max_train_steps", "checkpointing_steps", "checkpoints_total_limit", "resolution"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
-    if args.num_validation_images < 1:
-        raise ValueError(f"--num_validation_images must be >= 1, got {args.num_validation_images}.")
-    for name in ("learning_rate",):
-        if not (math.isfinite(getattr(args, name)) and getattr(args, name) > 0):
-            raise ValueError(f"--{name} must be a finite number > 0, got {getattr(args, name)}.")
-    for name in ("kl_weight", "esm_weight", "perceptual_weight"):
-        if not (math.isfinite(getattr(args, name)) and getattr(args, name) >= 0):
-            raise ValueError(f"--{name} must be a finite number >= 0, got {getattr(args, name)}.")
-    if "esm" in args.latent_regularizer:
-        if not (math.isfinite(args.esm_delta) and args.esm_delta >= 0):
-            raise ValueError(
-                f"--esm_delta must be a finite number >= 0 (the authors' ESM-AE: 1.0), got {args.esm_delta}."
-            )
-        try:
-            EncodingSpectrumMatching(args.esm_kernel_size, args.esm_sigma, args.esm_num_bins, args.esm_delta)
-        except ValueError as error:
-            raise ValueError(f"--esm_kernel_size/--esm_sigma/--esm_num_bins: {error}") from None
-    if "dsm" in args.latent_regularizer:
-        try:
-            DSMSampler(args.dsm_ks)
-        except ValueError as error:
-            raise ValueError(f"--dsm_ks: {error}") from None
-    if args.perceptual_loss == "lpips":
-        if not args.lpips_weights:
-            raise ValueError(
-                "--perceptual_loss lpips needs local weights: pass --lpips_weights PATH (the state dict of "
-                "lpips.LPIPS(net='vgg')); nothing is downloaded. Or use --perceptual_loss none."
-            )
-        if not os.path.isfile(args.lpips_weights):
-            raise ValueError(f"--lpips_weights {args.lpips_weights!r} is not a file.")
-    problem = training.mixed_precision_error(args.mixed_precision)
-    if problem:
-        raise ValueError(problem)
-    if args.push_to_hub:  # the upload leaves the logging folder out: it must be one (raises for the output folder)
-        hub.upload_ignore_patterns(args.output_dir, args.logging_dir)
+    validate.check_latent_regularizers(args.latent_regularizer)
+    counts = ("train_batch_size", "gradient_accumulation_steps", "validation_steps", "scaling_batches")
+    counts += ("num_epochs", "max_train_steps", "checkpointing_steps", "checkpoints_total_limit", "resolution")
+    validate.check_at_least_one({name: getattr(args, name) for name in (*counts, "num_validation_images")})
+    validate.check_finite({"learning_rate": args.learning_rate}, positive=True)
+    weights = ("kl_weight", "esm_weight", "perceptual_weight")
+    validate.check_finite({name: getattr(args, name) for name in weights}, positive=False)
+    esm = ("esm_delta", "esm_kernel_size", "esm_sigma", "esm_num_bins")
+    loss = {name: getattr(args, name) for name in (*esm, "dsm_ks", "perceptual_loss", "lpips_weights")}
+    validate.check_autoencoder_loss(args.latent_regularizer, **loss)
+    validate.check_mixed_precision(args.mixed_precision)
+    validate.check_upload(args.push_to_hub, args.output_dir, args.logging_dir)
     if args.hub_token:
         logging.getLogger(__name__).warning(
             "--hub_token on the command line shows in `ps`; log in with `hf auth login` or set HF_TOKEN instead."
         )
 
 
-def check_output_dir(args) -> None:
-    """As train_spectral.py (run_settings.check_output_dir), plus the autoencoder's own files: a finished model in the
-    way, weights no run of ours wrote, and the model being fine-tuned (never replaced: a crash would lose it)."""
+def check_output_and_inputs(args) -> None:
+    """As train_spectral.py (`train.output_dir.check_output_dir`), plus the autoencoder's own files: a finished model
+    in the way, weights no run of ours wrote, and the model being fine-tuned (never replaced: a crash would lose it)."""
     source = args.pretrained_model_name_or_path
     if source and os.path.isdir(source):
         source = os.path.join(source, args.subfolder) if args.subfolder else source
-    run_settings.check_inputs(
-        args.output_dir,
-        {"--pretrained_model_name_or_path": source},
-        {"--train_data_dir": args.train_data_dir, "--dataset_name": args.dataset_name},
-        RUN_OUTPUTS,
-        args.logging_dir,
-    )
-    run_settings.check_output_dir(
-        args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir, args.logging_dir, RUN_OUTPUTS
-    )
-    resuming = args.resume_from_checkpoint and training.list_checkpoints(args.output_dir)
-    if resuming:
-        return
-    present = [name for name in AUTOENCODER_OUTPUTS if os.path.exists(os.path.join(args.output_dir, name))]
-    if not present:
-        return
-    if not args.overwrite_output_dir:
-        raise ValueError(
-            f"--output_dir {args.output_dir!r} already holds a model ({', '.join(present)}). Pass "
-            "--overwrite_output_dir to replace a previous run's model, or pick another --output_dir (to fine-tune "
-            "it, pass it as --pretrained_model_name_or_path with another --output_dir)."
-        )
-    ours = run_settings.read_outputs(args.output_dir) or []
-    foreign = [name for name in present if name not in ours]
-    if foreign:
-        raise ValueError(
-            f"--output_dir {args.output_dir!r} holds {', '.join(foreign)}, which no training run wrote there; "
-            "--overwrite_output_dir replaces only a previous run's files. Move them or pick another --output_dir."
-        )
-
-
-def claim_output_dir(args) -> None:
-    run_settings.claim_output_dir(
-        args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir, args.logging_dir, RUN_OUTPUTS
-    )
-
-
-def load_vae(args):
-    """The pretrained autoencoder (fine-tuning) or None."""
-    if not args.pretrained_model_name_or_path:
-        return None
-    try:
-        return AutoencoderKL.from_pretrained(
-            args.pretrained_model_name_or_path, subfolder=args.subfolder, cache_dir=args.cache_dir
-        )
-    except OSError as error:
-        raise ValueError(
-            f"Cannot load an AutoencoderKL from --pretrained_model_name_or_path {args.pretrained_model_name_or_path!r}"
-            f"{f' (--subfolder {args.subfolder})' if args.subfolder else ''}: {error}. A Stable Diffusion pipeline "
-            "repo keeps it in --subfolder vae."
-        ) from None
-
-
-def check_grid(args, resolution: int, factor: int) -> None:
-    """The resolution fits the autoencoder's downsampling and the DSM blocks (image and latent)."""
-    if resolution % factor:
-        raise ValueError(
-            f"--resolution {resolution} is not divisible by {factor}, the downsampling factor of the autoencoder. "
-            f"Use a multiple of {factor}."
-        )
-    if "dsm" in args.latent_regularizer and resolution % (DSM_BLOCK * factor):
-        raise ValueError(
-            f"--latent_regularizer dsm cuts image and latent into {DSM_BLOCK}x{DSM_BLOCK} blocks: --resolution "
-            f"{resolution} must be a multiple of {DSM_BLOCK * factor} ({DSM_BLOCK} x the downsampling factor "
-            f"{factor}), so that the {resolution // factor}x{resolution // factor} latent is too."
-        )
-    if "esm" in args.latent_regularizer and resolution // factor < 2:
-        raise ValueError(f"--latent_regularizer esm needs a latent of at least 2x2; raise --resolution {resolution}.")
-
-
-def finish(args, accelerator, vae, train_dataset, held_out: torch.Tensor, data_description: str, step: int) -> dict:
-    """Scaling factor on training batches, save_pretrained, held-out evaluation, ESM plot, card (main process)."""
-    vae.eval()
-    loader = torch.utils.data.DataLoader(train_dataset, batch_size=args.train_batch_size, shuffle=False)
-    batches = [batch["input"] for _, batch in zip(range(args.scaling_batches), loader)]
-    generator = torch.Generator(device=vae.device).manual_seed(args.seed or 0)
-    scaling_factor = measure_scaling_factor(vae, batches, generator)
-    logger.info(f"scaling_factor = 1/std of sampled latents = {scaling_factor:.6f}")
-    vae.register_to_config(scaling_factor=scaling_factor)
-    save_model(vae, args.output_dir)  # whole or not at all: a full disk or a kill leaves the previous model
-    result = evaluate_autoencoder(vae, held_out)
-    plot_latent_spectrum(result, os.path.join(args.output_dir, "latent_spectrum.png"))
-    result["scaling_factor"] = scaling_factor
-    logger.info(
-        f"Held-out PSNR {result['psnr']:.2f} dB; latent slope {result['latent_slope']:.3f}, image slope "
-        f"{result['image_slope']:.3f}"
-    )
-    accelerator.log(
-        {"scaling_factor": scaling_factor, "eval/psnr": result["psnr"], "eval/latent_slope": result["latent_slope"]},
-        step=step,
-    )
-    os.makedirs(os.path.join(args.output_dir, "evaluation"), exist_ok=True)
-    with open(os.path.join(args.output_dir, "evaluation", "autoencoder.json"), "w") as f:
-        json.dump(result, f, indent=2)
-    write_autoencoder_card(args.output_dir, vars(args), result, scaling_factor, data_description, step)
-    return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    training.stop_when_launcher_dies()
-    validate_args(args)
-    with run_settings.OutputDirLock(args.output_dir):  # one run at a time in --output_dir (the main process holds it)
-        return train(args)
+    data = {"--train_data_dir": args.train_data_dir, "--dataset_name": args.dataset_name}
+    folder = (args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir)
+    check_inputs(args.output_dir, {"--pretrained_model_name_or_path": source}, data, OUTPUTS, args.logging_dir)
+    check_output_dir(*folder, args.logging_dir, OUTPUTS)
+    check_model_files(*folder)
 
 
 def build(args):
     """The autoencoder, the data (training and held-out parts) and the loss: every bad input fails here, before
     training. Sets `args.resolution` (a pretrained VAE's sample size when not given). `(vae, data, train, held_out,
     loss_fn, factor)`."""
-    pretrained = load_vae(args)
+    pretrained = load_autoencoder(args.pretrained_model_name_or_path, args.subfolder, args.cache_dir)
     if pretrained is not None:
         resolution = args.resolution or pretrained.config.sample_size
         pretrained.register_to_config(sample_size=resolution)
@@ -349,25 +207,13 @@ def build(args):
         resolution, channels = args.resolution or 32, None
     args.resolution = resolution
     data = build_image_dataset(
-        dataset_name=args.dataset_name,
-        dataset_config_name=args.dataset_config_name,
-        train_data_dir=args.train_data_dir,
-        cache_dir=args.cache_dir,
-        resolution=resolution,
-        center_crop=args.center_crop,
-        random_flip=args.random_flip,
-        preserve_input_precision=False,
-        builtin_dataset=args.builtin_dataset,
-        builtin_num_samples=args.builtin_num_samples,
-        channels=channels,
-        seed=args.seed or 0,
-        image_column=args.image_column,
+        **arguments.image_data_settings(args), resolution=resolution, preserve_input_precision=False, channels=channels
     )
     vae = pretrained or AutoencoderKL(**autoencoder_config(args.model_preset, data.channels, resolution))
     if vae.config.in_channels != data.channels:
         raise ValueError(f"The autoencoder takes {vae.config.in_channels} channels, the data has {data.channels}.")
     factor = downsampling_factor(vae.config)
-    check_grid(args, resolution, factor)
+    validate.check_autoencoder_grid(args.latent_regularizer, resolution, factor)
     size = len(data.dataset)
     if size <= args.num_validation_images:
         raise ValueError(
@@ -393,13 +239,27 @@ def build(args):
     return vae, data, train_dataset, held_out_dataset, loss_fn, factor
 
 
+def finish(args, accelerator, vae, train_dataset, held_out: torch.Tensor, data_description: str, step: int) -> dict:
+    """Scaling factor on training batches, save_pretrained, held-out evaluation, ESM plot, card (main process)."""
+    loader = torch.utils.data.DataLoader(train_dataset, batch_size=args.train_batch_size, shuffle=False)
+    batches = [batch["input"] for _, batch in zip(range(args.scaling_batches), loader)]
+    result = save_and_evaluate(vae, batches, held_out, args.output_dir, args.seed or 0, logger)
+    scaling_factor = result["scaling_factor"]
+    accelerator.log(
+        {"scaling_factor": scaling_factor, "eval/psnr": result["psnr"], "eval/latent_slope": result["latent_slope"]},
+        step=step,
+    )
+    write_autoencoder_card(args.output_dir, vars(args), result, scaling_factor, data_description, step)
+    return result
+
+
 def train(args) -> int:
     """`main` once the flags are checked, inside the output folder's lock: check the folder, set up, train, save."""
-    check_output_dir(args)
+    check_output_and_inputs(args)
     hub.check_push_run(arguments.hub_target(args))
-    training.main_process_timeout()  # SPECREG_MAIN_PROCESS_TIMEOUT, checked before training
+    main_process_timeout()  # SPECREG_MAIN_PROCESS_TIMEOUT, checked before training
     vae, data, train_dataset, held_out_dataset, loss_fn, factor = build(args)
-    accelerator = training.make_accelerator(logger=logger, **arguments.accelerator_settings(args))
+    accelerator = make_accelerator(logger=logger, **arguments.accelerator_settings(args))
     model = EncodeDecode(vae)
     model.train()
     optimizer = torch.optim.AdamW(vae.parameters(), lr=args.learning_rate, **arguments.optimizer_settings(args))
@@ -423,10 +283,12 @@ def train(args) -> int:
 
     settings = {k: v for k, v in vars(args).items()}
     settings["max_train_steps"] = schedule.max_train_steps  # the run length also when --num_epochs sets it
-    dataset = run_settings.dataset_fingerprint(train_dataset, args.train_data_dir)
-    manifest = run_settings.settings_of(settings, accelerator.num_processes, dict(vae.config), dataset)
+    dataset = dataset_fingerprint(train_dataset, args.train_data_dir)
+    manifest = settings_of(settings, accelerator.num_processes, dict(vae.config), dataset)
     if accelerator.is_main_process:
-        claim_output_dir(args)
+        claim_output_dir(
+            args.output_dir, args.resume_from_checkpoint, args.overwrite_output_dir, args.logging_dir, OUTPUTS
+        )
         hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in settings.items()}
         hparams.pop("hub_token", None)
         accelerator.init_trackers("train_autoencoder", config=hparams)
@@ -471,6 +333,14 @@ def train(args) -> int:
                 if args.push_to_hub and not loop.interrupt.raised:
                     hub.push_run(arguments.hub_target(args), f"Step {loop.global_step}")
         return loop.finish(f"Saved the autoencoder and its model card to {args.output_dir}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    stop_when_launcher_dies()
+    validate_args(args)
+    with OutputDirLock(args.output_dir):  # one run at a time in --output_dir (the main process holds it)
+        return train(args)
 
 
 if __name__ == "__main__":

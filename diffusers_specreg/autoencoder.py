@@ -15,6 +15,8 @@ training (step 50k of 500k) and is not built here.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .pipelines_io import save_model
 from .spectrum_matching import DSM_BLOCK, DSM_KS, DSMSampler, EncodingSpectrumMatching, apply_dsm, radial_dct_spectrum
 
 LATENT_REGULARIZERS = ("kl", "esm", "dsm")
@@ -429,3 +432,47 @@ __all__ = [
     "measure_scaling_factor",
     "plot_latent_spectrum",
 ]
+
+
+def save_and_evaluate(
+    vae,
+    batches: Sequence[torch.Tensor],
+    held_out: torch.Tensor,
+    output_dir: str,
+    seed: int = 0,
+    log: logging.Logger | None = None,
+) -> dict:
+    """The end of an autoencoder run: measure the scaling factor (1/std of sampled latents of `batches`) into `vae`'s
+    config, save `vae` to `output_dir` (whole or not at all: a full disk or a kill leaves the previous model), evaluate
+    it on `held_out`, plot the latent spectrum (`latent_spectrum.png`) and write `evaluation/autoencoder.json`.
+
+    Args:
+        vae (`AutoencoderKL`): the trained autoencoder.
+        batches (`list[torch.Tensor]`): training batches `[N x C x H x W]` in [-1, 1] to measure the latents' std on.
+        held_out (`torch.Tensor`): held-out images `[N x C x H x W]` for the PSNR and the spectra.
+        output_dir (`str`): where the model and its evaluation go.
+        seed (`int`, defaults to 0): seed of the latent samples.
+        log (`logging.Logger`, *optional*): where the scaling factor and the PSNR are reported; this module's logger
+            by default.
+
+    Returns:
+        `dict`: `evaluate_autoencoder`'s result with `scaling_factor`.
+    """
+    log = log or logging.getLogger(__name__)
+    vae.eval()
+    generator = torch.Generator(device=vae.device).manual_seed(seed)
+    scaling_factor = measure_scaling_factor(vae, batches, generator)
+    log.info(f"scaling_factor = 1/std of sampled latents = {scaling_factor:.6f}")
+    vae.register_to_config(scaling_factor=scaling_factor)
+    save_model(vae, output_dir)
+    result = evaluate_autoencoder(vae, held_out)
+    plot_latent_spectrum(result, os.path.join(output_dir, "latent_spectrum.png"))
+    result["scaling_factor"] = scaling_factor
+    log.info(
+        f"Held-out PSNR {result['psnr']:.2f} dB; latent slope {result['latent_slope']:.3f}, image slope "
+        f"{result['image_slope']:.3f}"
+    )
+    os.makedirs(os.path.join(output_dir, "evaluation"), exist_ok=True)
+    with open(os.path.join(output_dir, "evaluation", "autoencoder.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    return result

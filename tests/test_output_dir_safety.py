@@ -20,6 +20,7 @@ from conftest import REPO, launch, tiny_unet, wait_until_training, write_image_f
 from diffusers import DDPMPipeline, DDPMScheduler, DiffusionPipeline
 
 from diffusers_specreg import hub, run_settings
+from diffusers_specreg.train import arguments
 
 sys.path.insert(0, str(REPO))
 from test_train_spectral import FAST, tiny_run  # noqa: E402
@@ -108,7 +109,7 @@ def test_the_names_a_run_records_are_what_its_pipeline_save_writes(tmp_path, kin
         "latent": ["--vae_name_or_path", str(write_vae(tmp_path / "vae"))],
     }[kind]
     args = train_spectral.parse_args(["--output_dir", str(tmp_path / "out"), "--eval_num_samples", "0", *flags])
-    settings = train_spectral.derive_settings(args)
+    settings = arguments.derived_settings(args)
     entry = settings.formulation
     channels = {"audio": 1, "latent": 4}.get(kind, 3)
     unet = tiny_unet(channels=channels, sample_size=16)

@@ -17,6 +17,9 @@ from conftest import REPO, launch, wait_until_training, write_image_folder, writ
 from diffusers import DDIMPipeline, DDPMPipeline, DiffusionPipeline, UNet2DModel
 from PIL import Image
 
+from diffusers_specreg.train import arguments
+from diffusers_specreg.train.settings import spectral_weights
+
 sys.path.insert(0, str(REPO))
 import train_spectral  # noqa: E402
 
@@ -352,13 +355,13 @@ def test_three_channel_config_converts_grayscale_data(tmp_path, image_folder):
 def test_builtin_demo_trains_amplitude_phase_and_named_data_keep_the_anchor_defaults():
     def settings(*argv):
         args = train_spectral.parse_args(list(argv))
-        return args, train_spectral.derive_settings(args)
+        return args, arguments.derived_settings(args)
 
     args, demo = settings()
     assert demo.spectral_loss == ["amplitude_phase"] and args.spectral_weighting == "alpha_bar"
     assert (demo.learning_rate, demo.lr_warmup_steps, demo.max_train_steps) == (5e-4, 50, 1500)
-    assert train_spectral.spectral_weights(args, demo.spectral_loss) == [None]  # the loss's default λ
-    assert demo.config(args)["learning_rate"] == 5e-4  # what the card and the trackers record
+    assert spectral_weights(args.spectral_weight, demo.spectral_loss) == [None]  # the loss's default λ
+    assert demo.config(vars(args))["learning_rate"] == 5e-4  # what the card and the trackers record
     _, baseline = settings("--spectral_loss", "none")
     assert baseline.spectral_loss == [] and baseline.learning_rate == 5e-4
     assert args.output_dir == "specreg-checkerboards-32"  # not the anchor's ddpm-model-64: it is a 32x32 model

@@ -4,8 +4,9 @@ Each function adds its flags to an argparse group (or parser) and returns it, so
 the same group after them. The flags keep train_unconditional.py's names and meaning; where the two scripts differ
 (the optimiser defaults, the resolution's default), the script passes its values.
 
-`hub_target`, `optimizer_settings` and `accelerator_settings` turn the shared flags into the library's settings. They
-are the one place below the scripts that reads a parsed `argparse.Namespace`: every other module takes values.
+The functions after the argument groups (`hub_target`, `optimizer_settings`, `accelerator_settings`, `derived_settings`,
+`data_settings`, ...) turn the parsed flags into the library's settings. They are the one place below the scripts
+that reads a parsed `argparse.Namespace`: every other module takes values.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ from typing import Protocol
 
 from diffusers_specreg import hub
 from diffusers_specreg.diffusion import registry
+from diffusers_specreg.diffusion.base import SchedulerSettings
 from diffusers_specreg.diffusion.weighting import DEFAULT_WEIGHTING, WEIGHTINGS
 from diffusers_specreg.kinds import objective_choices
 from diffusers_specreg.losses import LOSS_NAMES
 from diffusers_specreg.regularizer import DEFAULT_WEIGHTS
+from diffusers_specreg.train.parts import AUDIO_FLAGS
+from diffusers_specreg.train.settings import DERIVED_FROM, DerivedSettings, derive_settings
 
 
 class ArgumentGroup(Protocol):
@@ -261,4 +265,57 @@ def accelerator_settings(args: argparse.Namespace) -> dict:
         mixed_precision=args.mixed_precision,
         log_with=args.logger,
         seed=args.seed,
+    )
+
+
+def derived_settings(args: argparse.Namespace) -> DerivedSettings:
+    """What a `train_spectral.py` run derives from its flags (`train.settings.derive_settings`), read once."""
+    builtin = not (args.dataset_name or args.train_data_dir)
+    flags = {name: getattr(args, name) for name in DERIVED_FROM}
+    return derive_settings(builtin=builtin, latent=bool(args.vae_name_or_path), **flags)
+
+
+def image_data_settings(args: argparse.Namespace) -> dict:
+    """The keywords of `data.build_image_dataset` that both scripts' data flags give, and the seed of the data."""
+    names = ("dataset_name", "dataset_config_name", "train_data_dir", "cache_dir", "center_crop", "random_flip")
+    flags = {name: getattr(args, name) for name in (*names, "image_column", "builtin_dataset", "builtin_num_samples")}
+    return flags | {"seed": args.seed or 0}
+
+
+def data_settings(args: argparse.Namespace, resolution: int) -> dict:
+    """The keywords of `train.parts.build_data` at `resolution`: `train_spectral.py`'s image and audio data flags."""
+    audio = {name: getattr(args, name) for name in AUDIO_FLAGS}
+    extra = {"preserve_input_precision": args.preserve_input_precision, "resolution": resolution}
+    return image_data_settings(args) | audio | extra
+
+
+def scheduler_settings(
+    args: argparse.Namespace, prediction_type: str, pretrained_config: dict | None
+) -> SchedulerSettings:
+    """What the objective's noise scheduler is built from: the schedule flags, the prediction type the run derived
+    and the scheduler config of the model fine-tuned from (or `None`)."""
+    return SchedulerSettings(
+        prediction_type=prediction_type,
+        num_train_timesteps=args.ddpm_num_steps,
+        beta_schedule=args.ddpm_beta_schedule,
+        sigma_data=args.edm_sigma_data,
+        shift=args.flow_shift,
+        pretrained_config=pretrained_config,
+    )
+
+
+def objective_options(args: argparse.Namespace) -> dict:
+    """Every registered objective's `Option`s, by flag (`diffusion.registry.build_objective` picks its own)."""
+    return {option.flag: getattr(args, option.flag) for cls in registry.OBJECTIVES for option in cls.options}
+
+
+def regularizer_settings(args: argparse.Namespace) -> dict:
+    """The keywords of `SpectralRegularizer.from_names` that flags give (besides the losses, λ and the decoder)."""
+    return dict(
+        wave=args.wavelet,
+        levels=args.wavelet_levels,
+        weighting=args.spectral_weighting,
+        gate_t_max=args.spectral_max_timestep,
+        gate_sigma_max=args.spectral_max_sigma,
+        min_snr_gamma=args.min_snr_gamma,
     )

@@ -29,24 +29,23 @@ import torch
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
-from diffusers_specreg.run_settings import check_resume_settings
-from diffusers_specreg.training import (
+from diffusers_specreg.train.checkpoint import (
     CheckpointedGenerator,
-    EpochShuffleSampler,
-    InterruptFlag,
-    NonFiniteGuard,
-    TrainingInterrupted,
     apply_optimizer_settings,
-    clip_and_step,
-    ignore_interrupts_in_worker,
-    interrupted_anywhere,
     load_checkpoint,
-    release_distributed_models,
     resolve_resume,
     save_checkpoint,
+)
+from diffusers_specreg.train.guard import NonFiniteGuard, clip_and_step
+from diffusers_specreg.train.manifest import check_resume_settings
+from diffusers_specreg.train.runtime import release_distributed_models, wait_for_main_process
+from diffusers_specreg.train.sampling import EpochShuffleSampler, warmup_warning
+from diffusers_specreg.train.signals import (
+    InterruptFlag,
+    TrainingInterrupted,
+    ignore_interrupts_in_worker,
+    interrupted_anywhere,
     stop_on_interrupt,
-    wait_for_main_process,
-    warmup_warning,
 )
 
 
@@ -177,7 +176,7 @@ class CheckpointPolicy:
         output_dir (`str`): the run's folder (`checkpoint-N/` inside it).
         every (`int`): `--checkpointing_steps`.
         total_limit (`int`, *optional*): `--checkpoints_total_limit`.
-        manifest (`dict`): the run's settings (`run_settings.settings_of`), saved and compared on resume.
+        manifest (`dict`): the run's settings (`train.manifest.settings_of`), saved and compared on resume.
         extra_state (`dict`, *optional*): `{name: object}` saved without pickle (an `EMAModel`, the regularizer).
     """
 

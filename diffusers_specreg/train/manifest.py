@@ -110,9 +110,9 @@ def dataset_fingerprint(dataset, root: str | None = None) -> dict:
 
 def settings_of(config, num_processes: int, unet_config: dict | None = None, dataset: dict | None = None) -> dict:
     """The run's settings as JSON: every flag (a parsed `argparse.Namespace`, or a mapping such as
-    `RunSettings.config(args)` with the derived values filled in) but the token, the number of processes, the
-    UNet's config (compared by content: the config file or pretrained model may have moved) and the training data's
-    `dataset_fingerprint`."""
+    `train.settings.DerivedSettings.config(vars(args))` with the derived values filled in) but the token, the number
+    of processes, the UNet's config (compared by content: the config file or pretrained model may have moved) and the
+    training data's `dataset_fingerprint`."""
     items = config.items() if isinstance(config, Mapping) else vars(config).items()
     settings = {
         key: _jsonable(value)

@@ -1,12 +1,12 @@
-"""The models the training scripts build or load: UNet presets, the training resolution of a config, and a
-pretrained UNet (a pipeline or a bare UNet folder / Hub repo) for fine-tuning."""
+"""The models the training scripts build or load: UNet presets, the training resolution of a config, a pretrained UNet
+(a pipeline or a bare UNet folder / Hub repo) and a pretrained `AutoencoderKL` for fine-tuning."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 
-from diffusers import UNet2DModel
+from diffusers import AutoencoderKL, UNet2DModel
 
 
 def unet_config(preset: str, resolution: int, channels: int) -> dict:
@@ -127,3 +127,25 @@ def load_pretrained(name_or_path: str, cache_dir: str | None = None) -> Pretrain
             f"--pretrained_model_name_or_path {name_or_path!r}: found neither a pipeline (model_index.json with a "
             f"unet/ folder) nor a UNet2DModel (config.json + weights). Offline, pass a local folder. ({error})"
         ) from error
+
+
+def load_autoencoder(
+    name_or_path: str | None, subfolder: str | None = None, cache_dir: str | None = None
+) -> AutoencoderKL | None:
+    """The `AutoencoderKL` that `train_autoencoder.py` fine-tunes, or `None` without `name_or_path`.
+
+    Args:
+        name_or_path (`str`, *optional*): `--pretrained_model_name_or_path`, a local folder or Hub id.
+        subfolder (`str`, *optional*): `--subfolder` (e.g. "vae" for a Stable Diffusion pipeline repo).
+        cache_dir (`str`, *optional*): `--cache_dir`.
+    """
+    if not name_or_path:
+        return None
+    try:
+        return AutoencoderKL.from_pretrained(name_or_path, subfolder=subfolder, cache_dir=cache_dir)
+    except OSError as error:
+        raise ValueError(
+            f"Cannot load an AutoencoderKL from --pretrained_model_name_or_path {name_or_path!r}"
+            f"{f' (--subfolder {subfolder})' if subfolder else ''}: {error}. A Stable Diffusion pipeline "
+            "repo keeps it in --subfolder vae."
+        ) from None

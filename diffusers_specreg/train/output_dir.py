@@ -27,7 +27,8 @@ import os
 import shutil
 from collections.abc import Mapping, Sequence
 
-from diffusers_specreg.kinds import PIPELINE_KINDS
+from diffusers_specreg.kinds import PIPELINE_KINDS, PipelineKind
+from diffusers_specreg.pipelines_io import CUSTOM_PIPELINE_FILE_NAME
 from diffusers_specreg.train.checkpoint import CHECKPOINT_PATTERN, list_checkpoints
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,21 @@ REPLACED_FILES = ("README.md", "training_args.json", "pipeline.py", "evaluation"
 # what a DDPM run writes besides the logging folder (the scripts pass their own list: `outputs=`)
 DDPM_OUTPUTS = ("model_index.json", "unet", "scheduler", "README.md", "training_args.json", "evaluation")
 # temporary folders of an interrupted save (`pipelines_io.write_atomically`) or checkpoint (`checkpoint.save_checkpoint`)
+# an autoencoder's files in --output_dir (train_autoencoder.py: a finished one stops the run unless
+# --overwrite_output_dir), and the top-level names its run writes besides the logging folder and checkpoints
+AUTOENCODER_FILES = (
+    "config.json",
+    "diffusion_pytorch_model.safetensors",
+    "diffusion_pytorch_model.bin",
+    "latent_spectrum.png",
+)
+AUTOENCODER_OUTPUTS = (
+    "config.json",
+    "diffusion_pytorch_model.safetensors",
+    "latent_spectrum.png",
+    "evaluation",
+    "README.md",
+)
 TEMPORARY_PREFIXES = (".tmp-checkpoint-", ".tmp-save")
 # the files `diffusers_specreg.evaluate` and train_autoencoder.py write into `evaluation/`
 EVALUATION_SUFFIXES = (".json", ".md", ".png", ".wav")
@@ -243,6 +259,54 @@ def check_output_dir(
             f"--output_dir {output_dir!r} holds {', '.join(foreign)}, which no training run wrote there; this run "
             "would write into it or replace it (--overwrite_output_dir only replaces a previous run's outputs). Move "
             f"it elsewhere{', pass another --logging_dir' if logs in foreign else ''}, or pick another --output_dir."
+        )
+
+
+def pipeline_run_outputs(kind: PipelineKind, latent: bool, evaluates: bool) -> list[str]:
+    """The top-level names a `train_spectral.py` run writes in --output_dir besides the logging folder and
+    checkpoints: the pipeline (`model_index.json`, a folder per component: `mel/` for audio, `vqvae/` for latent
+    diffusion; `pipeline.py` for a custom pipeline), the card and `training_args.json`, and `evaluation/` when it
+    evaluates.
+
+    Args:
+        kind (`PipelineKind`): the run's pipeline kind.
+        latent (`bool`): latent diffusion (`--vae_name_or_path`): the pipeline carries its autoencoder.
+        evaluates (`bool`): the run evaluates its pipeline (`--eval_num_samples` > 0).
+    """
+    names = ["model_index.json", "unet", "scheduler"]
+    names += ["mel"] if kind.modality == "audio" else []
+    names += ["vqvae"] if latent else []
+    names += [CUSTOM_PIPELINE_FILE_NAME] if kind.is_custom else []
+    names += ["README.md", "training_args.json"]
+    return names + (["evaluation"] if evaluates else [])
+
+
+def check_model_files(
+    output_dir: str,
+    resume_from_checkpoint: str | None,
+    overwrite_output_dir: bool,
+    files: Sequence[str] = AUTOENCODER_FILES,
+) -> None:
+    """Refuse a run (not resuming) into a folder that holds a finished model (`files`, a bare model's files), unless
+    `overwrite_output_dir`; even then refuse model files no run of ours wrote. Reads only; call after
+    `check_output_dir`."""
+    if resume_from_checkpoint and list_checkpoints(output_dir):
+        return
+    present = [name for name in files if os.path.exists(os.path.join(output_dir, name))]
+    if not present:
+        return
+    if not overwrite_output_dir:
+        raise ValueError(
+            f"--output_dir {output_dir!r} already holds a model ({', '.join(present)}). Pass "
+            "--overwrite_output_dir to replace a previous run's model, or pick another --output_dir (to fine-tune "
+            "it, pass it as --pretrained_model_name_or_path with another --output_dir)."
+        )
+    ours = read_outputs(output_dir) or []
+    foreign = [name for name in present if name not in ours]
+    if foreign:
+        raise ValueError(
+            f"--output_dir {output_dir!r} holds {', '.join(foreign)}, which no training run wrote there; "
+            "--overwrite_output_dir replaces only a previous run's files. Move them or pick another --output_dir."
         )
 
 
