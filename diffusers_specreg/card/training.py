@@ -16,7 +16,7 @@ import torch
 
 from ..evaluate import evaluate_pipeline, load_pipeline
 from ..metrics.results import EvaluationResult
-from ..training import InterruptFlag, stop_on_interrupt
+from ..train.signals import InterruptFlag, stop_on_interrupt
 from .write import write_model_card
 
 logger = logging.getLogger(__name__)

@@ -293,7 +293,7 @@ def foreign_card_files(output_dir: str | os.PathLike) -> list[str]:
     Returns:
         `list[str]`: the names, in the order above; empty when the update may go ahead.
     """
-    from ..run_settings import previous_outputs
+    from ..train.output_dir import previous_outputs
 
     output_dir = os.fspath(output_dir)
     ours = set(previous_outputs(output_dir, None))

@@ -252,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = _names(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cpu":
-        from ..training import configure_cpu_threads
+        from ..train.runtime import configure_cpu_threads
 
         logger.info(configure_cpu_threads(1))
     if args.fid_weights and args.feature_extractor:

@@ -351,7 +351,7 @@ def write_report(
 
 def update_pipeline_card(path: str, result: PipelineResult, reference: ReferenceStatistics) -> str:
     """Copy the pipeline's evaluation into `<path>/evaluation/` and rewrite its model card with it."""
-    from ..run_settings import record_outputs
+    from ..train.output_dir import record_outputs
 
     error = card_update_error(path)  # before anything is written: a folder holding files no run wrote is refused
     if error is not None:

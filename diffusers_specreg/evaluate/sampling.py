@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..formulations import default_sampler, formulation_of
+from ..diffusion.samplers import default_sampler
+from ..kinds import PIPELINE_KINDS, kind_of
 from ..pipelines_io import DYNAMIC_PIPELINE_MODULE
 
 # "fast": the formulation's deterministic sampler (DDIM, eta 0); "pipeline": the pipeline's own call (DDPM: ancestral);
@@ -97,10 +98,8 @@ def shipped_pipeline_sources() -> set[bytes]:
     from importlib import resources
     from pathlib import Path
 
-    from ..formulations import FORMULATIONS
-
     sources = set()
-    for entry in FORMULATIONS.values():
+    for entry in PIPELINE_KINDS.values():
         if entry.pipeline_file is None:
             continue
         try:
@@ -178,7 +177,7 @@ def image_shape(pipeline) -> tuple[int, int, int]:
     size = config.sample_size
     height, width = (size, size) if isinstance(size, int) else tuple(size)
     autoencoder = getattr(pipeline, "vqvae", None) or getattr(pipeline, "vae", None)
-    if autoencoder is not None and formulation_of(pipeline) is not None and not is_audio_pipeline(pipeline):
+    if autoencoder is not None and kind_of(pipeline) is not None and not is_audio_pipeline(pipeline):
         from ..autoencoder import downsampling_factor
 
         factor = downsampling_factor(autoencoder.config)
@@ -189,7 +188,7 @@ def image_shape(pipeline) -> tuple[int, int, int]:
 def is_audio_pipeline(pipeline) -> bool:
     """`True` for a pipeline of an audio formulation, an `AudioDiffusionPipeline` (mel-spectrogram images turned
     into audio by its `mel`)."""
-    entry = formulation_of(pipeline)
+    entry = kind_of(pipeline)
     return entry is not None and entry.modality == "audio"
 
 
@@ -234,7 +233,7 @@ def make_sampler(
         raise ValueError(f"`num_inference_steps` must be >= 1, got {num_inference_steps}.")
     if sampler not in SAMPLERS:
         raise ValueError(f"Unknown sampler {sampler!r}; allowed values are {SAMPLERS}.")
-    entry = formulation_of(pipeline)
+    entry = kind_of(pipeline)
     if sampler == "dpm_solver":
         return _to_tensor(_dpm_solver_sampler(pipeline, num_inference_steps)), (
             f"DPM-Solver++ (2nd order multistep, linspace timesteps), {num_inference_steps} steps"
