@@ -336,6 +336,25 @@ def test_flow_settings_may_not_change_on_resume_where_they_change_the_schedule(d
         run(data, tmp_path / "c", *flags, "--flow_shift", "3", "--resume_from_checkpoint", "latest", steps=2)
 
 
+@pytest.mark.parametrize("source", ["--model_config_name_or_path", "--pretrained_model_name_or_path"])
+@pytest.mark.parametrize("formulation", ["flow", "edm"])
+def test_a_unet_with_a_fourier_time_embedding_is_refused_before_training(data, tmp_path, formulation, source):
+    # the saved FlowMatchPipeline / EDMPipeline feed the UNet real-valued timesteps: refused when the UNet is built,
+    # not when the pipeline is first saved after an epoch
+    config = json.loads((data["config"] / "config.json").read_text()) | {"time_embedding_type": "fourier"}
+    folder = tmp_path / "fourier"
+    if source == "--model_config_name_or_path":
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(config))
+    else:
+        UNet2DModel.from_config(config).save_pretrained(folder)
+    argv = [*COMMON, "--train_data_dir", str(data["images"]), source, str(folder), "--formulation", formulation]
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=f"{source} .*time_embedding_type 'fourier'.*--formulation {formulation}"):
+        train_spectral.main([*argv, "--output_dir", str(out), "--max_train_steps", "1", "--eval_num_samples", "0"])
+    assert not (out / "logs").exists()  # nothing trained or logged
+
+
 def test_fine_tune_a_flow_model_and_refuse_what_does_not_fit(flow_run, data, tmp_path):
     out = tmp_path / "finetuned"
     assert run(data, out, "--formulation", "flow", "--pretrained_model_name_or_path", str(flow_run),

@@ -13,7 +13,7 @@ A training step reads the same way for every objective:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -69,6 +69,25 @@ class Option:
     help: str
     kwarg: str
     resume: Literal["incompatible", "compatible"] = "incompatible"
+
+
+def check_positional_time_embedding(config: Mapping, formulation: str, timesteps: str, pipeline: str) -> None:
+    """Refuse a UNet `config` whose `time_embedding_type` is not "positional" (a Fourier one, say) for an objective
+    that feeds the network real-valued timesteps and whose saved pipeline accepts only "positional".
+
+    Args:
+        config (`Mapping`): the UNet's config.
+        formulation (`str`): the objective's `--formulation` name, for the message.
+        timesteps (`str`): what the network receives as its timestep, for the message (e.g. "σ·N").
+        pipeline (`str`): the saved pipeline's class name, for the message.
+    """
+    embedding = config.get("time_embedding_type", "positional")
+    if embedding != "positional":
+        raise ValueError(
+            f"the UNet's time_embedding_type {embedding!r} does not fit --formulation {formulation}: it feeds the "
+            f"UNet real-valued timesteps {timesteps}, and the saved {pipeline} accepts only 'positional'. Use a UNet "
+            "config with time_embedding_type 'positional' (Diffusers' default), or another --formulation."
+        )
 
 
 def white_noise(shape: tuple, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
@@ -173,6 +192,16 @@ class Objective(Protocol):
     @classmethod
     def make_scheduler(cls, settings: SchedulerSettings):
         """The training noise scheduler built from `settings`."""
+        ...
+
+    @classmethod
+    def check_model_config(cls, config: dict) -> None:
+        """Raise `ValueError` (the problem and the fix) for a network `config` this objective cannot train or its
+        pipeline cannot sample, e.g. a UNet's `time_embedding_type`; the training script calls it when it builds the
+        UNet, before the first step (`diffusion.registry.check_model_config`).
+
+        Optional: an objective without it accepts every config.
+        """
         ...
 
     def noise_batch(self, clean: torch.Tensor, generator: torch.Generator | None = None) -> NoisyBatch:

@@ -16,7 +16,16 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler
 
 from .. import flow_matching as fm
-from .base import NoiseFn, NoiseLevels, NoisyBatch, Option, SchedulerSettings, per_sample_mse, white_noise
+from .base import (
+    NoiseFn,
+    NoiseLevels,
+    NoisyBatch,
+    Option,
+    SchedulerSettings,
+    check_positional_time_embedding,
+    per_sample_mse,
+    white_noise,
+)
 from .samplers import PipelineSpec, Sampler, call_sampler, same_pipeline
 
 # Diffusers' name for a velocity-predicting flow model (`DPMSolverMultistepScheduler(prediction_type=
@@ -180,6 +189,12 @@ class FlowObjective:
     def make_scheduler(cls, settings: SchedulerSettings) -> FlowMatchEulerDiscreteScheduler:
         """The training noise scheduler (`flow_scheduler`)."""
         return flow_scheduler(settings)
+
+    @classmethod
+    def check_model_config(cls, config: dict) -> None:
+        """The UNet embeds its timestep σ·N with `time_embedding_type` "positional" (`FlowMatchPipeline` refuses any
+        other); raises `ValueError` otherwise."""
+        check_positional_time_embedding(config, cls.name, "σ·N", cls.pipeline.pipeline_class)
 
     def noise_batch(self, clean: torch.Tensor, generator: torch.Generator | None = None) -> NoisyBatch:
         """Draw the noise, then σ as Diffusers' scripts do, and build x_t = (1 − σ)·x₀ + σ·ε.

@@ -7,7 +7,7 @@ in `OBJECTIVES` below. `kinds.PIPELINE_KINDS` then holds a pipeline kind for it,
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from .base import NoiseFn
 from .ddpm import DDPMObjective
@@ -47,6 +47,19 @@ def objective_class(name: str) -> type:
     names = [repr(name) for name in objective_names()]
     listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
     raise ValueError(f"formulation must be {listed}, got {name!r}.")
+
+
+def check_model_config(formulation: str, config: Mapping) -> None:
+    """Raise `ValueError` when the objective called `formulation` cannot train a network of `config` (its
+    `check_model_config`; an objective without one accepts every config).
+
+    Args:
+        formulation (`str`): a registered name, e.g. "flow".
+        config (`Mapping`): the network's config, e.g. `unet.config`.
+    """
+    check = getattr(objective_class(formulation), "check_model_config", None)
+    if check is not None:
+        check(dict(config))
 
 
 def build_objective(
