@@ -53,14 +53,22 @@ class Option:
     r"""
     A command-line setting that belongs to one objective (so the parser and the resume check need no edit for it).
 
+    The training script adds `--flag` for every registered objective's options and refuses one given on the command
+    line with another `--formulation` (it would be ignored); one not given takes `default`.
+
     Args:
         flag (`str`): the argparse destination, e.g. `"edm_p_mean"` for `--edm_p_mean`.
         type (`type`): the argparse `type`.
         default (`Any`): the default value.
         help (`str`): the help line.
-        kwarg (`str`): the objective's constructor argument it sets, e.g. `"p_mean"`.
+        kwarg (`str`): the objective's constructor argument it sets, e.g. `"p_mean"` (or, with `target` "scheduler",
+            the `SchedulerSettings` field).
         resume (`Literal["incompatible", "compatible"]`, defaults to `"incompatible"`): whether a resumed run may
-            change it (`"compatible"`: compared and reported, not refused).
+            change it (`"incompatible"`: refused, as the flags of `train.manifest.INCOMPATIBLE`; `"compatible"`:
+            compared and reported, not refused).
+        target (`Literal["objective", "scheduler"]`, defaults to `"objective"`): where the value goes: the
+            objective's constructor, or the `SchedulerSettings` field `kwarg` that `make_scheduler` reads (e.g.
+            flow's `shift`).
     """
 
     flag: str
@@ -69,6 +77,7 @@ class Option:
     help: str
     kwarg: str
     resume: Literal["incompatible", "compatible"] = "incompatible"
+    target: Literal["objective", "scheduler"] = "objective"
 
 
 def check_positional_time_embedding(config: Mapping, formulation: str, timesteps: str, pipeline: str) -> None:

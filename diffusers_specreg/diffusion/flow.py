@@ -119,7 +119,7 @@ class FlowObjective:
     integer_timesteps = False
     supports_noise_spectrum = False  # the saved pipeline starts from white noise
     supports_audio = False  # AudioDiffusionPipeline samples DDPM / DDIM
-    # Diffusers' flag names and defaults; a resumed run may change them (compared and reported)
+    # Diffusers' flag names and defaults; a resumed run may change them (compared and reported) but for the shift
     options = (
         Option(
             "weighting_scheme",
@@ -142,6 +142,17 @@ class FlowObjective:
         ),
         Option(
             "mode_scale", float, fm.DEFAULT_MODE_SCALE, "Scale of the 'mode' σ density.", "mode_scale", "compatible"
+        ),
+        # the scheduler's σ shift (None: the fine-tuned scheduler's, else 1.0); a new shift trains another σ grid
+        # than the checkpoint's, so a resumed run may not change it
+        Option(
+            "flow_shift",
+            float,
+            None,
+            "Flow matching: σ shift of the FlowMatchEulerDiscreteScheduler (default: the fine-tuned model's, else 1.0).",
+            "shift",
+            "incompatible",
+            "scheduler",
         ),
     )
     # the saved FlowMatchPipeline (Euler by default) is its own fast sampler

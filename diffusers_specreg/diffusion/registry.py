@@ -32,6 +32,12 @@ def objective_options() -> list:
     return [option for cls in OBJECTIVES for option in cls.options]
 
 
+def resume_incompatible_flags() -> list[str]:
+    """The flags of the registered objectives' `Option`s that a resumed run may not change (`resume`
+    "incompatible"), e.g. flow's `--flow_shift`: `train.manifest` refuses them as its `INCOMPATIBLE` flags."""
+    return [option.flag for option in objective_options() if option.resume == "incompatible"]
+
+
 def objective_class(name: str) -> type:
     """The registered objective class called `name` (or one of its `other_names`).
 
@@ -78,14 +84,16 @@ def build_objective(
         noise_fn (`callable`, *optional*): `(shape, generator, device) -> noise`; white noise by default.
         edm_p_mean (`float`, defaults to -1.2): `--edm_p_mean`, the EDM objective's mean of ln σ.
         edm_p_std (`float`, defaults to 1.2): `--edm_p_std`, its standard deviation of ln σ.
-        **options: further values of the objectives' `Option`s, by flag; an objective reads only its own.
+        **options: further values of the objectives' `Option`s, by flag; an objective reads only its own, and only
+            those whose `target` is its constructor (the scheduler's are in `scheduler`'s settings already).
 
     Returns:
         The objective (`DDPMObjective`, `EDMObjective`, ...).
     """
     cls = objective_class(formulation)
     values = {"edm_p_mean": edm_p_mean, "edm_p_std": edm_p_std, **options}
-    kwargs = {option.kwarg: values.get(option.flag, option.default) for option in cls.options}
+    constructor = (option for option in cls.options if option.target == "objective")
+    kwargs = {option.kwarg: values.get(option.flag, option.default) for option in constructor}
     return cls(scheduler, noise_fn=noise_fn, **kwargs)
 
 
