@@ -168,13 +168,9 @@ def add_spectral_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     form.add_argument("--edm_sigma_data", type=float, default=0.5)
     for cls in registry.OBJECTIVES:  # each objective's own flags: None tells "not given" (`apply_objective_options`)
         for option in cls.options:
-            default = "" if option.default is None else f" Default {option.default}."
-            form.add_argument(
-                f"--{option.flag}",
-                type=option.type,
-                default=None,
-                help=f"{option.help}{default} (--formulation {cls.name})",
-            )
+            default = "" if option.default is None else f"; default {option.default}"
+            text = f"{option.help.rstrip('.')}{default} (--formulation {cls.name} only)."
+            form.add_argument(f"--{option.flag}", type=option.type, default=None, help=text)
     # --- spectrally anisotropic forward noise (arXiv 2510.09660) ----------------------------------------------------
     sagd = parser.add_argument_group("anisotropic forward noise (SAGD, arXiv 2510.09660)")
     sagd.add_argument(
