@@ -23,7 +23,6 @@ import os
 
 import torch
 from accelerate.logging import get_logger
-from diffusers import AutoencoderKL
 
 from diffusers_specreg import hub
 from diffusers_specreg.autoencoder import (
@@ -35,7 +34,6 @@ from diffusers_specreg.autoencoder import (
     LPIPS,
     AutoencoderLoss,
     EncodeDecode,
-    autoencoder_config,
     downsampling_factor,
     save_and_evaluate,
 )
@@ -47,7 +45,7 @@ from diffusers_specreg.train.entry import run_script
 from diffusers_specreg.train.lock import OutputDirLock
 from diffusers_specreg.train.loop import CheckpointPolicy, LoopHooks, TrainingLoop, prepare
 from diffusers_specreg.train.manifest import dataset_fingerprint, settings_of
-from diffusers_specreg.train.models import load_autoencoder
+from diffusers_specreg.train.models import load_autoencoder, new_autoencoder
 from diffusers_specreg.train.output_dir import AUTOENCODER_OUTPUTS as OUTPUTS
 from diffusers_specreg.train.output_dir import check_inputs, check_model_files, check_output_dir, claim_output_dir
 from diffusers_specreg.train.runtime import main_process_timeout, make_accelerator
@@ -209,7 +207,7 @@ def build(args):
     data = build_image_dataset(
         **arguments.image_data_settings(args), resolution=resolution, preserve_input_precision=False, channels=channels
     )
-    vae = pretrained or AutoencoderKL(**autoencoder_config(args.model_preset, data.channels, resolution))
+    vae = pretrained or new_autoencoder(args.model_preset, data.channels, resolution, args.seed)
     if vae.config.in_channels != data.channels:
         raise ValueError(f"The autoencoder takes {vae.config.in_channels} channels, the data has {data.channels}.")
     factor = downsampling_factor(vae.config)

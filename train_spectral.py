@@ -157,7 +157,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--pretrained_model_name_or_path", type=str, default=None, help="Fine-tune this pipeline or UNet."
     )
     arguments.add_spectral_arguments(parser)  # regularization, formulation, SAGD, audio, latent, evaluation
-    args = parser.parse_args(argv)
+    args = arguments.apply_objective_options(parser.parse_args(argv))  # refuses another objective's flags
     if args.output_dir is None:  # the anchor's name, unless the built-in demo runs (it is not a 64x64 model)
         builtin = not (args.dataset_name or args.train_data_dir)
         args.output_dir = f"specreg-{args.builtin_dataset}-{args.resolution or 32}" if builtin else "ddpm-model-64"

@@ -9,6 +9,7 @@ objective seam and the training script on top of it.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import subprocess
@@ -28,6 +29,7 @@ from diffusers_specreg.diffusion.registry import build_objective
 from diffusers_specreg.kinds import PIPELINE_KINDS, render_usage, select_kind
 from diffusers_specreg.metrics import spectral_band_errors
 from diffusers_specreg.regularizer import SpectralRegularizer
+from diffusers_specreg.train.manifest import INCOMPATIBLE
 from diffusers_specreg.transforms import radial_frequency
 
 sys.path.insert(0, str(REPO))
@@ -136,7 +138,8 @@ def test_each_spectral_term_is_zero_with_zero_gradient_at_the_perfect_velocity(n
 def test_options_capabilities_and_the_registry():
     flow = build_objective("flow", objective().scheduler, weighting_scheme="cosmap", logit_std=2.0)
     assert isinstance(flow, FlowObjective) and flow.weighting_scheme == "cosmap" and flow.logit_std == 2.0
-    assert [o.flag for o in FlowObjective.options] == ["weighting_scheme", "logit_mean", "logit_std", "mode_scale"]
+    flags = ["weighting_scheme", "logit_mean", "logit_std", "mode_scale", "flow_shift"]
+    assert [o.flag for o in FlowObjective.options] == flags
     assert FlowObjective.options[0].default == "logit_normal"  # Diffusers' scripts' default
     assert not FlowObjective.integer_timesteps and not FlowObjective.supports_audio
     assert not FlowObjective.supports_noise_spectrum
@@ -186,6 +189,14 @@ def test_band_errors_partition_the_mse_and_find_the_band():
     assert errors["low"] < 1e-6 * errors["high"] and errors["mid"] < 1e-6 * errors["high"]
     waveform = spectral_band_errors(torch.randn(2, 1, 64), torch.zeros(2, 1, 64))
     assert set(waveform) == {"low", "mid", "high"} and all(v > 0 for v in waveform.values())
+    # a grid too small for a band to hold a bin (2x2: frequencies 0 and Nyquist only): that band is left out, not
+    # nan, so the training log never shows nan; the bands that are there still partition the MSE
+    small = torch.randn(2, 1, 2, 2)
+    errors = spectral_band_errors(small, torch.zeros_like(small))
+    assert list(errors) == ["low", "high"] and all(math.isfinite(v) for v in errors.values())
+    fraction = radial_frequency((2, 2)) / 0.5
+    counts = [int((fraction < 1 / 3).sum()), int((fraction >= 2 / 3).sum())]
+    torch.testing.assert_close(sum(e * c for e, c in zip(errors.values(), counts)) / 4, small.square().mean())
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -329,11 +340,58 @@ def test_flow_resume_is_bit_identical_to_an_uninterrupted_run(data, tmp_path):
     assert all(torch.equal(pa, pb) for pa, pb in zip(a.parameters(), b.parameters()))
 
 
-def test_flow_settings_may_not_change_on_resume_where_they_change_the_schedule(data, tmp_path):
+def test_flow_settings_may_not_change_on_resume_where_they_change_the_schedule(data, tmp_path, caplog):
+    # --flow_shift is refused through its Option (resume "incompatible"), not a line of manifest.INCOMPATIBLE
+    (shift,) = [option for option in FlowObjective.options if option.flag == "flow_shift"]
+    assert shift.resume == "incompatible" and "flow_shift" not in INCOMPATIBLE
     flags = "--formulation flow --eval_num_samples 0 --checkpointing_steps 1".split()
     assert run(data, tmp_path / "c", *flags, steps=1) == 0
-    with pytest.raises(ValueError, match="flow_shift"):
+    with pytest.raises(ValueError, match="Cannot resume .*--flow_shift: null in the checkpoint, 3.0 now"):
         run(data, tmp_path / "c", *flags, "--flow_shift", "3", "--resume_from_checkpoint", "latest", steps=2)
+    # a "compatible" Option resumes, with a warning naming it
+    resume = ("--resume_from_checkpoint", "latest")
+    with caplog.at_level(logging.WARNING):
+        assert run(data, tmp_path / "c", *flags, "--logit_mean", "0.5", *resume, steps=2) == 0
+    assert "--logit_mean: 0.0 in the checkpoint, 0.5 now" in caplog.text
+
+
+@pytest.mark.parametrize("source", ["--model_config_name_or_path", "--pretrained_model_name_or_path"])
+@pytest.mark.parametrize("formulation", ["flow", "edm"])
+def test_a_unet_with_a_fourier_time_embedding_is_refused_before_training(data, tmp_path, formulation, source):
+    # the saved FlowMatchPipeline / EDMPipeline feed the UNet real-valued timesteps: refused when the UNet is built,
+    # not when the pipeline is first saved after an epoch
+    config = json.loads((data["config"] / "config.json").read_text()) | {"time_embedding_type": "fourier"}
+    folder = tmp_path / "fourier"
+    if source == "--model_config_name_or_path":
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(config))
+    else:
+        UNet2DModel.from_config(config).save_pretrained(folder)
+    argv = [*COMMON, "--train_data_dir", str(data["images"]), source, str(folder), "--formulation", formulation]
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=f"{source} .*time_embedding_type 'fourier'.*--formulation {formulation}"):
+        train_spectral.main([*argv, "--output_dir", str(out), "--max_train_steps", "1", "--eval_num_samples", "0"])
+    assert not (out / "logs").exists()  # nothing trained or logged
+
+
+FLOW_FLAGS = (("flow_shift", "3"), ("weighting_scheme", "logit_normal"), ("logit_mean", "0"), ("logit_std", "1"))
+
+
+@pytest.mark.parametrize("flag, value", [*FLOW_FLAGS, ("mode_scale", "1.29")])
+@pytest.mark.parametrize("formulation", ["ddpm", "edm"])
+def test_a_flow_flag_given_with_another_formulation_is_refused(formulation, flag, value):
+    # given explicitly, even at its default value: it would be silently ignored
+    with pytest.raises(ValueError, match=f"--{flag} applies only to --formulation flow, not {formulation}"):
+        train_spectral.parse_args(["--formulation", formulation, f"--{flag}", value])
+
+
+def test_objective_flags_not_given_take_their_defaults_and_any_objective_may_own_them():
+    args = train_spectral.parse_args(["--formulation", "edm"])  # flow's flags left out: their defaults, no error
+    values = (args.weighting_scheme, args.logit_mean, args.flow_shift, args.edm_p_mean)
+    assert values == ("logit_normal", 0.0, None, -1.2)
+    assert train_spectral.parse_args(["--formulation", "flow", "--logit_mean", "0.5"]).logit_mean == 0.5
+    with pytest.raises(ValueError, match="--edm_p_mean applies only to --formulation edm, not flow"):
+        train_spectral.parse_args(["--formulation", "flow", "--edm_p_mean", "-1"])
 
 
 def test_fine_tune_a_flow_model_and_refuse_what_does_not_fit(flow_run, data, tmp_path):

@@ -16,10 +16,11 @@ import torch
 from conftest import REPO, write_image_folder, write_unet_config
 from diffusers import DDPMPipeline, DDPMScheduler
 
-from diffusers_specreg.diffusion.base import NoisyBatch, per_sample_mse
+from diffusers_specreg.diffusion.base import NoisyBatch, Option, per_sample_mse
 from diffusers_specreg.diffusion.ddpm import DDPMObjective, vp_noise_levels
 from diffusers_specreg.diffusion.registry import objective_class, register_objective
 from diffusers_specreg.kinds import PIPELINE_KINDS, objective_choices
+from diffusers_specreg.train.manifest import compare_settings
 
 sys.path.insert(0, str(REPO))
 import train_spectral  # noqa: E402
@@ -120,3 +121,31 @@ def test_no_objective_is_named_outside_its_file():
     files = ["train_spectral.py", "diffusers_specreg/regularizer.py", "diffusers_specreg/train/loop.py"]
     files += ["diffusers_specreg/kinds.py"]
     assert [hit for name in files for hit in _named(REPO / name)] == []
+
+
+class SampleVPWithOptions(SampleVP):
+    """`SampleVP` with two settings of its own: one a resumed run may not change (the default), one it may."""
+
+    name = "sample_vp_options"
+    options = (
+        Option("toy_grid", int, 10, "A setting a resumed run may not change.", "grid"),
+        Option("toy_rate", float, 0.5, "A setting a resumed run may change.", "rate", "compatible"),
+    )
+
+    def __init__(self, scheduler: DDPMScheduler, grid: int = 10, rate: float = 0.5, noise_fn=None):
+        super().__init__(scheduler, noise_fn)
+        self.grid, self.rate = grid, rate
+
+
+def test_an_objectives_options_are_its_flags_refused_elsewhere_and_compared_on_resume():
+    with register_objective(SampleVPWithOptions):
+        args = train_spectral.parse_args(["--formulation", "sample_vp_options", "--toy_grid", "20"])
+        assert (args.toy_grid, args.toy_rate) == (20, 0.5)
+        with pytest.raises(ValueError, match="--toy_rate applies only to --formulation sample_vp_options, not ddpm"):
+            train_spectral.parse_args(["--toy_rate", "0.5"])
+        # Option.resume: "incompatible" (the default) refuses a change on resume, "compatible" warns
+        saved = {"formulation": "sample_vp_options", "toy_grid": 10, "toy_rate": 0.5}
+        errors, warnings = compare_settings(saved, dict(saved, toy_grid=20, toy_rate=0.25))
+        assert errors == ["--toy_grid: 10 in the checkpoint, 20 now"]
+        assert warnings == ["--toy_rate: 0.5 in the checkpoint, 0.25 now"]
+    assert compare_settings(saved, dict(saved, toy_grid=20)) == ([], ["--toy_grid: 10 in the checkpoint, 20 now"])

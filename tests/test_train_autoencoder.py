@@ -16,7 +16,7 @@ from diffusers import AutoencoderKL
 
 sys.path.insert(0, str(REPO))
 import train_autoencoder  # noqa: E402
-from diffusers_specreg.autoencoder import measure_scaling_factor  # noqa: E402
+from diffusers_specreg.autoencoder import autoencoder_config, measure_scaling_factor  # noqa: E402
 from diffusers_specreg.card.autoencoder import write_autoencoder_card  # noqa: E402
 from diffusers_specreg.data import build_image_dataset  # noqa: E402
 
@@ -191,8 +191,6 @@ def test_bad_input_on_the_command_line_exits_with_code_2(tmp_path):
 
 
 def test_finetune_a_vae_in_a_pipeline_subfolder(tmp_path):
-    from diffusers_specreg.autoencoder import autoencoder_config
-
     torch.manual_seed(0)
     base = AutoencoderKL(**autoencoder_config("tiny", channels=1, resolution=16))
     base.save_pretrained(tmp_path / "pipeline" / "vae")
@@ -219,7 +217,7 @@ def test_two_process_ddp_run(tmp_path):
 def test_the_model_being_fine_tuned_and_foreign_weights_are_never_replaced(tmp_path):
     """Fine-tuning in place would delete the source weights before training; weights no run wrote stay too."""
     base = tmp_path / "base"
-    AutoencoderKL(**train_autoencoder.autoencoder_config("tiny", 3, 32)).save_pretrained(base)
+    AutoencoderKL(**autoencoder_config("tiny", 3, 32)).save_pretrained(base)
     before = (base / "diffusion_pytorch_model.safetensors").read_bytes()
     for extra in ([], ["--overwrite_output_dir"]):
         argv = [
@@ -258,3 +256,12 @@ def test_the_card_shows_local_paths_relative_to_the_folder_or_with_the_home_as_t
     assert "alice" not in card and str(tmp_path) not in card
     assert "12 images from ~/imgs" in card and "(fine-tuned from `~/models/base-vae`)" in card
     assert 'AutoencoderKL.from_pretrained("vae-f4")' in card and "| `output_dir` | `.` |" in card
+
+
+def test_a_new_autoencoder_trained_twice_with_one_seed_gives_the_same_weights(tmp_path):
+    # from scratch: --seed must seed the new AutoencoderKL's initial weights too, not only the data order and noise
+    for name in ("a", "b"):
+        argv = [*FAST, "--output_dir", str(tmp_path / name), "--max_train_steps", "1", "--validation_steps", "100"]
+        assert train_autoencoder.main(argv) == 0
+    a, b = (AutoencoderKL.from_pretrained(tmp_path / name) for name in ("a", "b"))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))

@@ -240,6 +240,7 @@ def run_main(args: list[str], tmp_path: Path):
         (["--spectral_loss", "amplitude", "--spectral_weight", "auto"], "auto was removed"),
         (["--spectral_loss", "none", "amplitude"], "cannot be combined"),
         (["--learning_rate", "nan"], "finite number > 0"),
+        (["--flow_shift", "3"], "--flow_shift applies only to --formulation flow, not ddpm"),
     ],
 )
 def test_bad_arguments_fail_before_training(tmp_path, args, message):

@@ -13,7 +13,7 @@ A training step reads the same way for every objective:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -53,14 +53,22 @@ class Option:
     r"""
     A command-line setting that belongs to one objective (so the parser and the resume check need no edit for it).
 
+    The training script adds `--flag` for every registered objective's options and refuses one given on the command
+    line with another `--formulation` (it would be ignored); one not given takes `default`.
+
     Args:
         flag (`str`): the argparse destination, e.g. `"edm_p_mean"` for `--edm_p_mean`.
         type (`type`): the argparse `type`.
         default (`Any`): the default value.
         help (`str`): the help line.
-        kwarg (`str`): the objective's constructor argument it sets, e.g. `"p_mean"`.
+        kwarg (`str`): the objective's constructor argument it sets, e.g. `"p_mean"` (or, with `target` "scheduler",
+            the `SchedulerSettings` field).
         resume (`Literal["incompatible", "compatible"]`, defaults to `"incompatible"`): whether a resumed run may
-            change it (`"compatible"`: compared and reported, not refused).
+            change it (`"incompatible"`: refused, as the flags of `train.manifest.INCOMPATIBLE`; `"compatible"`:
+            compared and reported, not refused).
+        target (`Literal["objective", "scheduler"]`, defaults to `"objective"`): where the value goes: the
+            objective's constructor, or the `SchedulerSettings` field `kwarg` that `make_scheduler` reads (e.g.
+            flow's `shift`).
     """
 
     flag: str
@@ -69,6 +77,26 @@ class Option:
     help: str
     kwarg: str
     resume: Literal["incompatible", "compatible"] = "incompatible"
+    target: Literal["objective", "scheduler"] = "objective"
+
+
+def check_positional_time_embedding(config: Mapping, formulation: str, timesteps: str, pipeline: str) -> None:
+    """Refuse a UNet `config` whose `time_embedding_type` is not "positional" (a Fourier one, say) for an objective
+    that feeds the network real-valued timesteps and whose saved pipeline accepts only "positional".
+
+    Args:
+        config (`Mapping`): the UNet's config.
+        formulation (`str`): the objective's `--formulation` name, for the message.
+        timesteps (`str`): what the network receives as its timestep, for the message (e.g. "σ·N").
+        pipeline (`str`): the saved pipeline's class name, for the message.
+    """
+    embedding = config.get("time_embedding_type", "positional")
+    if embedding != "positional":
+        raise ValueError(
+            f"the UNet's time_embedding_type {embedding!r} does not fit --formulation {formulation}: it feeds the "
+            f"UNet real-valued timesteps {timesteps}, and the saved {pipeline} accepts only 'positional'. Use a UNet "
+            "config with time_embedding_type 'positional' (Diffusers' default), or another --formulation."
+        )
 
 
 def white_noise(shape: tuple, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
@@ -173,6 +201,16 @@ class Objective(Protocol):
     @classmethod
     def make_scheduler(cls, settings: SchedulerSettings):
         """The training noise scheduler built from `settings`."""
+        ...
+
+    @classmethod
+    def check_model_config(cls, config: dict) -> None:
+        """Raise `ValueError` (the problem and the fix) for a network `config` this objective cannot train or its
+        pipeline cannot sample, e.g. a UNet's `time_embedding_type`; the training script calls it when it builds the
+        UNet, before the first step (`diffusion.registry.check_model_config`).
+
+        Optional: an objective without it accepts every config.
+        """
         ...
 
     def noise_batch(self, clean: torch.Tensor, generator: torch.Generator | None = None) -> NoisyBatch:

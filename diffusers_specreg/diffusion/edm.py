@@ -12,7 +12,16 @@ import torch
 from diffusers import EDMEulerScheduler
 
 from ..tensors import as_per_sample, check_output_shape, compute_dtype, per_sample
-from .base import NoiseFn, NoiseLevels, NoisyBatch, Option, SchedulerSettings, per_sample_mse, white_noise
+from .base import (
+    NoiseFn,
+    NoiseLevels,
+    NoisyBatch,
+    Option,
+    SchedulerSettings,
+    check_positional_time_embedding,
+    per_sample_mse,
+    white_noise,
+)
 from .samplers import PipelineSpec, same_pipeline
 
 EDM_PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -135,6 +144,12 @@ class EDMObjective:
     def make_scheduler(cls, settings: SchedulerSettings) -> EDMEulerScheduler:
         """The training noise scheduler (`edm_scheduler`)."""
         return edm_scheduler(settings)
+
+    @classmethod
+    def check_model_config(cls, config: dict) -> None:
+        """The UNet embeds its noise label c_noise(σ) with `time_embedding_type` "positional" (`EDMPipeline` refuses
+        any other); raises `ValueError` otherwise."""
+        check_positional_time_embedding(config, cls.name, "c_noise(σ) = ln(σ)/4", cls.pipeline.pipeline_class)
 
     def noise_batch(self, clean: torch.Tensor, generator: torch.Generator | None = None) -> NoisyBatch:
         """Draw ln σ ~ N(P_mean, P_std²), then the noise, and build x = x₀ + σ·ε.

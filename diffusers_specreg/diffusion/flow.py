@@ -16,7 +16,16 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler
 
 from .. import flow_matching as fm
-from .base import NoiseFn, NoiseLevels, NoisyBatch, Option, SchedulerSettings, per_sample_mse, white_noise
+from .base import (
+    NoiseFn,
+    NoiseLevels,
+    NoisyBatch,
+    Option,
+    SchedulerSettings,
+    check_positional_time_embedding,
+    per_sample_mse,
+    white_noise,
+)
 from .samplers import PipelineSpec, Sampler, call_sampler, same_pipeline
 
 # Diffusers' name for a velocity-predicting flow model (`DPMSolverMultistepScheduler(prediction_type=
@@ -110,7 +119,7 @@ class FlowObjective:
     integer_timesteps = False
     supports_noise_spectrum = False  # the saved pipeline starts from white noise
     supports_audio = False  # AudioDiffusionPipeline samples DDPM / DDIM
-    # Diffusers' flag names and defaults; a resumed run may change them (compared and reported)
+    # Diffusers' flag names and defaults; a resumed run may change them (compared and reported) but for the shift
     options = (
         Option(
             "weighting_scheme",
@@ -133,6 +142,17 @@ class FlowObjective:
         ),
         Option(
             "mode_scale", float, fm.DEFAULT_MODE_SCALE, "Scale of the 'mode' σ density.", "mode_scale", "compatible"
+        ),
+        # the scheduler's σ shift (None: the fine-tuned scheduler's, else 1.0); a new shift trains another σ grid
+        # than the checkpoint's, so a resumed run may not change it
+        Option(
+            "flow_shift",
+            float,
+            None,
+            "Flow matching: σ shift of the FlowMatchEulerDiscreteScheduler (default: the fine-tuned model's, else 1.0).",
+            "shift",
+            "incompatible",
+            "scheduler",
         ),
     )
     # the saved FlowMatchPipeline (Euler by default) is its own fast sampler
@@ -180,6 +200,12 @@ class FlowObjective:
     def make_scheduler(cls, settings: SchedulerSettings) -> FlowMatchEulerDiscreteScheduler:
         """The training noise scheduler (`flow_scheduler`)."""
         return flow_scheduler(settings)
+
+    @classmethod
+    def check_model_config(cls, config: dict) -> None:
+        """The UNet embeds its timestep σ·N with `time_embedding_type` "positional" (`FlowMatchPipeline` refuses any
+        other); raises `ValueError` otherwise."""
+        check_positional_time_embedding(config, cls.name, "σ·N", cls.pipeline.pipeline_class)
 
     def noise_batch(self, clean: torch.Tensor, generator: torch.Generator | None = None) -> NoisyBatch:
         """Draw the noise, then σ as Diffusers' scripts do, and build x_t = (1 − σ)·x₀ + σ·ε.

@@ -7,7 +7,7 @@ in `OBJECTIVES` below. `kinds.PIPELINE_KINDS` then holds a pipeline kind for it,
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from .base import NoiseFn
 from .ddpm import DDPMObjective
@@ -32,6 +32,12 @@ def objective_options() -> list:
     return [option for cls in OBJECTIVES for option in cls.options]
 
 
+def resume_incompatible_flags() -> list[str]:
+    """The flags of the registered objectives' `Option`s that a resumed run may not change (`resume`
+    "incompatible"), e.g. flow's `--flow_shift`: `train.manifest` refuses them as its `INCOMPATIBLE` flags."""
+    return [option.flag for option in objective_options() if option.resume == "incompatible"]
+
+
 def objective_class(name: str) -> type:
     """The registered objective class called `name` (or one of its `other_names`).
 
@@ -47,6 +53,19 @@ def objective_class(name: str) -> type:
     names = [repr(name) for name in objective_names()]
     listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
     raise ValueError(f"formulation must be {listed}, got {name!r}.")
+
+
+def check_model_config(formulation: str, config: Mapping) -> None:
+    """Raise `ValueError` when the objective called `formulation` cannot train a network of `config` (its
+    `check_model_config`; an objective without one accepts every config).
+
+    Args:
+        formulation (`str`): a registered name, e.g. "flow".
+        config (`Mapping`): the network's config, e.g. `unet.config`.
+    """
+    check = getattr(objective_class(formulation), "check_model_config", None)
+    if check is not None:
+        check(dict(config))
 
 
 def build_objective(
@@ -65,14 +84,16 @@ def build_objective(
         noise_fn (`callable`, *optional*): `(shape, generator, device) -> noise`; white noise by default.
         edm_p_mean (`float`, defaults to -1.2): `--edm_p_mean`, the EDM objective's mean of ln σ.
         edm_p_std (`float`, defaults to 1.2): `--edm_p_std`, its standard deviation of ln σ.
-        **options: further values of the objectives' `Option`s, by flag; an objective reads only its own.
+        **options: further values of the objectives' `Option`s, by flag; an objective reads only its own, and only
+            those whose `target` is its constructor (the scheduler's are in `scheduler`'s settings already).
 
     Returns:
         The objective (`DDPMObjective`, `EDMObjective`, ...).
     """
     cls = objective_class(formulation)
     values = {"edm_p_mean": edm_p_mean, "edm_p_std": edm_p_std, **options}
-    kwargs = {option.kwarg: values.get(option.flag, option.default) for option in cls.options}
+    constructor = (option for option in cls.options if option.target == "objective")
+    kwargs = {option.kwarg: values.get(option.flag, option.default) for option in constructor}
     return cls(scheduler, noise_fn=noise_fn, **kwargs)
 
 

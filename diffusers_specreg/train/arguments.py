@@ -166,9 +166,11 @@ def add_spectral_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     choices = objective_choices()  # the registered objectives, the first one the default
     form.add_argument("--formulation", type=str, default=choices[0], choices=choices)
     form.add_argument("--edm_sigma_data", type=float, default=0.5)
-    for option in (option for cls in registry.OBJECTIVES for option in cls.options):  # each objective's own flags
-        form.add_argument(f"--{option.flag}", type=option.type, default=option.default, help=option.help)
-    form.add_argument("--flow_shift", type=float, default=None, help="Flow matching: σ shift (default 1.0).")
+    for cls in registry.OBJECTIVES:  # each objective's own flags: None tells "not given" (`apply_objective_options`)
+        for option in cls.options:
+            default = "" if option.default is None else f"; default {option.default}"
+            text = f"{option.help.rstrip('.')}{default} (--formulation {cls.name} only)."
+            form.add_argument(f"--{option.flag}", type=option.type, default=None, help=text)
     # --- spectrally anisotropic forward noise (arXiv 2510.09660) ----------------------------------------------------
     sagd = parser.add_argument_group("anisotropic forward noise (SAGD, arXiv 2510.09660)")
     sagd.add_argument(
@@ -292,16 +294,43 @@ def data_settings(args: argparse.Namespace, resolution: int) -> dict:
 def scheduler_settings(
     args: argparse.Namespace, prediction_type: str, pretrained_config: dict | None
 ) -> SchedulerSettings:
-    """What the objective's noise scheduler is built from: the schedule flags, the prediction type the run derived
-    and the scheduler config of the model fine-tuned from (or `None`)."""
+    """What the objective's noise scheduler is built from: the schedule flags, the objective's `Option`s whose target
+    is the scheduler (flow's `--flow_shift`), the prediction type the run derived and the scheduler config of the
+    model fine-tuned from (or `None`)."""
+    options = registry.objective_class(args.formulation).options
     return SchedulerSettings(
         prediction_type=prediction_type,
         num_train_timesteps=args.ddpm_num_steps,
         beta_schedule=args.ddpm_beta_schedule,
         sigma_data=args.edm_sigma_data,
-        shift=args.flow_shift,
         pretrained_config=pretrained_config,
+        **{option.kwarg: getattr(args, option.flag) for option in options if option.target == "scheduler"},
     )
+
+
+def apply_objective_options(args: argparse.Namespace) -> argparse.Namespace:
+    """Refuse an objective's `Option` given on the command line with another `--formulation` (it would be silently
+    ignored), then set the ones not given to their defaults. `add_spectral_arguments` adds them with the default
+    `None`, so a flag given at its default value (`--formulation ddpm --weighting_scheme logit_normal`) is refused too.
+
+    Args:
+        args (`argparse.Namespace`): the parsed flags, changed in place.
+
+    Returns:
+        `argparse.Namespace`: `args`.
+    """
+    own = {option.flag for option in registry.objective_class(args.formulation).options}
+    for cls in registry.OBJECTIVES:
+        for option in cls.options:
+            if option.flag not in own and getattr(args, option.flag) is not None:
+                owners = " or ".join(other.name for other in registry.OBJECTIVES if option in other.options)
+                raise ValueError(
+                    f"--{option.flag} applies only to --formulation {owners}, not {args.formulation}: leave it out, "
+                    f"or train with --formulation {owners}."
+                )
+            if getattr(args, option.flag) is None:
+                setattr(args, option.flag, option.default)
+    return args
 
 
 def objective_options(args: argparse.Namespace) -> dict:

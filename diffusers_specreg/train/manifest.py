@@ -1,8 +1,8 @@
 """The settings manifest that checkpoints carry, and its comparison when a run resumes.
 
 Settings (`settings_of` when saving a checkpoint, `check_resume_settings` when resuming): each flag is
-`INCOMPATIBLE` (resuming with another value cannot work or would silently mean something else: an error naming
-the flag), `UNCHECKED` (where the run writes, what it logs: no message) or anything else (a warning naming the flag;
+`INCOMPATIBLE` or an objective's `Option` whose `resume` is "incompatible" (resuming with another value cannot work or
+would silently mean something else: an error naming the flag), `UNCHECKED` (where the run writes, what it logs: no message) or anything else (a warning naming the flag;
 the new value takes effect, e.g. `--learning_rate`). The training data are compared by `dataset_fingerprint`: another
 number of images is an error, other files of the same number a warning. A new `--max_train_steps` is named, with
 the learning rate it moves, when the LR schedule depends on the run length (`LENGTH_DEPENDENT_SCHEDULES`).
@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from diffusers_specreg.diffusion.registry import objective_options
+from diffusers_specreg.diffusion.registry import objective_options, resume_incompatible_flags
 from diffusers_specreg.train.checkpoint import RUN_SETTINGS_FILE, read_run_settings, read_training_state
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,6 @@ INCOMPATIBLE = (
     "ddpm_num_steps",
     "ddpm_beta_schedule",
     "edm_sigma_data",
-    "flow_shift",  # the flow σ grid: a new shift trains another schedule than the one saved
     "sample_rate",
     "n_fft",
     "hop_length",
@@ -196,13 +195,15 @@ def _is_new_default(key: str, value) -> bool:
 def compare_settings(
     saved: dict, current: dict, step: int | None = None, incompatible: Sequence[str] = ()
 ) -> tuple[list[str], list[str]]:
-    """(errors, warnings): one line per changed flag, `INCOMPATIBLE` ones and those named in `incompatible` (a
-    script's own, e.g. the autoencoder's `latent_regularizer`) in errors, `UNCHECKED` ones left out; the data set
-    (`_dataset_changes`) and the run length (`_run_length_change`, at the checkpoint's `step`) too."""
+    """(errors, warnings): one line per changed flag, `INCOMPATIBLE` ones, the objectives' "incompatible" `Option`s
+    and those named in `incompatible` (a script's own, e.g. the autoencoder's `latent_regularizer`) in errors,
+    `UNCHECKED` ones left out; the data set (`_dataset_changes`) and the run length (`_run_length_change`, at the
+    checkpoint's `step`) too."""
     errors, warnings = _dataset_changes(saved.get("dataset"), current.get("dataset"))
     run_length = _run_length_change(saved, current, step)
     warnings += [run_length] if run_length else []
     saved, current = _flatten(saved), _flatten(current)
+    objectives_incompatible = resume_incompatible_flags()  # e.g. --flow_shift
     for key in sorted(set(saved) | set(current)):
         if key in UNCHECKED or key in NOT_SETTINGS or key == "max_train_steps":
             continue
@@ -210,7 +211,8 @@ def compare_settings(
         if json.dumps(old) == json.dumps(new) or (key not in saved and _is_new_default(key, new)):
             continue
         line = f"{_flag(key)}: {json.dumps(old)} in the checkpoint, {json.dumps(new)} now"
-        refused = key in INCOMPATIBLE or key in incompatible or key.split(".")[0] == "unet_config"
+        refused = key in INCOMPATIBLE or key in incompatible or key in objectives_incompatible
+        refused = refused or key.split(".")[0] == "unet_config"
         (errors if refused else warnings).append(line)
     return errors, warnings
 
@@ -222,7 +224,8 @@ def check_resume_settings(checkpoint: str, current: dict, incompatible: Sequence
     Args:
         checkpoint (`str`): the checkpoint folder (its `run_settings.json`).
         current (`dict`): this run's `settings_of`.
-        incompatible (`Sequence[str]`, defaults to `()`): flags that cannot change besides `INCOMPATIBLE`.
+        incompatible (`Sequence[str]`, defaults to `()`): flags that cannot change besides `INCOMPATIBLE` and the
+            objectives' "incompatible" `Option`s.
     """
     saved = read_run_settings(checkpoint)
     name = os.path.basename(os.path.normpath(checkpoint))

@@ -1,12 +1,15 @@
 """The models the training scripts build or load: UNet presets, the training resolution of a config, a pretrained UNet
-(a pipeline or a bare UNet folder / Hub repo) and a pretrained `AutoencoderKL` for fine-tuning."""
+(a pipeline or a bare UNet folder / Hub repo), a pretrained `AutoencoderKL` for fine-tuning and a new, seeded one."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 
+import torch
 from diffusers import AutoencoderKL, UNet2DModel
+
+from diffusers_specreg.autoencoder import autoencoder_config
 
 
 def unet_config(preset: str, resolution: int, channels: int) -> dict:
@@ -149,3 +152,22 @@ def load_autoencoder(
             f"{f' (--subfolder {subfolder})' if subfolder else ''}: {error}. A Stable Diffusion pipeline "
             "repo keeps it in --subfolder vae."
         ) from None
+
+
+def new_autoencoder(preset: str, channels: int, resolution: int, seed: int | None = None) -> AutoencoderKL:
+    """A new `AutoencoderKL` of `autoencoder_config(preset, channels, resolution)`, its initial weights drawn from
+    `seed`: `train_autoencoder.py` builds it before the accelerator seeds torch, so `--seed` must reach it here.
+
+    Args:
+        preset (`str`): `--model_preset`, "tiny" or "sd".
+        channels (`int`): the data's image channels.
+        resolution (`int`): the training image size.
+        seed (`int`, *optional*): `--seed`; the same seed gives the same weights. `None`: torch's global random state
+            draws them. The global random state is left as it was either way (the accelerator seeds it afterwards).
+    """
+    config = autoencoder_config(preset, channels, resolution)
+    if seed is None:
+        return AutoencoderKL(**config)
+    with torch.random.fork_rng(devices=[]):  # the model is built on the CPU
+        torch.manual_seed(seed)
+        return AutoencoderKL(**config)

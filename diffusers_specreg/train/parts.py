@@ -158,7 +158,8 @@ def build_model(
     xformers: bool,
     corrupt_band_flag: str | None,
 ) -> UNet2DModel:
-    """The UNet to train, checked against the data's `channels`, the resolution, the autoencoder and the spectra.
+    """The UNet to train, checked against the objective (`check_model_config`), the data's `channels`, the resolution,
+    the autoencoder and the spectra.
 
     Args:
         settings (`DerivedSettings`): the run's settings (preset, resolution, spectra).
@@ -171,12 +172,15 @@ def build_model(
         corrupt_band_flag (`str`, *optional*): `--corrupt_band` as given (for messages).
     """
     model = build_unet(settings.model_preset, settings.resolution, channels, pretrained, config_name_or_path, codec)
+    if pretrained is not None:
+        source = f"--pretrained_model_name_or_path {pretrained_name_or_path}"
+    else:
+        source = f"--model_config_name_or_path {config_name_or_path}" if config_name_or_path else "--model_preset"
+    try:  # the objective can train this UNet and its pipeline sample it (e.g. flow's positional time embedding)
+        registry.check_model_config(settings.formulation.objective, model.config)
+    except ValueError as error:
+        raise ValueError(f"{source}: {error}") from None
     if codec is not None:
-        source = (
-            f"--pretrained_model_name_or_path {pretrained_name_or_path}"
-            if pretrained is not None
-            else f"--model_config_name_or_path {config_name_or_path}"
-        )
         check_latent_unet(model.config, codec, settings.resolution, source)
     if xformers:
         import importlib.util
