@@ -64,3 +64,26 @@ def test_a_script_s_own_incompatible_flags_are_refused_on_resume(caplog):
     assert "--latent_regularizer" in caplog.text
     with pytest.raises(ValueError, match=r"--latent_regularizer: \[\"kl\"\] in the checkpoint, \[\"esm\"\] now"):
         manifest.check_resume_settings(str(checkpoint), current, incompatible=("latent_regularizer",))
+
+
+def test_another_objectives_flags_recorded_by_an_older_version_do_not_block_a_resume():
+    from diffusers_specreg.train.manifest import compare_settings
+
+    # a DDPM run of an older version recorded --flow_shift 3 (then silently ignored); the flag is refused with ddpm
+    # now, so the resumed run cannot repeat it: the value has no effect on DDPM and is not compared
+    assert compare_settings(
+        {"formulation": "ddpm", "flow_shift": 3.0}, {"formulation": "ddpm", "flow_shift": None}
+    ) == (
+        [],
+        [],
+    )
+    assert compare_settings({"formulation": "sagd", "edm_p_mean": -1.0}, {"formulation": "sagd"}) == ([], [])
+    # the objective's own flags still are compared: flow's shift cannot change, EDM's P_mean warns
+    errors, _ = compare_settings(
+        {"formulation": "flow", "flow_shift": 3.0}, {"formulation": "flow", "flow_shift": 1.0}
+    )
+    assert errors == ["--flow_shift: 3.0 in the checkpoint, 1.0 now"]
+    _, warnings = compare_settings(
+        {"formulation": "edm", "edm_p_mean": -1.0}, {"formulation": "edm", "edm_p_mean": 0.0}
+    )
+    assert warnings == ["--edm_p_mean: -1.0 in the checkpoint, 0.0 now"]

@@ -18,7 +18,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from diffusers_specreg.diffusion.registry import objective_options, resume_incompatible_flags
+from diffusers_specreg.diffusion.registry import objective_class, objective_options, resume_incompatible_flags
+from diffusers_specreg.kinds import PIPELINE_KINDS
 from diffusers_specreg.train.checkpoint import RUN_SETTINGS_FILE, read_run_settings, read_training_state
 
 logger = logging.getLogger(__name__)
@@ -192,6 +193,17 @@ def _is_new_default(key: str, value) -> bool:
     )
 
 
+def _foreign_option_flags(kind_name) -> set[str]:
+    """The flags of the objectives' `Option`s that the run's own objective (that of its pipeline kind) does not own:
+    they do not act on its training, so they are not compared (a DDPM checkpoint of an older version may record a
+    `--flow_shift` it then ignored). Empty for a kind not registered (nothing is left out)."""
+    kind = PIPELINE_KINDS.get(kind_name) if isinstance(kind_name, str) else None
+    if kind is None:
+        return set()
+    own = {option.flag for option in objective_class(kind.objective).options}
+    return {option.flag for option in objective_options()} - own
+
+
 def compare_settings(
     saved: dict, current: dict, step: int | None = None, incompatible: Sequence[str] = ()
 ) -> tuple[list[str], list[str]]:
@@ -204,8 +216,9 @@ def compare_settings(
     warnings += [run_length] if run_length else []
     saved, current = _flatten(saved), _flatten(current)
     objectives_incompatible = resume_incompatible_flags()  # e.g. --flow_shift
+    foreign = _foreign_option_flags(current.get("formulation"))  # another objective's flags: no effect here
     for key in sorted(set(saved) | set(current)):
-        if key in UNCHECKED or key in NOT_SETTINGS or key == "max_train_steps":
+        if key in UNCHECKED or key in NOT_SETTINGS or key in foreign or key == "max_train_steps":
             continue
         old, new = saved.get(key), current.get(key)
         if json.dumps(old) == json.dumps(new) or (key not in saved and _is_new_default(key, new)):
