@@ -329,7 +329,10 @@ def steps_to_reach(study: str, variants, steps: list[int]) -> str:
     model's final FWD and FD_cls."""
     evals = load_evals(study)
     table = {(e["variant"], e["seed"], _key(e), e["step"]): e for e in evals}
-    lines = ["steps for the regularized model to reach the MSE model's final value (per seed; '>' = not reached)"]
+    lines = [
+        "steps for the regularized model to reach the MSE model's final value "
+        "(per seed; '>' = not reached, '-' = not evaluated)"
+    ]
     for sampler in CURVE_SAMPLERS:
         for variant in variants:
             if variant == "none":
@@ -339,6 +342,9 @@ def steps_to_reach(study: str, variants, steps: list[int]) -> str:
                 for seed in sorted({s for (_, s, _, _) in table}):
                     base = table.get(("none", seed, sampler, steps[-1]))
                     if base is None:
+                        continue
+                    if (variant, seed, sampler, steps[-1]) not in table:  # not evaluated (yet): no claim either way
+                        reached.append("-")
                         continue
                     hit = next(
                         (
