@@ -144,7 +144,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.add_argument_group("logging and checkpoints (as train_unconditional.py)")
     )
     arguments.add_checkpoint_arguments(log)
-    log.add_argument("--seed", type=int, default=None)
+    log.add_argument(
+        "--seed", type=int, default=None, help="Seeds a new autoencoder's weights, the data order, the noise."
+    )
     log.add_argument("--max_nonfinite_steps", type=int, default=5)
     args = parser.parse_args(argv)
     if args.latent_regularizer == ["none"]:

@@ -260,8 +260,9 @@ def test_the_card_shows_local_paths_relative_to_the_folder_or_with_the_home_as_t
 
 def test_a_new_autoencoder_trained_twice_with_one_seed_gives_the_same_weights(tmp_path):
     # from scratch: --seed must seed the new AutoencoderKL's initial weights too, not only the data order and noise
-    for name in ("a", "b"):
+    for name, seed in (("a", "0"), ("b", "0"), ("c", "1")):
         argv = [*FAST, "--output_dir", str(tmp_path / name), "--max_train_steps", "1", "--validation_steps", "100"]
-        assert train_autoencoder.main(argv) == 0
-    a, b = (AutoencoderKL.from_pretrained(tmp_path / name) for name in ("a", "b"))
+        assert train_autoencoder.main([*argv, "--seed", seed]) == 0
+    a, b, c = (AutoencoderKL.from_pretrained(tmp_path / name) for name in ("a", "b", "c"))
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert not all(torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters()))  # another seed, other weights
