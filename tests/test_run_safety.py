@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from conftest import REPO, wait_until_training, write_image_folder, write_unet_c
 from diffusers import UNet2DModel
 
 from diffusers_specreg import training
+from diffusers_specreg.train.lock import LOCK_FILE
 
 sys.path.insert(0, str(REPO))
 from test_train_spectral import FAST, tiny_run  # noqa: E402
@@ -354,6 +356,47 @@ def test_sigterm_to_the_launcher_alone_stops_the_training_with_a_checkpoint(tmp_
     # launcher forwards the SIGTERM to its child (and kills it 5 s later): either way the run checkpoints and stops
     assert re.search(r"Interrupted \(SIGTERM( to the launcher)?\): saved checkpoint-", stderr), stderr[-3000:]
     assert len(list(out.glob("checkpoint-*"))) == 1
+
+
+def test_a_launcher_killed_outright_leaves_a_resumable_checkpoint(tmp_path, image_folder, tiny_config):
+    # SIGKILL cannot be forwarded: the training learns of its launcher's death from the kernel (PDEATHSIG), saves a
+    # checkpoint and exits, although its stderr (a pipe the launcher was reading, from Accelerate 1.16) is gone
+    import os
+    import signal
+    import subprocess
+
+    out = tmp_path / "out"
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu"]
+    launcher += ["--num_machines", "1", "--dynamo_backend", "no", "--mixed_precision", "no"]
+    args = tiny_run(image_folder, tiny_config, out, max_train_steps=100000, checkpointing_steps=100000)
+    process = subprocess.Popen(
+        [*launcher, str(REPO / "train_spectral.py"), *args],
+        cwd=REPO,
+        env=dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # the launcher and the training share a process group, to wait for both below
+    )
+    try:
+        wait_until_training(out / "logs", process)
+        process.kill()
+        process.wait(timeout=60)
+        deadline = time.time() + 300
+        while time.time() < deadline:  # the orphaned training is still in the group until it exits
+            try:
+                os.killpg(process.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.5)
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    checkpoints = list(out.glob("checkpoint-*"))
+    assert len(checkpoints) == 1, sorted(p.name for p in out.iterdir())
+    assert json.loads((checkpoints[0] / "training_state.json").read_text())["global_step"] >= 1
+    assert not (out / LOCK_FILE).exists()  # the run released its folder
 
 
 def test_two_process_mid_epoch_resume_is_bit_identical(tmp_path):
