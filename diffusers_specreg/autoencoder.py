@@ -418,22 +418,6 @@ def plot_latent_spectrum(result: Mapping, path: str | os.PathLike | None = None)
     return figure
 
 
-__all__ = [
-    "AUTOENCODER_PRESETS",
-    "AutoencoderLoss",
-    "DSM_BLOCK",
-    "EncodeDecode",
-    "LATENT_REGULARIZERS",
-    "LPIPS",
-    "autoencoder_config",
-    "downsampling_factor",
-    "evaluate_autoencoder",
-    "fit_slope",
-    "measure_scaling_factor",
-    "plot_latent_spectrum",
-]
-
-
 def save_and_evaluate(
     vae,
     batches: Sequence[torch.Tensor],
@@ -476,3 +460,20 @@ def save_and_evaluate(
     with open(os.path.join(output_dir, "evaluation", "autoencoder.json"), "w") as f:
         json.dump(result, f, indent=2)
     return result
+
+
+__all__ = [
+    "AUTOENCODER_PRESETS",
+    "AutoencoderLoss",
+    "DSM_BLOCK",
+    "EncodeDecode",
+    "LATENT_REGULARIZERS",
+    "LPIPS",
+    "autoencoder_config",
+    "downsampling_factor",
+    "evaluate_autoencoder",
+    "fit_slope",
+    "measure_scaling_factor",
+    "plot_latent_spectrum",
+    "save_and_evaluate",
+]

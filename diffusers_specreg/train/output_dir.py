@@ -41,7 +41,6 @@ CARD_MARKER = "diffusers-specreg"  # a tag of every model card we write
 REPLACED_FILES = ("README.md", "training_args.json", "pipeline.py", "evaluation")
 # what a DDPM run writes besides the logging folder (the scripts pass their own list: `outputs=`)
 DDPM_OUTPUTS = ("model_index.json", "unet", "scheduler", "README.md", "training_args.json", "evaluation")
-# temporary folders of an interrupted save (`pipelines_io.write_atomically`) or checkpoint (`checkpoint.save_checkpoint`)
 # an autoencoder's files in --output_dir (train_autoencoder.py: a finished one stops the run unless
 # --overwrite_output_dir), and the top-level names its run writes besides the logging folder and checkpoints
 AUTOENCODER_FILES = (
@@ -57,6 +56,7 @@ AUTOENCODER_OUTPUTS = (
     "evaluation",
     "README.md",
 )
+# temporary folders of an interrupted save (`pipelines_io.write_atomically`) or checkpoint (`checkpoint.save_checkpoint`)
 TEMPORARY_PREFIXES = (".tmp-checkpoint-", ".tmp-save")
 # the files `diffusers_specreg.evaluate` and train_autoencoder.py write into `evaluation/`
 EVALUATION_SUFFIXES = (".json", ".md", ".png", ".wav")
