@@ -419,3 +419,20 @@ def test_two_process_mid_epoch_resume_is_bit_identical(tmp_path):
     assert "at step 2" in result.stderr
     assert not (tmp_path / "resumed" / ".train_spectral.lock").exists()  # the main process released it (issue 19)
     assert_identical(tmp_path / "straight", tmp_path / "resumed")
+
+
+def test_only_an_output_pipe_without_a_reader_is_sent_to_devnull():
+    import os
+
+    from diffusers_specreg.train.signals import release_orphaned_output
+
+    read_end, write_end = os.pipe()
+    spare = os.dup(write_end)
+    try:
+        assert release_orphaned_output((spare,)) == []  # its reader is alive: kept
+        os.close(read_end)
+        assert release_orphaned_output((spare,)) == [spare]  # the reader is gone: /dev/null from now on
+        assert os.write(spare, b"a log line") == 10  # no BrokenPipeError
+    finally:
+        os.close(spare)
+        os.close(write_end)

@@ -40,6 +40,7 @@ class InterruptFlag:
 
     def _handle(self, signum, frame):
         if signum == LAUNCHER_DIED_SIGNAL:  # the launcher is gone (prctl PDEATHSIG; getppid() may lag behind)
+            release_orphaned_output()
             if self.signal_name is None:  # it was stopped alone (`kill <launcher pid>`): stop as for a SIGTERM
                 self.signal_name, self.signum = "SIGTERM to the launcher", signal.SIGTERM
                 self._from_launcher, self._first_signal_time = True, time.monotonic()
@@ -74,6 +75,35 @@ class InterruptFlag:
     @property
     def raised(self) -> bool:
         return self.signal_name is not None
+
+
+def release_orphaned_output(fds=(1, 2)) -> list[int]:
+    """Point stdout / stderr at /dev/null where they are pipes whose reader is gone (from Accelerate 1.16 the
+    single-process launcher reads the training's stderr through a pipe: once it is killed, the next log line or
+    progress-bar refresh would raise BrokenPipeError and end the run before its checkpoint is saved).
+
+    Args:
+        fds (`tuple[int, ...]`, defaults to `(1, 2)`): the file descriptors to check.
+
+    Returns:
+        `list[int]`: the descriptors that were redirected.
+    """
+    import select
+
+    released = []
+    for fd in fds:
+        try:
+            poller = select.poll()
+            poller.register(fd, select.POLLOUT)
+            broken = any(events & select.POLLERR for _, events in poller.poll(0))  # a pipe without a reader
+            if broken:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, fd)
+                os.close(devnull)
+                released.append(fd)
+        except (OSError, ValueError):
+            continue
+    return released
 
 
 class TrainingInterrupted(Exception):
