@@ -110,6 +110,27 @@ def image_folder(tmp_path) -> Path:
     return write_image_folder(tmp_path / "images")
 
 
+def launch_in_background(script_args: list[str], stdout=None, stderr=None, omp_threads: str | None = "1"):
+    """`accelerate launch train_spectral.py *script_args` (one CPU process) in the background, in a process group of
+    its own (a terminal's: a group signal reaches the launcher and the training; the test kills the group at the end).
+
+    Returns:
+        `subprocess.Popen` with text pipes where `stdout` / `stderr` are `subprocess.PIPE`.
+    """
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu"]
+    launcher += ["--num_machines", "1", "--dynamo_backend", "no", "--mixed_precision", "no"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", **({"OMP_NUM_THREADS": omp_threads} if omp_threads else {}))
+    return subprocess.Popen(
+        [*launcher, str(REPO / "train_spectral.py"), *script_args],
+        cwd=REPO,
+        env=env,
+        stdout=stdout,
+        stderr=stderr,
+        text=True,
+        start_new_session=True,
+    )
+
+
 def wait_until_training(log_dir: Path, process, timeout: float = 300) -> None:
     """Block until a run launched in the background has logged its first step's scalars to TensorBoard.
 

@@ -16,7 +16,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, launch, tiny_unet, wait_until_training, write_image_folder, write_unet_config, write_vae
+from conftest import (
+    REPO,
+    launch,
+    launch_in_background,
+    tiny_unet,
+    wait_until_training,
+    write_image_folder,
+    write_unet_config,
+    write_vae,
+)
 from diffusers import DDPMPipeline, DDPMScheduler, DiffusionPipeline
 
 from diffusers_specreg import hub, run_settings
@@ -238,18 +247,8 @@ def test_a_local_dataset_name_counts_as_training_data(tmp_path):
 
 def test_a_second_run_into_a_folder_in_use_stops_and_sigterm_releases_the_lock(tmp_path, image_folder, tiny_config):
     out = tmp_path / "out"
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu"]
-    launcher += ["--num_machines", "1", "--dynamo_backend", "no", "--mixed_precision", "no"]
     args = tiny_run(image_folder, tiny_config, out, max_train_steps=100000, checkpointing_steps=100000)
-    first = subprocess.Popen(
-        [*launcher, str(REPO / "train_spectral.py"), *args],
-        cwd=REPO,
-        env=dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    first = launch_in_background(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_until_training(out / "logs", first)  # its signal handlers are installed
         assert first.poll() is None

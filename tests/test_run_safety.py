@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, wait_until_training, write_image_folder, write_unet_config
+from conftest import REPO, launch_in_background, wait_until_training, write_image_folder, write_unet_config
 from diffusers import UNet2DModel
 
 from diffusers_specreg import training
@@ -331,18 +331,8 @@ def test_sigterm_to_the_launcher_alone_stops_the_training_with_a_checkpoint(tmp_
     import subprocess
 
     out = tmp_path / "out"
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu"]
-    launcher += ["--num_machines", "1", "--dynamo_backend", "no", "--mixed_precision", "no"]
     args = tiny_run(image_folder, tiny_config, out, max_train_steps=100000, checkpointing_steps=100000)
-    process = subprocess.Popen(
-        [*launcher, str(REPO / "train_spectral.py"), *args],
-        cwd=REPO,
-        env=dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # only to clean up below if the training outlives the test
-    )
+    process = launch_in_background(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         wait_until_training(out / "logs", process)  # its signal handlers are installed
         process.send_signal(signal.SIGTERM)  # the launcher only, as `kill <pid>` or a job scheduler does
@@ -366,17 +356,8 @@ def test_a_launcher_killed_outright_leaves_a_resumable_checkpoint(tmp_path, imag
     import subprocess
 
     out = tmp_path / "out"
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu"]
-    launcher += ["--num_machines", "1", "--dynamo_backend", "no", "--mixed_precision", "no"]
     args = tiny_run(image_folder, tiny_config, out, max_train_steps=100000, checkpointing_steps=100000)
-    process = subprocess.Popen(
-        [*launcher, str(REPO / "train_spectral.py"), *args],
-        cwd=REPO,
-        env=dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # the launcher and the training share a process group, to wait for both below
-    )
+    process = launch_in_background(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until_training(out / "logs", process)
         process.kill()

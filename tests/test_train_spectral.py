@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, launch, wait_until_training, write_image_folder, write_unet_config
+from conftest import REPO, launch, launch_in_background, wait_until_training, write_image_folder, write_unet_config
 from diffusers import DDIMPipeline, DDPMPipeline, DiffusionPipeline, UNet2DModel
 from PIL import Image
 
@@ -193,18 +193,8 @@ def test_a_bad_main_process_timeout_is_refused_before_training(tmp_path, monkeyp
 
 def test_sigterm_saves_a_resumable_checkpoint(tmp_path, image_folder, tiny_config):
     out = tmp_path / "interrupted"
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu"]
-    launcher += ["--num_machines", "1", "--dynamo_backend", "no", "--mixed_precision", "no"]
     run = tiny_run(image_folder, tiny_config, out, max_train_steps=100000, checkpointing_steps=100000)
-    process = subprocess.Popen(
-        [*launcher, str(REPO / "train_spectral.py"), *run],
-        cwd=REPO,
-        env=dict(os.environ, HF_HUB_OFFLINE="1"),
-        start_new_session=True,  # a process group, like a terminal's: Ctrl-C / SIGTERM reach every process in it
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = launch_in_background(run, stdout=subprocess.PIPE, stderr=subprocess.PIPE, omp_threads=None)
     wait_until_training(out / "logs", process)  # its signal handlers are installed
     time.sleep(3)
     os.killpg(process.pid, signal.SIGTERM)
